@@ -1,0 +1,36 @@
+# Sandlot's two commands: `make serve` and `make test`. Both install what they need
+# (Debian packages, the venv, the base images) and are safe to run again.
+
+SHELL := /bin/bash
+PYTHON := /usr/bin/python3
+VENV := .venv
+DEB_PACKAGES := runc mmdebstrap nftables python3-nftables iproute2 iptables python3-venv python3-dev \
+                uidmap curl zstd ca-certificates busybox-static
+SANDLOT := $(VENV)/bin/sandlot
+PYTEST_ARGS ?=
+
+.PHONY: serve test deps venv setup clean-test
+
+serve: setup
+	$(SANDLOT) serve
+
+test: setup
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml | deps
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+venv: deps $(VENV)/.installed
+
+setup: venv
+	$(SANDLOT) setup

@@ -1,0 +1,348 @@
+"""Sandbox routes (E2B ``/sandboxes`` and ``/v2/sandboxes``): validation, store calls, shapes."""
+
+from __future__ import annotations
+
+import urllib.parse
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from sandlot.api.auth import TeamId
+from sandlot.api.errors import APIError, not_found_sandbox
+from sandlot.orchestrator.sandboxes import CreateRequest, SandboxError, SandboxManager
+from sandlot.store import sandboxes as sandbox_store
+from sandlot.store import templates as template_store
+from sandlot.store.models import Sandbox
+
+router = APIRouter()
+
+CLIENT_ID = "6532622b"
+"""E2B's infra always answers this constant ``clientID``."""
+
+
+# --- request bodies ---------------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+class NetworkConfig(_Body):
+    allow_public_traffic: bool | None = Field(None, alias="allowPublicTraffic")
+    allow_out: list[str] | None = Field(None, alias="allowOut")
+    deny_out: list[str] | None = Field(None, alias="denyOut")
+    mask_request_host: str | None = Field(None, alias="maskRequestHost")
+
+
+class AutoResume(_Body):
+    enabled: bool = False
+
+
+class NewSandbox(_Body):
+    template_id: str = Field(alias="templateID", min_length=1, max_length=255)
+    timeout: int | None = None
+    auto_pause: StrictBool | None = Field(None, alias="autoPause")
+    auto_pause_memory: StrictBool | None = Field(None, alias="autoPauseMemory")
+    auto_resume: AutoResume | None = Field(None, alias="autoResume")
+    allow_internet_access: StrictBool | None = None
+    network: NetworkConfig | None = None
+    metadata: dict[str, str] | None = None
+    env_vars: dict[str, str] | None = Field(None, alias="envVars")
+    mcp: dict[str, Any] | None = None
+    volume_mounts: list[dict[str, Any]] | None = Field(None, alias="volumeMounts")
+    secure: bool | None = None
+
+
+class ConnectBody(_Body):
+    timeout: int | None = None
+    memory: bool | None = None
+
+
+class TimeoutBody(_Body):
+    timeout: int
+
+
+class RefreshBody(_Body):
+    duration: int | None = None
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _manager(request: Request) -> SandboxManager:
+    return request.app.state.services.sandboxes
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _checked_timeout(request: Request, timeout: int | None, *, allow_zero: bool = False) -> int:
+    settings = request.app.state.services.settings
+    if timeout is None:
+        return settings.default_timeout_s
+    if timeout < 0 or (timeout == 0 and not allow_zero):
+        raise APIError(400, f"Invalid timeout {timeout}: it must be a positive number of seconds")
+    if timeout > settings.max_lifetime_s:
+        raise APIError(400, f"Invalid timeout {timeout}: the maximum is {settings.max_lifetime_s} seconds")
+    return timeout
+
+
+def _sandbox_json(row: Sandbox, domain: str | None) -> dict[str, Any]:
+    return {
+        "templateID": row.template_id,
+        "sandboxID": row.id,
+        "clientID": CLIENT_ID,
+        "envdVersion": row.envd_version,
+        "alias": row.alias,
+        "envdAccessToken": row.envd_access_token,
+        "trafficAccessToken": None,
+        "domain": domain,
+    }
+
+
+def _listed_json(row: Sandbox) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "templateID": row.template_id,
+        "sandboxID": row.id,
+        "clientID": CLIENT_ID,
+        "startedAt": _iso(row.started_at),
+        "endAt": _iso(row.end_at),
+        "cpuCount": row.cpu_count,
+        "memoryMB": row.memory_mb,
+        "diskSizeMB": row.disk_mb,
+        "state": "paused" if row.state == "paused" else "running",
+        "envdVersion": row.envd_version,
+        "metadata": row.metadata_ or {},
+    }
+    if row.alias:
+        data["alias"] = row.alias
+    return data
+
+
+def _detail_json(row: Sandbox, domain: str | None) -> dict[str, Any]:
+    data = _listed_json(row)
+    data.update(
+        {
+            "envdAccessToken": row.envd_access_token,
+            "allowInternetAccess": row.allow_internet_access,
+            "domain": domain,
+            "lifecycle": {"autoResume": False, "onTimeout": "pause" if row.auto_pause else "kill"},
+        }
+    )
+    return data
+
+
+def _raise(exc: SandboxError) -> None:
+    raise APIError(exc.status, exc.message) from exc
+
+
+def _reject_unsupported(body: NewSandbox) -> None:
+    """Features of later milestones fail loudly instead of being silently ignored."""
+    if body.auto_pause:
+        raise APIError(400, "autoPause is not supported by this Sandlot server yet")
+    if body.allow_internet_access is False:
+        raise APIError(400, "allow_internet_access=false is not supported by this Sandlot server yet")
+    network = body.network
+    if network is not None and (network.allow_out or network.deny_out or network.allow_public_traffic is False):
+        raise APIError(400, "network egress/ingress rules are not supported by this Sandlot server yet")
+    if body.mcp:
+        raise APIError(400, "MCP gateway sandboxes are not supported by this Sandlot server")
+    if body.volume_mounts:
+        raise APIError(400, "volume mounts are not supported by this Sandlot server")
+
+
+def parse_metadata_filter(raw: str | None) -> dict[str, str]:
+    """E2B's ``metadata`` query: url-encoded ``k=v&k2=v2`` (keys and values quoted once more)."""
+    if not raw:
+        return {}
+    result: dict[str, str] = {}
+    for part in urllib.parse.unquote_plus(raw).split("&"):
+        pieces = part.split("=")
+        if len(pieces) != 2:
+            raise APIError(400, f"Invalid metadata filter {part!r}: expected key=value")
+        result[urllib.parse.unquote_plus(pieces[0])] = urllib.parse.unquote_plus(pieces[1])
+    return result
+
+
+# --- routes -------------------------------------------------------------------------------------
+
+
+@router.post("/sandboxes", status_code=201)
+@router.post("/v2/sandboxes", status_code=201)
+async def create_sandbox(body: NewSandbox, request: Request, team_id: TeamId) -> dict[str, Any]:
+    timeout = _checked_timeout(request, body.timeout)
+    _reject_unsupported(body)
+    services = request.app.state.services
+    with services.db.session() as session:
+        template = template_store.resolve(session, team_id, body.template_id)
+        if template is None:
+            raise APIError(404, f"Template '{body.template_id}' not found")
+        build = template_store.latest_ready_build(session, template.id)
+        if build is None:
+            raise APIError(400, f"Template '{body.template_id}' has no finished build")
+        names = template_store.aliases(session, template.id)
+    alias = body.template_id if body.template_id in names else (names[0] if names else None)
+    try:
+        row = await _manager(request).create(
+            CreateRequest(
+                team_id=team_id,
+                template=template,
+                build=build,
+                alias=alias,
+                timeout_s=timeout,
+                metadata=body.metadata or {},
+                env_vars=body.env_vars or {},
+                allow_internet_access=body.allow_internet_access,
+            )
+        )
+    except SandboxError as exc:
+        _raise(exc)
+    return _sandbox_json(row, services.settings.domain)
+
+
+@router.get("/sandboxes")
+async def list_sandboxes_v1(request: Request, team_id: TeamId, metadata: str | None = None) -> list[dict[str, Any]]:
+    filters = parse_metadata_filter(metadata)
+    with request.app.state.services.db.session() as session:
+        rows, _ = sandbox_store.page(
+            session, team_id, states=["running"], metadata=filters, ascending=False, limit=10_000, after=None
+        )
+    return [_listed_json(r) for r in rows]
+
+
+@router.get("/v2/sandboxes")
+async def list_sandboxes(
+    request: Request,
+    response: Response,
+    team_id: TeamId,
+    metadata: str | None = None,
+    state: str | None = None,
+    order: str = "desc",
+    limit: int = Query(100, ge=1, le=100),
+    next_token: str | None = Query(None, alias="nextToken"),
+    started_after: datetime | None = Query(None, alias="startedAfter"),
+    template: str | None = None,
+) -> list[dict[str, Any]]:
+    filters = parse_metadata_filter(metadata)
+    states = [s.strip() for s in state.split(",") if s.strip()] if state else ["running", "paused"]
+    if not set(states) <= {"running", "paused"}:
+        raise APIError(400, f"Invalid state filter {state!r}: use running, paused or both")
+    if order not in ("asc", "desc"):
+        raise APIError(400, f"Invalid order {order!r}: use asc or desc")
+    cursor = None
+    if next_token:
+        try:
+            cursor = sandbox_store.PageCursor.decode(next_token)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise APIError(400, "Invalid nextToken") from exc
+    with request.app.state.services.db.session() as session:
+        template_ids = None
+        if template:
+            if ":" in template:
+                raise APIError(400, "The template filter must not carry a tag")
+            found = template_store.resolve(session, team_id, template)
+            template_ids = [found.id] if found else []
+        rows, following = sandbox_store.page(
+            session,
+            team_id,
+            states=states,
+            metadata=filters,
+            ascending=order == "asc",
+            limit=limit,
+            after=cursor,
+            started_after=started_after,
+            template_ids=template_ids,
+        )
+    if following is not None:
+        response.headers["X-Next-Token"] = following.encode()
+    return [_listed_json(r) for r in rows]
+
+
+@router.get("/sandboxes/{sandbox_id}")
+async def get_sandbox(sandbox_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
+    services = request.app.state.services
+    with services.db.session() as session:
+        row = sandbox_store.get_for_team(session, team_id, _short_id(sandbox_id))
+    if row is None:
+        raise not_found_sandbox(sandbox_id)
+    return _detail_json(row, services.settings.domain)
+
+
+@router.delete("/sandboxes/{sandbox_id}", status_code=204)
+async def kill_sandbox(sandbox_id: str, request: Request, team_id: TeamId) -> Response:
+    if not await _manager(request).kill(team_id, _short_id(sandbox_id)):
+        raise not_found_sandbox(sandbox_id)
+    return Response(status_code=204)
+
+
+@router.post("/sandboxes/{sandbox_id}/timeout", status_code=204)
+async def set_timeout(sandbox_id: str, body: TimeoutBody, request: Request, team_id: TeamId) -> Response:
+    timeout = _checked_timeout(request, body.timeout, allow_zero=True)
+    try:
+        await _manager(request).set_timeout(team_id, _short_id(sandbox_id), timeout)
+    except SandboxError as exc:
+        _raise(exc)
+    return Response(status_code=204)
+
+
+@router.post("/sandboxes/{sandbox_id}/refreshes", status_code=204)
+async def refresh(sandbox_id: str, request: Request, team_id: TeamId, body: RefreshBody | None = None) -> Response:
+    duration = max(15, body.duration if body and body.duration is not None else 15)
+    timeout = _checked_timeout(request, duration)
+    try:
+        await _manager(request).keep_alive(team_id, _short_id(sandbox_id), timeout)
+    except SandboxError as exc:
+        _raise(exc)
+    return Response(status_code=204)
+
+
+@router.post("/sandboxes/{sandbox_id}/connect")
+@router.post("/v2/sandboxes/{sandbox_id}/connect")
+async def connect(
+    sandbox_id: str, request: Request, response: Response, team_id: TeamId, body: ConnectBody | None = None
+) -> dict[str, Any]:
+    timeout = _checked_timeout(request, body.timeout if body else None)
+    try:
+        row = await _manager(request).keep_alive(team_id, _short_id(sandbox_id), timeout)
+    except SandboxError as exc:
+        _raise(exc)
+    response.status_code = 200
+    return _sandbox_json(row, request.app.state.services.settings.domain)
+
+
+def _not_yet(feature: str) -> APIError:
+    return APIError(501, f"{feature} is not implemented by this Sandlot server yet")
+
+
+@router.post("/sandboxes/{sandbox_id}/pause")
+async def pause(sandbox_id: str, request: Request, team_id: TeamId) -> Response:
+    _require_sandbox(request, team_id, sandbox_id)
+    raise _not_yet("Pausing sandboxes")
+
+
+@router.post("/sandboxes/{sandbox_id}/resume")
+async def resume(sandbox_id: str, request: Request, team_id: TeamId) -> Response:
+    _require_sandbox(request, team_id, sandbox_id)
+    raise _not_yet("Resuming sandboxes")
+
+
+@router.get("/sandboxes/{sandbox_id}/metrics")
+async def metrics(sandbox_id: str, request: Request, team_id: TeamId) -> Response:
+    _require_sandbox(request, team_id, sandbox_id)
+    raise _not_yet("Sandbox metrics")
+
+
+def _require_sandbox(request: Request, team_id: str, sandbox_id: str) -> Sandbox:
+    with request.app.state.services.db.session() as session:
+        row = sandbox_store.get_for_team(session, team_id, _short_id(sandbox_id))
+    if row is None:
+        raise not_found_sandbox(sandbox_id)
+    return row
+
+
+def _short_id(sandbox_id: str) -> str:
+    """Accept the legacy ``{sandboxID}-{clientID}`` form, as E2B's infra does."""
+    return sandbox_id.split("-", 1)[0]

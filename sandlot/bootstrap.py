@@ -1,0 +1,72 @@
+"""One-time and every-start preparation: data dir, schema, first API key, base template.
+
+Runs synchronously before the server accepts traffic, so `sandlot serve` on a
+fresh machine ends up ready with no other command.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from sandlot.settings import Settings
+from sandlot.store import keys
+from sandlot.store import templates as template_store
+from sandlot.store.database import Database
+
+Progress = Callable[[str], None]
+
+
+def prepare_store(settings: Settings, db: Database) -> str | None:
+    """Migrate and make sure an API key exists; returns a key that was created just now."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.data_dir, 0o700)
+    db.migrate()
+    created: str | None = None
+    with db.session() as session, session.begin():
+        team = keys.get_or_create_default_team(session)
+        if settings.api_key is not None:
+            if not keys.has_key(session, settings.api_key):
+                keys.add_key(session, team, "bootstrap", settings.api_key)
+                created = settings.api_key
+        elif not keys.list_keys(session):
+            _, created = keys.add_key(session, team, "default")
+    if created is not None:
+        _write_secret(settings.api_key_file, created + "\n")
+    return created
+
+
+def _write_secret(path: Path, content: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+    os.chmod(path, 0o600)
+
+
+def base_rootfs_dir(settings: Settings) -> Path:
+    return settings.templates_dir / "base" / "rootfs"
+
+
+def prepare_images(settings: Settings, progress: Progress) -> None:
+    """Build the envd runtime and the ``base`` rootfs if they are missing (slow once, then cached)."""
+    from sandlot.runtime.envd_bundle import build_envd_runtime
+    from sandlot.templates.base import build_base_rootfs
+
+    build_envd_runtime(settings.envd_runtime_dir, progress=progress)
+    build_base_rootfs(base_rootfs_dir(settings), progress=progress)
+
+
+def register_base_template(settings: Settings, db: Database, envd_version: str) -> None:
+    with db.session() as session, session.begin():
+        template_store.register_ready(
+            session,
+            alias="base",
+            team_id=None,
+            public=True,
+            layers=[str(base_rootfs_dir(settings))],
+            cpu_count=settings.default_cpu_count,
+            memory_mb=settings.default_memory_mb,
+            disk_mb=settings.default_disk_mb,
+            envd_version=envd_version,
+        )

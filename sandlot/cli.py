@@ -1,0 +1,143 @@
+"""`sandlot` command line: serve, setup, keys."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sandlot.settings import Settings
+
+app = typer.Typer(help="Sandlot: self-hosted sandboxes for AI agents that speak the E2B API.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console(stderr=True)
+
+
+def _settings(**overrides: object) -> Settings:
+    settings = Settings()
+    values = {k: v for k, v in overrides.items() if v is not None}
+    return settings.model_copy(update=values) if values else settings
+
+
+def _prepare(settings: Settings) -> str | None:
+    from sandlot.bootstrap import prepare_images, prepare_store, register_base_template
+    from sandlot.orchestrator.sandboxes import ENVD_VERSION
+    from sandlot.store.database import Database
+
+    db = Database(settings.effective_database_url)
+    try:
+        created = prepare_store(settings, db)
+        with console.status("Preparing sandbox images…") as status:
+            prepare_images(settings, progress=lambda message: status.update(f"[bold]{message}"))
+        register_base_template(settings, db, ENVD_VERSION)
+        return created
+    finally:
+        db.dispose()
+
+
+@app.command()
+def setup() -> None:
+    """Create the data dir, migrate the store and build the base images (idempotent)."""
+    from sandlot.logging_setup import configure
+
+    configure()
+    settings = _settings()
+    created = _prepare(settings)
+    if created:
+        console.print(f"API key: [bold]{created}[/] (saved to {settings.api_key_file})")
+    console.print("[green]Sandlot is set up.[/]")
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port for the API and the sandbox front door")] = None,
+    domain: Annotated[Optional[str], typer.Option(help="Sandbox domain ({port}-{id}.{domain})")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+) -> None:
+    """Run the API and the sandbox front door on one port."""
+    import uvicorn
+
+    from sandlot.app import build_services, create_app
+    from sandlot.logging_setup import configure
+    from sandlot.runtime.runc import set_child_subreaper
+
+    configure(log_level)
+    settings = _settings(host=host, port=port, domain=domain)
+    created = _prepare(settings)
+    set_child_subreaper()
+    url = f"http://{settings.host}:{settings.port}"
+    key = created or f"$(cat {settings.api_key_file})"
+    if created:
+        console.print(f"[bold]New API key[/] (shown once, also saved to {settings.api_key_file}): [bold green]{created}[/]")
+    console.print("Point the E2B SDKs at this server with:")
+    console.print(f"  export E2B_API_URL={url}\n  export E2B_SANDBOX_URL={url}\n  export E2B_API_KEY={key}", highlight=False)
+    if settings.domain:
+        console.print(f"  export E2B_DOMAIN={settings.domain}", highlight=False)
+    services = build_services(settings)
+    uvicorn.run(
+        create_app(services),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_keep_alive=300,
+        http="h11",
+    )
+
+
+@keys_app.command("create")
+def keys_create(
+    team: Annotated[Optional[str], typer.Option(help="Team id or name; created if it doesn't exist")] = None,
+    name: Annotated[str, typer.Option(help="A label for the key")] = "cli",
+) -> None:
+    """Create an API key and print it (shown once)."""
+    from sandlot.store import keys
+    from sandlot.store.database import Database
+
+    settings = _settings()
+    db = Database(settings.effective_database_url)
+    db.migrate()
+    with db.session() as session, session.begin():
+        if team is None:
+            owner = keys.get_or_create_default_team(session)
+        else:
+            owner = keys.find_team(session, team) or keys.create_team(session, team)
+        _, key = keys.add_key(session, owner, name)
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (masked) with their teams."""
+    from sandlot.store import keys
+    from sandlot.store.database import Database
+
+    db = Database(_settings().effective_database_url)
+    db.migrate()
+    table = Table("id", "key", "name", "team", "created", "last used")
+    with db.session() as session:
+        for key, team in keys.list_keys(session):
+            table.add_row(key.id, key.key_mask, key.name, team.name, str(key.created_at), str(key.last_used_at or "-"))
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="Key id (from `keys list`) or the key itself")]) -> None:
+    """Revoke an API key."""
+    from sandlot.store import keys
+    from sandlot.store.database import Database
+
+    db = Database(_settings().effective_database_url)
+    db.migrate()
+    with db.session() as session, session.begin():
+        if not keys.revoke_key(session, key):
+            console.print("[red]No such key[/]")
+            raise typer.Exit(1)
+    console.print("Revoked.")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,291 @@
+"""Create, find, extend and kill sandboxes; expire them; recover them after a restart.
+
+The store row is written *before* the container exists (state ``creating``) so a
+crash half-way is found and cleaned at the next start; any failure during
+create tears down whatever the runtime made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+
+import httpx
+import structlog
+
+from sandlot import ids
+from sandlot.orchestrator.envd_client import wait_healthy
+from sandlot.runtime.base import BindMount, Runtime, SandboxSpec
+from sandlot.settings import Settings
+from sandlot.store import sandboxes as sandbox_store
+from sandlot.store import templates as template_store
+from sandlot.store.database import Database
+from sandlot.store.models import Build, Sandbox, Template
+
+log = structlog.get_logger("sandlot.orchestrator")
+
+ENVD_VERSION = "0.3.0"
+"""Highest envd protocol version whose gated features all work (see issue notes)."""
+
+EnvdLauncher = Callable[[int], tuple[list[str], dict[str, str]]]
+"""Returns argv and environment that start envd inside a sandbox on a port."""
+
+DEFAULT_USER = "user"
+DEFAULT_WORKDIR = "/home/user"
+
+
+class SandboxError(Exception):
+    """A lifecycle operation failed; ``status`` is the HTTP status to report."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class CreateRequest:
+    team_id: str
+    template: Template
+    build: Build
+    alias: str | None
+    timeout_s: int
+    metadata: dict[str, str] = field(default_factory=dict)
+    env_vars: dict[str, str] = field(default_factory=dict)
+    auto_pause: bool = False
+    allow_internet_access: bool | None = None
+    network: dict | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where the front door sends a sandbox's traffic."""
+
+    ip: str
+    state: str
+    access_token: str
+
+
+class SandboxManager:
+    def __init__(self, settings: Settings, db: Database, runtime: Runtime, envd_launch: EnvdLauncher) -> None:
+        self.settings = settings
+        self.db = db
+        self.runtime = runtime
+        self.envd_launch = envd_launch
+        self._routes: dict[str, Route] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._http = httpx.AsyncClient()
+        self._reaper: asyncio.Task[None] | None = None
+        self.fail_after_runtime_create = False
+        """Test hook: fail a create after the container exists (cleanup must still happen)."""
+
+    # --- lookups -------------------------------------------------------------------------
+
+    def route(self, sandbox_id: str) -> Route | None:
+        return self._routes.get(sandbox_id)
+
+    def _lock(self, sandbox_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(sandbox_id, asyncio.Lock())
+
+    # --- create --------------------------------------------------------------------------
+
+    async def create(self, request: CreateRequest) -> Sandbox:
+        sandbox_id = ids.new_sandbox_id()
+        now = datetime.now(timezone.utc)
+        row = Sandbox(
+            id=sandbox_id,
+            team_id=request.team_id,
+            template_id=request.template.id,
+            build_id=request.build.id,
+            alias=request.alias,
+            state="creating",
+            started_at=now,
+            end_at=now + timedelta(seconds=request.timeout_s),
+            cpu_count=request.build.cpu_count,
+            memory_mb=request.build.memory_mb,
+            disk_mb=request.build.disk_mb,
+            envd_version=ENVD_VERSION,
+            envd_access_token=ids.new_access_token(),
+            metadata_=request.metadata,
+            env_vars=request.env_vars,
+            auto_pause=request.auto_pause,
+            allow_internet_access=request.allow_internet_access,
+            network=request.network,
+        )
+        with self.db.session() as session, session.begin():
+            session.add(row)
+        try:
+            async with self._lock(sandbox_id):
+                handle = await self.runtime.create(self._spec(row, request.build))
+                try:
+                    if self.fail_after_runtime_create:
+                        raise RuntimeError("injected failure after runtime create")
+                    await wait_healthy(self._http, handle.ip, self.settings.envd_port, self.settings.envd_start_timeout_s)
+                except BaseException:
+                    await self.runtime.kill(sandbox_id)
+                    raise
+        except BaseException as exc:
+            with self.db.session() as session, session.begin():
+                stale = session.get(Sandbox, sandbox_id)
+                if stale is not None:
+                    session.delete(stale)
+            self._locks.pop(sandbox_id, None)
+            log.error("sandbox create failed", sandbox_id=sandbox_id, error=repr(exc))
+            if isinstance(exc, Exception):
+                raise SandboxError(500, f"Failed to create sandbox: {exc}") from exc
+            raise
+        started = datetime.now(timezone.utc)
+        with self.db.session() as session, session.begin():
+            fresh = session.get(Sandbox, sandbox_id)
+            assert fresh is not None
+            fresh.state = "running"
+            fresh.ip = handle.ip
+            fresh.started_at = started
+            fresh.end_at = started + timedelta(seconds=request.timeout_s)
+            template_store.mark_spawned(session, request.template.id)
+            row = fresh
+        self._routes[sandbox_id] = Route(handle.ip, "running", row.envd_access_token)
+        log.info("sandbox created", sandbox_id=sandbox_id, template=request.template.id, ip=handle.ip)
+        return row
+
+    def _spec(self, row: Sandbox, build: Build) -> SandboxSpec:
+        argv, env = self.envd_launch(self.settings.envd_port)
+        env = dict(env)
+        env["SANDLOT_ENVD_INIT"] = json.dumps(
+            {
+                "envVars": row.env_vars or {},
+                "accessToken": row.envd_access_token,
+                "defaultUser": DEFAULT_USER,
+                "defaultWorkdir": DEFAULT_WORKDIR,
+            }
+        )
+        env["SANDLOT_ENVD_PORT"] = str(self.settings.envd_port)
+        mounts = [BindMount(self.settings.envd_runtime_dir, "/.sandlot", read_only=True)]
+        if self.settings.trust_host_ca and self.settings.host_ca_bundle.exists():
+            mounts.append(BindMount(self.settings.host_ca_bundle, "/etc/ssl/certs/ca-certificates.crt", read_only=True))
+        return SandboxSpec(
+            sandbox_id=row.id,
+            layers=[Path(p) for p in build.layers],
+            cpu_count=row.cpu_count,
+            memory_mb=row.memory_mb,
+            pids_limit=self.settings.pids_limit,
+            args=argv,
+            env=env,
+            mounts=mounts,
+            hostname="e2b",
+        )
+
+    # --- timeouts ------------------------------------------------------------------------
+
+    def _checked_end(self, row: Sandbox, timeout_s: int) -> datetime:
+        end = datetime.now(timezone.utc) + timedelta(seconds=timeout_s)
+        limit = row.started_at + timedelta(seconds=self.settings.max_lifetime_s)
+        if end > limit:
+            raise SandboxError(400, f"Max instance length exceeded: a sandbox may live at most {self.settings.max_lifetime_s} s")
+        return end
+
+    async def set_timeout(self, team_id: str, sandbox_id: str, timeout_s: int) -> None:
+        """Set the end time to now + timeout (may shorten), as E2B's ``POST /timeout``."""
+        with self.db.session() as session, session.begin():
+            row = sandbox_store.get_for_team(session, team_id, sandbox_id)
+            if row is None:
+                raise SandboxError(404, f"Sandbox \"{sandbox_id}\" doesn't exist or you don't have access to it")
+            row.end_at = self._checked_end(row, timeout_s)
+
+    async def keep_alive(self, team_id: str, sandbox_id: str, timeout_s: int) -> Sandbox:
+        """Extend (never shorten) the end time, as E2B's connect and refresh do."""
+        with self.db.session() as session, session.begin():
+            row = sandbox_store.get_for_team(session, team_id, sandbox_id)
+            if row is None:
+                raise SandboxError(404, f"Sandbox \"{sandbox_id}\" doesn't exist or you don't have access to it")
+            if row.state != "running":
+                raise SandboxError(409, f"Sandbox \"{sandbox_id}\" is {row.state}")
+            end = self._checked_end(row, timeout_s)
+            if end > row.end_at:
+                row.end_at = end
+            return row
+
+    # --- kill ----------------------------------------------------------------------------
+
+    async def kill(self, team_id: str, sandbox_id: str) -> bool:
+        with self.db.session() as session:
+            row = sandbox_store.get_for_team(session, team_id, sandbox_id)
+        if row is None:
+            return False
+        await self._destroy(sandbox_id)
+        return True
+
+    async def _destroy(self, sandbox_id: str) -> None:
+        async with self._lock(sandbox_id):
+            self._routes.pop(sandbox_id, None)
+            with self.db.session() as session, session.begin():
+                row = session.get(Sandbox, sandbox_id)
+                if row is not None:
+                    row.state = "killing"
+            await self.runtime.kill(sandbox_id)
+            with self.db.session() as session, session.begin():
+                row = session.get(Sandbox, sandbox_id)
+                if row is not None:
+                    session.delete(row)
+        self._locks.pop(sandbox_id, None)
+        log.info("sandbox killed", sandbox_id=sandbox_id)
+
+    # --- background work ------------------------------------------------------------------
+
+    async def expire_due(self) -> None:
+        with self.db.session() as session:
+            due = [row.id for row in sandbox_store.expired(session, datetime.now(timezone.utc))]
+        for sandbox_id in due:
+            try:
+                await self._destroy(sandbox_id)
+            except Exception:  # keep the reaper alive; the next tick retries
+                log.exception("failed to expire sandbox", sandbox_id=sandbox_id)
+
+    async def _reap_forever(self, interval_s: float = 0.5) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.expire_due()
+            except Exception:
+                log.exception("reaper tick failed")
+
+    async def recover(self) -> None:
+        """Match the store against the containers that survived a restart.
+
+        Rows whose container is gone are dropped; containers without a row
+        (a create that crashed half-way) are torn down.
+        """
+        handles = {h.sandbox_id: h for h in await self.runtime.list()}
+        with self.db.session() as session, session.begin():
+            for row in sandbox_store.all_live(session):
+                handle = handles.pop(row.id, None)
+                if row.state == "running" and handle is not None and await self.runtime.is_alive(row.id):
+                    self._routes[row.id] = Route(handle.ip, "running", row.envd_access_token)
+                    row.ip = handle.ip
+                    continue
+                if handle is not None:
+                    await self.runtime.kill(row.id)
+                log.warning("dropping sandbox lost across restart", sandbox_id=row.id, state=row.state)
+                session.delete(row)
+        for orphan in handles:
+            log.warning("removing orphan container", sandbox_id=orphan)
+            await self.runtime.kill(orphan)
+        log.info("recovered sandboxes", running=len(self._routes))
+
+    async def start(self) -> None:
+        await self.recover()
+        self._reaper = asyncio.create_task(self._reap_forever())
+
+    async def close(self) -> None:
+        """Stop background work; sandboxes keep running for the next server start."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            try:
+                await self._reaper
+            except asyncio.CancelledError:
+                pass
+        await self._http.aclose()

@@ -1,0 +1,1 @@
+"""The front door: sandbox traffic is told apart from API traffic and streamed to the sandbox."""

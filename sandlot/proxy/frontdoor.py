@@ -1,0 +1,169 @@
+"""ASGI front door: proxies sandbox traffic, hands everything else to the API app.
+
+Bodies are streamed both ways (chunked uploads, long-lived Connect streams,
+large downloads) and nothing is decoded: ``Content-Encoding`` passes through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import structlog
+
+from sandlot.orchestrator.sandboxes import SandboxManager
+from sandlot.proxy.routing import BadTarget, Target, target_of
+
+log = structlog.get_logger("sandlot.proxy")
+
+ASGIApp = Any
+
+_HOP_BY_HOP = {
+    b"connection",
+    b"keep-alive",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+    b"host",
+}
+
+
+async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class FrontDoor:
+    def __init__(self, api: ASGIApp, manager: SandboxManager, domain: str | None) -> None:
+        self.api = api
+        self.manager = manager
+        self.domain = domain
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=5.0, read=None, write=None, pool=None),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=60),
+        )
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.api(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            target = target_of(headers, self.domain)
+        except BadTarget as exc:
+            if scope["type"] == "http":
+                await _send_json(send, 400, {"code": 400, "message": str(exc)})
+            return
+        if target is None:
+            await self.api(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1011, "reason": "WebSockets are not proxied yet"})
+            return
+        await self._proxy(scope, receive, send, target)
+
+    async def _proxy(self, scope: dict[str, Any], receive: Any, send: Any, target: Target) -> None:
+        route = self.manager.route(target.sandbox_id)
+        if route is None or route.state != "running":
+            await _send_json(
+                send, 502, {"sandboxId": target.sandbox_id, "message": "The sandbox was not found", "code": 502}
+            )
+            return
+        path = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string", b"")
+        url = f"http://{route.ip}:{target.port}{path.decode('latin-1')}"
+        if query:
+            url = f"{url}?{query.decode('latin-1')}"
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
+        has_body = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
+        body_done = asyncio.Event()
+
+        async def request_body() -> AsyncIterator[bytes]:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    body_done.set()
+                    raise asyncio.CancelledError("client went away")
+                chunk = message.get("body", b"")
+                if chunk:
+                    yield chunk
+                if not message.get("more_body", False):
+                    body_done.set()
+                    return
+
+        request = self.client.build_request(
+            scope["method"], url, headers=headers, content=request_body() if has_body else None
+        )
+        if not has_body:
+            body_done.set()
+        try:
+            upstream = await self.client.send(request, stream=True)
+        except httpx.ConnectError:
+            await _send_json(
+                send,
+                502,
+                {
+                    "sandboxId": target.sandbox_id,
+                    "message": "The sandbox is running but port is not open",
+                    "port": target.port,
+                    "code": 502,
+                },
+            )
+            return
+        except (httpx.HTTPError, asyncio.CancelledError) as exc:
+            log.warning("proxy request failed", sandbox_id=target.sandbox_id, error=repr(exc))
+            await _send_json(send, 502, {"sandboxId": target.sandbox_id, "message": f"Proxy error: {exc}", "code": 502})
+            return
+
+        async def watch_disconnect() -> None:
+            await body_done.wait()
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": upstream.status_code,
+                    "headers": [
+                        (k, v) for k, v in upstream.headers.raw if k.lower() not in _HOP_BY_HOP
+                    ],
+                }
+            )
+            pump = asyncio.ensure_future(self._pump(upstream, send))
+            watcher = asyncio.ensure_future(watch_disconnect())
+            done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if pump not in done:
+                pump.cancel()
+            watcher.cancel()
+            for task in (pump, watcher):
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+        finally:
+            await upstream.aclose()
+
+    @staticmethod
+    async def _pump(upstream: httpx.Response, send: Any) -> None:
+        async for chunk in upstream.aiter_raw():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

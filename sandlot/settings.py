@@ -1,0 +1,82 @@
+"""One typed settings object, read from ``SANDLOT_*`` environment variables.
+
+Every knob of the server lives here so an operator can find them in one
+place and the rest of the code never reads ``os.environ`` directly.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+API_KEY_PATTERN = re.compile(r"^e2b_[0-9a-f]{40}$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SANDLOT_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 3000
+    data_dir: Path = Path("/var/lib/sandlot")
+    database_url: str | None = None
+    api_key: str | None = None
+    """Bootstrap key: created for the default team at first start when set."""
+
+    domain: str | None = None
+    """Sandbox domain for ``{port}-{id}.{domain}`` hosts; ``None`` = SDK default."""
+
+    default_timeout_s: int = 300
+    max_lifetime_s: int = 24 * 3600
+    default_cpu_count: int = 2
+    default_memory_mb: int = 512
+    default_disk_mb: int = 10 * 1024
+    max_cpu_count: int = 8
+    max_memory_mb: int = 16 * 1024
+    pids_limit: int = 4096
+
+    trust_host_ca: bool = True
+    """Bind the host's CA bundle into sandboxes (TLS-intercepting proxies)."""
+    host_ca_bundle: Path = Path("/etc/ssl/certs/ca-certificates.crt")
+
+    no_new_privileges: bool = False
+    """Off by default: E2B's contract includes passwordless sudo for ``user``."""
+
+    network_pool_size: int = 4
+    sandbox_subnet: str = "10.213.0.0/16"
+    envd_port: int = 49983
+    envd_start_timeout_s: float = 20.0
+
+    runtime_state_dir: Path = Path("/run/sandlot")
+    instance: str = "sandlot"
+    """Prefix of host resources (nft table, netns, cgroups) so two servers never collide."""
+
+    @field_validator("api_key")
+    @classmethod
+    def _check_api_key(cls, value: str | None) -> str | None:
+        if value is not None and not API_KEY_PATTERN.match(value):
+            raise ValueError("SANDLOT_API_KEY must be 'e2b_' followed by 40 lowercase hex characters")
+        return value
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'sandlot.db'}"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.data_dir / "templates"
+
+    @property
+    def sandboxes_dir(self) -> Path:
+        return self.data_dir / "sandboxes"
+
+    @property
+    def envd_runtime_dir(self) -> Path:
+        return self.data_dir / "envd" / "runtime"
+
+    @property
+    def api_key_file(self) -> Path:
+        return self.data_dir / "api-key"

@@ -1,0 +1,73 @@
+"""A sandbox sees neither the host nor its neighbours, and its limits bite only itself."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+from e2b import CommandExitException, Sandbox
+
+from tests.e2e.server import Server
+
+
+def test_host_processes_and_files_are_invisible(sandbox: Sandbox, server: Server) -> None:
+    ps = sandbox.commands.run("ps -eo comm --no-headers").stdout.split()
+    assert "sandlot" not in ps and "pytest" not in ps
+    assert len(ps) < 20, ps
+    marker = f"/root/sandlot-host-marker-{os.getpid()}"
+    with open(marker, "w") as handle:
+        handle.write("host secret")
+    try:
+        listing = sandbox.commands.run("ls /root /var/lib || true", user="root").stdout
+        assert "sandlot-host-marker" not in listing
+        assert "sandlot" not in listing.split()
+        found = sandbox.commands.run(f"test -e {marker} && echo yes || echo no", user="root").stdout
+        assert found == "no\n"
+    finally:
+        os.unlink(marker)
+
+
+def test_neighbours_are_invisible(server: Server) -> None:
+    first, second = Sandbox.create(), Sandbox.create()
+    try:
+        first.files.write("secret.txt", "mine")
+        assert not second.files.exists("secret.txt")
+        out = second.commands.run("ls /home/user", user="root").stdout
+        assert "secret.txt" not in out
+        first_ip = first.commands.run("hostname -I").stdout.split()[0]
+        with pytest.raises(CommandExitException):
+            second.commands.run(f"curl -s -m 3 http://{first_ip}:49983/health", timeout=20)
+    finally:
+        first.kill()
+        second.kill()
+
+
+def test_host_services_are_unreachable(sandbox: Sandbox, server: Server) -> None:
+    # The API port listens on 127.0.0.1 only; try the host side of the sandbox's link too.
+    gateway = sandbox.commands.run("ip route show default | awk '{print $3}'").stdout.strip()
+    assert gateway
+    with pytest.raises(CommandExitException):
+        sandbox.commands.run(f"curl -s -m 3 http://{gateway}:{server.port}/health", timeout=20)
+    listener = socket.socket()
+    listener.bind(("0.0.0.0", 0))
+    listener.listen()
+    try:
+        port = listener.getsockname()[1]
+        with pytest.raises(CommandExitException):
+            sandbox.commands.run(f"curl -s -m 3 http://{gateway}:{port}/", timeout=20)
+    finally:
+        listener.close()
+
+
+def test_memory_limit_kills_only_the_hog(server: Server) -> None:
+    sbx = Sandbox.create()
+    try:
+        hog = "python3 -c \"b = bytearray(2 * 1024 ** 3); print('survived')\""
+        with pytest.raises(CommandExitException) as killed:
+            sbx.commands.run(hog, timeout=60)
+        assert "survived" not in killed.value.stdout
+        assert sbx.commands.run("echo still here").stdout == "still here\n"
+        assert sbx.is_running()
+    finally:
+        sbx.kill()
