@@ -1,0 +1,59 @@
+"""``python -m sandlot.envd``: configure from the environment and serve (usually as pid 1)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+
+import uvicorn
+
+from . import reaper
+from .server import EnvdApp
+from .state import EnvdState
+
+
+class _Server(uvicorn.Server):
+    """As pid 1, SIGTERM/SIGINT must not stop envd, so uvicorn may not install handlers."""
+
+    def capture_signals(self):  # type: ignore[override]
+        if os.getpid() == 1:
+            return contextlib.nullcontext()
+        return super().capture_signals()
+
+
+def load_state() -> EnvdState:
+    state = EnvdState()
+    raw = os.environ.get("SANDLOT_ENVD_INIT")
+    if raw:
+        try:
+            state.apply_init(json.loads(raw))
+        except (ValueError, AttributeError) as e:
+            print(f"envd: ignoring invalid SANDLOT_ENVD_INIT: {e}", file=sys.stderr)
+    return state
+
+
+async def serve() -> None:
+    reaper.install(asyncio.get_running_loop())
+    config = uvicorn.Config(
+        EnvdApp(load_state()),
+        host=os.environ.get("SANDLOT_ENVD_HOST", "0.0.0.0"),
+        port=int(os.environ.get("SANDLOT_ENVD_PORT", "49983")),
+        lifespan="off",
+        http="h11",
+        loop="asyncio",
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=300,
+    )
+    await _Server(config).serve()
+
+
+def main() -> None:
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

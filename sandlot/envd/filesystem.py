@@ -1,0 +1,175 @@
+"""``filesystem.Filesystem`` Connect service: Stat, ListDir, MakeDir, Remove, Move.
+
+Watchers (WatchDir/CreateWatcher/…) are not implemented yet and answer ``unimplemented``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat as stat_mod
+
+from connectrpc.request import RequestContext
+from protobuf.wkt.google.protobuf.timestamp_pb import Timestamp
+
+from . import users
+from .gen.filesystem import filesystem_pb as pb
+from .gen.filesystem.filesystem_connect import Filesystem
+from .rpc_common import error, request_user, resolve_path
+from .state import EnvdState
+
+
+def _file_type(mode: int) -> pb.FileType:
+    if stat_mod.S_ISDIR(mode):
+        return pb.FileType.DIRECTORY
+    if stat_mod.S_ISREG(mode):
+        return pb.FileType.FILE
+    return pb.FileType.UNSPECIFIED
+
+
+def entry_info(path: str) -> pb.EntryInfo:
+    """EntryInfo for ``path`` itself (lstat); symlinks report their target's type."""
+    st = os.lstat(path)
+    is_link = stat_mod.S_ISLNK(st.st_mode)
+    target: str | None = None
+    ftype = _file_type(st.st_mode)
+    if is_link:
+        target = os.readlink(path)
+        try:
+            ftype = _file_type(os.stat(path).st_mode)
+        except OSError:
+            ftype = pb.FileType.FILE  # dangling link: still a listable entry
+        target = os.path.normpath(os.path.join(os.path.dirname(path), target))
+    mtime_ns = st.st_mtime_ns
+    return pb.EntryInfo(
+        name=os.path.basename(path) or path,
+        type=ftype,
+        path=path,
+        size=st.st_size,
+        mode=stat_mod.S_IMODE(st.st_mode),
+        permissions=stat_mod.filemode(st.st_mode),
+        owner=users.owner_name(st.st_uid),
+        group=users.group_name(st.st_gid),
+        modified_time=Timestamp(seconds=mtime_ns // 1_000_000_000, nanos=mtime_ns % 1_000_000_000),
+        symlink_target=target,
+        is_symlink=is_link,
+    )
+
+
+def _os_error(e: OSError, path: str):
+    if e.errno == errno.ENOENT:
+        return error("not_found", f"path '{path}' does not exist")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return error("permission_denied", f"permission denied for '{path}': {e.strerror}")
+    if e.errno == errno.EEXIST:
+        return error("already_exists", f"path '{path}' already exists")
+    if e.errno in (errno.ENOTDIR, errno.EISDIR, errno.EINVAL):
+        return error("invalid_argument", f"invalid path '{path}': {e.strerror}")
+    return error("internal", f"error on '{path}': {e.strerror}")
+
+
+def make_dirs_owned(path: str, user: users.User) -> None:
+    """mkdir -p where every directory created is owned by ``user``."""
+    missing = []
+    cur = path
+    while not os.path.exists(cur):
+        missing.append(cur)
+        parent = os.path.dirname(cur)
+        if parent == cur:
+            break
+        cur = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o755)
+        except FileExistsError:
+            continue
+        users.chown_to(d, user)
+
+
+class FilesystemService(Filesystem):
+    """Watch RPCs fall through to the generated base, which answers ``unimplemented``."""
+
+    def __init__(self, state: EnvdState) -> None:
+        self.state = state
+
+    def _path(self, raw: str, ctx: RequestContext) -> tuple[str, users.User]:
+        user = request_user(self.state, ctx)
+        return resolve_path(raw, user, self.state.default_cwd(user)), user
+
+    async def stat(self, request: pb.StatRequest, ctx: RequestContext) -> pb.StatResponse:
+        path, _ = self._path(request.path, ctx)
+        try:
+            return pb.StatResponse(entry=entry_info(path))
+        except OSError as e:
+            raise _os_error(e, path) from None
+
+    async def list_dir(self, request: pb.ListDirRequest, ctx: RequestContext) -> pb.ListDirResponse:
+        path, _ = self._path(request.path, ctx)
+        depth = max(request.depth or 1, 1)
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise _os_error(e, path) from None
+        if not stat_mod.S_ISDIR(st.st_mode):
+            raise error("invalid_argument", f"path '{path}' is not a directory")
+        entries: list[pb.EntryInfo] = []
+        # A symlinked root is followed once (as `ls dir/` would); nothing below it is.
+        stack = [(path, 1)]
+        while stack:
+            current, level = stack.pop()
+            try:
+                names = sorted(os.listdir(current))
+            except OSError as e:
+                if current == path:
+                    raise _os_error(e, path) from None
+                continue
+            for name in names:
+                child = os.path.join(current, name)
+                try:
+                    info = entry_info(child)
+                except OSError:
+                    continue
+                entries.append(info)
+                if level < depth and info.type == pb.FileType.DIRECTORY and not info.is_symlink:
+                    stack.append((child, level + 1))
+        return pb.ListDirResponse(entries=entries)
+
+    async def make_dir(self, request: pb.MakeDirRequest, ctx: RequestContext) -> pb.MakeDirResponse:
+        path, user = self._path(request.path, ctx)
+        if os.path.lexists(path):
+            if os.path.isdir(path):
+                raise error("already_exists", f"directory '{path}' already exists")
+            raise error("invalid_argument", f"path '{path}' already exists and is not a directory")
+        try:
+            make_dirs_owned(path, user)
+            return pb.MakeDirResponse(entry=entry_info(path))
+        except OSError as e:
+            raise _os_error(e, path) from None
+
+    async def remove(self, request: pb.RemoveRequest, ctx: RequestContext) -> pb.RemoveResponse:
+        path, _ = self._path(request.path, ctx)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise _os_error(e, path) from None
+        return pb.RemoveResponse()
+
+    async def move(self, request: pb.MoveRequest, ctx: RequestContext) -> pb.MoveResponse:
+        user = request_user(self.state, ctx)
+        default = self.state.default_cwd(user)
+        src = resolve_path(request.source, user, default)
+        dst = resolve_path(request.destination, user, default)
+        if not os.path.lexists(src):
+            raise error("not_found", f"source path '{src}' does not exist")
+        try:
+            make_dirs_owned(os.path.dirname(dst), user)
+            os.rename(src, dst)
+            return pb.MoveResponse(entry=entry_info(dst))
+        except OSError as e:
+            raise _os_error(e, dst) from None

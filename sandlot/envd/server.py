@@ -1,0 +1,108 @@
+"""ASGI app: Connect services + plain HTTP routes on one port, behind the access-token gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, Router
+
+from . import auth
+from .files_http import FilesHandler, json_error
+from .filesystem import FilesystemService
+from .gen.filesystem.filesystem_connect import FilesystemASGIApplication
+from .gen.process.process_connect import ProcessASGIApplication
+from .process_service import ProcessService
+from .processes import Registry
+from .state import EnvdState
+
+CONNECT_PREFIXES = ("/process.Process/", "/filesystem.Filesystem/")
+
+
+def _metrics() -> dict:
+    """Best-effort /metrics from /proc (cheap; no sampling)."""
+    mem: dict[str, int] = {}
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                k, v = line.split(":", 1)
+                mem[k] = int(v.split()[0]) * 1024
+    except OSError:
+        pass
+    total = mem.get("MemTotal", 0)
+    used = total - mem.get("MemAvailable", total)
+    disk = shutil.disk_usage("/")
+    return {
+        "ts": int(time.time()), "cpu_count": os.cpu_count() or 1, "cpu_used_pct": 0.0,
+        "mem_total": total, "mem_used": used, "mem_cache": mem.get("Cached", 0),
+        "mem_total_mib": total >> 20, "mem_used_mib": used >> 20,
+        "disk_used": disk.used, "disk_total": disk.total,
+    }
+
+
+class EnvdApp:
+    """Dispatches Connect paths to the connectrpc apps and everything else to a Starlette router."""
+
+    def __init__(self, state: EnvdState) -> None:
+        self.state = state
+        self.registry = Registry()
+        codecs_kw = {"compressions": ()}  # the SDK disables compression both ways
+        self.process_app = ProcessASGIApplication(ProcessService(state, self.registry), **codecs_kw)
+        self.fs_app = FilesystemASGIApplication(FilesystemService(state), **codecs_kw)
+        files = FilesHandler(state)
+        self.router = Router(routes=[
+            Route("/health", self.health, methods=["GET"]),
+            Route("/init", self.init, methods=["POST"]),
+            Route("/envs", self.envs, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
+            Route("/files", files.download, methods=["GET"]),
+            Route("/files", files.upload, methods=["POST"]),
+        ])
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.router(scope, receive, send)
+        path: str = scope["path"]
+        if path.startswith(CONNECT_PREFIXES):
+            if not self._token_ok(scope):
+                body = json.dumps({"code": "unauthenticated", "message": auth.UNAUTHORIZED_MESSAGE}).encode()
+                return await Response(body, 401, media_type="application/json")(scope, receive, send)
+            app = self.process_app if path.startswith("/process.") else self.fs_app
+            return await app(scope, receive, send)
+        return await self.router(scope, receive, send)
+
+    def _token_ok(self, scope) -> bool:
+        given = None
+        for k, v in scope.get("headers", ()):
+            if k == b"x-access-token":
+                given = v.decode("latin-1")
+        return auth.token_ok(self.state.access_token, given)
+
+    def _guard(self, request: Request) -> Response | None:
+        if auth.token_ok(self.state.access_token, request.headers.get("x-access-token")):
+            return None
+        return json_error(401, auth.UNAUTHORIZED_MESSAGE)
+
+    async def health(self, request: Request) -> Response:
+        return Response(status_code=204, headers={"Cache-Control": "no-store"})
+
+    async def init(self, request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            return json_error(400, "invalid JSON body")
+        if not isinstance(body, dict):
+            return json_error(400, "invalid JSON body")
+        self.state.apply_init(body)
+        return Response(status_code=204, headers={"Cache-Control": "no-store"})
+
+    async def envs(self, request: Request) -> Response:
+        return self._guard(request) or JSONResponse(self.state.env_vars)
+
+    async def metrics(self, request: Request) -> Response:
+        return self._guard(request) or JSONResponse(_metrics())
