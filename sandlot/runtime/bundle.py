@@ -1,0 +1,91 @@
+"""OCI ``config.json`` generation (modelled on ``runc spec`` + Docker's defaults)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import SandboxSpec
+
+# Docker's default capability set
+DEFAULT_CAPS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+]
+
+# as ``runc spec``
+MASKED_PATHS = [
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+CPU_PERIOD_US = 100_000
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def oci_config(spec: SandboxSpec, *, rootfs: str, netns_path: str, cgroups_path: str,
+               no_new_privileges: bool = False, oom_score_adj: int | None = -900,
+               nofile: int = 65536) -> dict:
+    env = dict(spec.env)
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.setdefault("HOSTNAME", spec.hostname)
+    mem = int(spec.memory_mb) * 1024 * 1024
+    mounts: list[dict] = [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+    ]
+    for m in spec.mounts:
+        opts = ["rbind", "nosuid", "nodev"]
+        opts.append("ro" if m.read_only else "rw")
+        mounts.append({"destination": m.destination, "type": "bind",
+                       "source": str(Path(m.source).resolve()), "options": opts})
+    caps = list(DEFAULT_CAPS)
+    cfg = {
+        "ociVersion": "1.0.2-dev",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": list(spec.args),
+            "env": [f"{k}={v}" for k, v in env.items()],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+            "noNewPrivileges": bool(no_new_privileges),
+        },
+        "root": {"path": rootfs, "readonly": False},
+        "hostname": spec.hostname,
+        "mounts": mounts,
+        "linux": {
+            "cgroupsPath": cgroups_path,
+            "resources": {
+                "devices": [{"allow": False, "access": "rwm"}],
+                "memory": {"limit": mem, "swap": mem},
+                "cpu": {"quota": int(spec.cpu_count) * CPU_PERIOD_US, "period": CPU_PERIOD_US},
+                "pids": {"limit": int(spec.pids_limit)},
+            },
+            "namespaces": [
+                {"type": "pid"},
+                {"type": "network", "path": netns_path},
+                {"type": "ipc"},
+                {"type": "uts"},
+                {"type": "mount"},
+            ],
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }
+    if oom_score_adj is not None:
+        cfg["process"]["oomScoreAdj"] = oom_score_adj
+    return cfg

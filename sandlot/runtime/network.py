@@ -1,0 +1,314 @@
+"""Sandbox networking: a pool of pre-made netns + veth /30s and one nftables table.
+
+Naming (so a restarted server can find and clean things):
+  * netns ``sl-<n>`` (bind-mounted at ``/run/netns/sl-<n>``, like ``ip netns``)
+  * host-side veth ``slv<n>``; the peer inside the netns is ``eth0``
+  * slot ``n`` owns the /30 ``subnet + 4n``: host ``.1``, sandbox ``.2`` (relative)
+  * nftables table ``inet sandlot`` (rules match ``iifname "slv*"``, so nothing
+    per sandbox: create/kill never touch nft)
+
+The nft table is managed through libnftables (Debian's ``python3-nftables``).
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import ipaddress
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+NETNS_DIR = Path("/run/netns")
+NETNS_PREFIX = "sl-"
+VETH_PREFIX = "slv"
+TABLE = "sandlot"
+IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "ip"
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def import_nftables():
+    """Import Debian's python3-nftables, adding its dist-packages dir only if needed."""
+    try:
+        import nftables  # type: ignore
+    except ImportError:
+        d = "/usr/lib/python3/dist-packages"
+        if d not in sys.path:
+            sys.path.append(d)
+        import nftables  # type: ignore
+    return nftables
+
+
+@dataclass
+class NetSlot:
+    index: int
+    netns: str
+    veth: str
+    host_ip: str
+    sandbox_ip: str
+    prefixlen: int = 30
+
+    @property
+    def netns_path(self) -> str:
+        return str(NETNS_DIR / self.netns)
+
+
+class NetworkError(Exception):
+    pass
+
+
+class Network:
+    def __init__(self, subnet: str = "10.213.0.0/16", pool_size: int = 4, *,
+                 prefix: str = "sl", table: str = TABLE) -> None:
+        self.netns_prefix = f"{prefix}-"
+        self.veth_prefix = f"{prefix}v"
+        self.table = table
+        self.subnet = ipaddress.ip_network(subnet)
+        if self.subnet.version != 4 or self.subnet.prefixlen > 30:
+            raise ValueError("sandbox subnet must be IPv4 and at least a /30")
+        self.max_slots = self.subnet.num_addresses // 4
+        self.pool_size = pool_size
+        self._pool: asyncio.Queue[NetSlot] = asyncio.Queue()
+        self._reserved: set[int] = set()      # slot indexes in the pool or being made
+        self._refill_task: asyncio.Task | None = None
+        self._refill_event = asyncio.Event()
+        self._closing = False
+        self._nft = None
+        self._old_ip_forward: str | None = None
+        self._started = False
+
+    # --- slots ------------------------------------------------------------------------
+
+    def slot(self, index: int) -> NetSlot:
+        base = int(self.subnet.network_address) + 4 * index
+        return NetSlot(index, f"{self.netns_prefix}{index}", f"{self.veth_prefix}{index}",
+                       str(ipaddress.IPv4Address(base + 1)), str(ipaddress.IPv4Address(base + 2)))
+
+    def existing_indexes(self) -> set[int]:
+        out = set()
+        try:
+            for name in os.listdir(NETNS_DIR):
+                m = re.fullmatch(rf"{re.escape(self.netns_prefix)}(\d+)", name)
+                if m:
+                    out.add(int(m.group(1)))
+        except FileNotFoundError:
+            pass
+        return out
+
+    def existing_veth_indexes(self) -> set[int]:
+        """Host-side veths; they can outlive a deleted netns for a moment (the kernel
+        tears namespaces down asynchronously), so their slots are not reused yet."""
+        out = set()
+        try:
+            for name in os.listdir("/sys/class/net"):
+                m = re.fullmatch(rf"{re.escape(self.veth_prefix)}(\d+)", name)
+                if m:
+                    out.add(int(m.group(1)))
+        except FileNotFoundError:
+            pass
+        return out
+
+    def _free_index(self) -> int:
+        used = self.existing_indexes() | self.existing_veth_indexes() | self._reserved
+        for i in range(self.max_slots):
+            if i not in used:
+                return i
+        raise NetworkError("sandbox subnet exhausted")
+
+    async def _ip(self, *args: str, stdin: str | None = None) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            IP, *args, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate(stdin.encode() if stdin else None)
+        if proc.returncode != 0:
+            raise NetworkError(f"ip {' '.join(args)}: {err.decode(errors='replace').strip()}")
+
+    async def make_slot(self) -> NetSlot:
+        """Create a netns with a configured veth pair (2 ``ip -batch`` processes)."""
+        idx = self._free_index()
+        self._reserved.add(idx)
+        s = self.slot(idx)
+        try:
+            await self._ip("-batch", "-", stdin=(
+                f"netns add {s.netns}\n"
+                f"link add {s.veth} type veth peer name eth0 netns {s.netns}\n"
+                f"addr add {s.host_ip}/{s.prefixlen} dev {s.veth}\n"
+                f"link set {s.veth} up\n"))
+            try:   # no IPv6 on the host side (link-local would be a path to host services)
+                Path(f"/proc/sys/net/ipv6/conf/{s.veth}/disable_ipv6").write_text("1")
+            except OSError:
+                pass
+            await self._ip("-n", s.netns, "-batch", "-", stdin=(
+                "link set lo up\n"
+                f"addr add {s.sandbox_ip}/{s.prefixlen} dev eth0\n"
+                "link set eth0 up\n"
+                f"route add default via {s.host_ip}\n"))
+        except BaseException:
+            self._reserved.discard(idx)
+            release_netns(s.netns)
+            raise
+        return s
+
+    async def acquire(self) -> NetSlot:
+        """Take a ready slot from the pool (or make one now if the pool is empty)."""
+        try:
+            s = self._pool.get_nowait()
+        except asyncio.QueueEmpty:
+            s = await self.make_slot()
+        self._reserved.discard(s.index)
+        self._refill_event.set()
+        return s
+
+    def slot_for(self, index: int) -> NetSlot:
+        return self.slot(index)
+
+    # --- pool -------------------------------------------------------------------------
+
+    async def _refill_loop(self) -> None:
+        while not self._closing:
+            try:
+                while self._pool.qsize() < self.pool_size and not self._closing:
+                    s = await self.make_slot()
+                    if self._closing:
+                        self._reserved.discard(s.index)
+                        release_netns(s.netns)
+                        return
+                    self._pool.put_nowait(s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("netns pool refill failed")
+                await asyncio.sleep(1.0)
+            self._refill_event.clear()
+            if self._pool.qsize() < self.pool_size:
+                continue
+            await self._refill_event.wait()
+
+    async def warm(self) -> None:
+        """Fill the pool now (the background task keeps it full later)."""
+        while self._pool.qsize() < self.pool_size:
+            self._pool.put_nowait(await self.make_slot())
+
+    # --- host setup -------------------------------------------------------------------
+
+    def _nft_cmd(self, cmd: str) -> None:
+        if self._nft is None:
+            nftables = import_nftables()
+            self._nft = nftables.Nftables()
+            self._nft.set_handle_output(False)
+        rc, out, err = self._nft.cmd(cmd)
+        if rc != 0:
+            raise NetworkError(f"nft: {err.strip()} (for: {cmd.strip()[:200]})")
+
+    def ruleset(self) -> str:
+        sub = str(self.subnet)
+        v = f'"{self.veth_prefix}*"'
+        return f"""
+table inet {self.table} {{
+  chain input {{
+    type filter hook input priority filter - 10; policy accept;
+    iifname {v} ct state established,related accept
+    iifname {v} reject with icmpx admin-prohibited
+  }}
+  chain forward {{
+    type filter hook forward priority filter - 10; policy accept;
+    iifname {v} oifname {v} reject with icmpx admin-prohibited
+    iifname {v} ip saddr != {sub} drop
+    iifname {v} meta nfproto ipv6 drop
+    iifname {v} accept
+    oifname {v} ct state established,related accept
+    oifname {v} drop
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {sub} oifname != {v} masquerade
+  }}
+}}
+"""
+
+    async def start(self) -> None:
+        """ip_forward=1, install the nft table (replacing a stale one), start the pool."""
+        if self._started:
+            return
+        NETNS_DIR.mkdir(parents=True, exist_ok=True)
+        fwd = Path("/proc/sys/net/ipv4/ip_forward")
+        self._old_ip_forward = fwd.read_text().strip()
+        if self._old_ip_forward != "1":
+            fwd.write_text("1")
+        self._nft_cmd(f"add table inet {self.table}\ndelete table inet {self.table}\n" + self.ruleset())
+        self._closing = False
+        self._started = True
+        self._refill_task = asyncio.create_task(self._refill_loop(), name="sandlot-netns-pool")
+
+    async def close(self) -> None:
+        """Stop the pool, delete pooled netns, remove the nft table, restore ip_forward.
+
+        Slots in use by sandboxes are left alone (they are released by ``kill``)."""
+        if not self._started:
+            return
+        self._closing = True
+        self._refill_event.set()
+        if self._refill_task:
+            self._refill_task.cancel()
+            try:
+                await self._refill_task
+            except (asyncio.CancelledError, Exception):
+                pass
+        while not self._pool.empty():
+            s = self._pool.get_nowait()
+            release_netns(s.netns)
+            self._reserved.discard(s.index)
+        try:
+            self._nft_cmd(f"delete table inet {self.table}")
+        except NetworkError:
+            pass
+        if self._old_ip_forward is not None and self._old_ip_forward != "1":
+            Path("/proc/sys/net/ipv4/ip_forward").write_text(self._old_ip_forward)
+        self._started = False
+
+    def table_exists(self) -> bool:
+        try:
+            self._nft_cmd(f"list table inet {self.table}")
+            return True
+        except NetworkError:
+            return False
+
+
+def release_netns(name: str) -> None:
+    """Delete a named netns without a subprocess (what ``ip netns del`` does).
+
+    The veth pair goes away with the namespace once no process holds it."""
+    p = NETNS_DIR / name
+    b = os.fsencode(str(p))
+    if _libc.umount2(b, 2) != 0:  # MNT_DETACH
+        err = ctypes.get_errno()
+        if err not in (22, 2):    # EINVAL: not a mount, ENOENT
+            raise OSError(err, f"umount {p}: {os.strerror(err)}")
+    try:
+        p.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def host_nameservers() -> list[str]:
+    """Non-loopback nameservers from the host's resolv.conf."""
+    out = []
+    try:
+        for line in Path("/etc/resolv.conf").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                try:
+                    if not ipaddress.ip_address(parts[1]).is_loopback:
+                        out.append(parts[1])
+                except ValueError:
+                    pass
+    except OSError:
+        pass
+    return out

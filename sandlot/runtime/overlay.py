@@ -1,0 +1,73 @@
+"""Per-sandbox overlayfs through libc mount(2)/umount2(2) (no subprocess)."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from pathlib import Path
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+MNT_DETACH = 2
+EINVAL = 22
+ENOENT = 2
+
+
+def _esc(p: Path | str) -> str:
+    # overlay option values: escape the separators
+    return str(p).replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
+
+
+def mount_overlay(lower: list[Path], upper: Path, work: Path, merged: Path) -> None:
+    if not lower:
+        raise ValueError("overlay needs at least one lower layer")
+    for p in lower:
+        if not Path(p).is_dir():
+            raise FileNotFoundError(f"layer {p} is not a directory")
+    opts = "lowerdir={},upperdir={},workdir={}".format(
+        ":".join(_esc(p) for p in lower), _esc(upper), _esc(work))
+    if _libc.mount(b"overlay", os.fsencode(str(merged)), b"overlay", 0, opts.encode()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount overlay on {merged}: {os.strerror(err)} ({opts})")
+
+
+def umount(path: Path | str, *, lazy_fallback: bool = True) -> bool:
+    """Unmount ``path``. Returns True if something was unmounted. Not-mounted is fine."""
+    b = os.fsencode(str(path))
+    if _libc.umount2(b, 0) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (EINVAL, ENOENT):
+        return False
+    if lazy_fallback and _libc.umount2(b, MNT_DETACH) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (EINVAL, ENOENT):
+        return False
+    raise OSError(err, f"umount {path}: {os.strerror(err)}")
+
+
+def is_mountpoint(path: Path | str) -> bool:
+    p = os.path.realpath(str(path))
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                mp = line.split()[4].encode().decode("unicode_escape")
+                if mp == p:
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def mounts_under(prefix: Path | str) -> list[str]:
+    pre = os.path.realpath(str(prefix))
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = line.split()[4].encode().decode("unicode_escape")
+            if mp == pre or mp.startswith(pre + "/"):
+                out.append(mp)
+    return out

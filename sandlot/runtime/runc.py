@@ -1,0 +1,362 @@
+"""runc-backed runtime: one OCI container per sandbox.
+
+Layout:
+  ``<data_dir>/sandboxes/<id>/``  bundle dir: ``config.json``, ``rootfs/`` (overlay merged),
+      ``upper/`` + ``work/`` (overlay), ``runtime.json`` (netns + ip, for restarts),
+      ``envd.log`` (the container init's stdout/stderr), ``init.pid``
+  ``<state_dir>/runc/``            runc ``--root``
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import resource
+import select
+import shutil
+import time
+from pathlib import Path
+
+from . import cgroups, overlay
+from .base import SandboxHandle, SandboxRuntimeError, SandboxSpec, validate_sandbox_id
+from .bundle import oci_config
+from .network import Network, NetSlot, host_nameservers, release_netns
+
+log = logging.getLogger(__name__)
+
+RUNC = "/usr/sbin/runc"
+
+
+def _has_cap(bit: int) -> bool:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> bit & 1)
+    return False
+
+
+class RuncRuntime:
+    """Sandboxes as runc containers with overlay rootfs, pooled netns and v1 cgroups."""
+
+    name = "runc"
+
+    def __init__(self, data_dir: Path | str, state_dir: Path | str = "/run/sandlot", *,
+                 runc: str = RUNC, subnet: str = "10.213.0.0/16", pool_size: int = 4,
+                 no_new_privileges: bool = False, nameservers: list[str] | None = None,
+                 oom_score_adj: int = -900, net_prefix: str = "sl",
+                 nft_table: str = "sandlot", cgroup_parent: str | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.sandboxes_dir = self.data_dir / "sandboxes"
+        self.state_dir = Path(state_dir)
+        self.runc_root = self.state_dir / "runc"
+        self.runc = runc
+        self.no_new_privileges = no_new_privileges
+        # one cgroup parent per instance (default: the nft table name, i.e. the instance)
+        self.cgroup_parent = cgroup_parent or nft_table
+        # Lowering oom_score_adj and raising RLIMIT_NOFILE past our hard limit need
+        # CAP_SYS_RESOURCE, which some hosts (e.g. nested sandboxes) do not grant.
+        self.has_sys_resource = _has_cap(24)
+        if self.has_sys_resource:
+            self.oom_score_adj: int | None = oom_score_adj
+            self.nofile = 1048576
+        else:
+            own = int(Path("/proc/self/oom_score_adj").read_text())
+            self.oom_score_adj = max(oom_score_adj, own)
+            self.nofile = min(1048576, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+            log.warning("no CAP_SYS_RESOURCE: sandbox oom_score_adj=%s (wanted %s), nofile=%s",
+                        self.oom_score_adj, oom_score_adj, self.nofile)
+        self.nameservers = nameservers if nameservers is not None else host_nameservers()
+        self.network = Network(subnet=subnet, pool_size=pool_size, prefix=net_prefix, table=nft_table)
+        self.last_timings: dict[str, dict[str, float]] = {}
+
+    # --- paths ------------------------------------------------------------------------
+
+    def sandbox_dir(self, sandbox_id: str) -> Path:
+        return self.sandboxes_dir / sandbox_id
+
+    def _state_file(self, sandbox_id: str) -> Path:
+        return self.runc_root / sandbox_id / "state.json"
+
+    # --- lifecycle of the runtime ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Prepare the host: dirs, ip_forward, nft table, stale state cleanup, netns pool."""
+        self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
+        self.runc_root.mkdir(parents=True, exist_ok=True)
+        await self.cleanup_stale()
+        await self.network.start()
+
+    async def close(self) -> None:
+        """Undo host changes (nft table, ip_forward) and drop the idle netns pool.
+
+        Running sandboxes are left running (a restarted server finds them through
+        :meth:`list`); call :meth:`kill_all` first to stop them."""
+        await self.network.close()
+        cgroups.remove_parent_if_empty(self.cgroup_parent)
+
+    async def kill_all(self) -> None:
+        for h in await self.list():
+            await self.kill(h.sandbox_id)
+
+    async def cleanup_stale(self) -> list[str]:
+        """Remove leftovers of a previous server: sandbox dirs whose container is gone,
+        netns ``sl-*`` that no sandbox uses, cgroup dirs without container. Returns the
+        sandbox ids cleaned."""
+        cleaned = []
+        live = {h.sandbox_id for h in await self.list()}
+        try:
+            dirs = [e.name for e in os.scandir(self.sandboxes_dir) if e.is_dir()]
+        except FileNotFoundError:
+            dirs = []
+        for sid in dirs:
+            if sid not in live and not self._state_file(sid).exists():
+                await self.kill(sid)
+                cleaned.append(sid)
+        used = set()
+        for sid in live:
+            info = self._read_runtime_json(sid)
+            if info:
+                used.add(info["netns"])
+        for idx in self.network.existing_indexes():
+            name = self.network.slot(idx).netns
+            if name not in used and idx not in self.network._reserved:
+                release_netns(name)
+        for sid in cgroups.stale_ids(self.cgroup_parent):
+            if sid not in live and not self._state_file(sid).exists():
+                cgroups.remove(sid, parent=self.cgroup_parent)
+        return cleaned
+
+    # --- helpers ------------------------------------------------------------------------
+
+    async def _runc(self, *args: str, stdout=None, check: bool = True) -> tuple[int, str]:
+        """Run runc. ``stdout`` (a file object) is used for both stdout and stderr of
+        ``create`` (the container init inherits them); otherwise stderr is captured."""
+        if stdout is not None:
+            proc = await asyncio.create_subprocess_exec(
+                self.runc, "--root", str(self.runc_root), *args,
+                stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stdout)
+            rc = await proc.wait()
+            err = ""
+        else:
+            proc = await asyncio.create_subprocess_exec(
+                self.runc, "--root", str(self.runc_root), *args,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE)
+            _, e = await proc.communicate()
+            rc = proc.returncode
+            err = e.decode(errors="replace").strip()
+        if check and rc != 0:
+            raise SandboxRuntimeError(f"runc {args[0]} failed (rc={rc}): {err}")
+        return rc, err
+
+    def _read_runtime_json(self, sandbox_id: str) -> dict | None:
+        try:
+            return json.loads((self.sandbox_dir(sandbox_id) / "runtime.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _read_state(self, sandbox_id: str) -> dict | None:
+        try:
+            return json.loads(self._state_file(sandbox_id).read_text())
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _write_atomic(path: Path, data: str) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(data)
+        os.replace(tmp, path)
+
+    def _etc_files(self, spec: SandboxSpec, slot: NetSlot) -> dict[str, str]:
+        ns = "".join(f"nameserver {n}\n" for n in self.nameservers)
+        hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                 f"{slot.sandbox_ip}\t{spec.hostname}\n")
+        return {"resolv.conf": ns, "hosts": hosts, "hostname": spec.hostname + "\n"}
+
+    # --- create / kill --------------------------------------------------------------------
+
+    async def create(self, spec: SandboxSpec) -> SandboxHandle:
+        sid = spec.sandbox_id
+        validate_sandbox_id(sid)
+        sdir = self.sandbox_dir(sid)
+        t = {"t0": time.perf_counter()}
+        slot: NetSlot | None = None
+        self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
+        if self._state_file(sid).exists():
+            raise SandboxRuntimeError(f"container {sid} already exists")
+        sdir.mkdir()   # FileExistsError if the sandbox exists: nothing to undo
+        try:
+            slot = await self.network.acquire()
+            t["net"] = time.perf_counter()
+            self._write_atomic(sdir / "runtime.json", json.dumps({
+                "sandbox_id": sid, "runtime": self.name, "netns": slot.netns,
+                "slot": slot.index, "ip": slot.sandbox_ip, "host_ip": slot.host_ip,
+                "layers": [str(p) for p in spec.layers], "created_at": time.time()}))
+            upper, work, rootfs = sdir / "upper", sdir / "work", sdir / "rootfs"
+            for d in (upper, work, rootfs):
+                d.mkdir()
+            (upper / "etc").mkdir()
+            for name, content in self._etc_files(spec, slot).items():
+                (upper / "etc" / name).write_text(content)
+            overlay.mount_overlay([Path(p) for p in spec.layers], upper, work, rootfs)
+            t["overlay"] = time.perf_counter()
+            cfg = oci_config(spec, rootfs="rootfs", netns_path=slot.netns_path,
+                             cgroups_path=cgroups.cgroups_path(sid, self.cgroup_parent),
+                             no_new_privileges=self.no_new_privileges,
+                             oom_score_adj=self.oom_score_adj, nofile=self.nofile)
+            (sdir / "config.json").write_text(json.dumps(cfg))
+            logf = open(sdir / "envd.log", "ab")
+            try:
+                rc, _ = await self._runc("create", "--bundle", str(sdir), "--pid-file",
+                                         str(sdir / "init.pid"), sid, stdout=logf, check=False)
+            finally:
+                logf.close()
+            if rc != 0:
+                raise SandboxRuntimeError(f"runc create failed (rc={rc}): {self._log_tail(sid)}")
+            t["runc_create"] = time.perf_counter()
+            await self._runc("start", sid)
+            t["runc_start"] = time.perf_counter()
+        except BaseException:
+            await asyncio.shield(self._teardown(sid, slot))
+            raise
+        t0 = t.pop("t0")
+        self.last_timings[sid] = {k: (v - t0) * 1000 for k, v in t.items()}
+        log.debug("sandbox %s created in %.1f ms %s", sid, (t["runc_start"] - t0) * 1000,
+                  self.last_timings[sid])
+        return SandboxHandle(sid, slot.sandbox_ip)
+
+    def _log_tail(self, sandbox_id: str, n: int = 2000) -> str:
+        try:
+            return (self.sandbox_dir(sandbox_id) / "envd.log").read_bytes()[-n:].decode(errors="replace").strip()
+        except OSError:
+            return ""
+
+    async def kill(self, sandbox_id: str) -> None:
+        """Idempotent: container, cgroups, overlay mount, netns and sandbox dir all go."""
+        validate_sandbox_id(sandbox_id)
+        await self._teardown(sandbox_id, None)
+
+    async def _teardown(self, sid: str, slot: NetSlot | None) -> None:
+        errors: list[str] = []
+        state = self._read_state(sid)
+        if state is not None or self._state_file(sid).parent.exists():
+            pid = (state or {}).get("init_process_pid")
+            start = (state or {}).get("init_process_start")
+            await self._runc("kill", sid, "KILL", check=False)
+            if pid:
+                await self._wait_exit(int(pid), start)
+            rc, err = await self._runc("delete", sid, check=False)
+            if rc != 0 and self._state_file(sid).parent.exists():
+                rc, err = await self._runc("delete", "-f", sid, check=False)
+                if rc != 0 and self._state_file(sid).parent.exists():
+                    errors.append(f"runc delete: {err}")
+        sdir = self.sandbox_dir(sid)
+        info = self._read_runtime_json(sid)
+        try:
+            for mp in sorted(overlay.mounts_under(sdir), key=len, reverse=True):
+                overlay.umount(mp)
+        except OSError as e:
+            errors.append(str(e))
+        netns = (info or {}).get("netns") or (slot.netns if slot else None)
+        if netns:
+            try:
+                release_netns(netns)
+            except OSError as e:
+                errors.append(str(e))
+        if slot is not None:
+            self.network._reserved.discard(slot.index)
+        if sdir.exists():
+            try:
+                shutil.rmtree(sdir)
+            except OSError as e:
+                errors.append(f"rm {sdir}: {e}")
+        left = cgroups.remove(sid, parent=self.cgroup_parent)
+        if left:
+            errors.append(f"cgroups left: {left}")
+        if errors:
+            raise SandboxRuntimeError(f"kill {sid}: " + "; ".join(errors))
+
+    @staticmethod
+    def _proc_start(pid: int) -> int | None:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                data = f.read()
+        except OSError:
+            return None
+        fields = data.rsplit(")", 1)[1].split()
+        return int(fields[19])   # field 22: starttime
+
+    @staticmethod
+    def _proc_state(pid: int) -> str | None:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return None
+
+    async def _wait_exit(self, pid: int, start: int | None, timeout: float = 10.0) -> None:
+        """Wait until the container init has exited; reap it if it is our child
+        (it is, when this process is a child subreaper)."""
+        if start is not None and self._proc_start(pid) not in (None, start):
+            return  # pid reused: the init is long gone
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+            if not select.select([fd], [], [], 0)[0]:
+                fut = loop.create_future()
+                loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
+                try:
+                    await asyncio.wait_for(fut, timeout)
+                except asyncio.TimeoutError:
+                    log.warning("container init %d did not exit after KILL", pid)
+                finally:
+                    loop.remove_reader(fd)
+        finally:
+            os.close(fd)
+        self._reap(pid)
+
+    @staticmethod
+    def _reap(pid: int) -> None:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+    # --- queries ------------------------------------------------------------------------
+
+    async def list(self) -> list[SandboxHandle]:
+        """Sandboxes whose container exists (running, created or stopped-not-deleted)."""
+        out = []
+        try:
+            entries = sorted(e.name for e in os.scandir(self.sandboxes_dir) if e.is_dir())
+        except FileNotFoundError:
+            return out
+        for sid in entries:
+            if not self._state_file(sid).exists():
+                continue
+            info = self._read_runtime_json(sid)
+            if info and info.get("ip"):
+                out.append(SandboxHandle(sid, info["ip"]))
+        return out
+
+    async def is_alive(self, sandbox_id: str) -> bool:
+        state = self._read_state(sandbox_id)
+        if not state:
+            return False
+        pid, start = state.get("init_process_pid"), state.get("init_process_start")
+        if not pid:
+            return False
+        st = self._proc_state(pid)
+        if st is None or (start is not None and self._proc_start(pid) != start):
+            return False
+        if st in ("Z", "X"):
+            self._reap(pid)
+            return False
+        return True
+
+    def init_pid(self, sandbox_id: str) -> int | None:
+        state = self._read_state(sandbox_id)
+        return int(state["init_process_pid"]) if state and state.get("init_process_pid") else None
