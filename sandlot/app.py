@@ -29,13 +29,24 @@ class Services:
 
 
 def build_services(settings: Settings, runtime: Runtime | None = None, launcher: EnvdLauncher | None = None) -> Services:
+    from functools import partial
+
     from sandlot.runtime.envd_bundle import envd_launch
     from sandlot.runtime.runc import RuncRuntime
 
     db = Database(settings.effective_database_url)
     if runtime is None:
-        runtime = RuncRuntime.from_settings(settings)
-    manager = SandboxManager(settings, db, runtime, launcher or envd_launch)
+        runtime = RuncRuntime(
+            settings.data_dir / "runtime" / settings.instance,
+            settings.runtime_state_dir,
+            subnet=settings.sandbox_subnet,
+            pool_size=settings.network_pool_size,
+            no_new_privileges=settings.no_new_privileges,
+            net_prefix=settings.instance,
+            nft_table=settings.instance,
+        )
+    default_launcher = partial(envd_launch, runtime_dir=settings.envd_runtime_dir)
+    manager = SandboxManager(settings, db, runtime, launcher or default_launcher)
     return Services(settings=settings, db=db, runtime=runtime, sandboxes=manager)
 
 

@@ -63,7 +63,7 @@ def serve(
 
     from sandlot.app import build_services, create_app
     from sandlot.logging_setup import configure
-    from sandlot.runtime.runc import set_child_subreaper
+    from sandlot.runtime.base import set_child_subreaper
 
     configure(log_level)
     settings = _settings(host=host, port=port, domain=domain)

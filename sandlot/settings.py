@@ -52,7 +52,20 @@ class Settings(BaseSettings):
 
     runtime_state_dir: Path = Path("/run/sandlot")
     instance: str = "sandlot"
-    """Prefix of host resources (nft table, netns, cgroups) so two servers never collide."""
+    """Prefix of host resources (nft table, netns, veths) so two servers never collide."""
+
+    failpoints: str = ""
+    """Test-only fault injection, comma separated (``create-after-runtime``)."""
+
+    @field_validator("instance")
+    @classmethod
+    def _check_instance(cls, value: str) -> str:
+        if not re.match(r"^[a-z][a-z0-9]{0,7}$", value):
+            raise ValueError("SANDLOT_INSTANCE must be 1-8 lowercase letters/digits starting with a letter")
+        return value
+
+    def failpoint(self, name: str) -> bool:
+        return name in {p.strip() for p in self.failpoints.split(",") if p.strip()}
 
     @field_validator("api_key")
     @classmethod

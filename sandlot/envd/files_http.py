@@ -8,6 +8,7 @@ import os
 import stat as stat_mod
 import zlib
 from collections.abc import AsyncIterator
+from email.utils import formatdate
 from typing import NoReturn
 from urllib.parse import quote
 
@@ -15,34 +16,88 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from . import auth, users
+from . import auth, users, xattrs
 from .filesystem import make_dirs_owned
 from .rpc_common import resolve_path
 from .state import EnvdState
 
-CHUNK = 64 * 1024
+CHUNK = 256 * 1024
 
 
 def json_error(code: int, message: str) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=code)
 
 
-def _wants_gzip(header: str) -> bool:
-    """Compress only on an explicit ``Accept-Encoding: gzip`` (the SDK's ``gzip=True``).
+def _encoding(header: str | None) -> str | None:
+    """Pick the response encoding: "gzip", "identity", or None (→ 406).
 
-    Generic client defaults like ``gzip, deflate`` get identity: it keeps Content-Length and
-    Range-friendly bytes and saves the sandbox's CPU.
+    gzip only when it is the client's sole listed coding, i.e. the SDK's ``read(gzip=True)``.
+    Generic defaults like httpx's ``gzip, deflate`` get identity: it keeps Content-Length and
+    Range working and saves the sandbox's CPU, and identity is always acceptable to them.
     """
-    return header.strip().lower() == "gzip"
+    if not header or not header.strip():
+        return "identity"
+    prefs: dict[str, float] = {}
+    for item in header.split(","):
+        name, _, params = item.strip().partition(";")
+        q = 1.0
+        for p in params.split(";"):
+            k, _, v = p.strip().partition("=")
+            if k.strip().lower() == "q":
+                try:
+                    q = float(v)
+                except ValueError:
+                    q = 0.0
+        if name.strip():
+            prefs[name.strip().lower()] = q
+    codings = [c for c, q in prefs.items() if q > 0 and c not in ("identity", "*")]
+    gzip_ok = prefs.get("gzip", prefs.get("x-gzip", prefs.get("*", 0.0))) > 0
+    identity_ok = prefs.get("identity", prefs.get("*", 1.0)) > 0
+    if gzip_ok and (codings in (["gzip"], ["x-gzip"]) or not identity_ok):
+        return "gzip"
+    return "identity" if identity_ok else None
 
 
-async def _read_file(path: str, compress: bool) -> AsyncIterator[bytes]:
+def _parse_range(header: str, size: int) -> tuple[int, int] | None | bool:
+    """A single ``bytes=`` range → (start, end inclusive); None = ignore; False = unsatisfiable.
+
+    Multi-range requests are answered with the whole file (allowed by RFC 9110).
+    """
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if first == "":
+            n = int(last)
+            if n <= 0:
+                return False
+            return (max(size - n, 0), size - 1) if size else False
+        start = int(first)
+        end = int(last) if last else size - 1
+    except ValueError:
+        return None
+    if start >= size or end < start:
+        return False
+    return start, min(end, size - 1)
+
+
+async def _read_file(path: str, compress: bool, start: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+    """Stream a file from a worker thread, one bounded chunk at a time."""
     comp = zlib.compressobj(6, zlib.DEFLATED, 31) if compress else None
-    with open(path, "rb") as f:
-        while True:
-            chunk = await asyncio.to_thread(f.read, CHUNK)
+    remaining = length
+    with open(path, "rb", buffering=0) as f:
+        if start:
+            f.seek(start)
+        while remaining is None or remaining > 0:
+            want = CHUNK if remaining is None else min(CHUNK, remaining)
+            chunk = await asyncio.to_thread(f.read, want)
             if not chunk:
                 break
+            if remaining is not None:
+                remaining -= len(chunk)
             if comp is not None:
                 chunk = comp.compress(chunk)
                 if not chunk:
@@ -89,16 +144,33 @@ class FilesHandler:
             return json_error(403, f"permission denied for '{path}'")
         if stat_mod.S_ISDIR(st.st_mode):
             return json_error(400, f"path '{path}' is a directory")
-        compress = _wants_gzip(request.headers.get("accept-encoding", ""))
         headers = {
             "Content-Disposition": f"inline; filename*=UTF-8''{quote(os.path.basename(path))}",
             "Cache-Control": "no-store",
+            "Accept-Ranges": "bytes",
+            "Last-Modified": formatdate(st.st_mtime, usegmt=True),
         }
+        size = st.st_size
+        rng = request.headers.get("range")
+        if rng and _if_range_ok(request.headers.get("if-range"), headers["Last-Modified"]):
+            parsed = _parse_range(rng, size)
+            if parsed is False:
+                return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+            if parsed is not None:
+                start, end = parsed
+                headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+                headers["Content-Length"] = str(end - start + 1)
+                return StreamingResponse(_read_file(path, False, start, end - start + 1), status_code=206,
+                                         headers=headers, media_type="application/octet-stream")
+        encoding = _encoding(request.headers.get("accept-encoding"))
+        if encoding is None:
+            return json_error(406, "unsupported Accept-Encoding; supported: gzip, identity")
+        compress = encoding == "gzip"
+        headers["Vary"] = "Accept-Encoding"
         if compress:
             headers["Content-Encoding"] = "gzip"
-            headers["Vary"] = "Accept-Encoding"
         else:
-            headers["Content-Length"] = str(st.st_size)
+            headers["Content-Length"] = str(size)
         return StreamingResponse(_read_file(path, compress), headers=headers, media_type="application/octet-stream")
 
     async def upload(self, request: Request) -> Response:
@@ -107,6 +179,7 @@ class FilesHandler:
             return got
         user, raw_path = got
         default_dir = self.state.default_cwd(user)
+        metadata = xattrs.from_headers(request.headers.raw)
         ctype, params = parse_options_header(request.headers.get("content-type", ""))
         try:
             if ctype == b"multipart/form-data":
@@ -118,9 +191,9 @@ class FilesHandler:
                 gz = request.headers.get("content-encoding", "").lower() == "gzip"
                 await self._write_stream(dest, user, request.stream(), gz)
                 written = [dest]
+            return JSONResponse([_written_entry(p, metadata) for p in written])
         except UploadError as e:
             return json_error(e.code, str(e))
-        return JSONResponse([{"name": os.path.basename(p), "type": "file", "path": p} for p in written])
 
     async def _write_stream(self, dest: str, user: users.User, chunks: AsyncIterator[bytes], gz: bool) -> None:
         dec = zlib.decompressobj(31) if gz else None
@@ -209,6 +282,33 @@ class FilesHandler:
         if not written:
             raise UploadError(400, "no file part in multipart body")
         return written
+
+
+def _written_entry(path: str, metadata: dict[str, str] | None) -> dict:
+    """Upload response item; X-Metadata-* headers replace the file's ``user.e2b.*`` xattrs.
+
+    Without such headers existing metadata is left alone (the file is truncated in place, so
+    its xattrs survive, as with envd's os.OpenFile(O_TRUNC)).
+    """
+    entry: dict = {"name": os.path.basename(path), "type": "file", "path": path}
+    if metadata is not None:
+        try:
+            xattrs.replace(path, metadata)
+        except OSError as e:
+            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise UploadError(400, f"filesystem of '{path}' does not support metadata (xattrs)") from e
+            if e.errno in (errno.ENOSPC, errno.E2BIG, errno.ERANGE):
+                raise UploadError(400, f"metadata too large for '{path}'") from e
+            raise UploadError(500, f"error setting metadata on '{path}': {e.strerror}") from e
+    current = xattrs.read(path)
+    if current:
+        entry["metadata"] = current
+    return entry
+
+
+def _if_range_ok(if_range: str | None, last_modified: str) -> bool:
+    """If-Range with a date must match exactly; ETags are never issued, so they never match."""
+    return if_range is None or if_range.strip() == last_modified
 
 
 class UploadError(Exception):

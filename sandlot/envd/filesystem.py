@@ -1,7 +1,4 @@
-"""``filesystem.Filesystem`` Connect service: Stat, ListDir, MakeDir, Remove, Move.
-
-Watchers (WatchDir/CreateWatcher/…) are not implemented yet and answer ``unimplemented``.
-"""
+"""``filesystem.Filesystem`` Connect service: Stat, ListDir, MakeDir, Remove, Move and watchers."""
 
 from __future__ import annotations
 
@@ -9,14 +6,17 @@ import errno
 import os
 import shutil
 import stat as stat_mod
+from collections.abc import AsyncIterator
 
 from connectrpc.request import RequestContext
+from protobuf import Oneof
 from protobuf.wkt.google.protobuf.timestamp_pb import Timestamp
 
-from . import users
+from . import users, xattrs
+from .watchers import CHMOD, CREATE, REMOVE, RENAME, WRITE, Event, Watcher, WatcherRegistry, is_dir, network_fs
 from .gen.filesystem import filesystem_pb as pb
 from .gen.filesystem.filesystem_connect import Filesystem
-from .rpc_common import error, request_user, resolve_path
+from .rpc_common import error, keepalive_interval, request_user, resolve_path
 from .state import EnvdState
 
 
@@ -53,8 +53,17 @@ def entry_info(path: str) -> pb.EntryInfo:
         group=users.group_name(st.st_gid),
         modified_time=Timestamp(seconds=mtime_ns // 1_000_000_000, nanos=mtime_ns % 1_000_000_000),
         symlink_target=target,
+        metadata=xattrs.read(path) if not is_link else {},
         is_symlink=is_link,
     )
+
+
+EVENT_TYPES = {CREATE: pb.EventType.CREATE, WRITE: pb.EventType.WRITE, REMOVE: pb.EventType.REMOVE,
+               RENAME: pb.EventType.RENAME, CHMOD: pb.EventType.CHMOD}
+
+
+def fs_event(ev: Event) -> pb.FilesystemEvent:
+    return pb.FilesystemEvent(name=ev.name, type=EVENT_TYPES[ev.kind], entry=ev.entry)
 
 
 def _os_error(e: OSError, path: str):
@@ -88,10 +97,9 @@ def make_dirs_owned(path: str, user: users.User) -> None:
 
 
 class FilesystemService(Filesystem):
-    """Watch RPCs fall through to the generated base, which answers ``unimplemented``."""
-
     def __init__(self, state: EnvdState) -> None:
         self.state = state
+        self.watchers = WatcherRegistry()
 
     def _path(self, raw: str, ctx: RequestContext) -> tuple[str, users.User]:
         user = request_user(self.state, ctx)
@@ -173,3 +181,50 @@ class FilesystemService(Filesystem):
             return pb.MoveResponse(entry=entry_info(dst))
         except OSError as e:
             raise _os_error(e, dst) from None
+
+    # ---- watchers -------------------------------------------------------------------------
+    def _watcher(self, raw: str, recursive: bool, include_entry: bool, allow_network: bool,
+                 ctx: RequestContext) -> Watcher:
+        path, _ = self._path(raw, ctx)
+        kind = is_dir(path)
+        if kind is None:
+            raise error("not_found", f"path {path} not found")
+        if not kind:
+            raise error("invalid_argument", f"path {path} not a directory")
+        if not allow_network:
+            fs = network_fs(path)
+            if fs is not None:
+                raise error("failed_precondition", f"cannot watch path on network filesystem ({fs}): {path}")
+        try:
+            return Watcher(path, recursive, entry_info if include_entry else None)
+        except OSError as e:
+            raise _os_error(e, path) from None
+
+    async def watch_dir(self, request: pb.WatchDirRequest, ctx: RequestContext) -> AsyncIterator[pb.WatchDirResponse]:
+        w = self._watcher(request.path, request.recursive, request.include_entry, request.allow_network_mounts, ctx)
+        interval = keepalive_interval(ctx)
+        try:
+            yield pb.WatchDirResponse(event=Oneof("start", pb.WatchDirResponse.StartEvent()))
+            while True:
+                if not await w.wait(interval):
+                    yield pb.WatchDirResponse(event=Oneof("keepalive", pb.WatchDirResponse.KeepAlive()))
+                    continue
+                for ev in w.drain():
+                    yield pb.WatchDirResponse(event=Oneof("filesystem", fs_event(ev)))
+        finally:
+            w.close()
+
+    async def create_watcher(self, request: pb.CreateWatcherRequest, ctx: RequestContext) -> pb.CreateWatcherResponse:
+        w = self._watcher(request.path, request.recursive, request.include_entry, request.allow_network_mounts, ctx)
+        return pb.CreateWatcherResponse(watcher_id=self.watchers.add(w))
+
+    async def get_watcher_events(self, request: pb.GetWatcherEventsRequest, ctx: RequestContext) -> pb.GetWatcherEventsResponse:
+        w = self.watchers.get(request.watcher_id)
+        if w is None:
+            raise error("not_found", f"watcher with id {request.watcher_id} not found")
+        return pb.GetWatcherEventsResponse(events=[fs_event(ev) for ev in w.drain()])
+
+    async def remove_watcher(self, request: pb.RemoveWatcherRequest, ctx: RequestContext) -> pb.RemoveWatcherResponse:
+        if self.watchers.remove(request.watcher_id) is None:
+            raise error("not_found", f"watcher with id {request.watcher_id} not found")
+        return pb.RemoveWatcherResponse()

@@ -103,7 +103,7 @@ class ProcessService(Process):
         envs = dict(cfg.envs or {})
         spec = Spec(
             cmd=cfg.cmd, args=list(cfg.args or []), envs=envs, cwd=cwd, user=user,
-            env=self.state.child_env(user, envs), tag=request.tag,
+            env=self.state.child_env(user, envs), tag=request.tag or None,  # proto3 may decode an absent tag as ""
             stdin=request.stdin is not False, pty_size=pty_size,
         )
         try:

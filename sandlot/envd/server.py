@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import time
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -14,6 +11,7 @@ from starlette.routing import Route, Router
 from . import auth
 from .files_http import FilesHandler, json_error
 from .filesystem import FilesystemService
+from .metrics import Metrics
 from .gen.filesystem.filesystem_connect import FilesystemASGIApplication
 from .gen.process.process_connect import ProcessASGIApplication
 from .process_service import ProcessService
@@ -21,27 +19,6 @@ from .processes import Registry
 from .state import EnvdState
 
 CONNECT_PREFIXES = ("/process.Process/", "/filesystem.Filesystem/")
-
-
-def _metrics() -> dict:
-    """Best-effort /metrics from /proc (cheap; no sampling)."""
-    mem: dict[str, int] = {}
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                k, v = line.split(":", 1)
-                mem[k] = int(v.split()[0]) * 1024
-    except OSError:
-        pass
-    total = mem.get("MemTotal", 0)
-    used = total - mem.get("MemAvailable", total)
-    disk = shutil.disk_usage("/")
-    return {
-        "ts": int(time.time()), "cpu_count": os.cpu_count() or 1, "cpu_used_pct": 0.0,
-        "mem_total": total, "mem_used": used, "mem_cache": mem.get("Cached", 0),
-        "mem_total_mib": total >> 20, "mem_used_mib": used >> 20,
-        "disk_used": disk.used, "disk_total": disk.total,
-    }
 
 
 class EnvdApp:
@@ -54,6 +31,7 @@ class EnvdApp:
         self.process_app = ProcessASGIApplication(ProcessService(state, self.registry), **codecs_kw)
         self.fs_app = FilesystemASGIApplication(FilesystemService(state), **codecs_kw)
         files = FilesHandler(state)
+        self._metrics = Metrics()
         self.router = Router(routes=[
             Route("/health", self.health, methods=["GET"]),
             Route("/init", self.init, methods=["POST"]),
@@ -105,4 +83,4 @@ class EnvdApp:
         return self._guard(request) or JSONResponse(self.state.env_vars)
 
     async def metrics(self, request: Request) -> Response:
-        return self._guard(request) or JSONResponse(_metrics())
+        return self._guard(request) or JSONResponse(await self._metrics.snapshot())

@@ -80,8 +80,6 @@ class SandboxManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._http = httpx.AsyncClient()
         self._reaper: asyncio.Task[None] | None = None
-        self.fail_after_runtime_create = False
-        """Test hook: fail a create after the container exists (cleanup must still happen)."""
 
     # --- lookups -------------------------------------------------------------------------
 
@@ -122,8 +120,8 @@ class SandboxManager:
             async with self._lock(sandbox_id):
                 handle = await self.runtime.create(self._spec(row, request.build))
                 try:
-                    if self.fail_after_runtime_create:
-                        raise RuntimeError("injected failure after runtime create")
+                    if self.settings.failpoint("create-after-runtime"):
+                        raise RuntimeError("injected failure after the container was created")
                     await wait_healthy(self._http, handle.ip, self.settings.envd_port, self.settings.envd_start_timeout_s)
                 except BaseException:
                     await self.runtime.kill(sandbox_id)

@@ -50,6 +50,7 @@ class Server:
                 "SANDLOT_API_KEY": self.api_key,
                 "SANDLOT_RUNTIME_STATE_DIR": str(self.workdir / "run"),
                 "SANDLOT_INSTANCE": "sltest",
+                "SANDLOT_SANDBOX_SUBNET": "10.219.0.0/16",
             }
         )
         env.update(self.extra_env)

@@ -1,0 +1,102 @@
+"""Crash safety: a failed create leaves no trace; a restarted server finds its sandboxes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from e2b import Sandbox
+
+from sandlot import ids
+from tests.e2e.server import Server
+
+pytestmark = pytest.mark.slow
+
+
+def _traces(server: Server, instance: str) -> dict[str, list[str]]:
+    """Host resources a sandbox could leak, beyond the idle network pool."""
+    runc_root = Path(server.workdir) / "run" / "runc"
+    containers = sorted(p.name for p in runc_root.iterdir()) if runc_root.exists() else []
+    sandboxes_dir = Path("/var/lib/sandlot/runtime") / instance / "sandboxes"
+    mounts = [line for line in Path("/proc/self/mounts").read_text().splitlines() if "/sandboxes/" in line]
+    cgroups = []
+    for controller in ("memory", "pids", "cpu", "freezer"):
+        base = Path("/sys/fs/cgroup") / controller / instance
+        if base.exists():
+            cgroups += [f"{controller}/{p.name}" for p in base.iterdir() if p.is_dir()]
+    return {
+        "containers": containers,
+        "mounts": mounts,
+        "cgroups": cgroups,
+        "dirs": sorted(p.name for p in sandboxes_dir.iterdir()) if sandboxes_dir.exists() else [],
+    }
+
+
+def _netns(instance: str) -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.startswith(f"{instance}-")}
+
+
+def test_failed_create_leaves_nothing_behind(tmp_path: Path, server: Server) -> None:
+    faulty = Server(
+        workdir=tmp_path,
+        api_key=ids.new_api_key(),
+        extra_env={
+            "SANDLOT_INSTANCE": "slfault",
+            "SANDLOT_SANDBOX_SUBNET": "10.220.0.0/16",
+            "SANDLOT_RUNTIME_STATE_DIR": str(tmp_path / "run"),
+            "SANDLOT_FAILPOINTS": "create-after-runtime",
+        },
+    )
+    faulty.start()
+    try:
+        before = _traces(faulty, "slfault")
+        netns_before = _netns("slfault")
+        response = httpx.post(
+            f"{faulty.url}/v2/sandboxes", json={"templateID": "base"}, headers={"X-API-Key": faulty.api_key}, timeout=60
+        )
+        assert response.status_code == 500
+        assert "injected failure" in response.json()["message"]
+        after = _traces(faulty, "slfault")
+        assert after["containers"] == before["containers"] == []
+        assert after["cgroups"] == before["cgroups"]
+        assert after["mounts"] == before["mounts"]
+        assert after["dirs"] == before["dirs"]
+        # the netns that was used is released (the pool may have refilled with fresh ones)
+        listed = httpx.get(f"{faulty.url}/v2/sandboxes", headers={"X-API-Key": faulty.api_key}).json()
+        assert listed == []
+        assert len(_netns("slfault")) <= len(netns_before) + 1
+    finally:
+        faulty.stop()
+    assert not _netns("slfault"), "stopping the server drops its idle netns pool"
+
+
+def test_restart_finds_sandboxes_again(tmp_path: Path) -> None:
+    server = Server(
+        workdir=tmp_path,
+        api_key=ids.new_api_key(),
+        extra_env={
+            "SANDLOT_INSTANCE": "slrestrt",
+            "SANDLOT_SANDBOX_SUBNET": "10.221.0.0/16",
+            "SANDLOT_RUNTIME_STATE_DIR": str(tmp_path / "run"),
+        },
+    )
+    server.start()
+    opts = {"api_key": server.api_key, "api_url": server.url, "sandbox_url": server.url}
+    try:
+        sbx = Sandbox.create(timeout=300, **opts)
+        sbx.files.write("kept.txt", "still here")
+        handle = sbx.commands.run("sleep 600", background=True)
+        server.stop()
+        server.start()
+        again = Sandbox.connect(sbx.sandbox_id, **opts)
+        assert again.files.read("kept.txt") == "still here"
+        assert handle.pid in [p.pid for p in again.commands.list()]
+        assert again.commands.run("echo alive").stdout == "alive\n"
+        assert sbx.sandbox_id in [s.sandbox_id for s in Sandbox.list(**opts).next_items()]
+        assert again.kill() is True
+    finally:
+        server.stop()
