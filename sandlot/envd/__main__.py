@@ -8,11 +8,15 @@ import json
 import os
 import sys
 
-import uvicorn
+from . import lean
 
-from . import reaper
-from .server import EnvdApp
-from .state import EnvdState
+lean.install()  # before uvicorn: keeps its CLI/reloader modules out of envd's memory
+
+import uvicorn  # noqa: E402
+
+from . import reaper  # noqa: E402
+from .server import EnvdApp  # noqa: E402
+from .state import EnvdState  # noqa: E402
 
 
 class _Server(uvicorn.Server):

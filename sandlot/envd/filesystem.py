@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 import stat as stat_mod
+import time
 from collections.abc import AsyncIterator
 
 from connectrpc.request import RequestContext
@@ -203,10 +204,15 @@ class FilesystemService(Filesystem):
     async def watch_dir(self, request: pb.WatchDirRequest, ctx: RequestContext) -> AsyncIterator[pb.WatchDirResponse]:
         w = self._watcher(request.path, request.recursive, request.include_entry, request.allow_network_mounts, ctx)
         interval = keepalive_interval(ctx)
+        timeout_ms = ctx.timeout_ms
+        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms is not None else None
         try:
             yield pb.WatchDirResponse(event=Oneof("start", pb.WatchDirResponse.StartEvent()))
             while True:
-                if not await w.wait(interval):
+                wait = interval if deadline is None else min(interval, max(deadline - time.monotonic(), 0))
+                if not await w.wait(wait):
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise error("deadline_exceeded", "watch stream deadline exceeded")
                     yield pb.WatchDirResponse(event=Oneof("keepalive", pb.WatchDirResponse.KeepAlive()))
                     continue
                 for ev in w.drain():

@@ -22,7 +22,7 @@ from . import reaper
 from .users import User
 
 READ_CHUNK = 32 * 1024
-SUBSCRIBER_HIGH_WATER = 256  # queued chunks per subscriber before reading pauses
+SUBSCRIBER_HIGH_WATER = 64  # queued chunks (≤32 KiB each) per subscriber before reading pauses
 EXIT_DRAIN_GRACE = 1.0  # seconds to wait for pipe EOF after exit (grandchildren may hold it)
 RETAIN_EXITED = 256  # how many finished processes Connect can still re-attach to
 RETAIN_SECONDS = 600.0

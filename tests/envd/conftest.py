@@ -67,6 +67,22 @@ class Envd:
         return Sandbox(sandbox_id="sbxtest", sandbox_domain=None, envd_version=Version("0.6.13"),
                        envd_access_token=token, connection_config=cfg)
 
+    def async_sandbox(self, token: str | None = None):
+        from e2b import AsyncSandbox
+
+        headers = {"X-Access-Token": token} if token else {}
+        cfg = ConnectionConfig(sandbox_url=self.url, api_key="e2b_00", extra_sandbox_headers=headers)
+        return AsyncSandbox(sandbox_id="sbxtest", sandbox_domain=None, envd_version=Version("0.6.13"),
+                            envd_access_token=token, connection_config=cfg)
+
+    def rss_kib(self) -> int:
+        """Current resident set size of the envd process."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -94,3 +110,18 @@ def envd_token() -> Iterator[Envd]:
 @pytest.fixture()
 def sbx(envd: Envd) -> Sandbox:
     return envd.sandbox()
+
+
+@pytest.fixture()
+def asbx(envd: Envd):
+    return envd.async_sandbox()
+
+
+@pytest.fixture()
+def workdir(sbx):
+    """A fresh directory path under /tmp (removed afterwards)."""
+    import uuid
+
+    d = f"/tmp/envd-test-{uuid.uuid4().hex[:8]}"
+    yield d
+    sbx.files.remove(d)

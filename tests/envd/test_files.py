@@ -13,13 +13,6 @@ from e2b.exceptions import FileNotFoundException, InvalidArgumentException
 from e2b.sandbox.filesystem.filesystem import FileType, WriteEntry
 
 
-@pytest.fixture()
-def workdir(sbx):
-    d = f"/tmp/envd-test-{uuid.uuid4().hex[:8]}"
-    yield d
-    sbx.files.remove(d)
-
-
 def test_write_read_list_exists(sbx, workdir):
     info = sbx.files.write(f"{workdir}/sub/a.txt", "hello")
     assert info.path == f"{workdir}/sub/a.txt"
