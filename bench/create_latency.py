@@ -72,7 +72,7 @@ def main() -> None:
     from tests.e2e.server import Server
 
     with tempfile.TemporaryDirectory(prefix="sandlot-bench-") as workdir:
-        server = Server(workdir=Path(workdir), api_key=ids.new_api_key(), extra_env={"SANDLOT_INSTANCE": "slbench"})
+        server = Server(workdir=Path(workdir), api_key=ids.new_api_key())
         server.start()
         os.environ.update({"E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.url, "E2B_API_KEY": server.api_key})
         try:

@@ -28,7 +28,7 @@ from sandlot.store.models import Build, Sandbox, Template
 
 log = structlog.get_logger("sandlot.orchestrator")
 
-ENVD_VERSION = "0.3.0"
+ENVD_VERSION = "0.6.13"
 """Highest envd protocol version whose gated features all work (see issue notes)."""
 
 EnvdLauncher = Callable[[int], tuple[list[str], dict[str, str]]]

@@ -23,6 +23,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def unique_instance(letter: str) -> str:
+    """Host-resource prefix unique to this test process (``letter`` tells servers apart)."""
+    return f"{letter}{os.getpid() % 1_000_000:06d}"
+
+
+def unique_subnet(block: int) -> str:
+    """A /20 for sandbox links, unique to this test process and ``block`` (0-15)."""
+    return f"10.{100 + os.getpid() % 100}.{block * 16}.0/20"
+
+
 @dataclass
 class Server:
     """A ``sandlot serve`` subprocess with its own database, key and runtime state."""
@@ -31,6 +41,9 @@ class Server:
     api_key: str
     port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
+    instance: str = field(default_factory=lambda: unique_instance("t"))
+    """Per test process, so concurrent test runs on one machine never share host resources."""
+    subnet: str = field(default_factory=lambda: unique_subnet(0))
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -49,8 +62,8 @@ class Server:
                 "SANDLOT_DATABASE_URL": self.database_url,
                 "SANDLOT_API_KEY": self.api_key,
                 "SANDLOT_RUNTIME_STATE_DIR": str(self.workdir / "run"),
-                "SANDLOT_INSTANCE": "sltest",
-                "SANDLOT_SANDBOX_SUBNET": "10.219.0.0/16",
+                "SANDLOT_INSTANCE": self.instance,
+                "SANDLOT_SANDBOX_SUBNET": self.subnet,
             }
         )
         env.update(self.extra_env)

@@ -11,7 +11,7 @@ import pytest
 from e2b import Sandbox
 
 from sandlot import ids
-from tests.e2e.server import Server
+from tests.e2e.server import Server, unique_instance, unique_subnet
 
 pytestmark = pytest.mark.slow
 
@@ -44,23 +44,20 @@ def test_failed_create_leaves_nothing_behind(tmp_path: Path, server: Server) -> 
     faulty = Server(
         workdir=tmp_path,
         api_key=ids.new_api_key(),
-        extra_env={
-            "SANDLOT_INSTANCE": "slfault",
-            "SANDLOT_SANDBOX_SUBNET": "10.220.0.0/16",
-            "SANDLOT_RUNTIME_STATE_DIR": str(tmp_path / "run"),
-            "SANDLOT_FAILPOINTS": "create-after-runtime",
-        },
+        instance=unique_instance("f"),
+        subnet=unique_subnet(1),
+        extra_env={"SANDLOT_FAILPOINTS": "create-after-runtime"},
     )
     faulty.start()
     try:
-        before = _traces(faulty, "slfault")
-        netns_before = _netns("slfault")
+        before = _traces(faulty, faulty.instance)
+        netns_before = _netns(faulty.instance)
         response = httpx.post(
             f"{faulty.url}/v2/sandboxes", json={"templateID": "base"}, headers={"X-API-Key": faulty.api_key}, timeout=60
         )
         assert response.status_code == 500
         assert "injected failure" in response.json()["message"]
-        after = _traces(faulty, "slfault")
+        after = _traces(faulty, faulty.instance)
         assert after["containers"] == before["containers"] == []
         assert after["cgroups"] == before["cgroups"]
         assert after["mounts"] == before["mounts"]
@@ -68,21 +65,18 @@ def test_failed_create_leaves_nothing_behind(tmp_path: Path, server: Server) -> 
         # the netns that was used is released (the pool may have refilled with fresh ones)
         listed = httpx.get(f"{faulty.url}/v2/sandboxes", headers={"X-API-Key": faulty.api_key}).json()
         assert listed == []
-        assert len(_netns("slfault")) <= len(netns_before) + 1
+        assert len(_netns(faulty.instance)) <= len(netns_before) + 1
     finally:
         faulty.stop()
-    assert not _netns("slfault"), "stopping the server drops its idle netns pool"
+    assert not _netns(faulty.instance), "stopping the server drops its idle netns pool"
 
 
 def test_restart_finds_sandboxes_again(tmp_path: Path) -> None:
     server = Server(
         workdir=tmp_path,
         api_key=ids.new_api_key(),
-        extra_env={
-            "SANDLOT_INSTANCE": "slrestrt",
-            "SANDLOT_SANDBOX_SUBNET": "10.221.0.0/16",
-            "SANDLOT_RUNTIME_STATE_DIR": str(tmp_path / "run"),
-        },
+        instance=unique_instance("r"),
+        subnet=unique_subnet(2),
     )
     server.start()
     opts = {"api_key": server.api_key, "api_url": server.url, "sandbox_url": server.url}
