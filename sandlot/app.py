@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
 from sandlot.api import errors
+from sandlot.api import observability as observability_routes
 from sandlot.api import sandboxes as sandbox_routes
 from sandlot.api import templates as template_routes
 from sandlot.orchestrator.sandboxes import EnvdLauncher, SandboxManager
@@ -75,6 +76,7 @@ def create_app(services: Services) -> FrontDoor:
             return JSONResponse({"code": 503, "message": "starting"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
+    api.include_router(observability_routes.router)  # before /sandboxes/{id}: owns /sandboxes/metrics
     api.include_router(sandbox_routes.router)
     api.include_router(template_routes.router)
     front_door = FrontDoor(api, services.sandboxes, services.settings.domain)

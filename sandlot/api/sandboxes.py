@@ -329,12 +329,6 @@ async def resume(sandbox_id: str, request: Request, team_id: TeamId) -> Response
     raise _not_yet("Resuming sandboxes")
 
 
-@router.get("/sandboxes/{sandbox_id}/metrics")
-async def metrics(sandbox_id: str, request: Request, team_id: TeamId) -> Response:
-    _require_sandbox(request, team_id, sandbox_id)
-    raise _not_yet("Sandbox metrics")
-
-
 def _require_sandbox(request: Request, team_id: str, sandbox_id: str) -> Sandbox:
     with request.app.state.services.db.session() as session:
         row = sandbox_store.get_for_team(session, team_id, _short_id(sandbox_id))

@@ -19,6 +19,8 @@ import structlog
 
 from sandlot import ids
 from sandlot.orchestrator.envd_client import wait_healthy
+from sandlot.orchestrator.events import EventLog
+from sandlot.orchestrator.metrics import MetricsSampler
 from sandlot.runtime.base import BindMount, Runtime, SandboxSpec
 from sandlot.settings import Settings
 from sandlot.store import sandboxes as sandbox_store
@@ -80,6 +82,8 @@ class SandboxManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._http = httpx.AsyncClient()
         self._reaper: asyncio.Task[None] | None = None
+        self.metrics = MetricsSampler(runtime)
+        self.events = EventLog(settings.data_dir / "logs" / settings.instance)
 
     # --- lookups -------------------------------------------------------------------------
 
@@ -147,6 +151,8 @@ class SandboxManager:
             template_store.mark_spawned(session, request.template.id)
             row = fresh
         self._routes[sandbox_id] = Route(handle.ip, "running", row.envd_access_token)
+        self.metrics.track(sandbox_id, row.cpu_count, row.disk_mb * 1024 * 1024)
+        self.events.record(sandbox_id, "sandbox created", template=request.template.id, ip=handle.ip)
         log.info("sandbox created", sandbox_id=sandbox_id, template=request.template.id, ip=handle.ip)
         return row
 
@@ -229,6 +235,8 @@ class SandboxManager:
                 row = session.get(Sandbox, sandbox_id)
                 if row is not None:
                     session.delete(row)
+            self.metrics.forget(sandbox_id)
+            self.events.drop(sandbox_id)
         self._locks.pop(sandbox_id, None)
         log.info("sandbox killed", sandbox_id=sandbox_id)
 
@@ -264,6 +272,8 @@ class SandboxManager:
                 if row.state == "running" and handle is not None and await self.runtime.is_alive(row.id):
                     self._routes[row.id] = Route(handle.ip, "running", row.envd_access_token)
                     row.ip = handle.ip
+                    self.metrics.track(row.id, row.cpu_count, row.disk_mb * 1024 * 1024)
+                    self.events.record(row.id, "sandbox re-adopted after a server restart")
                     continue
                 if handle is not None:
                     await self.runtime.kill(row.id)
@@ -277,9 +287,11 @@ class SandboxManager:
     async def start(self) -> None:
         await self.recover()
         self._reaper = asyncio.create_task(self._reap_forever())
+        self.metrics.start()
 
     async def close(self) -> None:
         """Stop background work; sandboxes keep running for the next server start."""
+        await self.metrics.close()
         if self._reaper is not None:
             self._reaper.cancel()
             try:

@@ -6,7 +6,10 @@ import ctypes.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from sandlot.runtime.usage import Usage
 
 SANDBOX_ID_RE = re.compile(r"^[a-z0-9]{1,64}$")
 
@@ -52,6 +55,7 @@ class Runtime(Protocol):
     async def kill(self, sandbox_id: str) -> None: ...
     async def list(self) -> list[SandboxHandle]: ...
     async def is_alive(self, sandbox_id: str) -> bool: ...
+    def usage(self, sandbox_id: str) -> "Usage | None": ...
 
 
 PR_SET_CHILD_SUBREAPER = 36

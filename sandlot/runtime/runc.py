@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from . import cgroups, overlay
+from .usage import Usage, read_usage
 from .base import SandboxHandle, SandboxRuntimeError, SandboxSpec, validate_sandbox_id
 from .bundle import oci_config
 from .network import Network, NetSlot, host_nameservers, release_netns
@@ -356,6 +357,10 @@ class RuncRuntime:
             self._reap(pid)
             return False
         return True
+
+    def usage(self, sandbox_id: str) -> "Usage | None":
+        """cgroup counters and disk use of a running sandbox (``None`` if it is gone)."""
+        return read_usage(sandbox_id, self.cgroup_parent, self.sandbox_dir(sandbox_id) / "upper")
 
     def init_pid(self, sandbox_id: str) -> int | None:
         state = self._read_state(sandbox_id)
