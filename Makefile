@@ -9,13 +9,19 @@ DEB_PACKAGES := runc mmdebstrap nftables python3-nftables iproute2 iptables pyth
 SANDLOT := $(VENV)/bin/sandlot
 PYTEST_ARGS ?=
 
-.PHONY: serve test deps venv setup clean-test
+.PHONY: serve test deps venv setup js-deps
 
 serve: setup
 	$(SANDLOT) serve
 
-test: setup
+test: setup js-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The JS SDK suite needs Node >= 20 (the e2b npm package's floor); without it the test is skipped.
+js-deps:
+	@if command -v node >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)'; then \
+		[ -d tests/js/node_modules/e2b ] || (cd tests/js && npm ci --no-audit --no-fund --loglevel=error); \
+	else echo "Node >= 20 not found: the JS SDK tests will be skipped"; fi
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \

@@ -19,6 +19,9 @@ import structlog
 
 from sandlot import ids
 from sandlot.orchestrator.envd_client import wait_healthy
+from sandlot.proxy.traffic import private_traffic_token
+from sandlot.runtime.dns_filter import host_resolvers
+from sandlot.runtime.egress import EgressPolicy, PolicyError, parse_policy
 from sandlot.orchestrator.events import EventLog
 from sandlot.orchestrator.metrics import MetricsSampler
 from sandlot.runtime.base import BindMount, Runtime, SandboxSpec
@@ -61,6 +64,8 @@ class CreateRequest:
     auto_pause: bool = False
     allow_internet_access: bool | None = None
     network: dict | None = None
+    sandbox_id: str | None = None
+    """Pre-assigned id (the Prime façade answers with it before the sandbox exists)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,16 @@ class Route:
     ip: str
     state: str
     access_token: str
+    traffic_token: str | None = None
+    """Required in ``e2b-traffic-access-token`` on user ports when set (allowPublicTraffic=false)."""
+    mask_request_host: str | None = None
+
+
+def route_for(row: Sandbox, ip: str, state: str = "running") -> Route:
+    """The front door's view of a sandbox row (network ingress settings included)."""
+    network = row.network or {}
+    return Route(ip, state, row.envd_access_token, private_traffic_token(row.id, row.envd_access_token, network),
+                 network.get("maskRequestHost"))
 
 
 class SandboxManager:
@@ -90,13 +105,17 @@ class SandboxManager:
     def route(self, sandbox_id: str) -> Route | None:
         return self._routes.get(sandbox_id)
 
+    def signing_tokens(self) -> list[tuple[str, str]]:
+        """``(sandbox_id, envd_access_token)`` of running sandboxes, for signed-URL routing."""
+        return [(sid, r.access_token) for sid, r in self._routes.items() if r.state == "running"]
+
     def _lock(self, sandbox_id: str) -> asyncio.Lock:
         return self._locks.setdefault(sandbox_id, asyncio.Lock())
 
     # --- create --------------------------------------------------------------------------
 
     async def create(self, request: CreateRequest) -> Sandbox:
-        sandbox_id = ids.new_sandbox_id()
+        sandbox_id = request.sandbox_id or ids.new_sandbox_id()
         now = datetime.now(timezone.utc)
         row = Sandbox(
             id=sandbox_id,
@@ -126,6 +145,7 @@ class SandboxManager:
                 try:
                     if self.settings.failpoint("create-after-runtime"):
                         raise RuntimeError("injected failure after the container was created")
+                    await self.apply_network(handle.ip, request.allow_internet_access, request.network)
                     await wait_healthy(self._http, handle.ip, self.settings.envd_port, self.settings.envd_start_timeout_s)
                 except BaseException:
                     await self.runtime.kill(sandbox_id)
@@ -150,7 +170,7 @@ class SandboxManager:
             fresh.end_at = started + timedelta(seconds=request.timeout_s)
             template_store.mark_spawned(session, request.template.id)
             row = fresh
-        self._routes[sandbox_id] = Route(handle.ip, "running", row.envd_access_token)
+        self._routes[sandbox_id] = route_for(row, handle.ip)
         self.metrics.track(sandbox_id, row.cpu_count, row.disk_mb * 1024 * 1024)
         self.events.record(sandbox_id, "sandbox created", template=request.template.id, ip=handle.ip)
         log.info("sandbox created", sandbox_id=sandbox_id, template=request.template.id, ip=handle.ip)
@@ -213,6 +233,59 @@ class SandboxManager:
                 row.end_at = end
             return row
 
+    # --- network -------------------------------------------------------------------------
+
+    def egress_policy(self, allow_internet_access: bool | None, network: dict | None) -> EgressPolicy:
+        """Validated policy (``SandboxError`` 400 when invalid or unsupported by the runtime)."""
+        try:
+            policy = parse_policy(allow_internet_access, network)
+        except PolicyError as exc:
+            raise SandboxError(400, str(exc)) from exc
+        if not policy.is_open and getattr(self.runtime, "network", None) is None:
+            raise SandboxError(400, "Egress rules are not supported by this sandbox runtime")
+        upstreams = tuple(self.settings.dns_upstreams) or host_resolvers()
+        return EgressPolicy(policy.allow, policy.deny, policy.domains, policy.dns_servers, upstreams)
+
+    async def apply_network(self, ip: str, allow_internet_access: bool | None, network: dict | None) -> None:
+        """Install the egress policy of the sandbox at ``ip`` (also call after a resume/restore)."""
+        policy = self.egress_policy(allow_internet_access, network)
+        net = getattr(self.runtime, "network", None)
+        if net is not None:
+            await net.set_policy(ip, policy)
+
+    async def _clear_network(self, ip: str | None) -> None:
+        net = getattr(self.runtime, "network", None)
+        if net is None or not ip:
+            return
+        try:
+            await net.clear_policy(ip)
+        except Exception:
+            log.exception("could not clear network policy", ip=ip)
+
+    async def update_network(self, team_id: str, sandbox_id: str, allow_internet_access: bool | None,
+                             egress: dict) -> None:
+        """E2B's ``PUT /sandboxes/{id}/network``: replace the egress rules of a running sandbox.
+
+        Omitted fields are cleared; ingress settings (public traffic, host mask) are kept."""
+        async with self._lock(sandbox_id):
+            with self.db.session() as session:
+                row = sandbox_store.get_for_team(session, team_id, sandbox_id)
+                if row is None:
+                    raise SandboxError(404, f"Sandbox \"{sandbox_id}\" doesn't exist or you don't have access to it")
+                if row.state != "running" or not row.ip:
+                    raise SandboxError(409, f"Sandbox \"{sandbox_id}\" is {row.state}")
+                network = {k: v for k, v in (row.network or {}).items()
+                           if k in ("allowPublicTraffic", "maskRequestHost")}
+                network.update({k: v for k, v in egress.items() if v is not None})
+                ip = row.ip
+            self.egress_policy(allow_internet_access, network)   # validate before touching anything
+            await self.apply_network(ip, allow_internet_access, network)
+            with self.db.session() as session, session.begin():
+                fresh = session.get(Sandbox, sandbox_id)
+                if fresh is not None:
+                    fresh.network = network
+                    fresh.allow_internet_access = allow_internet_access
+
     # --- kill ----------------------------------------------------------------------------
 
     async def kill(self, team_id: str, sandbox_id: str) -> bool:
@@ -230,6 +303,8 @@ class SandboxManager:
                 row = session.get(Sandbox, sandbox_id)
                 if row is not None:
                     row.state = "killing"
+                ip = row.ip if row is not None else None
+            await self._clear_network(ip)
             await self.runtime.kill(sandbox_id)
             with self.db.session() as session, session.begin():
                 row = session.get(Sandbox, sandbox_id)
@@ -270,7 +345,14 @@ class SandboxManager:
             for row in sandbox_store.all_live(session):
                 handle = handles.pop(row.id, None)
                 if row.state == "running" and handle is not None and await self.runtime.is_alive(row.id):
-                    self._routes[row.id] = Route(handle.ip, "running", row.envd_access_token)
+                    try:   # the nft table was rebuilt at start: policies come back from the store
+                        await self.apply_network(handle.ip, row.allow_internet_access, row.network)
+                    except Exception:
+                        log.exception("could not restore network policy; killing sandbox", sandbox_id=row.id)
+                        await self.runtime.kill(row.id)
+                        session.delete(row)
+                        continue
+                    self._routes[row.id] = route_for(row, handle.ip)
                     row.ip = handle.ip
                     self.metrics.track(row.id, row.cpu_count, row.disk_mb * 1024 * 1024)
                     self.events.record(row.id, "sandbox re-adopted after a server restart")

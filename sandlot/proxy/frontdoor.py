@@ -16,6 +16,7 @@ import structlog
 
 from sandlot.orchestrator.sandboxes import SandboxManager
 from sandlot.proxy.routing import BadTarget, Target, target_of
+from sandlot.proxy.signed_files import signer_of
 
 log = structlog.get_logger("sandlot.proxy")
 
@@ -67,6 +68,13 @@ class FrontDoor:
             if scope["type"] == "http":
                 await _send_json(send, 400, {"code": 400, "message": str(exc)})
             return
+        if target is None and scope["type"] == "http" and scope["path"] == "/files":
+            query = scope.get("query_string", b"")
+            signer = signer_of(scope["method"], query, self.manager.signing_tokens())
+            if signer is None and b"signature=" in query:
+                await _send_json(send, 401, {"code": 401, "message": "invalid signature"})
+                return
+            target = Target(signer, self.manager.settings.envd_port) if signer else None
         if target is None:
             await self.api(scope, receive, send)
             return
