@@ -1,0 +1,129 @@
+"""Pause/resume, snapshot and fork routes (E2B ``/sandboxes/{id}/pause|resume|snapshots|fork``,
+``/snapshots``, ``DELETE /templates/{snapshotID}``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from sandlot.api.auth import TeamId
+from sandlot.api.errors import APIError
+from sandlot.api.sandboxes import _checked_timeout, _manager, _raise, _sandbox_json, _short_id
+from sandlot.orchestrator import pausing, snapshots
+from sandlot.orchestrator.sandboxes import SandboxError
+from sandlot.store import snapshots as snapshot_store
+from sandlot.store.models import Snapshot
+
+router = APIRouter()
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+class PauseBody(_Body):
+    memory: StrictBool | None = None
+
+
+class ResumeBody(_Body):
+    timeout: int | None = None
+    auto_pause: StrictBool | None = Field(None, alias="autoPause")
+    memory: StrictBool | None = None
+
+
+class SnapshotBody(_Body):
+    name: str | None = Field(None, max_length=255)
+    memory: StrictBool | None = None
+
+
+class ForkBody(_Body):
+    timeout: int | None = None
+    count: int | None = None
+
+
+def _snapshot_json(snap: Snapshot) -> dict[str, Any]:
+    return {"snapshotID": snap.id, "names": [snap.name] if snap.name else []}
+
+
+@router.post("/sandboxes/{sandbox_id}/pause", status_code=204)
+async def pause(sandbox_id: str, request: Request, team_id: TeamId, body: PauseBody | None = None) -> Response:
+    try:
+        await pausing.pause(_manager(request), team_id, _short_id(sandbox_id), body.memory if body else None)
+    except SandboxError as exc:
+        _raise(exc)
+    return Response(status_code=204)
+
+
+@router.post("/sandboxes/{sandbox_id}/resume", status_code=201)
+async def resume(sandbox_id: str, request: Request, response: Response, team_id: TeamId,
+                 body: ResumeBody | None = None) -> dict[str, Any]:
+    timeout = _checked_timeout(request, body.timeout if body else None)
+    try:
+        row, resumed = await pausing.resume(_manager(request), team_id, _short_id(sandbox_id), timeout)
+    except SandboxError as exc:
+        _raise(exc)
+    if not resumed:
+        raise APIError(409, f"Sandbox \"{sandbox_id}\" is already running")
+    return _sandbox_json(row, request.app.state.services.settings.domain)
+
+
+@router.post("/sandboxes/{sandbox_id}/snapshots", status_code=201)
+async def create_snapshot(sandbox_id: str, request: Request, team_id: TeamId,
+                          body: SnapshotBody | None = None) -> dict[str, Any]:
+    name = body.name if body else None
+    memory = True if body is None or body.memory is None else body.memory
+    try:
+        snap = await snapshots.create_snapshot(_manager(request), team_id, _short_id(sandbox_id), name, memory)
+    except SandboxError as exc:
+        _raise(exc)
+    return _snapshot_json(snap)
+
+
+@router.get("/snapshots")
+async def list_snapshots(
+    request: Request,
+    response: Response,
+    team_id: TeamId,
+    sandbox_id: str | None = Query(None, alias="sandboxID"),
+    name: str | None = None,
+    limit: int = Query(100, ge=1, le=100),
+    next_token: str | None = Query(None, alias="nextToken"),
+) -> list[dict[str, Any]]:
+    with request.app.state.services.db.session() as session:
+        rows, following = snapshot_store.page(
+            session, team_id, sandbox_id=_short_id(sandbox_id) if sandbox_id else None, name=name,
+            limit=limit, after=next_token)
+    if following is not None:
+        response.headers["X-Next-Token"] = following
+    return [_snapshot_json(r) for r in rows]
+
+
+@router.delete("/templates/{snapshot_id:path}", status_code=204)
+async def delete_snapshot(snapshot_id: str, request: Request, team_id: TeamId) -> Response:
+    if not await snapshots.delete_snapshot(_manager(request), team_id, snapshot_id):
+        raise APIError(404, f"Snapshot '{snapshot_id}' not found")
+    return Response(status_code=204)
+
+
+@router.post("/sandboxes/{sandbox_id}/fork", status_code=201)
+async def fork(sandbox_id: str, request: Request, team_id: TeamId, body: ForkBody | None = None) -> list[dict[str, Any]]:
+    timeout = _checked_timeout(request, body.timeout if body else None)
+    count = 1 if body is None or body.count is None else body.count
+    if not 1 <= count <= snapshots.MAX_FORKS:
+        raise APIError(400, f"Invalid count {count}: fork between 1 and {snapshots.MAX_FORKS} sandboxes")
+    try:
+        results = await snapshots.fork(_manager(request), team_id, _short_id(sandbox_id), count, timeout)
+    except SandboxError as exc:
+        _raise(exc)
+    domain = request.app.state.services.settings.domain
+    out: list[dict[str, Any]] = []
+    for item in results:
+        if isinstance(item, SandboxError):
+            out.append({"error": {"code": item.status, "message": item.message}})
+        elif isinstance(item, Exception):
+            out.append({"error": {"code": 500, "message": str(item)}})
+        else:
+            out.append({"sandbox": _sandbox_json(item, domain)})
+    return out

@@ -1,0 +1,228 @@
+"""Snapshots (a running sandbox saved with memory + disk, it keeps running) and forks.
+
+A snapshot is taken with the sandbox frozen for the time of a CRIU leave-running dump
+and a copy of its overlay upper dir. New sandboxes restore that image into a new
+container id, a copy of the disk and a new netns (new IP); envd's access token, baked
+into the image's memory, is rotated through envd ``/init`` right after the restore.
+A fork is a snapshot that only lives for the duration of the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import structlog
+
+from sandlot import ids
+from sandlot.orchestrator import pausing
+from sandlot.orchestrator.envd_client import wait_healthy
+from sandlot.store import sandboxes as sandbox_store
+from sandlot.store import snapshots as snapshot_store
+from sandlot.store.models import Sandbox, Snapshot
+
+if TYPE_CHECKING:
+    from sandlot.orchestrator.sandboxes import SandboxManager
+
+log = structlog.get_logger("sandlot.snapshots")
+
+MAX_FORKS = 20
+
+
+@dataclass
+class CloneRequest:
+    team_id: str
+    timeout_s: int
+    metadata: dict[str, str] | None = None
+    env_vars: dict[str, str] | None = None
+
+
+def _error(status: int, message: str) -> Exception:
+    from sandlot.orchestrator.sandboxes import SandboxError
+
+    return SandboxError(status, message)
+
+
+async def _dump(mgr: "SandboxManager", sandbox_id: str, dest: Path, memory: bool) -> Sandbox:
+    """Snapshot a running sandbox into ``dest`` under its lock; returns its row."""
+    async with mgr._lock(sandbox_id):
+        with mgr.db.session() as session:
+            row = session.get(Sandbox, sandbox_id)
+        if row is None:
+            raise _error(404, f"Sandbox \"{sandbox_id}\" doesn't exist or you don't have access to it")
+        if row.state != "running":
+            raise _error(409, f"Sandbox \"{sandbox_id}\" is {row.state}: only running sandboxes can be snapshotted")
+        if memory:
+            pausing._check_disk(mgr, sandbox_id)
+        try:
+            await mgr.runtime.snapshot(sandbox_id, dest, memory=memory)
+        except Exception as exc:
+            alive = await mgr.runtime.is_alive(sandbox_id)
+            status = 507 if "no space left" in str(exc).lower() else 500
+            raise _error(status, f"Failed to snapshot sandbox \"{sandbox_id}\": {exc}"
+                                 + (". The sandbox keeps running" if alive else "")) from exc
+    return row
+
+
+async def create_snapshot(mgr: "SandboxManager", team_id: str, sandbox_id: str, name: str | None,
+                          memory: bool = True) -> Snapshot:
+    with mgr.db.session() as session:
+        if sandbox_store.get_for_team(session, team_id, sandbox_id) is None:
+            raise _error(404, f"Sandbox \"{sandbox_id}\" doesn't exist or you don't have access to it")
+        existing = snapshot_store.resolve(session, team_id, name) if name else None
+        if name and existing is None and snapshot_store.resolve(session, None, name, any_team=True) is not None:
+            raise _error(409, f"The snapshot name '{name}' is taken")
+    dest = mgr.settings.snapshots_dir / ids.new_template_id()
+    row = await _dump(mgr, sandbox_id, dest, memory)
+    if existing is not None:   # same name: the existing snapshot gets the new content (as E2B)
+        with mgr.db.session() as session, session.begin():
+            snap = session.get(Snapshot, existing.id)
+            assert snap is not None
+            old_path, snap.path, snap.memory = snap.path, str(dest), memory
+            snap.source_sandbox_id, snap.envd_access_token = sandbox_id, row.envd_access_token
+            snap.env_vars = row.env_vars or {}
+        await asyncio.to_thread(shutil.rmtree, old_path, True)
+        with mgr.db.session() as session:
+            return session.get(Snapshot, existing.id)
+    snapshot_id = dest.name
+    snap = Snapshot(
+        id=snapshot_id, team_id=team_id, name=name or None, source_sandbox_id=sandbox_id,
+        template_id=row.template_id, build_id=row.build_id, alias=row.alias, cpu_count=row.cpu_count,
+        memory_mb=row.memory_mb, disk_mb=row.disk_mb, envd_version=row.envd_version,
+        envd_access_token=row.envd_access_token, env_vars=row.env_vars or {}, memory=memory, path=str(dest),
+    )
+    try:
+        with mgr.db.session() as session, session.begin():
+            session.add(snap)
+    except Exception:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    log.info("snapshot created", snapshot_id=snapshot_id, sandbox_id=sandbox_id, memory=memory)
+    return snap
+
+
+async def delete_snapshot(mgr: "SandboxManager", team_id: str, ref: str) -> bool:
+    with mgr.db.session() as session, session.begin():
+        snap = snapshot_store.resolve(session, team_id, ref)
+        if snap is None:
+            return False
+        path = snap.path
+        session.delete(snap)
+    await asyncio.to_thread(shutil.rmtree, path, True)
+    _drop_empty(Path(path).parent)
+    return True
+
+
+async def start_from(mgr: "SandboxManager", snap: Snapshot, request: CloneRequest) -> Sandbox:
+    """A new sandbox restored from a snapshot (memory, disk); its own id, IP and token."""
+    return await _clone(mgr, Path(snap.path), snap, request)
+
+
+async def _clone(mgr: "SandboxManager", path: Path, source: Snapshot | Sandbox, request: CloneRequest) -> Sandbox:
+    from sandlot.orchestrator.sandboxes import route_for
+
+    sandbox_id = ids.new_sandbox_id()
+    now = datetime.now(timezone.utc)
+    env_vars = dict(source.env_vars or {})
+    env_vars.update(request.env_vars or {})
+    row = Sandbox(
+        id=sandbox_id, team_id=request.team_id, template_id=source.template_id, build_id=source.build_id,
+        alias=source.alias, state="creating", started_at=now, end_at=now + timedelta(seconds=request.timeout_s),
+        cpu_count=source.cpu_count, memory_mb=source.memory_mb, disk_mb=source.disk_mb,
+        envd_version=source.envd_version, envd_access_token=ids.new_access_token(),
+        metadata_=request.metadata or {}, env_vars=env_vars, auto_pause=False,
+        allow_internet_access=getattr(source, "allow_internet_access", None),
+        network=getattr(source, "network", None),
+    )
+    with mgr.db.session() as session, session.begin():
+        session.add(row)
+    try:
+        async with mgr._lock(sandbox_id):
+            handle = await mgr.runtime.clone(path, sandbox_id)
+            try:
+                port = mgr.settings.envd_port
+                await wait_healthy(mgr._http, handle.ip, port, mgr.settings.envd_start_timeout_s)
+                response = await mgr._http.post(
+                    f"http://{handle.ip}:{port}/init", timeout=10,
+                    headers={"X-Access-Token": source.envd_access_token},
+                    json={"accessToken": row.envd_access_token, "envVars": env_vars})
+                if response.status_code >= 300:
+                    raise RuntimeError(f"envd /init answered {response.status_code}")
+                await mgr.apply_network(handle.ip, row.allow_internet_access, row.network)
+            except BaseException:
+                await mgr.runtime.kill(sandbox_id)
+                raise
+    except BaseException as exc:
+        with mgr.db.session() as session, session.begin():
+            stale = session.get(Sandbox, sandbox_id)
+            if stale is not None:
+                session.delete(stale)
+        mgr._locks.pop(sandbox_id, None)
+        log.error("sandbox clone failed", sandbox_id=sandbox_id, error=repr(exc))
+        if isinstance(exc, Exception):
+            raise _error(500, f"Failed to start sandbox from snapshot: {exc}") from exc
+        raise
+    started = datetime.now(timezone.utc)
+    with mgr.db.session() as session, session.begin():
+        fresh = session.get(Sandbox, sandbox_id)
+        assert fresh is not None
+        fresh.state = "running"
+        fresh.ip = handle.ip
+        fresh.started_at = started
+        fresh.end_at = started + timedelta(seconds=request.timeout_s)
+        row = fresh
+    mgr._routes[sandbox_id] = route_for(row, handle.ip)
+    metrics = getattr(mgr, "metrics", None)
+    if metrics is not None:
+        metrics.track(sandbox_id, row.cpu_count, row.disk_mb * 1024 * 1024)
+    log.info("sandbox started from snapshot", sandbox_id=sandbox_id, ip=handle.ip)
+    return row
+
+
+async def fork(mgr: "SandboxManager", team_id: str, sandbox_id: str, count: int,
+               timeout_s: int) -> list[Sandbox | Exception]:
+    """``count`` independent copies of a running sandbox, all from one memory image."""
+    with mgr.db.session() as session:
+        source = sandbox_store.get_for_team(session, team_id, sandbox_id)
+    if source is None:
+        raise _error(404, f"Sandbox \"{sandbox_id}\" doesn't exist or you don't have access to it")
+    dest = mgr.settings.snapshots_dir / f"fork-{ids.new_template_id()}"
+    source = await _dump(mgr, sandbox_id, dest, True)
+    results: list[Sandbox | Exception] = []
+    try:
+        for _ in range(count):
+            try:
+                results.append(await _clone(mgr, dest, source, CloneRequest(team_id, timeout_s)))
+            except Exception as exc:
+                results.append(exc)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, dest, True)
+        _drop_empty(dest.parent)
+    return results
+
+
+def _drop_empty(directory: Path) -> None:
+    """Per-instance snapshot dirs go when their last snapshot does (a concurrent
+    snapshot re-creates it with ``mkdir(parents=True)``)."""
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
+
+
+def remove_orphans(mgr: "SandboxManager") -> None:
+    """Snapshot dirs without a row (a snapshot or fork interrupted by a crash) are deleted."""
+    base = mgr.settings.snapshots_dir
+    if not base.is_dir():
+        return
+    with mgr.db.session() as session:
+        known = snapshot_store.all_paths(session)
+    for entry in base.iterdir():
+        if str(entry) not in known:
+            log.warning("removing orphan snapshot dir", path=str(entry))
+            shutil.rmtree(entry, ignore_errors=True)

@@ -1,0 +1,355 @@
+"""Checkpoint/restore of runc sandboxes with CRIU: pause, resume, snapshot, clone.
+
+Mixed into :class:`~sandlot.runtime.runc.RuncRuntime`. On-disk layout per sandbox dir:
+  ``checkpoint.partial/``  a dump in progress (never trusted after a crash)
+  ``checkpoint/``          the complete CRIU image of a paused sandbox
+  ``paused.json``          written last, atomically: the sandbox is paused
+                           (``{"memory": bool}``; ``false`` = filesystem-only pause)
+The overlay ``upper/`` dir *is* the filesystem state and is kept; the netns is kept too,
+so the IP stays and ``lo`` stays up across restore (runc rejoins it by path).
+
+A snapshot dir (``<snapshots_dir>/<snapshot_id>/``) holds ``image/`` (CRIU, leave-running
+dump), ``upper/`` (copy taken while the sandbox was frozen) and ``snapshot.json``.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import cgroups, overlay
+from .base import SandboxHandle, SandboxRuntimeError, validate_sandbox_id
+from .network import NetSlot
+
+if TYPE_CHECKING:
+    from .runc import RuncRuntime
+
+log = logging.getLogger(__name__)
+
+CRIU_CONFIG = """\
+# Written by Sandlot. Established TCP connections (the front door's keep-alive
+# connections to envd) are not restorable into another netns/after the peer forgot
+# them: dump them as closed; clients reconnect.
+tcp-close
+file-locks
+"""
+
+MIN_CRIU = (4, 0)
+
+
+async def check_criu(criu: str) -> str:
+    """``criu --version`` + ``criu check``; returns the version or raises with a clear message."""
+    if not Path(criu).is_file():
+        raise SandboxRuntimeError(
+            f"CRIU not found at {criu}: pause/resume, snapshots and fork need CRIU 4.2.x "
+            "(run scripts/install-criu.sh, or `make setup`)")
+    proc = await asyncio.create_subprocess_exec(criu, "--version", stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    out = (await proc.communicate())[0].decode(errors="replace")
+    version = out.split("Version:", 1)[-1].split()[0] if "Version:" in out else "?"
+    try:
+        major_minor = tuple(int(x) for x in version.split(".")[:2])
+    except ValueError:
+        major_minor = (0, 0)
+    if major_minor < MIN_CRIU:
+        raise SandboxRuntimeError(f"{criu} is CRIU {version}; CRIU >= 4.0 is needed on this kernel "
+                                  "(run scripts/install-criu.sh)")
+    proc = await asyncio.create_subprocess_exec(criu, "check", stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    out = (await proc.communicate())[0].decode(errors="replace")
+    if proc.returncode != 0:
+        raise SandboxRuntimeError(f"`{criu} check` failed: {out.strip()[-500:]}")
+    return version
+
+
+class InitStdio:
+    """Pipes for the container init's stdio, so CRIU can dump and re-attach them.
+
+    A host file or ``/dev/null`` as stdio cannot be checkpointed (CRIU cannot find its
+    mount inside the container); pipes are external to CRIU and runc re-attaches new
+    ones at restore. The read end of stdout/stderr is drained into ``envd.log`` by a
+    detached ``cat``, which exits by itself when the container is gone."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.stdin_r, stdin_w = os.pipe()
+        os.close(stdin_w)                        # envd never reads stdin: immediate EOF
+        self.out_r, self.out_w = os.pipe()
+
+    async def start_drain(self) -> None:
+        with open(self.log_path, "ab") as logf:
+            proc = await asyncio.create_subprocess_exec(
+                "/bin/cat", stdin=self.out_r, stdout=logf, stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True)
+        self.drain_pid = proc.pid
+        os.close(self.out_r)
+
+    def close(self) -> None:
+        for fd in (self.stdin_r, self.out_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+async def run_with_stdio(runc_args: list[str], log_path: Path) -> tuple[int, str]:
+    """Run a runc command whose container init inherits fresh stdio pipes."""
+    stdio = InitStdio(log_path)
+    try:
+        await stdio.start_drain()
+        # stderr too: the init inherits it, so a captured pipe would never reach EOF
+        proc = await asyncio.create_subprocess_exec(
+            *runc_args, stdin=stdio.stdin_r, stdout=stdio.out_w, stderr=stdio.out_w)
+        rc = await proc.wait()
+        return rc or 0, "" if rc == 0 else _tail(log_path)
+    finally:
+        stdio.close()
+
+
+def _tail(path: Path, n: int = 600) -> str:
+    time.sleep(0.05)   # let the drain catch up with runc's last words
+    try:
+        return path.read_bytes()[-n:].decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+class CheckpointMixin:
+    """Pause (CRIU dump, container released), resume (restore), snapshot and clone."""
+
+    criu: str
+    criu_error: str | None = None
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _criu_conf(self: "RuncRuntime") -> Path:
+        path = self.state_dir / "criu.conf"
+        if not path.exists() or path.read_text() != CRIU_CONFIG:
+            self._write_atomic(path, CRIU_CONFIG)
+        return path
+
+    def _require_criu(self) -> None:
+        if self.criu_error:
+            raise SandboxRuntimeError(self.criu_error)
+
+    async def _runc_criu(self: "RuncRuntime", *args: str, log_path: Path | None = None) -> None:
+        """runc with our CRIU binary; on failure the error carries the tail of CRIU's log.
+        With ``log_path`` the (restored) init gets fresh stdio pipes drained there."""
+        work = Path(args[args.index("--work-path") + 1])
+        work.mkdir(parents=True, exist_ok=True)
+        argv = [self.runc, "--root", str(self.runc_root), "--criu", self.criu, *args]
+        if log_path is not None:
+            rc, err_text = await run_with_stdio(argv, log_path)
+        else:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE)
+            _, err = await proc.communicate()
+            rc, err_text = proc.returncode or 0, err.decode(errors="replace").strip()
+        if rc != 0:
+            detail = err_text[-600:]
+            for name in ("dump.log", "restore.log"):
+                logf = work / name
+                if logf.exists():
+                    lines = [ln for ln in logf.read_text(errors="replace").splitlines() if "Error" in ln]
+                    if lines:
+                        detail += " | criu: " + " / ".join(lines[-4:])[-800:]
+            raise SandboxRuntimeError(f"runc {args[0]} failed: {detail}")
+
+    def is_paused(self: "RuncRuntime", sandbox_id: str) -> bool:
+        return (self.sandbox_dir(sandbox_id) / "paused.json").exists()
+
+    def paused_ids(self: "RuncRuntime") -> list[str]:
+        try:
+            return sorted(e.name for e in os.scandir(self.sandboxes_dir)
+                          if e.is_dir() and (Path(e.path) / "paused.json").exists())
+        except FileNotFoundError:
+            return []
+
+    async def _release_container(self: "RuncRuntime", sid: str) -> None:
+        """Container, cgroups and rootfs mount go; upper dir, netns and images stay."""
+        state = self._read_state(sid)
+        if state is not None or self._state_file(sid).parent.exists():
+            await self._runc("kill", sid, "KILL", check=False)
+            if state and state.get("init_process_pid"):
+                await self._wait_exit(int(state["init_process_pid"]), state.get("init_process_start"))
+            await self._runc("delete", "-f", sid, check=False)
+        overlay.umount(self.sandbox_dir(sid) / "rootfs")
+        cgroups.remove(sid, parent=self.cgroup_parent)
+
+    def _mount_rootfs(self: "RuncRuntime", sid: str) -> None:
+        sdir = self.sandbox_dir(sid)
+        info = self._read_runtime_json(sid) or {}
+        if overlay.is_mountpoint(sdir / "rootfs"):
+            return
+        work = sdir / "work"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        overlay.mount_overlay([Path(p) for p in info["layers"]], sdir / "upper", work, sdir / "rootfs")
+
+    # --- pause / resume ----------------------------------------------------------------
+
+    async def pause(self: "RuncRuntime", sandbox_id: str, *, memory: bool = True) -> dict[str, float]:
+        """Checkpoint (``memory``) or just stop the sandbox, keeping its disk and netns.
+
+        On failure the sandbox is left running (thawed) and the error is raised."""
+        validate_sandbox_id(sandbox_id)
+        sdir = self.sandbox_dir(sandbox_id)
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        if memory:
+            self._require_criu()
+            partial, final = sdir / "checkpoint.partial", sdir / "checkpoint"
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.rmtree(final, ignore_errors=True)
+            partial.mkdir()
+            await self._runc("pause", sandbox_id)
+            timings["freeze"] = (time.perf_counter() - t0) * 1000
+            try:
+                await self._runc_criu("checkpoint", "--image-path", str(partial),
+                                      "--work-path", str(sdir / "criu-work"), sandbox_id)
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                if await self.is_alive(sandbox_id):
+                    await self._runc("resume", sandbox_id, check=False)
+                raise
+            timings["dump"] = (time.perf_counter() - t0) * 1000
+            os.replace(partial, final)
+        await self._release_container(sandbox_id)
+        self._write_atomic(sdir / "paused.json", json.dumps({"memory": memory, "paused_at": time.time()}))
+        timings["total"] = (time.perf_counter() - t0) * 1000
+        return timings
+
+    async def resume(self: "RuncRuntime", sandbox_id: str) -> SandboxHandle:
+        """Restore a paused sandbox in place (same id, netns, IP, disk)."""
+        validate_sandbox_id(sandbox_id)
+        sdir = self.sandbox_dir(sandbox_id)
+        try:
+            marker = json.loads((sdir / "paused.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise SandboxRuntimeError(f"sandbox {sandbox_id} is not paused") from exc
+        info = self._read_runtime_json(sandbox_id) or {}
+        self._mount_rootfs(sandbox_id)
+        try:
+            if marker.get("memory"):
+                self._require_criu()
+                await self._restore(sandbox_id, sdir / "checkpoint")
+            else:
+                await self._cold_start(sandbox_id)
+        except BaseException:
+            await asyncio.shield(self._release_container(sandbox_id))
+            raise
+        return SandboxHandle(sandbox_id, info["ip"])
+
+    def finish_resume(self: "RuncRuntime", sandbox_id: str) -> None:
+        """The restored sandbox is healthy: drop the pause marker and its image."""
+        sdir = self.sandbox_dir(sandbox_id)
+        (sdir / "paused.json").unlink(missing_ok=True)
+        shutil.rmtree(sdir / "checkpoint", ignore_errors=True)
+        shutil.rmtree(sdir / "criu-work", ignore_errors=True)
+
+    async def abort_resume(self: "RuncRuntime", sandbox_id: str) -> None:
+        """A restored sandbox never became healthy: release it again; it stays paused."""
+        await self._release_container(sandbox_id)
+
+    async def _restore(self: "RuncRuntime", sid: str, image: Path) -> None:
+        sdir = self.sandbox_dir(sid)
+        await self._runc_criu("restore", "-d", "--image-path", str(image), "--work-path",
+                              str(sdir / "criu-work"), "--bundle", str(sdir), "--pid-file",
+                              str(sdir / "init.pid"), sid, log_path=sdir / "envd.log")
+
+    async def _cold_start(self: "RuncRuntime", sid: str) -> None:
+        sdir = self.sandbox_dir(sid)
+        rc, _ = await run_with_stdio([self.runc, "--root", str(self.runc_root), "create", "--bundle", str(sdir),
+                                      "--pid-file", str(sdir / "init.pid"), sid], sdir / "envd.log")
+        if rc != 0:
+            raise SandboxRuntimeError(f"runc create failed (rc={rc}): {self._log_tail(sid)}")
+        await self._runc("start", sid)
+
+    async def recover_pause(self: "RuncRuntime", sandbox_id: str) -> str:
+        """Settle a pause/resume interrupted by a crash: returns ``running``, ``paused`` or ``lost``."""
+        sdir = self.sandbox_dir(sandbox_id)
+        if await self.is_alive(sandbox_id):
+            await self._runc("resume", sandbox_id, check=False)    # thaw a frozen half-dump
+            shutil.rmtree(sdir / "checkpoint.partial", ignore_errors=True)
+            if (sdir / "paused.json").exists():                  # a resume that finished restoring
+                (sdir / "paused.json").unlink()
+                shutil.rmtree(sdir / "checkpoint", ignore_errors=True)
+            return "running"
+        if (sdir / "paused.json").exists():
+            await self._release_container(sandbox_id)
+            return "paused"
+        if (sdir / "checkpoint").is_dir():                       # dumped, crashed before the marker
+            await self._release_container(sandbox_id)
+            self._write_atomic(sdir / "paused.json", json.dumps({"memory": True, "paused_at": time.time()}))
+            return "paused"
+        return "lost"
+
+    # --- snapshots and clones ------------------------------------------------------------
+
+    async def snapshot(self: "RuncRuntime", sandbox_id: str, dest: Path, *, memory: bool = True) -> None:
+        """Dump a running sandbox (leave-running) and copy its disk into ``dest``."""
+        validate_sandbox_id(sandbox_id)
+        if memory:
+            self._require_criu()
+        sdir = self.sandbox_dir(sandbox_id)
+        dest.mkdir(parents=True)
+        try:
+            await self._runc("pause", sandbox_id)
+            try:
+                # the disk copy is taken while frozen so it matches the memory image
+                await asyncio.to_thread(shutil.copytree, sdir / "upper", dest / "upper", symlinks=True)
+                if memory:
+                    await self._runc_criu("checkpoint", "--leave-running", "--image-path", str(dest / "image"),
+                                          "--work-path", str(dest / "criu-work"), sandbox_id)
+            finally:
+                await self._runc("resume", sandbox_id, check=False)
+            shutil.copy2(sdir / "config.json", dest / "config.json")
+            info = self._read_runtime_json(sandbox_id) or {}
+            self._write_atomic(dest / "snapshot.json", json.dumps(
+                {"source": sandbox_id, "layers": info.get("layers", []), "memory": memory}))
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+
+    async def clone(self: "RuncRuntime", snapshot: Path, sandbox_id: str, hostname: str = "e2b") -> SandboxHandle:
+        """Start a new sandbox from a snapshot: copy of its disk, new netns and IP, restored memory."""
+        validate_sandbox_id(sandbox_id)
+        meta = json.loads((snapshot / "snapshot.json").read_text())
+        sdir = self.sandbox_dir(sandbox_id)
+        slot: NetSlot | None = None
+        sdir.mkdir()
+        try:
+            slot = await self.network.acquire()
+            self._write_atomic(sdir / "runtime.json", json.dumps({
+                "sandbox_id": sandbox_id, "runtime": self.name, "netns": slot.netns,
+                "slot": slot.index, "ip": slot.sandbox_ip, "host_ip": slot.host_ip,
+                "layers": meta["layers"], "created_at": time.time(), "snapshot": str(snapshot)}))
+            await asyncio.to_thread(shutil.copytree, snapshot / "upper", sdir / "upper", symlinks=True)
+            hosts = sdir / "upper" / "etc" / "hosts"
+            hosts.write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                             f"{slot.sandbox_ip}\t{hostname}\n")
+            (sdir / "work").mkdir()
+            (sdir / "rootfs").mkdir()
+            cfg = json.loads((snapshot / "config.json").read_text())
+            cfg["linux"]["cgroupsPath"] = cgroups.cgroups_path(sandbox_id, self.cgroup_parent)
+            for ns in cfg["linux"]["namespaces"]:
+                if ns["type"] == "network":
+                    ns["path"] = slot.netns_path
+            (sdir / "config.json").write_text(json.dumps(cfg))
+            self._mount_rootfs(sandbox_id)
+            if meta.get("memory"):
+                self._require_criu()
+                await self._restore(sandbox_id, snapshot / "image")
+            else:
+                await self._cold_start(sandbox_id)
+            shutil.rmtree(sdir / "criu-work", ignore_errors=True)
+        except BaseException:
+            await asyncio.shield(self._teardown(sandbox_id, slot))
+            raise
+        return SandboxHandle(sandbox_id, slot.sandbox_ip)

@@ -1,0 +1,114 @@
+"""kill -9 of the server: running sandboxes re-adopted, paused ones resumable, half-done pauses settled."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from e2b import Sandbox
+
+from sandlot import ids
+from tests.e2e.server import Server, unique_instance, unique_subnet
+
+pytestmark = pytest.mark.slow
+
+
+def _kill9(server: Server) -> None:
+    assert server.process is not None
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait()
+    server.process = None
+
+
+def _host_traces(instance: str) -> dict[str, int]:
+    mounts = sum(1 for line in Path("/proc/self/mounts").read_text().splitlines() if f"/{instance}/" in line)
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    cgroups = sum(1 for c in ("memory", "pids", "cpu", "freezer")
+                  for p in (Path("/sys/fs/cgroup") / c / instance).glob("*") if p.is_dir())
+    sdir = Path("/var/lib/sandlot/runtime") / instance / "sandboxes"
+    dirs = len(list(sdir.iterdir())) if sdir.exists() else 0
+    return {"mounts": mounts, "cgroups": cgroups, "dirs": dirs,
+            "netns": sum(1 for ln in netns.splitlines() if ln.startswith(f"{instance}-"))}
+
+
+def test_kill9_restart_readopts_running_and_paused(tmp_path: Path) -> None:
+    server = Server(workdir=tmp_path, api_key=ids.new_api_key(), instance=unique_instance("k"), subnet=unique_subnet(5))
+    server.start()
+    opts = {"api_key": server.api_key, "api_url": server.url, "sandbox_url": server.url}
+    created: list[str] = []
+    try:
+        running = Sandbox.create(timeout=300, **opts)
+        created.append(running.sandbox_id)
+        running.files.write("/home/user/r.txt", "running")
+        bg = running.commands.run("sleep 600", background=True)
+        paused = Sandbox.create(timeout=300, **opts)
+        created.append(paused.sandbox_id)
+        paused.commands.run("python3 -c 'import time\nn=0\nwhile True:\n n+=1; open(\"/tmp/n\",\"w\").write(str(n)); time.sleep(0.05)'",
+                            background=True)
+        time.sleep(0.5)
+        paused.pause()
+        short = Sandbox.create(timeout=8, **opts)   # its timeout must still fire after the restart
+        created.append(short.sandbox_id)
+
+        _kill9(server)
+        server.start()
+
+        again = Sandbox.connect(running.sandbox_id, **opts)
+        assert again.files.read("/home/user/r.txt") == "running"
+        assert bg.pid in [p.pid for p in again.commands.list()]
+        assert Sandbox.get_info(paused.sandbox_id, **opts).state == "paused"
+        resumed = Sandbox.connect(paused.sandbox_id, **opts)
+        n1 = int(resumed.commands.run("cat /tmp/n").stdout)
+        time.sleep(0.3)
+        assert int(resumed.commands.run("cat /tmp/n").stdout) > n1 > 1
+        deadline = time.monotonic() + 30
+        while short.sandbox_id in [s.sandbox_id for s in Sandbox.list(**opts).next_items()]:
+            assert time.monotonic() < deadline, "timeout did not fire after restart"
+            time.sleep(0.5)
+
+        # a paused sandbox survives a second kill -9 too, and kill deletes its checkpoint
+        resumed.pause()
+        _kill9(server)
+        server.start()
+        assert Sandbox.kill(paused.sandbox_id, **opts) is True
+        assert Sandbox.kill(running.sandbox_id, **opts) is True
+        traces = _host_traces(server.instance)
+        assert traces["mounts"] == 0 and traces["cgroups"] == 0 and traces["dirs"] == 0, traces
+    finally:
+        if server.process is not None:
+            for sid in created:
+                httpx.delete(f"{server.url}/sandboxes/{sid}", headers={"X-API-Key": server.api_key}, timeout=60)
+        server.stop()
+    assert _host_traces(server.instance)["netns"] == 0
+
+
+def test_interrupted_pause_is_settled_at_start(tmp_path: Path) -> None:
+    """A crash mid-checkpoint (row 'pausing', container frozen) comes back running."""
+    server = Server(workdir=tmp_path, api_key=ids.new_api_key(), instance=unique_instance("i"), subnet=unique_subnet(6))
+    server.start()
+    opts = {"api_key": server.api_key, "api_url": server.url, "sandbox_url": server.url}
+    try:
+        sbx = Sandbox.create(timeout=300, **opts)
+        sbx.files.write("/home/user/x.txt", "x")
+        _kill9(server)
+        # simulate the crash window: state written, container frozen by the freezer, no image
+        import sqlite3
+        db = sqlite3.connect(tmp_path / "sandlot.db")
+        db.execute("update sandboxes set state='pausing' where id=?", (sbx.sandbox_id,))
+        db.commit()
+        db.close()
+        subprocess.run(["runc", "--root", str(tmp_path / "run" / "runc"), "pause", sbx.sandbox_id], check=True)
+        partial = Path("/var/lib/sandlot/runtime") / server.instance / "sandboxes" / sbx.sandbox_id / "checkpoint.partial"
+        partial.mkdir()
+        server.start()
+        assert Sandbox.get_info(sbx.sandbox_id, **opts).state == "running"
+        again = Sandbox.connect(sbx.sandbox_id, **opts)
+        assert again.files.read("/home/user/x.txt") == "x"
+        assert not partial.exists()
+        assert again.kill() is True
+    finally:
+        server.stop()
