@@ -69,6 +69,11 @@ class EnvdApp:
         return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
     async def init(self, request: Request) -> Response:
+        # Once a token is set only its holder (the orchestrator) may re-initialise:
+        # otherwise any process that reaches envd could swap the token and lock out the owner.
+        denied = self._guard(request)
+        if denied is not None:
+            return denied
         raw = await request.body()
         try:
             body = json.loads(raw) if raw.strip() else {}

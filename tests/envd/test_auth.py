@@ -61,7 +61,7 @@ def test_files_token_or_signature(envd_token):
 def test_init_is_idempotent(envd_token):
     body = {"accessToken": TOKEN, "envVars": {"A": "1"}}
     for _ in range(2):
-        assert httpx.post(envd_token.url + "/init", json=body).status_code == 204
+        assert httpx.post(envd_token.url + "/init", json=body, headers={"X-Access-Token": TOKEN}).status_code == 204
     r = httpx.get(envd_token.url + "/envs", headers={"X-Access-Token": TOKEN})
     assert r.json() == {"A": "1"}
 
@@ -69,3 +69,12 @@ def test_init_is_idempotent(envd_token):
 def test_startup_time(envd):
     print(f"envd start-up to first /health 204: {envd.startup_seconds:.3f}s")
     assert envd.startup_seconds < 5
+
+
+def test_init_needs_the_current_token(envd_token):
+    """Nobody but the token holder may re-initialise envd (and so swap the token)."""
+    hijack = {"accessToken": "attacker", "envVars": {}}
+    assert httpx.post(envd_token.url + "/init", json=hijack).status_code == 401
+    wrong = httpx.post(envd_token.url + "/init", json=hijack, headers={"X-Access-Token": "nope"})
+    assert wrong.status_code == 401
+    assert httpx.get(envd_token.url + "/envs", headers={"X-Access-Token": TOKEN}).status_code == 200
