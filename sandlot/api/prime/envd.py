@@ -1,0 +1,40 @@
+"""How the Prime façade reaches a sandbox's envd: Connect (binary) for processes, HTTP for files."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+from pyqwest import Client as RPCHTTPClient
+
+from sandlot.envd.gen.process.process_connect import ProcessClient
+from sandlot.orchestrator.sandboxes import Route
+
+PRIME_DEFAULT_USER = "root"
+"""Prime sandboxes are Docker-image VMs where commands run as root unless ``user`` says otherwise."""
+
+
+class EnvdAccess:
+    """Shared HTTP clients to envd at the sandbox IP (never through the public front door)."""
+
+    def __init__(self, envd_port: int) -> None:
+        self.port = envd_port
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=300.0))
+        self._rpc_http = RPCHTTPClient()
+
+    def base_url(self, route: Route) -> str:
+        return f"http://{route.ip}:{self.port}"
+
+    def headers(self, route: Route, user: str | None) -> dict[str, str]:
+        """envd selects the user with Basic auth and guards everything with the access token."""
+        name = user or PRIME_DEFAULT_USER
+        return {
+            "X-Access-Token": route.access_token,
+            "Authorization": "Basic " + base64.b64encode(f"{name}:".encode()).decode(),
+        }
+
+    def processes(self, route: Route) -> ProcessClient:
+        return ProcessClient(self.base_url(route), http_client=self._rpc_http, send_compression=None)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()

@@ -1,0 +1,29 @@
+"""Plug the Prime façade into the API app: routers, error shape, and the gateway at ``/gateway``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from sandlot.api.prime import errors, images, sandboxes
+from sandlot.api.prime.context import PrimeContext
+from sandlot.api.prime.envd import EnvdAccess
+from sandlot.api.prime.gateway import Gateway
+from sandlot.api.prime.launcher import fail_orphans
+from sandlot.api.prime.tokens import TokenSigner
+
+GATEWAY_PATH = "/gateway"
+
+
+def install(api: FastAPI, services: Any) -> PrimeContext:
+    """Returns the context; close it (``await ctx.aclose()``) when the app shuts down."""
+    settings = services.settings
+    ctx = PrimeContext(services, TokenSigner.from_data_dir(settings.data_dir), EnvdAccess(settings.envd_port))
+    api.state.prime = ctx
+    errors.install(api)
+    api.include_router(sandboxes.router)
+    api.include_router(images.router)
+    api.mount(GATEWAY_PATH, Gateway(ctx))
+    fail_orphans(ctx)
+    return ctx

@@ -1,0 +1,222 @@
+"""Prime image builds on Sandlot's template builder: context upload → Dockerfile → layers → template.
+
+A build row's status is synced lazily from its template build (``waiting``/``building`` →
+BUILDING, ``ready`` → COMPLETED, ``error`` → FAILED with the builder's reason), so no watcher
+task is needed and a server restart cannot leave a build stuck.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import tarfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from sandlot.api.prime import dockerfile
+from sandlot.api.prime.context import PrimeContext
+from sandlot.orchestrator.sandboxes import ENVD_VERSION
+from sandlot.store import templates as template_store
+from sandlot.store.models import Build, PrimeImageBuild
+from sandlot.templates.builder import BuildRequest
+
+NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$")
+TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+DOCKERFILE_MEMBER = ".__prime_dockerfile__"
+MAX_DOCKERFILE_BYTES = 1 << 20
+
+
+class BuildError(Exception):
+    """Starting the build is impossible; the build ends FAILED with this message."""
+
+
+def owner(team_id: str) -> str:
+    """The namespace of a team's images in ``fullImagePath`` (also their template name prefix)."""
+    return "team-" + re.sub(r"[^a-z0-9]", "", team_id.lower())[:12]
+
+
+def full_image_path(team_id: str, name: str, tag: str) -> str:
+    return f"{owner(team_id)}/{name}:{tag}"
+
+
+def context_path(ctx: PrimeContext, build_id: str) -> Path:
+    return ctx.services.settings.data_dir / "prime" / "contexts" / f"{build_id}.tar.gz"
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def sync(session: Session, row: PrimeImageBuild) -> PrimeImageBuild:
+    """Fold the template build's outcome into the Prime build row (idempotent)."""
+    if row.status not in ("BUILDING", "PENDING") or not row.sandlot_build_id:
+        return row
+    build = session.get(Build, row.sandlot_build_id)
+    if build is None:
+        row.status, row.error_message, row.completed_at = "FAILED", "The template build was deleted", now()
+    elif build.status == "ready":
+        row.status, row.completed_at = "COMPLETED", build.finished_at or now()
+        row.size_bytes = _size(build.layers)
+    elif build.status == "error":
+        row.status, row.completed_at = "FAILED", build.finished_at or now()
+        row.error_message = build.reason or "The build failed"
+    return row
+
+
+def _size(layers: list[str]) -> int | None:
+    total = 0
+    for layer in layers[:1]:  # the image's own top layer; lower ones are shared with its base
+        for root, _dirs, files in os.walk(layer):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(root, name)).st_size
+                except OSError:
+                    pass
+    return total or None
+
+
+def _read_dockerfile(archive: Path, member: str) -> str:
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            bare = member.removeprefix("./")
+            for candidate in (bare, "./" + bare):
+                try:
+                    info = tar.getmember(candidate)
+                except KeyError:
+                    continue
+                if not info.isfile() or info.size > MAX_DOCKERFILE_BYTES:
+                    raise BuildError(f"{member} in the build context is not a regular file under 1 MiB")
+                handle = tar.extractfile(info)
+                assert handle is not None
+                return handle.read().decode("utf-8", "replace")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BuildError(f"The uploaded build context is not a tar.gz archive: {exc}") from None
+    raise BuildError(f"The build context has no Dockerfile member '{member}'")
+
+
+async def _stash_context(ctx: PrimeContext, team_id: str, archive: Path) -> str:
+    """Put the context in the builder's content-addressed upload store; returns its hash."""
+    digest = hashlib.sha256()
+    with open(archive, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    files_hash = digest.hexdigest()
+    store = ctx.services.builder.uploads
+    if not store.present(team_id, files_hash):
+
+        async def chunks():
+            with open(archive, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    yield chunk
+
+        await store.receive(team_id, files_hash, chunks())
+    return files_hash
+
+
+def _base(session: Session, team_id: str, ref: str) -> tuple[str | None, str | None]:
+    """``(from_template, from_image)``: Sandlot templates and Prime images first, else a registry pull."""
+    from sandlot.api.prime.image_refs import prime_image
+
+    built = prime_image(session, team_id, ref)
+    if built is not None and built.status == "COMPLETED":
+        return ref, None
+    if template_store.resolve_build(session, team_id, ref) is not None:
+        return ref, None
+    return None, ref
+
+
+async def start(ctx: PrimeContext, build_id: str) -> None:
+    """PENDING → BUILDING (template build submitted) or FAILED (the Dockerfile cannot be built)."""
+    with ctx.services.db.session() as session:
+        row = session.get(PrimeImageBuild, build_id)
+        assert row is not None
+        team_id, name, tag, member, source = row.team_id, row.image_name, row.image_tag, row.dockerfile_path, row.source_image
+    image_config: dict = {}
+    try:
+        if ctx.services.builder is None:
+            raise BuildError("image builds need the template builder, which this Sandlot server does not have")
+        if source:
+            plan = dockerfile.Plan(base=source)
+        else:
+            archive = context_path(ctx, build_id)
+            text = _read_dockerfile(archive, member or DOCKERFILE_MEMBER)
+            files_hash = await _stash_context(ctx, team_id, archive)
+            try:
+                plan = dockerfile.parse(text, files_hash)
+            except dockerfile.DockerfileError as exc:
+                raise BuildError(f"Dockerfile: {exc}") from None
+        image_config = {"startCommand": plan.start_command}
+        for step in plan.steps:
+            if step.kind == "USER":
+                image_config["user"] = step.args[0]
+            if step.kind == "WORKDIR":
+                image_config["workdir"] = step.args[0]
+        settings = ctx.services.settings
+        with ctx.services.db.session() as session, session.begin():
+            from_template, from_image = _base(session, team_id, plan.base)
+            try:
+                template, build = template_store.request_build(
+                    session, team_id=team_id, name=f"{owner(team_id)}/{name}", tags=[tag],
+                    cpu_count=settings.default_cpu_count, memory_mb=max(settings.default_memory_mb, 1024),
+                    disk_mb=settings.default_disk_mb, envd_version=ENVD_VERSION,
+                )
+            except template_store.NameTaken:
+                raise BuildError(f"The image name {owner(team_id)}/{name} belongs to another team") from None
+            build.status = "building"
+            row = session.get(PrimeImageBuild, build_id)
+            assert row is not None
+            row.status, row.started_at = "BUILDING", now()
+            row.template_id, row.sandlot_build_id, row.image_config = template.id, build.id, image_config
+            sandlot_build_id = build.id
+        ctx.services.builder.submit(
+            sandlot_build_id,
+            BuildRequest(team_id=team_id, steps=plan.steps, from_image=from_image, from_template=from_template),
+        )
+    except BuildError as exc:
+        with ctx.services.db.session() as session, session.begin():
+            row = session.get(PrimeImageBuild, build_id)
+            assert row is not None
+            stamp = now()
+            row.status, row.error_message = "FAILED", str(exc)
+            row.started_at, row.completed_at = row.started_at or stamp, stamp
+
+
+def source_names(source: str) -> tuple[str, str]:
+    """Destination ``name:tag`` of a source-image build: the last path component and its tag."""
+    ref = source.split("@", 1)[0]
+    last = ref.rsplit("/", 1)[-1]
+    name, _, tag = last.partition(":")
+    return re.sub(r"[^a-z0-9._-]", "-", name.lower()).strip("-._") or "image", tag or "latest"
+
+
+
+def new_row(team_id: str, name: str, tag: str, *, source_image: str | None, dockerfile_path: str | None,
+            platform: str = "linux/amd64", visibility: str = "PRIVATE") -> PrimeImageBuild:
+    return PrimeImageBuild(
+        id="b_" + secrets.token_hex(10),
+        artifact_id="a_" + secrets.token_hex(10),
+        team_id=team_id,
+        image_name=name,
+        image_tag=tag,
+        full_image_path=full_image_path(team_id, name, tag),
+        dockerfile_path=dockerfile_path,
+        source_image=source_image,
+        platform=platform,
+        visibility=visibility,
+        status="PENDING",
+        created_at=now(),
+    )
+
+
+async def pull_on_first_use(ctx: PrimeContext, team_id: str, ref: str) -> str:
+    """Start a source-image build for a registry ref a sandbox asked for; returns its build id."""
+    name, tag = source_names(ref)
+    row = new_row(team_id, name, tag, source_image=ref, dockerfile_path=None)
+    with ctx.services.db.session() as session, session.begin():
+        session.add(row)
+    await start(ctx, row.id)
+    return row.id

@@ -1,0 +1,308 @@
+"""Prime ``/api/v1/sandbox`` routes: create/list/get/delete, bulk delete, batch status, logs, auth."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import JSONResponse
+
+from sandlot import ids
+from sandlot.api.auth import TeamId
+from sandlot.api.prime import image_builds, image_refs, records
+from sandlot.api.prime.context import PrimeContext, prime
+from sandlot.api.prime.errors import PrimeError, not_found, parse_body
+from sandlot.api.prime.launcher import START_LOG, Launch, launch
+from sandlot.api.prime.shapes import iso, sandbox_json, status_json
+from sandlot.orchestrator.sandboxes import SandboxError
+from sandlot.store.models import PrimeSandbox
+
+router = APIRouter(prefix="/api/v1")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class StartCommand(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    executable: str = Field(min_length=1)
+    args: list[str] = Field(default_factory=list)
+
+
+class CreateBody(_Body):
+    name: str = Field(min_length=1, max_length=100)
+    docker_image: str | None = Field(None, min_length=1)
+    checkpoint_id: str | None = None
+    start_command: StartCommand | None = None
+    cpu_cores: float = Field(1.0, gt=0, le=16)
+    memory_gb: float = Field(1.0, gt=0, le=64)
+    disk_size_gb: float = Field(5.0, gt=0, le=1000)
+    gpu_count: int = Field(0, ge=0)
+    timeout_minutes: int = Field(60, ge=1, le=1440)
+    environment_vars: dict[str, str] | None = None
+    secrets: dict[str, str] | None = None
+    labels: list[str] = Field(default_factory=list)
+    network_allowlist: list[str] | None = Field(None, max_length=1024)
+    network_denylist: list[str] | None = Field(None, max_length=1024)
+    region: str | None = None
+    volumes: list[dict[str, Any]] | None = None
+    idempotency_key: str | None = Field(None, min_length=1, max_length=128)
+
+
+class BulkDeleteBody(_Body):
+    sandbox_ids: list[str] | None = Field(None, max_length=500)
+    labels: list[str] | None = Field(None, max_length=50)
+
+
+class BatchStatusBody(_Body):
+    sandbox_ids: list[str] = Field(max_length=100)
+
+
+def _auth_json(ctx: PrimeContext, request: Request, sandbox_id: str, team_id: str) -> dict[str, Any]:
+    token, expires_at = ctx.signer.issue(sandbox_id, team_id)
+    return {
+        "token": token,
+        "gateway_url": str(request.base_url).rstrip("/") + "/gateway",
+        "user_ns": team_id,
+        "job_id": sandbox_id,
+        "expires_at": iso(datetime.fromtimestamp(expires_at, timezone.utc)),
+    }
+
+
+def _network(body: CreateBody) -> dict[str, list[str]] | None:
+    """Prime lists → the engine's E2B-shaped egress rules (an allowlist denies everything else)."""
+    if body.network_allowlist is not None and body.network_denylist is not None:
+        raise PrimeError(422, "network_allowlist and network_denylist are mutually exclusive; provide at most one")
+    if body.network_allowlist is not None:
+        return {"allowOut": body.network_allowlist, "denyOut": ["0.0.0.0/0"]}
+    if body.network_denylist is not None:
+        return {"denyOut": body.network_denylist}
+    return None
+
+
+def _check_supported(body: CreateBody) -> None:
+    if body.checkpoint_id:
+        raise PrimeError(400, "Restoring from checkpoints is not supported by this Sandlot server")
+    if not body.docker_image:
+        raise PrimeError(422, "docker_image is required unless checkpoint_id is set")
+    if body.gpu_count:
+        raise PrimeError(400, "GPU sandboxes are not available on this Sandlot server")
+    if body.volumes:
+        raise PrimeError(400, "Sandbox volumes are not supported by this Sandlot server")
+
+
+@router.post("/sandbox", status_code=201)
+async def create_sandbox(request: Request, team_id: TeamId) -> JSONResponse:
+    body = await parse_body(request, CreateBody)
+    _check_supported(body)
+    ctx = prime(request)
+    settings = ctx.services.settings
+    cpu_count = max(1, math.ceil(body.cpu_cores))
+    memory_mb = max(64, int(body.memory_gb * 1024))
+    if cpu_count > settings.max_cpu_count or memory_mb > settings.max_memory_mb:
+        raise PrimeError(
+            400, f"This server allows at most {settings.max_cpu_count} CPU cores and {settings.max_memory_mb // 1024} GB of memory"
+        )
+    network = _network(body)
+    if network is not None:
+        try:
+            ctx.services.sandboxes.egress_policy(None, network)
+        except SandboxError as exc:
+            raise PrimeError(exc.status if exc.status != 400 else 422, exc.message) from exc
+    timeout_s = min(body.timeout_minutes * 60, settings.max_lifetime_s)
+    now = datetime.now(timezone.utc)
+    with ctx.services.db.session() as session, session.begin():
+        if body.idempotency_key:
+            existing = records.by_idempotency_key(session, team_id, body.idempotency_key)
+            if existing is not None:
+                v = records.view(session, existing.id, prime=existing)
+                assert v is not None
+                return JSONResponse({**sandbox_json(v), "gatewayAuth": _auth_json(ctx, request, v.id, team_id)}, 201)
+        choice = image_refs.resolve(session, team_id, body.docker_image or "")
+    if choice.registry_pull:
+        choice.pending_build_id = await image_builds.pull_on_first_use(ctx, team_id, body.docker_image or "")
+    start_command = body.start_command.model_dump() if body.start_command else choice.image_config.get("startCommand")
+    row = PrimeSandbox(
+        id=ids.new_sandbox_id(),
+        team_id=team_id,
+        name=body.name,
+        docker_image=body.docker_image or "",
+        spec={
+            "cpuCores": body.cpu_cores,
+            "memoryGB": body.memory_gb,
+            "diskSizeGB": body.disk_size_gb,
+            "startCommand": start_command,
+            "environmentVars": body.environment_vars or {},
+            "networkAllowlist": body.network_allowlist,
+            "networkDenylist": body.network_denylist,
+            "region": body.region,
+            "defaultUser": choice.image_config.get("user"),
+            "defaultWorkdir": choice.image_config.get("workdir"),
+        },
+        labels=body.labels,
+        timeout_minutes=body.timeout_minutes,
+        idempotency_key=body.idempotency_key,
+        status="PENDING",
+        pending_image_build_id=choice.pending_build_id,
+        created_at=now,
+        updated_at=now,
+    )
+    with ctx.services.db.session() as session, session.begin():
+        session.add(row)
+        session.flush()
+        v = records.view(session, row.id, prime=row)
+        assert v is not None
+        response = {**sandbox_json(v), "gatewayAuth": _auth_json(ctx, request, row.id, team_id)}
+    job = Launch(
+        sandbox_id=row.id,
+        team_id=team_id,
+        template_id=choice.template_id,
+        build_id=choice.build_id,
+        pending_build_id=choice.pending_build_id,
+        cpu_count=cpu_count,
+        memory_mb=memory_mb,
+        timeout_s=timeout_s,
+        env_vars={**(body.environment_vars or {}), **(body.secrets or {})},
+        metadata={"prime.name": body.name},
+        start_command=start_command,
+        network=network,
+    )
+    ctx.spawn(launch(ctx, job), f"launch {row.id}")
+    return JSONResponse(response, 201)
+
+
+@router.get("/sandbox")
+async def list_sandboxes(
+    request: Request,
+    team_id: TeamId,
+    status: str | None = None,
+    labels: list[str] = Query(default_factory=list),
+    is_active: bool | None = None,
+    page: int = Query(1, ge=1),
+    per_page: int = Query(50, ge=1, le=1000),
+) -> dict[str, Any]:
+    ctx = prime(request)
+    with ctx.services.db.session() as session, session.begin():
+        views = records.all_for_team(session, team_id)
+        items = [
+            v
+            for v in views
+            if (status is None or v.status == status.upper())
+            and (not is_active or v.status not in records.TERMINAL)
+            and set(labels) <= set(v.prime.labels if v.prime is not None else [])
+        ]
+        start = (page - 1) * per_page
+        chosen = [sandbox_json(v) for v in items[start : start + per_page]]
+    return {"sandboxes": chosen, "total": len(items), "page": page, "per_page": per_page, "has_next": start + per_page < len(items)}
+
+
+@router.post("/sandbox/status:batchGet")
+async def batch_status(request: Request, team_id: TeamId) -> dict[str, Any]:
+    body = await parse_body(request, BatchStatusBody)
+    ctx = prime(request)
+    statuses, errors = [], []
+    with ctx.services.db.session() as session, session.begin():
+        for sandbox_id in body.sandbox_ids:
+            v = records.get(session, team_id, sandbox_id)
+            if v is None:
+                errors.append({"sandbox_id": sandbox_id, "code": "NOT_FOUND", "message": f"Sandbox {sandbox_id} not found"})
+            else:
+                statuses.append(status_json(v))
+    return {"statuses": statuses, "errors": errors}
+
+
+def _require(request: Request, team_id: str, sandbox_id: str) -> dict[str, Any]:
+    ctx = prime(request)
+    with ctx.services.db.session() as session, session.begin():
+        v = records.get(session, team_id, sandbox_id)
+        if v is None:
+            raise not_found("Sandbox", sandbox_id)
+        return sandbox_json(v)
+
+
+@router.get("/sandbox/{sandbox_id}")
+async def get_sandbox(sandbox_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
+    return _require(request, team_id, sandbox_id)
+
+
+async def _delete(ctx: PrimeContext, team_id: str, sandbox_id: str) -> bool:
+    """Kill the sandbox (if it runs) and remember it as TERMINATED; False when unknown."""
+    with ctx.services.db.session() as session, session.begin():
+        v = records.get(session, team_id, sandbox_id)
+        if v is None:
+            return False
+        if v.prime is not None and v.prime.status not in records.TERMINAL:
+            now = datetime.now(timezone.utc)
+            v.prime.status, v.prime.terminated_at, v.prime.updated_at = "TERMINATED", now, now
+            v.prime.error_type = v.prime.error_message = None
+    await ctx.services.sandboxes.kill(team_id, sandbox_id)
+    return True
+
+
+@router.delete("/sandbox/{sandbox_id}")
+async def delete_sandbox(sandbox_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
+    if not await _delete(prime(request), team_id, sandbox_id):
+        raise not_found("Sandbox", sandbox_id)
+    return {"success": True, "message": f"Sandbox {sandbox_id} deleted"}
+
+
+@router.delete("/sandbox")
+async def bulk_delete(request: Request, team_id: TeamId) -> dict[str, Any]:
+    body = await parse_body(request, BulkDeleteBody)
+    if not body.sandbox_ids and not body.labels:
+        raise PrimeError(422, "Provide sandbox_ids or labels")
+    if body.sandbox_ids and body.labels:
+        raise PrimeError(422, "Provide either sandbox_ids or labels, not both")
+    ctx = prime(request)
+    targets = list(body.sandbox_ids or [])
+    if body.labels:
+        with ctx.services.db.session() as session, session.begin():
+            targets = [
+                v.id
+                for v in records.all_for_team(session, team_id)
+                if v.prime is not None and v.status not in records.TERMINAL and set(body.labels) <= set(v.prime.labels)
+            ]
+    succeeded: list[str] = []
+    failed: list[dict[str, str]] = []
+    for sandbox_id in targets:
+        try:
+            if await _delete(ctx, team_id, sandbox_id):
+                succeeded.append(sandbox_id)
+            else:
+                failed.append({sandbox_id: "Sandbox not found"})
+        except Exception as exc:  # one failure must not stop the rest of the batch
+            failed.append({sandbox_id: str(exc)})
+    return {"succeeded": succeeded, "failed": failed, "message": f"Deleted {len(succeeded)} sandbox(es), {len(failed)} failed"}
+
+
+@router.get("/sandbox/{sandbox_id}/error-context")
+async def error_context(sandbox_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
+    data = _require(request, team_id, sandbox_id)
+    return {"status": data["status"], "errorType": data["errorType"], "errorMessage": data["errorMessage"]}
+
+
+@router.get("/sandbox/{sandbox_id}/logs")
+async def logs(sandbox_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
+    """The start command's output (empty when the sandbox has none or is gone)."""
+    data = _require(request, team_id, sandbox_id)
+    ctx = prime(request)
+    route = ctx.services.sandboxes.route(sandbox_id)
+    if data["startCommand"] is None or route is None:
+        return {"logs": ""}
+    response = await ctx.envd.http.get(
+        f"{ctx.envd.base_url(route)}/files", params={"path": START_LOG, "username": "root"}, headers=ctx.envd.headers(route, "root")
+    )
+    return {"logs": response.content.decode("utf-8", "replace") if response.status_code == 200 else ""}
+
+
+@router.post("/sandbox/{sandbox_id}/auth")
+async def gateway_auth(sandbox_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
+    data = _require(request, team_id, sandbox_id)
+    if data["status"] in records.TERMINAL:
+        raise PrimeError(410, f"Sandbox {sandbox_id} is {data['status']}")
+    return _auth_json(prime(request), request, sandbox_id, team_id)
+
