@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from sandlot.settings import Settings
+from sandlot.templates.cli import template_app
+
+if TYPE_CHECKING:
+    from sandlot.proxy.tls import TlsFiles
 
 app = typer.Typer(help="Sandlot: self-hosted sandboxes for AI agents that speak the E2B API.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(template_app, name="template")  # issue 6: template build|list|delete|tag
 console = Console(stderr=True)
 
 
@@ -56,6 +62,9 @@ def serve(
     host: Annotated[Optional[str], typer.Option(help="Address to listen on")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port for the API and the sandbox front door")] = None,
     domain: Annotated[Optional[str], typer.Option(help="Sandbox domain ({port}-{id}.{domain})")] = None,
+    tls: Annotated[Optional[bool], typer.Option("--tls/--no-tls", help="Serve HTTPS (default: on with --domain)")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option(help="Certificate for DOMAIN and *.DOMAIN (PEM)")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(help="Private key of --tls-cert (PEM)")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Run the API and the sandbox front door on one port."""
@@ -66,7 +75,8 @@ def serve(
     from sandlot.runtime.base import set_child_subreaper
 
     configure(log_level)
-    settings = _settings(host=host, port=port, domain=domain)
+    settings = _settings(host=host, port=port, domain=domain, tls=tls, tls_cert=tls_cert, tls_key=tls_key)
+    tls_files = _tls_files(settings)
     created = _prepare(settings)
     set_child_subreaper()
     url = f"http://{settings.host}:{settings.port}"
@@ -74,9 +84,21 @@ def serve(
     if created:
         console.print(f"[bold]New API key[/] (shown once, also saved to {settings.api_key_file}): [bold green]{created}[/]")
     console.print("Point the E2B SDKs at this server with:")
-    console.print(f"  export E2B_API_URL={url}\n  export E2B_SANDBOX_URL={url}\n  export E2B_API_KEY={key}", highlight=False)
-    if settings.domain:
-        console.print(f"  export E2B_DOMAIN={settings.domain}", highlight=False)
+    if tls_files is not None and settings.domain:
+        from sandlot.proxy.tls import trust_instructions
+
+        console.print(f"  export E2B_DOMAIN={settings.domain}\n  export E2B_API_KEY={key}", highlight=False)
+        console.print("  (no E2B_API_URL / E2B_SANDBOX_URL: the SDK uses https://api.DOMAIN and https://PORT-ID.DOMAIN)")
+        if settings.port != 443:
+            console.print(f"[yellow]The SDK connects to port 443 but this server listens on {settings.port}: "
+                          "use --port 443 or forward 443 to it.[/]")
+        console.print(trust_instructions(tls_files, settings.domain, settings.host), highlight=False)
+    else:
+        scheme_url = url.replace("http://", "https://") if tls_files else url
+        console.print(f"  export E2B_API_URL={scheme_url}\n  export E2B_SANDBOX_URL={scheme_url}\n  export E2B_API_KEY={key}",
+                      highlight=False)
+        if settings.domain:
+            console.print(f"  export E2B_DOMAIN={settings.domain}", highlight=False)
     services = build_services(settings)
     uvicorn.run(
         create_app(services),
@@ -85,7 +107,28 @@ def serve(
         log_level="warning",
         timeout_keep_alive=300,
         http="h11",
+        ssl_certfile=str(tls_files.cert) if tls_files else None,
+        ssl_keyfile=str(tls_files.key) if tls_files else None,
     )
+
+
+def _tls_files(settings: Settings) -> TlsFiles | None:
+    """The certificate to serve (operator's or generated), or ``None`` for plain HTTP."""
+    from sandlot.proxy.tls import TlsError, generated, operator_files
+
+    if not settings.tls_enabled:
+        return None
+    try:
+        if settings.tls_cert or settings.tls_key:
+            if not (settings.tls_cert and settings.tls_key):
+                raise TlsError("--tls-cert and --tls-key go together")
+            return operator_files(settings.tls_cert, settings.tls_key, settings.domain)
+        if not settings.domain:
+            raise TlsError("a generated certificate needs --domain (or give --tls-cert and --tls-key)")
+        return generated(settings.tls_dir, settings.domain)
+    except TlsError as exc:
+        console.print(f"[red]TLS: {exc}[/]")
+        raise typer.Exit(2) from exc
 
 
 @keys_app.command("create")

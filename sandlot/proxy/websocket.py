@@ -1,0 +1,97 @@
+"""WebSocket pass-through: the client's ASGI websocket ↔ a websockets client to the sandbox.
+
+Messages are relayed as they are (text stays text, binary stays binary), close codes
+travel both ways, and a port with nothing listening answers the same 502 JSON as plain
+HTTP when the server supports ASGI's ``websocket.http.response`` extension.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+_SKIP = {
+    b"host", b"connection", b"upgrade", b"sec-websocket-key", b"sec-websocket-version",
+    b"sec-websocket-extensions", b"sec-websocket-protocol", b"content-length", b"transfer-encoding",
+}
+
+
+async def deny_websocket(scope: dict[str, Any], send: Any, status: int, body: dict[str, Any]) -> None:
+    if "websocket.http.response" in scope.get("extensions", {}):
+        payload = json.dumps(body).encode()
+        await send({"type": "websocket.http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "websocket.http.response.body", "body": payload})
+    else:
+        await send({"type": "websocket.close", "code": 1011, "reason": body.get("message", "")[:120]})
+
+
+async def proxy_websocket(scope: dict[str, Any], receive: Any, send: Any, url: str,
+                          host: str | None, port_closed: dict[str, Any]) -> None:
+    """Relay one WebSocket session to ``url`` (``ws://ip:port/path?query``)."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k.lower() not in _SKIP]
+    if host:
+        headers.append(("Host", host))
+    subprotocols = list(scope.get("subprotocols") or [])
+    try:
+        upstream = await connect(url, additional_headers=headers, subprotocols=subprotocols or None,  # type: ignore[arg-type]
+                                 compression=None, max_size=None, proxy=None, user_agent_header=None,
+                                 open_timeout=10, ping_interval=None)
+    except OSError:
+        await deny_websocket(scope, send, 502, port_closed)
+        return
+    except InvalidStatus as exc:
+        await deny_websocket(scope, send, exc.response.status_code,
+                    {"code": exc.response.status_code, "message": "The sandbox refused the WebSocket upgrade"})
+        return
+    except (InvalidHandshake, asyncio.TimeoutError) as exc:
+        await deny_websocket(scope, send, 502, {"code": 502, "message": f"WebSocket handshake with the sandbox failed: {exc}"})
+        return
+    async with upstream:
+        await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+        to_sandbox = asyncio.ensure_future(_client_to_sandbox(receive, upstream))
+        to_client = asyncio.ensure_future(_sandbox_to_client(upstream, send))
+        done, pending = await asyncio.wait({to_sandbox, to_client}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in (to_sandbox, to_client):
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+
+async def _client_to_sandbox(receive: Any, upstream: ClientConnection) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            code = message.get("code", 1000)
+            await upstream.close(code=1000 if code in (1005, 1006) else code)
+            return
+        if message.get("bytes") is not None:
+            await upstream.send(message["bytes"])
+        elif message.get("text") is not None:
+            await upstream.send(message["text"])
+
+
+async def _sandbox_to_client(upstream: ClientConnection, send: Any) -> None:
+    try:
+        async for data in upstream:
+            if isinstance(data, bytes):
+                await send({"type": "websocket.send", "bytes": data})
+            else:
+                await send({"type": "websocket.send", "text": data})
+        code = upstream.close_code or 1000
+        reason = upstream.close_reason or ""
+    except ConnectionClosed as exc:
+        code, reason = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (1011, "sandbox connection lost")
+    if code in (1005, 1006):
+        code = 1000 if code == 1005 else 1011
+    await send({"type": "websocket.close", "code": code, "reason": reason})
