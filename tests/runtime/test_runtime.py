@@ -278,8 +278,13 @@ async def test_failure_mid_create_leaves_nothing(runtime, base_rootfs, monkeypat
             raise RuntimeError(f"injected failure in runc {stage}")
         return await real(*args, **kw)
 
+    async def failing_create(*args, **kw):
+        raise RuntimeError("injected failure in runc create")
+
     monkeypatch.setattr(runtime.network, "acquire", acquire)
     monkeypatch.setattr(runtime, "_runc", failing)
+    if stage == "create":  # `runc create` runs through run_with_stdio (pipes CRIU can restore)
+        monkeypatch.setattr("sandlot.runtime.runc.run_with_stdio", failing_create)
     layers = [base_rootfs] if stage != "overlay" else [base_rootfs, Path("/nonexistent-layer")]
     s = spec(layers, SLEEP)
     with pytest.raises((RuntimeError, FileNotFoundError)):
