@@ -5,16 +5,17 @@ SHELL := /bin/bash
 PYTHON := /usr/bin/python3
 VENV := .venv
 DEB_PACKAGES := runc mmdebstrap nftables python3-nftables iproute2 iptables python3-venv python3-dev \
-                uidmap curl zstd ca-certificates busybox-static
+                uidmap curl zstd ca-certificates busybox-static \
+                skopeo umoci docker-registry
 SANDLOT := $(VENV)/bin/sandlot
 PYTEST_ARGS ?=
 
-.PHONY: serve test deps venv setup js-deps
+.PHONY: serve test deps venv setup js-deps prime-venv criu
 
 serve: setup
 	$(SANDLOT) serve
 
-test: setup js-deps
+test: setup js-deps prime-venv
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The JS SDK suite needs Node >= 20 (the e2b npm package's floor); without it the test is skipped.
@@ -38,5 +39,20 @@ $(VENV)/.installed: pyproject.toml | deps
 
 venv: deps $(VENV)/.installed
 
-setup: venv
+setup: venv criu
 	$(SANDLOT) setup
+
+# CRIU 4.2.x for pause/resume, snapshots and fork (bookworm's 3.17 fails on this kernel):
+# built once from Debian's source package into /usr/local/sbin/criu; a no-op afterwards.
+criu: deps
+	scripts/install-criu.sh
+
+# The Prime Intellect clients (prime-sandboxes SDK + prime CLI) for the Prime façade tests. They get
+# their own venv: prime-sandboxes needs connectrpc 0.11 + google protobuf, e2b needs connectrpc 0.12.
+PRIME_VENV := .venv-prime
+$(PRIME_VENV)/.installed: | deps
+	$(PYTHON) -m venv $(PRIME_VENV)
+	$(PRIME_VENV)/bin/pip install -q 'prime-sandboxes>=0.5,<0.6' 'prime>=0.18,<0.19'
+	touch $@
+
+prime-venv: $(PRIME_VENV)/.installed

@@ -5,19 +5,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
+from sandlot.api import builds as build_routes
 from sandlot.api import errors
 from sandlot.api import observability as observability_routes
 from sandlot.api import sandboxes as sandbox_routes
+from sandlot.api import snapshots as snapshot_routes
 from sandlot.api import templates as template_routes
+from sandlot.api.prime import facade as prime_facade
 from sandlot.orchestrator.sandboxes import EnvdLauncher, SandboxManager
 from sandlot.proxy.frontdoor import FrontDoor
 from sandlot.runtime.base import Runtime
 from sandlot.settings import Settings
 from sandlot.store.database import Database
+
+if TYPE_CHECKING:
+    from sandlot.templates.builder import TemplateBuilder
 
 
 @dataclass
@@ -26,6 +33,7 @@ class Services:
     db: Database
     runtime: Runtime
     sandboxes: SandboxManager
+    builder: "TemplateBuilder | None" = None  # template builds (issue 6)
     ready: bool = False
 
 
@@ -45,10 +53,14 @@ def build_services(settings: Settings, runtime: Runtime | None = None, launcher:
             no_new_privileges=settings.no_new_privileges,
             net_prefix=settings.instance,
             nft_table=settings.instance,
+            criu=settings.criu_path,
         )
     default_launcher = partial(envd_launch, runtime_dir=settings.envd_runtime_dir)
     manager = SandboxManager(settings, db, runtime, launcher or default_launcher)
-    return Services(settings=settings, db=db, runtime=runtime, sandboxes=manager)
+    from sandlot.templates.builder import TemplateBuilder
+
+    builder = TemplateBuilder(settings, db, runtime, launcher or default_launcher)
+    return Services(settings=settings, db=db, runtime=runtime, sandboxes=manager, builder=builder)
 
 
 def create_app(services: Services) -> FrontDoor:
@@ -56,11 +68,16 @@ def create_app(services: Services) -> FrontDoor:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await services.runtime.start()
         await services.sandboxes.start()
+        if services.builder is not None:
+            await services.builder.start()
         services.ready = True
         try:
             yield
         finally:
             services.ready = False
+            await prime_ctx.aclose()  # Prime façade (issue 7): launch tasks and envd clients
+            if services.builder is not None:
+                await services.builder.close()
             await services.sandboxes.close()
             await front_door.aclose()
             await services.runtime.close()
@@ -77,7 +94,10 @@ def create_app(services: Services) -> FrontDoor:
         return JSONResponse({"status": "ok"})
 
     api.include_router(observability_routes.router)  # before /sandboxes/{id}: owns /sandboxes/metrics
+    api.include_router(build_routes.router)  # template builds; before the /templates/{id:path} catch-alls
+    api.include_router(template_routes.router)  # owns DELETE /templates/{id}, delegating snapshot ids
+    api.include_router(snapshot_routes.router)   # pause/resume/snapshots/fork (issue 4)
     api.include_router(sandbox_routes.router)
-    api.include_router(template_routes.router)
+    prime_ctx = prime_facade.install(api, services)  # Prime Intellect /api/v1 + /gateway (issue 7)
     front_door = FrontDoor(api, services.sandboxes, services.settings.domain)
     return front_door

@@ -29,6 +29,15 @@ class Settings(BaseSettings):
     domain: str | None = None
     """Sandbox domain for ``{port}-{id}.{domain}`` hosts; ``None`` = SDK default."""
 
+    tls: bool | None = None
+    """Serve HTTPS; ``None`` = on when ``domain`` is set."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """Operator's certificate (for ``domain`` and ``*.domain``) and key; generated from a local CA if unset."""
+
+    dns_upstreams: list[str] = []
+    """Resolvers for sandboxes with domain allow-lists (JSON list); empty = the host's resolv.conf."""
+
     default_timeout_s: int = 300
     max_lifetime_s: int = 24 * 3600
     default_cpu_count: int = 2
@@ -49,6 +58,21 @@ class Settings(BaseSettings):
     sandbox_subnet: str = "10.213.0.0/16"
     envd_port: int = 49983
     envd_start_timeout_s: float = 20.0
+
+    criu_path: str = "/usr/local/sbin/criu"
+    """CRIU 4.2.x (scripts/install-criu.sh); checked with `criu check` at start-up."""
+    checkpoint_min_free_mb: int = 64
+    """Pause/snapshot refuse (507) when the data dir has less free space than memory + this."""
+
+    # --- template builds ---
+    build_max_concurrent: int = 2
+    build_min_memory_mb: int = 1024
+    """Build sandboxes get at least this much memory (pip/apt need more than a small template)."""
+    build_step_timeout_s: float = 1800.0
+    build_ready_timeout_s: float = 120.0
+    """How long a template's readyCmd may take to exit 0 (at build and at sandbox create)."""
+    build_max_layers: int = 40
+    """Deeper layer stacks are flattened into one layer (overlay mount options are limited to a page)."""
 
     runtime_state_dir: Path = Path("/run/sandlot")
     instance: str = "sandlot"
@@ -87,8 +111,20 @@ class Settings(BaseSettings):
         return self.data_dir / "sandboxes"
 
     @property
+    def snapshots_dir(self) -> Path:
+        return self.data_dir / "snapshots" / self.instance
+
+    @property
     def envd_runtime_dir(self) -> Path:
         return self.data_dir / "envd" / "runtime"
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls if self.tls is not None else self.domain is not None
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
 
     @property
     def api_key_file(self) -> Path:

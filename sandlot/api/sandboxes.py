@@ -11,8 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from sandlot.api.auth import TeamId
 from sandlot.api.errors import APIError, not_found_sandbox
+from sandlot.orchestrator import pausing, snapshots
 from sandlot.orchestrator.sandboxes import CreateRequest, SandboxError, SandboxManager
+from sandlot.proxy.traffic import private_traffic_token
 from sandlot.store import sandboxes as sandbox_store
+from sandlot.store import snapshots as snapshot_store
 from sandlot.store import templates as template_store
 from sandlot.store.models import Sandbox
 
@@ -34,6 +37,35 @@ class NetworkConfig(_Body):
     allow_out: list[str] | None = Field(None, alias="allowOut")
     deny_out: list[str] | None = Field(None, alias="denyOut")
     mask_request_host: str | None = Field(None, alias="maskRequestHost")
+    dns_servers: list[str] | None = Field(None, alias="dnsServers")
+    https_ports: list[int] | None = Field(None, alias="httpsPorts")
+    egress_proxy: dict[str, Any] | None = Field(None, alias="egressProxy")
+    rules: dict[str, Any] | None = None
+
+    def stored(self) -> dict[str, Any]:
+        """The camelCase form kept in the store and applied by the orchestrator."""
+        return self.model_dump(by_alias=True, exclude_none=True, exclude={"https_ports", "egress_proxy", "rules"})
+
+
+class NetworkUpdate(_Body):
+    """``PUT /sandboxes/{id}/network``: replaces the egress rules; omitted fields are cleared."""
+
+    allow_out: list[str] | None = Field(None, alias="allowOut")
+    deny_out: list[str] | None = Field(None, alias="denyOut")
+    dns_servers: list[str] | None = Field(None, alias="dnsServers")
+    egress_proxy: dict[str, Any] | None = Field(None, alias="egressProxy")
+    rules: dict[str, Any] | None = None
+    allow_internet_access: StrictBool | None = None
+
+
+def _reject_unsupported_network(egress_proxy: object, rules: object, https_ports: object = None) -> None:
+    """Network features Sandlot does not implement fail loudly instead of being ignored."""
+    if egress_proxy:
+        raise APIError(400, "network.egressProxy is not supported by this Sandlot server")
+    if rules:
+        raise APIError(400, "network.rules (request transforms) are not supported by this Sandlot server")
+    if https_ports:
+        raise APIError(400, "network.httpsPorts is not supported by this Sandlot server")
 
 
 class AutoResume(_Body):
@@ -98,7 +130,7 @@ def _sandbox_json(row: Sandbox, domain: str | None) -> dict[str, Any]:
         "envdVersion": row.envd_version,
         "alias": row.alias,
         "envdAccessToken": row.envd_access_token,
-        "trafficAccessToken": None,
+        "trafficAccessToken": private_traffic_token(row.id, row.envd_access_token, row.network),
         "domain": domain,
     }
 
@@ -113,7 +145,7 @@ def _listed_json(row: Sandbox) -> dict[str, Any]:
         "cpuCount": row.cpu_count,
         "memoryMB": row.memory_mb,
         "diskSizeMB": row.disk_mb,
-        "state": "paused" if row.state == "paused" else "running",
+        "state": "paused" if row.state in ("paused", "pausing") else "running",
         "envdVersion": row.envd_version,
         "metadata": row.metadata_ or {},
     }
@@ -129,9 +161,12 @@ def _detail_json(row: Sandbox, domain: str | None) -> dict[str, Any]:
             "envdAccessToken": row.envd_access_token,
             "allowInternetAccess": row.allow_internet_access,
             "domain": domain,
-            "lifecycle": {"autoResume": False, "onTimeout": "pause" if row.auto_pause else "kill"},
+            "lifecycle": {"autoResume": bool(row.auto_resume), "onTimeout": "pause" if row.auto_pause else "kill"},
+            "pauseMode": "full" if row.pause_memory else "filesystem",
         }
     )
+    if row.state in ("paused", "pausing"):
+        data["domain"] = None
     return data
 
 
@@ -141,13 +176,13 @@ def _raise(exc: SandboxError) -> None:
 
 def _reject_unsupported(body: NewSandbox) -> None:
     """Features of later milestones fail loudly instead of being silently ignored."""
-    if body.auto_pause:
-        raise APIError(400, "autoPause is not supported by this Sandlot server yet")
-    if body.allow_internet_access is False:
-        raise APIError(400, "allow_internet_access=false is not supported by this Sandlot server yet")
-    network = body.network
-    if network is not None and (network.allow_out or network.deny_out or network.allow_public_traffic is False):
-        raise APIError(400, "network egress/ingress rules are not supported by this Sandlot server yet")
+    auto_resume = bool(body.auto_resume and body.auto_resume.enabled)
+    if auto_resume and not body.auto_pause:
+        raise APIError(400, "autoResume is only valid together with autoPause")
+    if auto_resume and body.auto_pause_memory is False:
+        raise APIError(400, "autoResume cannot be combined with a filesystem-only autoPause (autoPauseMemory=false)")
+    if body.network is not None:
+        _reject_unsupported_network(body.network.egress_proxy, body.network.rules, body.network.https_ports)
     if body.mcp:
         raise APIError(400, "MCP gateway sandboxes are not supported by this Sandlot server")
     if body.volume_mounts:
@@ -175,16 +210,34 @@ def parse_metadata_filter(raw: str | None) -> dict[str, str]:
 async def create_sandbox(body: NewSandbox, request: Request, team_id: TeamId) -> dict[str, Any]:
     timeout = _checked_timeout(request, body.timeout)
     _reject_unsupported(body)
+    network = body.network.stored() if body.network is not None else None
+    try:
+        _manager(request).egress_policy(body.allow_internet_access, network)
+    except SandboxError as exc:
+        _raise(exc)
     services = request.app.state.services
+    with services.db.session() as session:   # a snapshot name/id starts a sandbox from it (issue 4)
+        snap = snapshot_store.resolve(session, team_id, body.template_id)
+    if snap is not None:
+        try:
+            row = await snapshots.start_from(
+                _manager(request), snap, snapshots.CloneRequest(team_id, timeout, body.metadata, body.env_vars))
+        except SandboxError as exc:
+            _raise(exc)
+        return _sandbox_json(row, services.settings.domain)
     with services.db.session() as session:
         template = template_store.resolve(session, team_id, body.template_id)
         if template is None:
             raise APIError(404, f"Template '{body.template_id}' not found")
-        build = template_store.latest_ready_build(session, template.id)
+        found = template_store.resolve_build(session, team_id, body.template_id)  # name:tag → tagged build
+        if found is None and ":" in body.template_id:
+            raise APIError(404, f"Template '{body.template_id}' not found (unknown tag)")
+        build = found[1] if found else None
         if build is None:
             raise APIError(400, f"Template '{body.template_id}' has no finished build")
         names = template_store.aliases(session, template.id)
-    alias = body.template_id if body.template_id in names else (names[0] if names else None)
+    plain = template_store.split_tag(body.template_id)[0]
+    alias = plain if plain in names else (names[0] if names else None)
     try:
         row = await _manager(request).create(
             CreateRequest(
@@ -196,6 +249,10 @@ async def create_sandbox(body: NewSandbox, request: Request, team_id: TeamId) ->
                 metadata=body.metadata or {},
                 env_vars=body.env_vars or {},
                 allow_internet_access=body.allow_internet_access,
+                network=network,
+                auto_pause=bool(body.auto_pause),
+                auto_resume=bool(body.auto_pause and body.auto_resume and body.auto_resume.enabled),
+                pause_memory=body.auto_pause_memory is not False,
             )
         )
     except SandboxError as exc:
@@ -305,28 +362,27 @@ async def connect(
     sandbox_id: str, request: Request, response: Response, team_id: TeamId, body: ConnectBody | None = None
 ) -> dict[str, Any]:
     timeout = _checked_timeout(request, body.timeout if body else None)
-    try:
-        row = await _manager(request).keep_alive(team_id, _short_id(sandbox_id), timeout)
+    try:   # 201 when a paused sandbox was resumed, 200 when it was running
+        row, resumed = await pausing.resume(_manager(request), team_id, _short_id(sandbox_id), timeout)
     except SandboxError as exc:
         _raise(exc)
-    response.status_code = 200
+    response.status_code = 201 if resumed else 200
     return _sandbox_json(row, request.app.state.services.settings.domain)
+
+
+@router.put("/sandboxes/{sandbox_id}/network")
+async def update_network(sandbox_id: str, body: NetworkUpdate, request: Request, team_id: TeamId) -> Response:
+    _reject_unsupported_network(body.egress_proxy, body.rules)
+    egress = {"allowOut": body.allow_out, "denyOut": body.deny_out, "dnsServers": body.dns_servers}
+    try:
+        await _manager(request).update_network(team_id, _short_id(sandbox_id), body.allow_internet_access, egress)
+    except SandboxError as exc:
+        _raise(exc)
+    return Response(status_code=204)
 
 
 def _not_yet(feature: str) -> APIError:
     return APIError(501, f"{feature} is not implemented by this Sandlot server yet")
-
-
-@router.post("/sandboxes/{sandbox_id}/pause")
-async def pause(sandbox_id: str, request: Request, team_id: TeamId) -> Response:
-    _require_sandbox(request, team_id, sandbox_id)
-    raise _not_yet("Pausing sandboxes")
-
-
-@router.post("/sandboxes/{sandbox_id}/resume")
-async def resume(sandbox_id: str, request: Request, team_id: TeamId) -> Response:
-    _require_sandbox(request, team_id, sandbox_id)
-    raise _not_yet("Resuming sandboxes")
 
 
 def _require_sandbox(request: Request, team_id: str, sandbox_id: str) -> Sandbox:

@@ -1,4 +1,8 @@
-"""Template read routes: list, detail with builds, alias lookup."""
+"""Template routes: list, detail with builds, alias lookup, visibility, delete, tags.
+
+Route order matters: the literal ``/templates/tags`` and ``/templates/{id}/tags``
+routes come before the ``/templates/{id:path}`` catch-alls.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from sandlot.api.auth import TeamId
@@ -24,9 +30,10 @@ def _template_json(session: Session, template: Template) -> dict[str, Any]:
     names = template_store.aliases(session, template.id)
     builds = template_store.builds(session, template.id)
     latest = builds[0] if builds else None
+    ready = template_store.latest_ready_build(session, template.id)
     return {
         "templateID": template.id,
-        "buildID": latest.id if latest else "",
+        "buildID": ready.id if ready else (latest.id if latest else ""),
         "cpuCount": template.cpu_count,
         "memoryMB": template.memory_mb,
         "diskSizeMB": template.disk_mb,
@@ -54,6 +61,8 @@ def _build_json(build: Build) -> dict[str, Any]:
         "memoryMB": build.memory_mb,
         "diskSizeMB": build.disk_mb,
         "envdVersion": build.envd_version,
+        "templateID": build.template_id,
+        "startedAt": _iso(build.created_at),
     }
     if build.finished_at:
         data["finishedAt"] = _iso(build.finished_at)
@@ -73,6 +82,112 @@ async def get_alias(alias: str, request: Request, team_id: TeamId) -> dict[str, 
         if template is None:
             raise APIError(404, f"Template alias '{alias}' not found")
         return {"templateID": template.id, "public": template.public}
+
+
+# --- tags (before the catch-alls) -----------------------------------------------------------
+
+class AssignTags(BaseModel):
+    target: str = Field(min_length=1, max_length=400)
+    tags: list[str] = Field(min_length=1)
+
+
+class RemoveTags(BaseModel):
+    name: str = Field(min_length=1, max_length=400)
+    tags: list[str] = Field(min_length=1)
+
+
+def _owned(session: Session, team_id: str, name_or_id: str) -> Template:
+    template = template_store.resolve(session, team_id, name_or_id)
+    if template is None or template.team_id != team_id:
+        raise APIError(404, f"Template '{name_or_id}' not found")
+    return template
+
+
+@router.post("/templates/tags", status_code=201)
+async def assign_tags(body: AssignTags, request: Request, team_id: TeamId) -> dict[str, Any]:
+    """``target`` is ``name[:tag-or-buildID]``; the new tags point at that build."""
+    from sandlot.api.builds import TAG
+
+    for tag in body.tags:
+        if not TAG.match(tag):
+            raise APIError(400, f"Invalid tag '{tag}'")
+    with request.app.state.services.db.session() as session, session.begin():
+        name, ref = template_store.split_tag(body.target)
+        template = _owned(session, team_id, name)
+        build = template_store.get_build(session, template.id, ref) if ref else None
+        if build is None:
+            found = template_store.resolve_build(session, team_id, body.target)
+            build = found[1] if found else None
+        if build is None or build.status != "ready":
+            raise APIError(404, f"No ready build matches '{body.target}'")
+        template_store.assign_tags(session, template, build, body.tags)
+        return {"buildID": build.id, "tags": body.tags}
+
+
+@router.delete("/templates/tags", status_code=204)
+async def delete_tags(body: RemoveTags, request: Request, team_id: TeamId) -> Response:
+    with request.app.state.services.db.session() as session, session.begin():
+        template = _owned(session, team_id, template_store.split_tag(body.name)[0])
+        missing = template_store.remove_tags(session, template.id, body.tags)
+        if missing:
+            session.rollback()
+            raise APIError(404, f"Tag(s) not found: {', '.join(missing)}")
+    return Response(status_code=204)
+
+
+@router.get("/templates/{template_id}/tags")
+async def list_tags(template_id: str, request: Request, team_id: TeamId) -> list[dict[str, Any]]:
+    with request.app.state.services.db.session() as session:
+        template = template_store.resolve(session, team_id, template_id)
+        if template is None:
+            raise APIError(404, f"Template '{template_id}' not found")
+        return [{"tag": t.tag, "buildID": t.build_id, "createdAt": _iso(t.created_at)}
+                for t in template_store.tags(session, template.id)]
+
+
+# --- management ------------------------------------------------------------------------------
+
+class UpdateTemplate(BaseModel):
+    public: bool | None = None
+
+
+async def _update(template_id: str, body: UpdateTemplate, request: Request, team_id: str) -> Response:
+    with request.app.state.services.db.session() as session, session.begin():
+        template = _owned(session, team_id, template_id)
+        if body.public is not None:
+            template.public = body.public
+    return Response(status_code=200)
+
+
+@router.patch("/templates/{template_id:path}")
+async def update_template(template_id: str, body: UpdateTemplate, request: Request, team_id: TeamId) -> Response:
+    return await _update(template_id, body, request, team_id)
+
+
+@router.patch("/v2/templates/{template_id:path}")
+async def update_template_v2(template_id: str, body: UpdateTemplate, request: Request, team_id: TeamId) -> Response:
+    return await _update(template_id, body, request, team_id)
+
+
+@router.delete("/templates/{template_id:path}", status_code=204)
+async def delete_template(template_id: str, request: Request, team_id: TeamId) -> Response:
+    """Refuses (409) while sandboxes or a build use the template; snapshot ids go to the snapshot route.
+
+    Layers stay in the content-keyed cache (other templates may share them)."""
+    services = request.app.state.services
+    with services.db.session() as session, session.begin():
+        template = template_store.resolve(session, team_id, template_id)
+        if template is not None and template.team_id == team_id:
+            running = template_store.live_sandboxes(session, template.id)
+            if running:
+                raise APIError(409, f"Template '{template_id}' is used by {running} sandbox(es); kill them first")
+            if any(services.builder and services.builder.running(b.id) for b in template_store.builds(session, template.id)):
+                raise APIError(409, f"Template '{template_id}' has a build in progress")
+            template_store.delete_template(session, template)
+            return Response(status_code=204)
+    from sandlot.api import snapshots as snapshot_routes
+
+    return await snapshot_routes.delete_snapshot(template_id, request, team_id)
 
 
 @router.get("/templates/{template_id:path}")

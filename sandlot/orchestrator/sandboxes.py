@@ -12,12 +12,13 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 import httpx
 import structlog
 
 from sandlot import ids
+from sandlot.orchestrator import pausing
 from sandlot.orchestrator.envd_client import wait_healthy
 from sandlot.proxy.traffic import private_traffic_token
 from sandlot.runtime.dns_filter import host_resolvers
@@ -62,6 +63,8 @@ class CreateRequest:
     metadata: dict[str, str] = field(default_factory=dict)
     env_vars: dict[str, str] = field(default_factory=dict)
     auto_pause: bool = False
+    auto_resume: bool = False
+    pause_memory: bool = True
     allow_internet_access: bool | None = None
     network: dict | None = None
     sandbox_id: str | None = None
@@ -97,6 +100,8 @@ class SandboxManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._http = httpx.AsyncClient()
         self._reaper: asyncio.Task[None] | None = None
+        self.pause_hooks: list[Callable[[str], Awaitable[None]]] = []
+        """Called with a sandbox IP after it was paused (the front door drops stale keep-alives)."""
         self.metrics = MetricsSampler(runtime)
         self.events = EventLog(settings.data_dir / "logs" / settings.instance)
 
@@ -134,6 +139,8 @@ class SandboxManager:
             metadata_=request.metadata,
             env_vars=request.env_vars,
             auto_pause=request.auto_pause,
+            auto_resume=request.auto_resume,
+            pause_memory=request.pause_memory,
             allow_internet_access=request.allow_internet_access,
             network=request.network,
         )
@@ -147,7 +154,10 @@ class SandboxManager:
                         raise RuntimeError("injected failure after the container was created")
                     await self.apply_network(handle.ip, request.allow_internet_access, request.network)
                     await wait_healthy(self._http, handle.ip, self.settings.envd_port, self.settings.envd_start_timeout_s)
+                    if request.build.start_cmd or request.build.ready_cmd:  # template start command (issue 6)
+                        await self._start_command(row, request.build, handle.ip)
                 except BaseException:
+                    await self._clear_network(handle.ip)
                     await self.runtime.kill(sandbox_id)
                     raise
         except BaseException as exc:
@@ -176,15 +186,34 @@ class SandboxManager:
         log.info("sandbox created", sandbox_id=sandbox_id, template=request.template.id, ip=handle.ip)
         return row
 
+    async def _start_command(self, row: Sandbox, build: Build, ip: str) -> None:
+        """Run the template's startCmd and wait for its readyCmd, paid at every create:
+        no post-ready memory snapshot of templates yet (see README, limits)."""
+        from sandlot.templates import envd_exec
+        from sandlot.templates.builder import wait_ready
+        from sandlot.templates.build_sandbox import BuildSandbox, has_bash
+        from sandlot.templates.steps import BuildConfig
+
+        user = build.default_user or DEFAULT_USER
+        workdir = build.default_workdir or DEFAULT_WORKDIR
+        env = {**(build.env_vars or {}), **(row.env_vars or {})}
+        target = envd_exec.Target(ip, self.settings.envd_port, row.envd_access_token)
+        shell = BuildSandbox(row.id, target, BuildConfig(env, user, workdir), has_bash([Path(p) for p in build.layers]),
+                             self._http, self.settings.build_ready_timeout_s)
+        if build.start_cmd:
+            await shell.spawn(build.start_cmd)
+        if build.ready_cmd:
+            await wait_ready(shell, build.ready_cmd, self.settings.build_ready_timeout_s)
+
     def _spec(self, row: Sandbox, build: Build) -> SandboxSpec:
         argv, env = self.envd_launch(self.settings.envd_port)
         env = dict(env)
         env["SANDLOT_ENVD_INIT"] = json.dumps(
-            {
-                "envVars": row.env_vars or {},
+            {   # a built template's ENV/USER/WORKDIR (issue 6); the create request's envs win
+                "envVars": {**(build.env_vars or {}), **(row.env_vars or {})},
                 "accessToken": row.envd_access_token,
-                "defaultUser": DEFAULT_USER,
-                "defaultWorkdir": DEFAULT_WORKDIR,
+                "defaultUser": build.default_user or DEFAULT_USER,
+                "defaultWorkdir": build.default_workdir or DEFAULT_WORKDIR,
             }
         )
         env["SANDLOT_ENVD_PORT"] = str(self.settings.envd_port)
@@ -319,9 +348,19 @@ class SandboxManager:
 
     async def expire_due(self) -> None:
         with self.db.session() as session:
-            due = [row.id for row in sandbox_store.expired(session, datetime.now(timezone.utc))]
+            rows = sandbox_store.expired(session, datetime.now(timezone.utc))
+            due = [row.id for row in rows]
+            to_pause = {row.id for row in rows if row.auto_pause}
         for sandbox_id in due:
             try:
+                if sandbox_id in to_pause:   # autoPause: pause instead of dying (issue 4)
+                    try:
+                        await pausing.pause_now(self, sandbox_id)
+                        continue
+                    except SandboxError as exc:
+                        if exc.status == 409:
+                            continue
+                        log.error("auto-pause failed; killing the sandbox", sandbox_id=sandbox_id, error=exc.message)
                 await self._destroy(sandbox_id)
             except Exception:  # keep the reaper alive; the next tick retries
                 log.exception("failed to expire sandbox", sandbox_id=sandbox_id)
@@ -344,6 +383,13 @@ class SandboxManager:
         with self.db.session() as session, session.begin():
             for row in sandbox_store.all_live(session):
                 handle = handles.pop(row.id, None)
+                if row.state in ("paused", "pausing", "resuming"):   # issue 4: settle pauses
+                    if await pausing.recover(self, row):
+                        continue
+                    await self.runtime.kill(row.id)
+                    log.warning("dropping paused sandbox lost across restart", sandbox_id=row.id, state=row.state)
+                    session.delete(row)
+                    continue
                 if row.state == "running" and handle is not None and await self.runtime.is_alive(row.id):
                     try:   # the nft table was rebuilt at start: policies come back from the store
                         await self.apply_network(handle.ip, row.allow_internet_access, row.network)
@@ -364,6 +410,7 @@ class SandboxManager:
         for orphan in handles:
             log.warning("removing orphan container", sandbox_id=orphan)
             await self.runtime.kill(orphan)
+        await pausing.remove_orphans(self)
         log.info("recovered sandboxes", running=len(self._routes))
 
     async def start(self) -> None:

@@ -7,6 +7,7 @@ large downloads) and nothing is decoded: ``Content-Encoding`` passes through.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,8 +15,11 @@ from typing import Any
 import httpx
 import structlog
 
+from sandlot.orchestrator import pausing
 from sandlot.orchestrator.sandboxes import SandboxManager
 from sandlot.proxy.routing import BadTarget, Target, target_of
+from sandlot.proxy.traffic import TOKEN_HEADER, masked_host
+from sandlot.proxy.websocket import deny_websocket, proxy_websocket
 from sandlot.proxy.signed_files import signer_of
 
 log = structlog.get_logger("sandlot.proxy")
@@ -47,11 +51,34 @@ async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
+async def _reply(scope: dict[str, Any], send: Any, status: int, body: dict[str, Any]) -> None:
+    """A JSON error for HTTP and WebSocket requests alike."""
+    if scope["type"] == "websocket":
+        await deny_websocket(scope, send, status, body)
+    else:
+        await _send_json(send, status, body)
+
+
+def _token_refusal(scope: dict[str, Any], route: Any, port: int, envd_port: int) -> str | None:
+    """Why a private sandbox (allowPublicTraffic=false) refuses this request, if it does.
+
+    envd's own port is guarded by the envd access token instead, as in E2B."""
+    if route.traffic_token is None or port == envd_port:
+        return None
+    sent = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == TOKEN_HEADER.encode()), None)
+    if sent is None:
+        return f"Missing {TOKEN_HEADER} header: this sandbox does not accept public traffic"
+    if not hmac.compare_digest(sent.encode(), route.traffic_token.encode()):
+        return f"Invalid {TOKEN_HEADER} header"
+    return None
+
+
 class FrontDoor:
     def __init__(self, api: ASGIApp, manager: SandboxManager, domain: str | None) -> None:
         self.api = api
         self.manager = manager
         self.domain = domain
+        manager.pause_hooks.append(self.drop_connections)
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=5.0, read=None, write=None, pool=None),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=60),
@@ -78,24 +105,35 @@ class FrontDoor:
         if target is None:
             await self.api(scope, receive, send)
             return
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1011, "reason": "WebSockets are not proxied yet"})
-            return
         await self._proxy(scope, receive, send, target)
 
     async def _proxy(self, scope: dict[str, Any], receive: Any, send: Any, target: Target) -> None:
         route = self.manager.route(target.sandbox_id)
+        if route is None:   # autoResume: a paused sandbox that asked for it resumes transparently
+            route = await pausing.auto_resume(self.manager, target.sandbox_id)
         if route is None or route.state != "running":
-            await _send_json(
-                send, 502, {"sandboxId": target.sandbox_id, "message": "The sandbox was not found", "code": 502}
+            await _reply(
+                scope, send, 502, {"sandboxId": target.sandbox_id, "message": "The sandbox was not found", "code": 502}
             )
+            return
+        refusal = _token_refusal(scope, route, target.port, self.manager.settings.envd_port)
+        if refusal is not None:
+            await _reply(scope, send, 403, {"sandboxId": target.sandbox_id, "message": refusal, "code": 403})
             return
         path = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string", b"")
         url = f"http://{route.ip}:{target.port}{path.decode('latin-1')}"
         if query:
             url = f"{url}?{query.decode('latin-1')}"
+        host = masked_host(route.mask_request_host, target.port)
+        if scope["type"] == "websocket":
+            port_closed = {"sandboxId": target.sandbox_id, "message": "The sandbox is running but port is not open",
+                           "port": target.port, "code": 502}
+            await proxy_websocket(scope, receive, send, "ws" + url[4:], host, port_closed)
+            return
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
+        if host:
+            headers.append((b"host", host.encode("latin-1")))
         has_body = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
         body_done = asyncio.Event()
 
@@ -172,6 +210,15 @@ class FrontDoor:
         async for chunk in upstream.aiter_raw():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def drop_connections(self, ip: str) -> None:
+        """Close idle keep-alive connections to ``ip``: a paused sandbox's sockets are gone
+        without a FIN having reached us, so reusing them after resume would fail."""
+        pool = getattr(self.client._transport, "_pool", None)
+        for conn in list(getattr(pool, "connections", [])):
+            origin = getattr(conn, "_origin", None)
+            if origin is not None and origin.host.decode() == ip and conn.is_idle():
+                await conn.aclose()
 
     async def aclose(self) -> None:
         await self.client.aclose()

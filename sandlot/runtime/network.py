@@ -4,8 +4,10 @@ Naming (so a restarted server can find and clean things):
   * netns ``sl-<n>`` (bind-mounted at ``/run/netns/sl-<n>``, like ``ip netns``)
   * host-side veth ``slv<n>``; the peer inside the netns is ``eth0``
   * slot ``n`` owns the /30 ``subnet + 4n``: host ``.1``, sandbox ``.2`` (relative)
-  * nftables table ``inet sandlot`` (rules match ``iifname "slv*"``, so nothing
-    per sandbox: create/kill never touch nft)
+  * nftables table ``inet sandlot`` (rules match ``iifname "slv*"``); a sandbox with
+    an egress policy gets its own chain, jumped to through the ``egress`` verdict map
+    keyed by its veth (``runtime/egress.py``); one with domain rules also gets a DNS
+    filter on its host-side address (``runtime/dns_filter.py``)
 
 The nft table is managed through libnftables (Debian's ``python3-nftables``).
 """
@@ -22,12 +24,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .dns_filter import DNS_PORT, DnsFilter
+from .egress import EgressPolicy, chain_name, policy_commands
+
 log = logging.getLogger(__name__)
 
 NETNS_DIR = Path("/run/netns")
 NETNS_PREFIX = "sl-"
 VETH_PREFIX = "slv"
 TABLE = "sandlot"
+BLOCKED_DESTINATIONS = ("169.254.0.0/16", "100.100.100.200", "0.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4")
+"""Link-local (cloud metadata lives at 169.254.169.254), Alibaba's metadata, multicast, reserved."""
 IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "ip"
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -83,6 +90,8 @@ class Network:
         self._nft = None
         self._old_ip_forward: str | None = None
         self._started = False
+        self._policies: dict[int, EgressPolicy] = {}   # slots whose chain is non-empty
+        self._dns_filters: dict[int, DnsFilter] = {}
 
     # --- slots ------------------------------------------------------------------------
 
@@ -150,6 +159,8 @@ class Network:
                 f"addr add {s.sandbox_ip}/{s.prefixlen} dev eth0\n"
                 "link set eth0 up\n"
                 f"route add default via {s.host_ip}\n"))
+            if self._started:
+                await self.clear_policy(s.sandbox_ip)   # a reused slot starts open
         except BaseException:
             self._reserved.discard(idx)
             release_netns(s.netns)
@@ -210,11 +221,15 @@ class Network:
     def ruleset(self) -> str:
         sub = str(self.subnet)
         v = f'"{self.veth_prefix}*"'
+        blocked = ", ".join(BLOCKED_DESTINATIONS)
         return f"""
 table inet {self.table} {{
+  map egress {{ type ifname : verdict; }}
+  set dns_ifs {{ type ifname; }}
   chain input {{
     type filter hook input priority filter - 10; policy accept;
     iifname {v} ct state established,related accept
+    iifname @dns_ifs udp dport {DNS_PORT} accept
     iifname {v} reject with icmpx admin-prohibited
   }}
   chain forward {{
@@ -222,9 +237,15 @@ table inet {self.table} {{
     iifname {v} oifname {v} reject with icmpx admin-prohibited
     iifname {v} ip saddr != {sub} drop
     iifname {v} meta nfproto ipv6 drop
+    iifname {v} ip daddr {{ {blocked} }} reject with icmpx admin-prohibited
+    iifname {v} iifname vmap @egress
     iifname {v} accept
     oifname {v} ct state established,related accept
     oifname {v} drop
+  }}
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname @dns_ifs meta l4proto {{ tcp, udp }} th dport {DNS_PORT} redirect
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
@@ -261,6 +282,10 @@ table inet {self.table} {{
                 await self._refill_task
             except (asyncio.CancelledError, Exception):
                 pass
+        for flt in self._dns_filters.values():
+            flt.close()
+        self._dns_filters.clear()
+        self._policies.clear()
         while not self._pool.empty():
             s = self._pool.get_nowait()
             release_netns(s.netns)
@@ -272,6 +297,52 @@ table inet {self.table} {{
         if self._old_ip_forward is not None and self._old_ip_forward != "1":
             Path("/proc/sys/net/ipv4/ip_forward").write_text(self._old_ip_forward)
         self._started = False
+
+    # --- egress policies --------------------------------------------------------------
+
+    def index_of(self, sandbox_ip: str) -> int:
+        offset = int(ipaddress.IPv4Address(sandbox_ip)) - int(self.subnet.network_address)
+        if not 0 <= offset < self.subnet.num_addresses or offset % 4 != 2:
+            raise NetworkError(f"{sandbox_ip} is not a sandbox address of {self.subnet}")
+        return offset // 4
+
+    async def set_policy(self, sandbox_ip: str, policy: EgressPolicy) -> None:
+        """Replace the egress policy of the sandbox at ``sandbox_ip`` (atomically in nft).
+
+        Applies to packets of connections already open too (the chain is consulted per
+        packet), so tightening a policy cuts existing flows."""
+        idx = self.index_of(sandbox_ip)
+        s = self.slot(idx)
+        old = self._dns_filters.pop(idx, None)
+        if old is not None:
+            old.close()
+        cmd = policy_commands(self.table, idx, s.veth, policy)
+        if not policy.domains and idx in self._policies and self._policies[idx].domains:
+            cmd += f'delete element inet {self.table} dns_ifs {{ "{s.veth}" }}\n'
+        self._nft_cmd(cmd)
+        if policy.is_open:
+            self._policies.pop(idx, None)
+        else:
+            self._policies[idx] = policy
+        if policy.domains:
+            flt = DnsFilter(s.host_ip, s.sandbox_ip, policy, lambda ips, ttl: self._allow_resolved(idx, ips, ttl))
+            try:
+                await flt.start()
+            except OSError as exc:
+                raise NetworkError(f"cannot start the DNS filter on {s.host_ip}:{DNS_PORT}: {exc}") from exc
+            self._dns_filters[idx] = flt
+
+    async def clear_policy(self, sandbox_ip: str) -> None:
+        """Back to open egress (used when a sandbox goes away, so its slot is clean)."""
+        idx = self.index_of(sandbox_ip)
+        if idx in self._policies or idx in self._dns_filters:
+            await self.set_policy(sandbox_ip, EgressPolicy())
+
+    def _allow_resolved(self, idx: int, ips: list[str], ttl: int) -> None:
+        if idx not in self._policies:
+            return
+        elements = ", ".join(f"{ip} timeout {ttl}s" for ip in ips)
+        self._nft_cmd(f"add element inet {self.table} {chain_name(idx)}n {{ {elements} }}\n")
 
     def table_exists(self) -> bool:
         try:

@@ -22,6 +22,7 @@ from . import cgroups, overlay
 from .usage import Usage, read_usage
 from .base import SandboxHandle, SandboxRuntimeError, SandboxSpec, validate_sandbox_id
 from .bundle import oci_config
+from .checkpoint import CheckpointMixin, check_criu, run_with_stdio
 from .network import Network, NetSlot, host_nameservers, release_netns
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def _has_cap(bit: int) -> bool:
     return False
 
 
-class RuncRuntime:
+class RuncRuntime(CheckpointMixin):
     """Sandboxes as runc containers with overlay rootfs, pooled netns and v1 cgroups."""
 
     name = "runc"
@@ -45,12 +46,15 @@ class RuncRuntime:
                  runc: str = RUNC, subnet: str = "10.213.0.0/16", pool_size: int = 4,
                  no_new_privileges: bool = False, nameservers: list[str] | None = None,
                  oom_score_adj: int = -900, net_prefix: str = "sl",
-                 nft_table: str = "sandlot", cgroup_parent: str | None = None) -> None:
+                 nft_table: str = "sandlot", cgroup_parent: str | None = None,
+                 criu: str = "/usr/local/sbin/criu") -> None:
         self.data_dir = Path(data_dir)
         self.sandboxes_dir = self.data_dir / "sandboxes"
         self.state_dir = Path(state_dir)
         self.runc_root = self.state_dir / "runc"
         self.runc = runc
+        self.criu = criu
+        self.criu_error: str | None = None   # set at start() when CRIU is missing/broken
         self.no_new_privileges = no_new_privileges
         # one cgroup parent per instance (default: the nft table name, i.e. the instance)
         self.cgroup_parent = cgroup_parent or nft_table
@@ -84,6 +88,11 @@ class RuncRuntime:
         """Prepare the host: dirs, ip_forward, nft table, stale state cleanup, netns pool."""
         self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
         self.runc_root.mkdir(parents=True, exist_ok=True)
+        try:
+            log.info("CRIU %s at %s passes `criu check`", await check_criu(self.criu), self.criu)
+        except SandboxRuntimeError as e:
+            self.criu_error = str(e)
+            log.error("pause/resume, snapshots and fork are unavailable: %s", e)
         await self.cleanup_stale()
         await self.network.start()
 
@@ -110,11 +119,11 @@ class RuncRuntime:
         except FileNotFoundError:
             dirs = []
         for sid in dirs:
-            if sid not in live and not self._state_file(sid).exists():
+            if sid not in live and not self._state_file(sid).exists() and not self.is_paused(sid):
                 await self.kill(sid)
                 cleaned.append(sid)
         used = set()
-        for sid in live:
+        for sid in live | set(self.paused_ids()):   # paused sandboxes keep their netns
             info = self._read_runtime_json(sid)
             if info:
                 used.add(info["netns"])
@@ -205,13 +214,12 @@ class RuncRuntime:
                              cgroups_path=cgroups.cgroups_path(sid, self.cgroup_parent),
                              no_new_privileges=self.no_new_privileges,
                              oom_score_adj=self.oom_score_adj, nofile=self.nofile)
+            cfg.setdefault("annotations", {})["org.criu.config"] = str(self._criu_conf())
             (sdir / "config.json").write_text(json.dumps(cfg))
-            logf = open(sdir / "envd.log", "ab")
-            try:
-                rc, _ = await self._runc("create", "--bundle", str(sdir), "--pid-file",
-                                         str(sdir / "init.pid"), sid, stdout=logf, check=False)
-            finally:
-                logf.close()
+            # stdio are pipes (drained into envd.log) so CRIU can checkpoint the init
+            rc, _ = await run_with_stdio([self.runc, "--root", str(self.runc_root), "create", "--bundle",
+                                          str(sdir), "--pid-file", str(sdir / "init.pid"), sid],
+                                         sdir / "envd.log")
             if rc != 0:
                 raise SandboxRuntimeError(f"runc create failed (rc={rc}): {self._log_tail(sid)}")
             t["runc_create"] = time.perf_counter()
@@ -235,6 +243,20 @@ class RuncRuntime:
     async def kill(self, sandbox_id: str) -> None:
         """Idempotent: container, cgroups, overlay mount, netns and sandbox dir all go."""
         validate_sandbox_id(sandbox_id)
+        await self._teardown(sandbox_id, None)
+
+    async def kill_keeping_upper(self, sandbox_id: str, dest: Path) -> None:
+        """Kill the sandbox but first move its overlay upper dir to ``dest`` (same
+        filesystem): template builds keep each step's changes as a layer."""
+        validate_sandbox_id(sandbox_id)
+        state = self._read_state(sandbox_id) or {}
+        await self._runc("kill", sandbox_id, "KILL", check=False)
+        if state.get("init_process_pid"):
+            await self._wait_exit(int(state["init_process_pid"]), state.get("init_process_start"))
+        sdir = self.sandbox_dir(sandbox_id)
+        for mp in sorted(overlay.mounts_under(sdir), key=len, reverse=True):
+            overlay.umount(mp)
+        os.rename(sdir / "upper", dest)
         await self._teardown(sandbox_id, None)
 
     async def _teardown(self, sid: str, slot: NetSlot | None) -> None:

@@ -110,6 +110,38 @@ class Build(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # --- template builds (migration 0003) ---
+    env_vars: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    """ENV of the finished template, given to sandboxes created from it."""
+    default_user: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    default_workdir: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    """Tags requested for this build; they point at it once it is ready."""
+    reason_step: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class BuildLogEntry(Base):
+    """One line of a build's log, numbered so pollers can resume at an offset."""
+
+    __tablename__ = "build_log_entries"
+
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    level: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(Text)
+    step: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class TemplateTag(Base):
+    """``name:tag`` → build; the same tag moves to the newest build that asked for it."""
+
+    __tablename__ = "template_tags"
+
+    template_id: Mapped[str] = mapped_column(ForeignKey("templates.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(128), primary_key=True)
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Sandbox(Base):
@@ -135,3 +167,94 @@ class Sandbox(Base):
     allow_internet_access: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     network: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # --- pause/resume (migration 0002) ---
+    auto_resume: Mapped[bool] = mapped_column(Boolean, default=False)
+    pause_memory: Mapped[bool] = mapped_column(Boolean, default=True)
+    """Pause mode at timeout (and default of ``POST /pause``): ``False`` = filesystem only."""
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Snapshot(Base):
+    """A saved sandbox (disk copy + optional CRIU memory image) that new sandboxes start from."""
+
+    __tablename__ = "snapshots"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+    source_sandbox_id: Mapped[str] = mapped_column(String(64), index=True)
+    template_id: Mapped[str] = mapped_column(String(64))
+    build_id: Mapped[str] = mapped_column(String(64))
+    alias: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    cpu_count: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    disk_mb: Mapped[int] = mapped_column(Integer)
+    envd_version: Mapped[str] = mapped_column(String(32))
+    envd_access_token: Mapped[str] = mapped_column(String(128))
+    """The token baked into the image's envd memory; clones rotate it through envd ``/init``."""
+    env_vars: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    memory: Mapped[bool] = mapped_column(Boolean, default=True)
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- Prime Intellect façade (migration 0005) -------------------------------------------------
+
+
+class PrimeSandbox(Base):
+    """Prime-only facts of a sandbox made through ``/api/v1/sandbox``.
+
+    Outlives the ``sandboxes`` row (which is deleted on kill) so Prime clients
+    can still read ``TERMINATED``/``TIMEOUT``/``ERROR`` after the sandbox is gone.
+    """
+
+    __tablename__ = "prime_sandboxes"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """Same id as the ``sandboxes`` row: one sandbox, two façades."""
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    docker_image: Mapped[str] = mapped_column(Text)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """cpuCores, memoryGB, diskSizeGB, startCommand, environmentVars, network lists, region."""
+    labels: Mapped[list[str]] = mapped_column(JSON, default=list)
+    timeout_minutes: Mapped[int] = mapped_column(Integer)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    """Last status written by the façade: PENDING, RUNNING, ERROR or TERMINATED."""
+    error_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    pending_image_build_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    terminated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class PrimeImageBuild(Base):
+    """One Prime image build group (a single ``VM_SANDBOX`` artifact) and the image it made."""
+
+    __tablename__ = "prime_image_builds"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    artifact_id: Mapped[str] = mapped_column(String(64))
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    image_name: Mapped[str] = mapped_column(String(255))
+    image_tag: Mapped[str] = mapped_column(String(128))
+    full_image_path: Mapped[str] = mapped_column(String(512), index=True)
+    dockerfile_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    source_image: Mapped[str | None] = mapped_column(Text, nullable=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    visibility: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    template_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    sandlot_build_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The template build that holds this image's layers (tags move; this does not)."""
+    image_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """startCommand (from CMD/ENTRYPOINT), user and workdir for sandboxes of this image."""
+    size_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -11,13 +11,15 @@ from sqlalchemy.orm import Session
 
 from sandlot.store.models import Sandbox
 
-LIVE_STATES = ("creating", "running", "paused")
+LIVE_STATES = ("creating", "running", "paused", "pausing", "resuming")
+VISIBLE_STATES = ("running", "paused", "pausing", "resuming")
+"""States the API shows: ``pausing`` counts as paused, ``resuming`` as running."""
 
 
 def get_for_team(session: Session, team_id: str, sandbox_id: str) -> Sandbox | None:
     """The team's sandbox or ``None`` — another team's sandbox is indistinguishable from a missing one."""
     row = session.get(Sandbox, sandbox_id)
-    if row is None or row.team_id != team_id or row.state not in ("running", "paused"):
+    if row is None or row.team_id != team_id or row.state not in VISIBLE_STATES:
         return None
     return row
 
@@ -66,6 +68,8 @@ def page(
     template_ids: list[str] | None = None,
 ) -> tuple[list[Sandbox], PageCursor | None]:
     """One page of the team's sandboxes plus the cursor of the next page (``None`` on the last)."""
+    # transitional states show as their API state: pausing = paused, resuming = running
+    states = list(states) + [{"paused": "pausing", "running": "resuming"}[s] for s in states if s in ("paused", "running")]
     stmt = select(Sandbox).where(Sandbox.team_id == team_id, Sandbox.state.in_(states))
     if started_after is not None:
         stmt = stmt.where(Sandbox.started_at >= started_after)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from sandlot import ids
-from sandlot.store.models import Build, Template, TemplateAlias
+from sandlot.store.models import Build, BuildLogEntry, Sandbox, Template, TemplateAlias, TemplateTag
 
 
 def resolve(session: Session, team_id: str, name_or_id: str) -> Template | None:
@@ -104,3 +104,167 @@ def mark_spawned(session: Session, template_id: str) -> None:
     if template is not None:
         template.spawn_count += 1
         template.last_spawned_at = datetime.now(timezone.utc)
+
+
+# --- builds of custom templates ------------------------------------------------------------
+
+DEFAULT_TAG = "default"
+
+
+class NameTaken(Exception):
+    """The name belongs to a template of another team (aliases are server-wide)."""
+
+
+def split_tag(name: str) -> tuple[str, str | None]:
+    base, _, tag = name.partition(":")
+    return base, (tag or None)
+
+
+def resolve_build(session: Session, team_id: str, name_or_id: str) -> tuple[Template, Build] | None:
+    """The build ``name[:tag]`` designates: the tagged one, else the newest ready build."""
+    template = resolve(session, team_id, name_or_id)
+    if template is None:
+        return None
+    _, tag = split_tag(name_or_id)
+    if tag is None:
+        build = latest_ready_build(session, template.id)
+    else:
+        row = session.get(TemplateTag, (template.id, tag))
+        build = session.get(Build, row.build_id) if row else None
+    return (template, build) if build is not None else None
+
+
+def request_build(
+    session: Session, *, team_id: str, name: str, tags: list[str], cpu_count: int, memory_mb: int, disk_mb: int,
+    envd_version: str,
+) -> tuple[Template, Build]:
+    """Template (created on first use of the name) plus a new ``waiting`` build."""
+    now = datetime.now(timezone.utc)
+    existing = session.get(TemplateAlias, name)
+    template = session.get(Template, existing.template_id) if existing else None
+    if template is not None and template.team_id != team_id:
+        raise NameTaken(name)
+    if template is None:
+        template = Template(
+            id=ids.new_template_id(), team_id=team_id, public=False, cpu_count=cpu_count, memory_mb=memory_mb,
+            disk_mb=disk_mb, envd_version=envd_version, created_at=now, updated_at=now,
+        )
+        session.add(template)
+        session.flush()
+        session.add(TemplateAlias(alias=name, template_id=template.id))
+    build = Build(
+        id=ids.new_build_id(), template_id=template.id, status="waiting", cpu_count=cpu_count, memory_mb=memory_mb,
+        disk_mb=disk_mb, envd_version=envd_version, layers=[], tags=tags, created_at=now, updated_at=now,
+    )
+    session.add(build)
+    template.updated_at = now
+    session.flush()
+    return template, build
+
+
+def get_build(session: Session, template_id: str, build_id: str) -> Build | None:
+    build = session.get(Build, build_id)
+    return build if build is not None and build.template_id == template_id else None
+
+
+def finish_build(session: Session, build: Build) -> None:
+    """Mark ``build`` ready and point its tags (``default`` when none) at it."""
+    now = datetime.now(timezone.utc)
+    build.status = "ready"
+    build.finished_at = now
+    build.updated_at = now
+    template = session.get(Template, build.template_id)
+    if template is not None:
+        template.cpu_count, template.memory_mb, template.disk_mb = build.cpu_count, build.memory_mb, build.disk_mb
+        template.envd_version = build.envd_version
+        template.updated_at = now
+    for tag in build.tags or [DEFAULT_TAG]:
+        _set_tag(session, build.template_id, tag, build.id)
+
+
+def _set_tag(session: Session, template_id: str, tag: str, build_id: str) -> None:
+    row = session.get(TemplateTag, (template_id, tag))
+    if row is None:
+        session.add(TemplateTag(template_id=template_id, tag=tag, build_id=build_id))
+    else:
+        row.build_id = build_id
+        row.created_at = datetime.now(timezone.utc)
+
+
+def fail_build(session: Session, build: Build, message: str, step: str | None) -> None:
+    now = datetime.now(timezone.utc)
+    build.status = "error"
+    build.reason = message
+    build.reason_step = step
+    build.layers = []
+    build.finished_at = now
+    build.updated_at = now
+
+
+def unfinished_builds(session: Session) -> list[Build]:
+    return list(session.scalars(select(Build).where(Build.status.in_(("waiting", "building")))))
+
+
+def append_logs(session: Session, build_id: str, entries: list[tuple[datetime, str, str, str | None]]) -> None:
+    """Append ``(timestamp, level, message, step)`` lines after the last stored one."""
+    last = session.scalar(select(func.max(BuildLogEntry.seq)).where(BuildLogEntry.build_id == build_id))
+    seq = -1 if last is None else last
+    for ts, level, message, step in entries:
+        seq += 1
+        session.add(BuildLogEntry(build_id=build_id, seq=seq, timestamp=ts, level=level, message=message, step=step))
+
+
+LEVELS = ("debug", "info", "warn", "error")
+
+
+def read_logs(
+    session: Session, build_id: str, *, offset: int = 0, limit: int = 100, level: str | None = None,
+    cursor_ms: int | None = None, backward: bool = False,
+) -> list[BuildLogEntry]:
+    """Log lines from ``offset`` (index among lines at or above ``level``), at most ``limit``."""
+    stmt = select(BuildLogEntry).where(BuildLogEntry.build_id == build_id)
+    if level in LEVELS:
+        stmt = stmt.where(BuildLogEntry.level.in_(LEVELS[LEVELS.index(level):]))
+    if cursor_ms is not None:
+        at = datetime.fromtimestamp(cursor_ms / 1000, timezone.utc)
+        stmt = stmt.where(BuildLogEntry.timestamp <= at if backward else BuildLogEntry.timestamp >= at)
+    order = BuildLogEntry.seq.desc() if backward else BuildLogEntry.seq
+    return list(session.scalars(stmt.order_by(order).offset(offset).limit(limit)))
+
+
+# --- tags and management --------------------------------------------------------------------
+
+def tags(session: Session, template_id: str) -> list[TemplateTag]:
+    stmt = select(TemplateTag).where(TemplateTag.template_id == template_id).order_by(TemplateTag.tag)
+    return list(session.scalars(stmt))
+
+
+def build_tags(session: Session, build_id: str) -> list[str]:
+    return list(session.scalars(select(TemplateTag.tag).where(TemplateTag.build_id == build_id).order_by(TemplateTag.tag)))
+
+
+def assign_tags(session: Session, template: Template, build: Build, new_tags: list[str]) -> None:
+    for tag in new_tags:
+        _set_tag(session, template.id, tag, build.id)
+
+
+def remove_tags(session: Session, template_id: str, names: list[str]) -> list[str]:
+    """Delete the tags; returns those that did not exist."""
+    missing = []
+    for tag in names:
+        row = session.get(TemplateTag, (template_id, tag))
+        if row is None:
+            missing.append(tag)
+        else:
+            session.delete(row)
+    return missing
+
+
+def live_sandboxes(session: Session, template_id: str) -> int:
+    return session.scalar(select(func.count()).select_from(Sandbox).where(Sandbox.template_id == template_id)) or 0
+
+
+def delete_template(session: Session, template: Template) -> None:
+    for alias in session.scalars(select(TemplateAlias).where(TemplateAlias.template_id == template.id)):
+        session.delete(alias)
+    session.delete(template)

@@ -63,5 +63,10 @@ def test_unknown_sandbox(server: Server) -> None:
 
 def test_unsupported_features_fail_loudly(server: Server) -> None:
     with _api(server) as api:
-        _assert_error(api.post("/v2/sandboxes", json={"templateID": "base", "autoPause": True}), 400)
-        _assert_error(api.post("/v2/sandboxes", json={"templateID": "base", "allow_internet_access": False}), 400)
+        # autoPause is supported (issue 4); autoResume without it is not
+        _assert_error(api.post("/v2/sandboxes", json={"templateID": "base", "autoResume": {"enabled": True}}), 400)
+        # egress policies are supported (issue 5); an egress proxy and request transforms are not
+        egress_proxy = {"egressProxy": {"address": "127.0.0.1:1080"}}
+        _assert_error(api.post("/v2/sandboxes", json={"templateID": "base", "network": egress_proxy}), 400)
+        domain_without_deny_all = {"allowOut": ["pypi.org"]}
+        _assert_error(api.post("/v2/sandboxes", json={"templateID": "base", "network": domain_without_deny_all}), 400)

@@ -1,0 +1,127 @@
+"""A throw-away sandbox that runs one build step on a stack of layers.
+
+It is a real sandbox (runc container, own netns with NAT, envd as pid 1) that is
+never registered in the store; after the step its overlay upper dir is taken as
+the step's layer, or simply discarded. Build sandbox ids start with ``b`` so a
+crashed build's container is recognised and removed as an orphan at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from sandlot.orchestrator.envd_client import wait_healthy
+from sandlot.runtime.base import BindMount, Runtime, SandboxSpec
+from sandlot.settings import Settings
+from sandlot.templates import envd_exec
+from sandlot.templates.steps import BuildConfig
+
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def new_build_sandbox_id() -> str:
+    return "b" + "".join(secrets.choice(_ALPHABET) for _ in range(20))
+
+
+def has_bash(layers: list[Path]) -> bool:
+    """Whether the merged rootfs has bash (checked on the host, topmost layer first).
+
+    Only real directories are walked, never the image's symlinks: an absolute link
+    would point into the host."""
+    for rel in ("usr/bin/bash", "bin/bash"):
+        for layer in layers:
+            parent = layer / rel.rsplit("/", 1)[0]
+            if parent.is_symlink() or not parent.is_dir():
+                continue
+            try:
+                mode = os.lstat(layer / rel).st_mode
+            except OSError:
+                continue
+            if stat.S_ISCHR(mode):  # an overlay whiteout: deleted in this layer
+                break
+            return True
+    return False
+
+
+@dataclass
+class BuildSandbox:
+    sandbox_id: str
+    target: envd_exec.Target
+    config: BuildConfig
+    bash: bool
+    http: httpx.AsyncClient
+    timeout_s: float
+
+    async def run(self, command: str, on_output: envd_exec.OutputSink, *, user: str | None = None,
+                  cwd: str | None = None, env: dict[str, str] | None = None, timeout_s: float | None = None) -> int:
+        return await envd_exec.run(
+            self.http, self.target, command, user=user or self.config.user, cwd=cwd or self.config.workdir,
+            envs=env if env is not None else self.config.env, bash=self.bash, on_output=on_output,
+            timeout_s=timeout_s or self.timeout_s,
+        )
+
+    async def spawn(self, command: str) -> int:
+        return await envd_exec.spawn(
+            self.http, self.target, command, user=self.config.user, cwd=self.config.workdir,
+            envs=self.config.env, bash=self.bash,
+        )
+
+
+class BuildSandboxes:
+    """Opens build sandboxes on the server's runtime."""
+
+    def __init__(self, settings: Settings, runtime: Runtime, envd_launch, http: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.envd_launch = envd_launch
+        self.http = http
+
+    def _spec(self, sandbox_id: str, layers: list[Path], config: BuildConfig, token: str, cpu_count: int,
+              memory_mb: int, mounts: list[BindMount]) -> SandboxSpec:
+        argv, env = self.envd_launch(self.settings.envd_port)
+        env = dict(env)
+        env["SANDLOT_ENVD_INIT"] = json.dumps(
+            {"envVars": config.env, "accessToken": token, "defaultUser": "root", "defaultWorkdir": "/"}
+        )
+        env["SANDLOT_ENVD_PORT"] = str(self.settings.envd_port)
+        all_mounts = [BindMount(self.settings.envd_runtime_dir, "/.sandlot", read_only=True)]
+        if self.settings.trust_host_ca and self.settings.host_ca_bundle.exists():
+            all_mounts.append(BindMount(self.settings.host_ca_bundle, "/etc/ssl/certs/ca-certificates.crt", read_only=True))
+        return SandboxSpec(
+            sandbox_id=sandbox_id, layers=layers, cpu_count=cpu_count,
+            memory_mb=max(memory_mb, self.settings.build_min_memory_mb), pids_limit=self.settings.pids_limit,
+            args=argv, env=env, mounts=all_mounts + mounts, hostname="e2b",
+        )
+
+    @asynccontextmanager
+    async def open(self, layers: list[Path], config: BuildConfig, *, cpu_count: int, memory_mb: int,
+                   keep_upper: Path | None = None, mounts: list[BindMount] | None = None) -> AsyncIterator[BuildSandbox]:
+        """Yield a running build sandbox; afterwards its upper dir goes to ``keep_upper``
+        (only if the body succeeded) and the sandbox is always removed."""
+        sandbox_id = new_build_sandbox_id()
+        token = secrets.token_hex(16)
+        spec = self._spec(sandbox_id, layers, config, token, cpu_count, memory_mb, mounts or [])
+        handle = await self.runtime.create(spec)
+        ok = False
+        try:
+            await wait_healthy(self.http, handle.ip, self.settings.envd_port, self.settings.envd_start_timeout_s)
+            yield BuildSandbox(sandbox_id, envd_exec.Target(handle.ip, self.settings.envd_port, token), config,
+                               has_bash(layers), self.http, self.settings.build_step_timeout_s)
+            ok = True
+        finally:
+            keep = getattr(self.runtime, "kill_keeping_upper", None)
+            if ok and keep_upper is not None and keep is not None:
+                await keep(sandbox_id, keep_upper)
+            else:
+                await self.runtime.kill(sandbox_id)
+            if ok and keep_upper is not None and keep is None:
+                raise RuntimeError(f"the {getattr(self.runtime, 'name', '?')} runtime cannot capture layers")

@@ -1,0 +1,155 @@
+"""``sandlot template build|list|delete|tag``: the same REST API the SDK uses, with live logs.
+
+Builds go through the unmodified ``e2b`` SDK (``Template.build``), so a directory with a
+Dockerfile (parsed client-side by the SDK into steps) or a Python file defining
+``template = Template()...`` builds exactly like it would for an SDK user.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sandlot.settings import Settings
+
+template_app = typer.Typer(help="Build and manage templates (talks to a running server).", no_args_is_help=True)
+console = Console(stderr=True)
+
+ApiUrl = Annotated[Optional[str], typer.Option("--api-url", envvar="E2B_API_URL", help="Server URL (default: local server)")]
+ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="E2B_API_KEY", help="API key (default: the key file)")]
+
+
+def _connection(api_url: str | None, api_key: str | None) -> tuple[str, str]:
+    settings = Settings()
+    url = api_url or f"http://{settings.host}:{settings.port}"
+    key = api_key
+    if key is None and settings.api_key_file.exists():
+        key = settings.api_key_file.read_text().strip()
+    if not key:
+        console.print("[red]No API key: pass --api-key or set E2B_API_KEY[/red]")
+        raise typer.Exit(2)
+    os.environ.update({"E2B_API_URL": url, "E2B_API_KEY": key})
+    os.environ.setdefault("E2B_SANDBOX_URL", url)
+    return url, key
+
+
+def _load(source: Path):
+    """A Template from a Dockerfile directory/file or from a Python file's ``template``."""
+    from e2b import Template
+
+    if source.is_dir():
+        dockerfile = source / "Dockerfile"
+        if not dockerfile.exists():
+            console.print(f"[red]{source} has no Dockerfile[/red]")
+            raise typer.Exit(2)
+        return Template(file_context_path=str(source)).from_dockerfile(str(dockerfile))
+    if source.suffix == ".py":
+        spec = importlib.util.spec_from_file_location("sandlot_user_template", source)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        template = getattr(module, "template", None)
+        if template is None:
+            console.print(f"[red]{source} defines no `template` variable[/red]")
+            raise typer.Exit(2)
+        return template
+    return Template(file_context_path=str(source.parent)).from_dockerfile(str(source))
+
+
+def _api(url: str, key: str) -> httpx.Client:
+    return httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60)
+
+
+def _check(response: httpx.Response) -> httpx.Response:
+    if response.status_code >= 300:
+        try:
+            message = response.json().get("message", response.text)
+        except ValueError:
+            message = response.text
+        console.print(f"[red]{response.status_code}: {message}[/red]")
+        raise typer.Exit(1)
+    return response
+
+
+@template_app.command("build")
+def build(
+    source: Annotated[Path, typer.Argument(help="Directory with a Dockerfile, a Dockerfile, or a Python file")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Template name, optionally name:tag")],
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", "-t", help="Extra tag (repeatable)")] = None,
+    cpu: Annotated[Optional[int], typer.Option(help="vCPUs of sandboxes from this template")] = None,
+    memory_mb: Annotated[Optional[int], typer.Option(help="Memory (MiB) of sandboxes from this template")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every step")] = False,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Build a template, streaming its build log."""
+    from e2b import Template
+    from e2b.exceptions import BuildException
+
+    _connection(api_url, api_key)
+    template = _load(source)
+    with console.status(f"Building {name}…") as status:
+        def on_log(entry) -> None:
+            style = {"error": "red", "warn": "yellow", "debug": "dim"}.get(entry.level, "")
+            console.print(f"[{style}]{entry.message}[/{style}]" if style else entry.message, highlight=False, markup=bool(style))
+            status.update(f"Building {name}… {entry.message[:60]}")
+
+        try:
+            info = Template.build(template, name, tags=tag or None, cpu_count=cpu, memory_mb=memory_mb,
+                                  skip_cache=no_cache, on_build_logs=on_log)
+        except BuildException as exc:
+            console.print(f"[red]Build failed: {exc}[/red]")
+            raise typer.Exit(1) from None
+    console.print(f"[green]Built {name}[/green] (template {info.template_id}, build {info.build_id})")
+
+
+@template_app.command("list")
+def list_templates(api_url: ApiUrl = None, api_key: ApiKey = None) -> None:
+    """Your team's templates and the public ones."""
+    url, key = _connection(api_url, api_key)
+    with _api(url, key) as api:
+        rows = _check(api.get("/templates")).json()
+    table = Table("name", "template id", "status", "public", "cpu", "memory", "builds", "spawns")
+    for row in rows:
+        table.add_row(", ".join(row["names"]) or "-", row["templateID"], row["buildStatus"], str(row["public"]).lower(),
+                      str(row["cpuCount"]), f"{row['memoryMB']} MiB", str(row["buildCount"]), str(row["spawnCount"]))
+    out = Console()
+    if not out.is_terminal:  # pipes and tests: never wrap names
+        out = Console(width=220)
+    out.print(table)
+
+
+@template_app.command("delete")
+def delete(name: Annotated[str, typer.Argument(help="Template name or id")], api_url: ApiUrl = None,
+           api_key: ApiKey = None) -> None:
+    """Delete a template (refused while sandboxes use it)."""
+    url, key = _connection(api_url, api_key)
+    with _api(url, key) as api:
+        _check(api.delete(f"/templates/{name}"))
+    console.print(f"Deleted {name}")
+
+
+@template_app.command("tag")
+def tag(
+    target: Annotated[str, typer.Argument(help="name:tag or name:buildID the tags should point at")],
+    tags: Annotated[list[str], typer.Argument(help="Tags to assign")],
+    remove: Annotated[bool, typer.Option("--remove", help="Remove the tags from TARGET (a name) instead")] = False,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Point tags at a build (or remove them)."""
+    url, key = _connection(api_url, api_key)
+    with _api(url, key) as api:
+        if remove:
+            _check(api.request("DELETE", "/templates/tags", json={"name": target, "tags": tags}))
+            console.print(f"Removed {', '.join(tags)} from {target}")
+        else:
+            build_id = _check(api.post("/templates/tags", json={"target": target, "tags": tags})).json()["buildID"]
+            console.print(f"{', '.join(tags)} → build {build_id}")

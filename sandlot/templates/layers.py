@@ -1,0 +1,118 @@
+"""Content-keyed cache of build layers: ``<templates>/layers/<key>/{fs/, meta.json}``.
+
+A layer is an overlayfs upper dir captured after one build step, kept as-is
+(whiteouts = 0:0 char devices, ``trusted.overlay.opaque`` xattrs) because it is
+used again as a lower layer. Layers are immutable once committed: a forced
+rebuild makes a new key instead of overwriting, so running sandboxes never see
+their lower layers change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+KEY_CHARS = 40
+"""Key prefix used in paths: short paths let more layers fit in one overlay mount."""
+
+RUNTIME_ARTIFACTS = ("etc/resolv.conf", "etc/hosts", "etc/hostname")
+"""Written by the runtime into every sandbox's upper dir; sandboxes get fresh ones anyway."""
+MOUNTPOINTS = (".sandlot", ".sandlot-context")
+
+
+@dataclass(frozen=True)
+class Layer:
+    key: str
+    fs: Path | None
+    """``None`` when the step changed no file (ENV, or a RUN without effects)."""
+
+
+class LayerStore:
+    def __init__(self, root: Path, instance: str) -> None:
+        self.root = root
+        self.staging_root = root / ".staging" / instance
+
+    def start(self) -> None:
+        """Drop staging dirs a crashed build of this instance left behind."""
+        shutil.rmtree(self.staging_root, ignore_errors=True)
+        self.staging_root.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, key: str) -> Path:
+        return self.root / key[:KEY_CHARS]
+
+    def lookup(self, key: str) -> Layer | None:
+        meta_file = self._dir(key) / "meta.json"
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if meta.get("key") != key:
+            return None
+        fs = self._dir(key) / "fs"
+        return Layer(key, fs if meta.get("hasFiles") else None)
+
+    def staging(self) -> Path:
+        """A fresh path (not created) on the layers' filesystem to move an upper dir to."""
+        self.staging_root.mkdir(parents=True, exist_ok=True)
+        return self.staging_root / uuid.uuid4().hex
+
+    def commit(self, key: str, upper: Path | None, meta: dict) -> Layer:
+        """Store ``upper`` (cleaned of runtime artifacts) as the layer for ``key``."""
+        existing = self.lookup(key)
+        if existing is not None:  # a concurrent identical build won the race
+            if upper is not None:
+                shutil.rmtree(upper, ignore_errors=True)
+            return existing
+        has_files = upper is not None and _clean(upper)
+        tmp = self.staging()
+        tmp.mkdir()
+        if has_files:
+            assert upper is not None
+            os.rename(upper, tmp / "fs")
+        elif upper is not None:
+            shutil.rmtree(upper, ignore_errors=True)
+        (tmp / "meta.json").write_text(json.dumps({**meta, "key": key, "hasFiles": has_files, "createdAt": time.time()}))
+        try:
+            os.rename(tmp, self._dir(key))
+        except OSError:  # lost a race: keep the winner's layer
+            shutil.rmtree(tmp, ignore_errors=True)
+        layer = self.lookup(key)
+        if layer is None:
+            raise RuntimeError(f"layer {key[:12]} could not be stored")
+        return layer
+
+
+def _clean(upper: Path) -> bool:
+    """Remove what the runtime (not the step) put in the upper dir; True if anything is left."""
+    for rel in RUNTIME_ARTIFACTS:
+        path = upper / rel
+        if path.is_symlink() or path.exists() or _is_whiteout(path):
+            path.unlink()
+    ca = upper / "etc/ssl/certs/ca-certificates.crt"
+    if ca.is_file() and not ca.is_symlink() and ca.stat().st_size == 0:  # bind-mount target made by runc
+        ca.unlink()
+        for parent in (ca.parent, ca.parent.parent):
+            _rmdir_if_empty(parent)
+    for name in (*MOUNTPOINTS, "etc"):
+        _rmdir_if_empty(upper / name)
+    return any(upper.iterdir())
+
+
+def _is_whiteout(path: Path) -> bool:
+    try:
+        return os.lstat(path).st_rdev == 0 and (os.lstat(path).st_mode & 0o170000) == 0o020000
+    except OSError:
+        return False
+
+
+def _rmdir_if_empty(path: Path) -> None:
+    try:
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            path.rmdir()
+    except OSError:
+        pass

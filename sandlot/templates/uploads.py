@@ -1,0 +1,111 @@
+"""COPY sources: content-addressed archives uploaded by the SDK through expiring URLs.
+
+The SDK PUTs the tar(.gz) of a COPY step's files *without* the API key, so the
+upload URL carries its own HMAC token (team, template, hash, expiry). Archives
+are stored per team under ``<templates>/files/<team>/<filesHash>.tar``.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import hmac
+import os
+import secrets
+import tarfile
+import time
+from pathlib import Path
+
+TOKEN_TTL_S = 3600
+
+
+class UploadError(Exception):
+    pass
+
+
+class UploadStore:
+    def __init__(self, root: Path, secret: bytes | None = None) -> None:
+        self.root = root
+        self._secret = secret or secrets.token_bytes(32)
+        """Per process: a restart only invalidates upload links that were not used yet."""
+
+    def path(self, team_id: str, files_hash: str) -> Path:
+        return self.root / team_id / f"{files_hash}.tar"
+
+    def present(self, team_id: str, files_hash: str) -> bool:
+        return self.path(team_id, files_hash).is_file()
+
+    def token(self, team_id: str, template_id: str, files_hash: str, now: float | None = None) -> str:
+        expires = int((now or time.time()) + TOKEN_TTL_S)
+        return f"{expires}.{self._mac(team_id, template_id, files_hash, expires)}.{team_id}"
+
+    def _mac(self, team_id: str, template_id: str, files_hash: str, expires: int) -> str:
+        msg = f"{team_id}\n{template_id}\n{files_hash}\n{expires}".encode()
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()
+
+    def check(self, token: str, template_id: str, files_hash: str) -> str:
+        """The team the token was issued to; ``UploadError`` if forged or expired."""
+        try:
+            expires_s, mac, team_id = token.split(".", 2)
+            expires = int(expires_s)
+        except ValueError:
+            raise UploadError("malformed upload token") from None
+        if not hmac.compare_digest(mac, self._mac(team_id, template_id, files_hash, expires)):
+            raise UploadError("invalid upload token")
+        if expires < time.time():
+            raise UploadError("upload link expired")
+        return team_id
+
+    async def receive(self, team_id: str, files_hash: str, chunks) -> int:
+        """Stream an upload to disk; it only becomes visible once it is a readable tar."""
+        final = self.path(team_id, files_hash)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{files_hash}.{secrets.token_hex(4)}.part")
+        size = 0
+        try:
+            with open(tmp, "wb") as handle:
+                async for chunk in chunks:
+                    handle.write(chunk)
+                    size += len(chunk)
+            try:
+                with tarfile.open(tmp, "r:*") as archive:
+                    archive.getmembers()
+            except (tarfile.TarError, EOFError, OSError) as exc:
+                raise UploadError(f"the upload is not a tar archive: {exc}") from None
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return size
+
+
+def extract(archive: Path, dest: Path) -> None:
+    """Unpack on the host without escaping ``dest``: no absolute or ``..`` names, no
+    writing through an earlier symlink, no device nodes; symlinks themselves are kept.
+    (Debian's Python 3.11.2 has no ``extractall(filter=...)``.)"""
+    dest.mkdir(parents=True, exist_ok=True)
+    root = os.path.realpath(dest)
+    with tarfile.open(archive, "r:*") as tar:
+        for member in tar:
+            name = os.path.normpath(member.name)
+            if name.startswith("/") or name == ".." or name.startswith("../"):
+                raise UploadError(f"archive member escapes the context: {member.name}")
+            if member.isdev():
+                continue
+            parent = os.path.realpath(os.path.join(root, os.path.dirname(name)))
+            if parent != root and not parent.startswith(root + os.sep):
+                raise UploadError(f"archive member is written through a symlink: {member.name}")
+            if member.islnk():
+                target = os.path.normpath(member.linkname)
+                if target.startswith("/") or target.startswith(".."):
+                    raise UploadError(f"hard link escapes the context: {member.name}")
+            member.name = name
+            tar.extract(member, root, set_attrs=True, numeric_owner=True)
+
+
+def matches(context: Path, src: str) -> list[str]:
+    """Paths (relative to the context) a COPY source glob selects, as Docker does."""
+    pattern = src.rstrip("/") or "."
+    if pattern in (".", "./"):
+        return ["."]
+    found = glob.glob(pattern.lstrip("/"), root_dir=context, recursive=True, include_hidden=True)
+    return sorted(found)
