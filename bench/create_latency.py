@@ -32,7 +32,7 @@ def percentiles(samples: list[float]) -> str:
     )
 
 
-def run(runs: int, commands: int) -> None:
+def run(runs: int, commands: int, pause_s: float = 0.0) -> None:
     from e2b import Sandbox
 
     Sandbox.create().kill()  # warm-up: first connection, caches
@@ -46,6 +46,7 @@ def run(runs: int, commands: int) -> None:
         create_only.append((created - start) * 1000)
         create_to_echo.append((done - start) * 1000)
         sbx.kill()
+        time.sleep(pause_s)  # lets the warm pool refill, as between real agents' requests
     sbx = Sandbox.create()
     try:
         round_trips = []
@@ -64,9 +65,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--commands", type=int, default=200)
+    parser.add_argument("--pause-s", type=float, default=0.0, help="idle time between creates (not timed)")
     args = parser.parse_args()
     if os.environ.get("E2B_API_URL"):
-        run(args.runs, args.commands)
+        run(args.runs, args.commands, args.pause_s)
         return
     from sandlot import ids
     from tests.e2e.server import Server
@@ -76,7 +78,7 @@ def main() -> None:
         server.start()
         os.environ.update({"E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.url, "E2B_API_KEY": server.api_key})
         try:
-            run(args.runs, args.commands)
+            run(args.runs, args.commands, args.pause_s)
         finally:
             server.stop()
 

@@ -11,6 +11,7 @@ import structlog
 def configure(level: str = "info") -> None:
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper(), logging.INFO), format="%(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied request is noise
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     """Off by default: E2B's contract includes passwordless sudo for ``user``."""
 
     network_pool_size: int = 4
+    warm_pool_size: int = 2
+    """Sandboxes kept booted per recently used template, so create skips envd's start-up (0 = off)."""
     sandbox_subnet: str = "10.213.0.0/16"
     envd_port: int = 49983
     envd_start_timeout_s: float = 20.0

@@ -25,7 +25,8 @@ from sandlot.runtime.dns_filter import host_resolvers
 from sandlot.runtime.egress import EgressPolicy, PolicyError, parse_policy
 from sandlot.orchestrator.events import EventLog
 from sandlot.orchestrator.metrics import MetricsSampler
-from sandlot.runtime.base import BindMount, Runtime, SandboxSpec
+from sandlot.orchestrator.warm_pool import WarmPool
+from sandlot.runtime.base import BindMount, Runtime, SandboxHandle, SandboxSpec
 from sandlot.settings import Settings
 from sandlot.store import sandboxes as sandbox_store
 from sandlot.store import templates as template_store
@@ -103,6 +104,15 @@ class SandboxManager:
         self.pause_hooks: list[Callable[[str], Awaitable[None]]] = []
         """Called with a sandbox IP after it was paused (the front door drops stale keep-alives)."""
         self.metrics = MetricsSampler(runtime)
+        self.pool = WarmPool(
+            runtime,
+            self._http,
+            self._warm_spec,
+            self._warm_prepare,
+            size=settings.warm_pool_size,
+            envd_port=settings.envd_port,
+            envd_timeout_s=settings.envd_start_timeout_s,
+        )
         self.events = EventLog(settings.data_dir / "logs" / settings.instance)
 
     # --- lookups -------------------------------------------------------------------------
@@ -120,7 +130,8 @@ class SandboxManager:
     # --- create --------------------------------------------------------------------------
 
     async def create(self, request: CreateRequest) -> Sandbox:
-        sandbox_id = request.sandbox_id or ids.new_sandbox_id()
+        warm = self.pool.claim(request.build) if request.sandbox_id is None else None
+        sandbox_id = warm.sandbox_id if warm else (request.sandbox_id or ids.new_sandbox_id())
         now = datetime.now(timezone.utc)
         row = Sandbox(
             id=sandbox_id,
@@ -148,14 +159,22 @@ class SandboxManager:
             session.add(row)
         try:
             async with self._lock(sandbox_id):
-                handle = await self.runtime.create(self._spec(row, request.build))
+                if warm is not None:  # booted ahead by the warm pool: hand it its identity
+                    handle = warm
+                else:
+                    handle = await self.runtime.create(self._spec(row, request.build))
                 try:
+                    if warm is not None:
+                        await self.pool.initialize(handle, self._envd_init(row, request.build))
                     if self.settings.failpoint("create-after-runtime"):
                         raise RuntimeError("injected failure after the container was created")
                     await self.apply_network(handle.ip, request.allow_internet_access, request.network)
-                    await wait_healthy(self._http, handle.ip, self.settings.envd_port, self.settings.envd_start_timeout_s)
-                    if request.build.start_cmd or request.build.ready_cmd:  # template start command (issue 6)
-                        await self._start_command(row, request.build, handle.ip)
+                    if warm is None:
+                        await wait_healthy(
+                            self._http, handle.ip, self.settings.envd_port, self.settings.envd_start_timeout_s
+                        )
+                        if request.build.start_cmd or request.build.ready_cmd:  # template start command (issue 6)
+                            await self._start_command(row, request.build, handle.ip)
                 except BaseException:
                     await self._clear_network(handle.ip)
                     await self.runtime.kill(sandbox_id)
@@ -182,7 +201,8 @@ class SandboxManager:
             row = fresh
         self._routes[sandbox_id] = route_for(row, handle.ip)
         self.metrics.track(sandbox_id, row.cpu_count, row.disk_mb * 1024 * 1024)
-        self.events.record(sandbox_id, "sandbox created", template=request.template.id, ip=handle.ip)
+        self.events.record(sandbox_id, "sandbox created", template=request.template.id, ip=handle.ip, warm=warm is not None)
+        self.pool.want(request.build)
         log.info("sandbox created", sandbox_id=sandbox_id, template=request.template.id, ip=handle.ip)
         return row
 
@@ -205,17 +225,43 @@ class SandboxManager:
         if build.ready_cmd:
             await wait_ready(shell, build.ready_cmd, self.settings.build_ready_timeout_s)
 
+    @staticmethod
+    def _envd_init(row: Sandbox, build: Build) -> dict[str, object]:
+        """envd's ``/init`` body: a built template's ENV/USER/WORKDIR (issue 6); the create request's envs win."""
+        return {
+            "envVars": {**(build.env_vars or {}), **(row.env_vars or {})},
+            "accessToken": row.envd_access_token,
+            "defaultUser": build.default_user or DEFAULT_USER,
+            "defaultWorkdir": build.default_workdir or DEFAULT_WORKDIR,
+        }
+
+    def _warm_row(self, sandbox_id: str, build: Build) -> Sandbox:
+        """A never-stored row for a pooled sandbox: no token, no create-time env vars yet."""
+        return Sandbox(
+            id=sandbox_id, env_vars={}, envd_access_token="", cpu_count=build.cpu_count, memory_mb=build.memory_mb
+        )
+
+    def _warm_spec(self, sandbox_id: str, build: Build) -> SandboxSpec:
+        return self._spec(self._warm_row(sandbox_id, build), build)
+
+    async def _warm_prepare(self, handle: SandboxHandle, build: Build) -> None:
+        """Start command first; then touch envd's /init and process paths once, so the
+        claimed sandbox's first call doesn't pay envd's lazy first-use costs."""
+        from sandlot.templates import envd_exec
+
+        if build.start_cmd or build.ready_cmd:
+            await self._start_command(self._warm_row(handle.sandbox_id, build), build, handle.ip)
+        await self._http.post(f"http://{handle.ip}:{self.settings.envd_port}/init", json={}, timeout=10)
+        target = envd_exec.Target(handle.ip, self.settings.envd_port, "")
+        await envd_exec.run(
+            self._http, target, "true", user="root", cwd=None, envs={}, bash=False,
+            on_output=lambda _stream, _text: None, timeout_s=10,
+        )
+
     def _spec(self, row: Sandbox, build: Build) -> SandboxSpec:
         argv, env = self.envd_launch(self.settings.envd_port)
         env = dict(env)
-        env["SANDLOT_ENVD_INIT"] = json.dumps(
-            {   # a built template's ENV/USER/WORKDIR (issue 6); the create request's envs win
-                "envVars": {**(build.env_vars or {}), **(row.env_vars or {})},
-                "accessToken": row.envd_access_token,
-                "defaultUser": build.default_user or DEFAULT_USER,
-                "defaultWorkdir": build.default_workdir or DEFAULT_WORKDIR,
-            }
-        )
+        env["SANDLOT_ENVD_INIT"] = json.dumps(self._envd_init(row, build))
         env["SANDLOT_ENVD_PORT"] = str(self.settings.envd_port)
         mounts = [BindMount(self.settings.envd_runtime_dir, "/.sandlot", read_only=True)]
         if self.settings.trust_host_ca and self.settings.host_ca_bundle.exists():
@@ -417,10 +463,16 @@ class SandboxManager:
         await self.recover()
         self._reaper = asyncio.create_task(self._reap_forever())
         self.metrics.start()
+        with self.db.session() as session:  # keep the default template warm from the first request
+            base = template_store.resolve(session, "", "base")
+            build = template_store.latest_ready_build(session, base.id) if base is not None else None
+        if build is not None:
+            self.pool.want(build)
 
     async def close(self) -> None:
         """Stop background work; sandboxes keep running for the next server start."""
         await self.metrics.close()
+        await self.pool.close()
         if self._reaper is not None:
             self._reaper.cancel()
             try:

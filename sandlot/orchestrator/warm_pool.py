@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -28,6 +28,9 @@ log = structlog.get_logger("sandlot.warm_pool")
 SpecFactory = Callable[[str, Build], SandboxSpec]
 """Builds the runtime spec of an identity-less sandbox of a build (id given)."""
 
+Prepare = Callable[[SandboxHandle, Build], Awaitable[None]]
+"""Runs once envd is up, e.g. the template's start command, so claims skip it."""
+
 
 @dataclass
 class _BuildPool:
@@ -42,6 +45,7 @@ class WarmPool:
         runtime: Runtime,
         http: httpx.AsyncClient,
         spec_for: SpecFactory,
+        prepare: Prepare | None = None,
         *,
         size: int,
         max_builds: int = 4,
@@ -51,6 +55,7 @@ class WarmPool:
         self.runtime = runtime
         self.http = http
         self.spec_for = spec_for
+        self.prepare = prepare
         self.size = size
         self.max_builds = max_builds
         self.envd_port = envd_port
@@ -105,6 +110,8 @@ class WarmPool:
             handle = await self.runtime.create(self.spec_for(sandbox_id, pool.build))
             try:
                 await wait_healthy(self.http, handle.ip, self.envd_port, self.envd_timeout_s)
+                if self.prepare is not None:
+                    await self.prepare(handle, pool.build)
             except BaseException:
                 await self.runtime.kill(sandbox_id)
                 raise
