@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 
 from sandlot.api import builds as build_routes
 from sandlot.api import errors
+from sandlot.api.idempotency import IdempotencyCache
 from sandlot.api import observability as observability_routes
 from sandlot.api import sandboxes as sandbox_routes
 from sandlot.api import snapshots as snapshot_routes
@@ -85,6 +86,7 @@ def create_app(services: Services) -> FrontDoor:
 
     api = FastAPI(title="Sandlot", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     api.state.services = services
+    api.state.idempotency = IdempotencyCache()
     errors.install(api)
 
     @api.get("/health", include_in_schema=False)

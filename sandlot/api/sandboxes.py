@@ -208,6 +208,13 @@ def parse_metadata_filter(raw: str | None) -> dict[str, str]:
 @router.post("/sandboxes", status_code=201)
 @router.post("/v2/sandboxes", status_code=201)
 async def create_sandbox(body: NewSandbox, request: Request, team_id: TeamId) -> dict[str, Any]:
+    cache = request.app.state.idempotency
+    fingerprint = cache.fingerprint(body.model_dump(mode="json"))
+    key = request.headers.get("idempotency-key")
+    return await cache.run(team_id, key, fingerprint, lambda: _create_sandbox(body, request, team_id))
+
+
+async def _create_sandbox(body: NewSandbox, request: Request, team_id: str) -> dict[str, Any]:
     timeout = _checked_timeout(request, body.timeout)
     _reject_unsupported(body)
     network = body.network.stored() if body.network is not None else None

@@ -70,3 +70,18 @@ def test_unsupported_features_fail_loudly(server: Server) -> None:
         _assert_error(api.post("/v2/sandboxes", json={"templateID": "base", "network": egress_proxy}), 400)
         domain_without_deny_all = {"allowOut": ["pypi.org"]}
         _assert_error(api.post("/v2/sandboxes", json={"templateID": "base", "network": domain_without_deny_all}), 400)
+
+
+def test_idempotency_key_replays_the_create(server: Server) -> None:
+    with _api(server) as api:
+        headers = {"Idempotency-Key": "create-once-123"}
+        first = api.post("/v2/sandboxes", json={"templateID": "base", "metadata": {"k": "v"}}, headers=headers)
+        again = api.post("/v2/sandboxes", json={"templateID": "base", "metadata": {"k": "v"}}, headers=headers)
+        try:
+            assert first.status_code == 201 and again.status_code == 201
+            assert first.json()["sandboxID"] == again.json()["sandboxID"]
+            other = api.post("/v2/sandboxes", json={"templateID": "base"}, headers=headers)
+            _assert_error(other, 409)
+            _assert_error(api.post("/v2/sandboxes", json={"templateID": "base"}, headers={"Idempotency-Key": "bad key!"}), 400)
+        finally:
+            api.delete(f"/sandboxes/{first.json()['sandboxID']}")
