@@ -76,14 +76,15 @@ def test_kill9_restart_readopts_running_and_paused(tmp_path: Path) -> None:
         server.start()
         assert Sandbox.kill(paused.sandbox_id, **opts) is True
         assert Sandbox.kill(running.sandbox_id, **opts) is True
-        traces = _host_traces(server.instance)
-        assert traces["mounts"] == 0 and traces["cgroups"] == 0 and traces["dirs"] == 0, traces
     finally:
         if server.process is not None:
             for sid in created:
                 httpx.delete(f"{server.url}/sandboxes/{sid}", headers={"X-API-Key": server.api_key}, timeout=60)
         server.stop()
-    assert _host_traces(server.instance)["netns"] == 0
+    # checked after a clean stop: a running server keeps warm-pool sandboxes on purpose, and
+    # those orphaned by each kill -9 must have been removed by the next start
+    traces = _host_traces(server.instance)
+    assert traces == {"mounts": 0, "cgroups": 0, "dirs": 0, "netns": 0}, traces
 
 
 def test_interrupted_pause_is_settled_at_start(tmp_path: Path) -> None:

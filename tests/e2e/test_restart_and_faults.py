@@ -49,7 +49,7 @@ def test_failed_create_leaves_nothing_behind(tmp_path: Path, server: Server) -> 
         api_key=ids.new_api_key(),
         instance=unique_instance("f"),
         subnet=unique_subnet(1),
-        extra_env={"SANDLOT_FAILPOINTS": "create-after-runtime"},
+        extra_env={"SANDLOT_FAILPOINTS": "create-after-runtime", "SANDLOT_WARM_POOL_SIZE": "0"},
     )
     faulty.start()
     try:
