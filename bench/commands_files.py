@@ -11,7 +11,6 @@ upload/download MB/s for 1 MiB, 100 MiB and 1 GiB files.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -23,6 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.create_latency import percentiles  # noqa: E402
 
 MiB = 1024 * 1024
+
+
+from bench.local_server import with_server  # noqa: E402
 
 
 def run(concurrency: int, commands: int, sizes: list[int]) -> None:
@@ -74,20 +76,7 @@ def main() -> None:
     parser.add_argument("--sizes-mib", type=str, default="1,100,1024")
     args = parser.parse_args()
     sizes = [int(s) * MiB for s in args.sizes_mib.split(",")]
-    if os.environ.get("E2B_API_URL"):
-        run(args.concurrency, args.commands, sizes)
-        return
-    from sandlot import ids
-    from tests.e2e.server import Server
-
-    with tempfile.TemporaryDirectory(prefix="sandlot-bench-") as workdir:
-        server = Server(workdir=Path(workdir), api_key=ids.new_api_key())
-        server.start()
-        os.environ.update({"E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.url, "E2B_API_KEY": server.api_key})
-        try:
-            run(args.concurrency, args.commands, sizes)
-        finally:
-            server.stop()
+    with_server(lambda: run(args.concurrency, args.commands, sizes))
 
 
 if __name__ == "__main__":

@@ -10,14 +10,15 @@ prints p50/p95/p99 in milliseconds.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+from bench.local_server import with_server  # noqa: E402
 
 
 def percentiles(samples: list[float]) -> str:
@@ -67,20 +68,7 @@ def main() -> None:
     parser.add_argument("--commands", type=int, default=200)
     parser.add_argument("--pause-s", type=float, default=0.0, help="idle time between creates (not timed)")
     args = parser.parse_args()
-    if os.environ.get("E2B_API_URL"):
-        run(args.runs, args.commands, args.pause_s)
-        return
-    from sandlot import ids
-    from tests.e2e.server import Server
-
-    with tempfile.TemporaryDirectory(prefix="sandlot-bench-") as workdir:
-        server = Server(workdir=Path(workdir), api_key=ids.new_api_key())
-        server.start()
-        os.environ.update({"E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.url, "E2B_API_KEY": server.api_key})
-        try:
-            run(args.runs, args.commands, args.pause_s)
-        finally:
-            server.stop()
+    with_server(lambda: run(args.runs, args.commands, args.pause_s))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -36,6 +35,9 @@ class H(BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 ThreadingHTTPServer(("0.0.0.0", {PORT}), H).serve_forever()
 """
+
+
+from bench.local_server import with_server  # noqa: E402
 
 
 def sequential(url: str, headers: dict[str, str], n: int) -> list[float]:
@@ -107,20 +109,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
-    if os.environ.get("E2B_API_URL"):
-        run(args.requests, args.concurrency)
-        return
-    from sandlot import ids
-    from tests.e2e.server import Server
-
-    with tempfile.TemporaryDirectory(prefix="sandlot-bench-") as workdir:
-        server = Server(workdir=Path(workdir), api_key=ids.new_api_key())
-        server.start()
-        os.environ.update({"E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.url, "E2B_API_KEY": server.api_key})
-        try:
-            run(args.requests, args.concurrency)
-        finally:
-            server.stop()
+    with_server(lambda: run(args.requests, args.concurrency))
 
 
 if __name__ == "__main__":

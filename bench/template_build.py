@@ -11,15 +11,16 @@ uses a fresh nonce so no layer comes from an earlier run.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+from bench.local_server import with_server  # noqa: E402
 
 
 def five_steps(nonce: str):
@@ -75,20 +76,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--start-delay", type=float, default=3.0)
     args = parser.parse_args()
-    if os.environ.get("E2B_API_URL"):
-        run(args.runs, args.start_delay)
-        return
-    from sandlot import ids
-    from tests.e2e.server import Server
-
-    with tempfile.TemporaryDirectory(prefix="sandlot-bench-") as workdir:
-        server = Server(workdir=Path(workdir), api_key=ids.new_api_key())
-        server.start()
-        os.environ.update({"E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.url, "E2B_API_KEY": server.api_key})
-        try:
-            run(args.runs, args.start_delay)
-        finally:
-            server.stop()
+    with_server(lambda: run(args.runs, args.start_delay))
 
 
 if __name__ == "__main__":

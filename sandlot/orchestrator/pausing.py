@@ -11,7 +11,6 @@ import shutil
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-import httpx
 import structlog
 
 from sandlot.orchestrator.envd_client import wait_healthy

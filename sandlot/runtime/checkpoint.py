@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import cgroups, overlay
 from .base import SandboxHandle, SandboxRuntimeError, validate_sandbox_id

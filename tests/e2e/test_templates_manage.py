@@ -122,7 +122,7 @@ def test_cli_builds_a_dockerfile_dir_and_manages_it(server: Server, tmp_path) ->
     name = f"cli-{marker}"
     built = _cli(server, "build", str(tmp_path), "--name", name, "--tag", "one")
     assert built.returncode == 0, built.stderr
-    assert f"RUN echo $MARK > /work/mark" in built.stderr and "Built " + name in built.stderr
+    assert "RUN echo $MARK > /work/mark" in built.stderr and "Built " + name in built.stderr
     with Sandbox.create(f"{name}:one", timeout=60) as sbx:
         assert sbx.commands.run("cat hello.txt mark; echo $MARK; whoami").stdout.split() == [
             "hi", "from", "the", "context", marker, marker, "user"]

@@ -1,0 +1,29 @@
+"""Run a benchmark against ``E2B_API_URL`` if set, else against a private `sandlot serve`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def with_server(benchmark: Callable[[], None]) -> None:
+    """Call ``benchmark`` with the E2B SDK environment pointing at a Sandlot server."""
+    if os.environ.get("E2B_API_URL"):
+        benchmark()
+        return
+    from sandlot import ids
+    from tests.e2e.server import Server
+
+    with tempfile.TemporaryDirectory(prefix="sandlot-bench-") as workdir:
+        server = Server(workdir=Path(workdir), api_key=ids.new_api_key())
+        server.start()
+        os.environ.update({"E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.url, "E2B_API_KEY": server.api_key})
+        try:
+            benchmark()
+        finally:
+            server.stop()
