@@ -180,30 +180,42 @@ class SandboxManager:
                     await self.runtime.kill(sandbox_id)
                     raise
         except BaseException as exc:
-            with self.db.session() as session, session.begin():
-                stale = session.get(Sandbox, sandbox_id)
-                if stale is not None:
-                    session.delete(stale)
-            self._locks.pop(sandbox_id, None)
-            log.error("sandbox create failed", sandbox_id=sandbox_id, error=repr(exc))
-            if isinstance(exc, Exception):
-                raise SandboxError(500, f"Failed to create sandbox: {exc}") from exc
+            self.abandon(sandbox_id, exc, "Failed to create sandbox")
             raise
-        started = datetime.now(timezone.utc)
-        with self.db.session() as session, session.begin():
-            fresh = session.get(Sandbox, sandbox_id)
-            assert fresh is not None
-            fresh.state = "running"
-            fresh.ip = handle.ip
-            fresh.started_at = started
-            fresh.end_at = started + timedelta(seconds=request.timeout_s)
-            template_store.mark_spawned(session, request.template.id)
-            row = fresh
-        self._routes[sandbox_id] = route_for(row, handle.ip)
-        self.metrics.track(sandbox_id, row.cpu_count, row.disk_mb * 1024 * 1024)
+        row = self.activate(sandbox_id, handle, request.timeout_s, spawned_from=request.template.id)
         self.events.record(sandbox_id, "sandbox created", template=request.template.id, ip=handle.ip, warm=warm is not None)
         self.pool.want(request.build)
         log.info("sandbox created", sandbox_id=sandbox_id, template=request.template.id, ip=handle.ip)
+        return row
+
+    def abandon(self, sandbox_id: str, exc: BaseException, what: str) -> None:
+        """Forget a sandbox whose start failed (its container is already gone).
+
+        Raises ``SandboxError(500)`` for ordinary errors; returns for cancellations,
+        which the caller re-raises."""
+        with self.db.session() as session, session.begin():
+            stale = session.get(Sandbox, sandbox_id)
+            if stale is not None:
+                session.delete(stale)
+        self._locks.pop(sandbox_id, None)
+        log.error(what.lower(), sandbox_id=sandbox_id, error=repr(exc))
+        if isinstance(exc, Exception):
+            raise SandboxError(500, f"{what}: {exc}") from exc
+
+    def activate(self, sandbox_id: str, handle: SandboxHandle, timeout_s: int, *, spawned_from: str | None = None) -> Sandbox:
+        """Mark a started sandbox running (its clock starts now) and route traffic to it."""
+        started = datetime.now(timezone.utc)
+        with self.db.session() as session, session.begin():
+            row = session.get(Sandbox, sandbox_id)
+            assert row is not None
+            row.state = "running"
+            row.ip = handle.ip
+            row.started_at = started
+            row.end_at = started + timedelta(seconds=timeout_s)
+            if spawned_from is not None:
+                template_store.mark_spawned(session, spawned_from)
+        self._routes[sandbox_id] = route_for(row, handle.ip)
+        self.metrics.track(sandbox_id, row.cpu_count, row.disk_mb * 1024 * 1024)
         return row
 
     async def _start_command(self, row: Sandbox, build: Build, ip: str) -> None:

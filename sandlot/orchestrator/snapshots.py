@@ -123,8 +123,6 @@ async def start_from(mgr: "SandboxManager", snap: Snapshot, request: CloneReques
 
 
 async def _clone(mgr: "SandboxManager", path: Path, source: Snapshot | Sandbox, request: CloneRequest) -> Sandbox:
-    from sandlot.orchestrator.sandboxes import route_for
-
     sandbox_id = ids.new_sandbox_id()
     now = datetime.now(timezone.utc)
     env_vars = dict(source.env_vars or {})
@@ -157,28 +155,9 @@ async def _clone(mgr: "SandboxManager", path: Path, source: Snapshot | Sandbox, 
                 await mgr.runtime.kill(sandbox_id)
                 raise
     except BaseException as exc:
-        with mgr.db.session() as session, session.begin():
-            stale = session.get(Sandbox, sandbox_id)
-            if stale is not None:
-                session.delete(stale)
-        mgr._locks.pop(sandbox_id, None)
-        log.error("sandbox clone failed", sandbox_id=sandbox_id, error=repr(exc))
-        if isinstance(exc, Exception):
-            raise _error(500, f"Failed to start sandbox from snapshot: {exc}") from exc
+        mgr.abandon(sandbox_id, exc, "Failed to start sandbox from snapshot")
         raise
-    started = datetime.now(timezone.utc)
-    with mgr.db.session() as session, session.begin():
-        fresh = session.get(Sandbox, sandbox_id)
-        assert fresh is not None
-        fresh.state = "running"
-        fresh.ip = handle.ip
-        fresh.started_at = started
-        fresh.end_at = started + timedelta(seconds=request.timeout_s)
-        row = fresh
-    mgr._routes[sandbox_id] = route_for(row, handle.ip)
-    metrics = getattr(mgr, "metrics", None)
-    if metrics is not None:
-        metrics.track(sandbox_id, row.cpu_count, row.disk_mb * 1024 * 1024)
+    row = mgr.activate(sandbox_id, handle, request.timeout_s)
     log.info("sandbox started from snapshot", sandbox_id=sandbox_id, ip=handle.ip)
     return row
 
