@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Any
 
@@ -72,6 +73,10 @@ def _filter_entries(entries: list[LogEntry], level: str | None) -> list[LogEntry
     return [e for e in entries if order.get(e.level, 1) >= order[level]]
 
 
+def _json_line(entry: LogEntry) -> str:
+    return json.dumps({"level": entry.level, "logger": "sandlot.lifecycle", "message": entry.message, **entry.fields})
+
+
 @router.get("/sandboxes/{sandbox_id}/logs")
 async def logs_v1(
     sandbox_id: str, request: Request, team_id: TeamId, start: int | None = None, limit: int = Query(1000, ge=1, le=10_000)
@@ -80,7 +85,8 @@ async def logs_v1(
     since = datetime.fromtimestamp(start / 1000, timezone.utc) if start is not None else None
     entries = [e for e in _manager(request).events.read(short) if since is None or e.timestamp >= since][:limit]
     return {
-        "logs": [{"timestamp": e.to_json()["timestamp"], "line": e.message} for e in entries],
+        # E2B's v1 lines are envd's JSON log records; the e2b CLI parses them (level, logger)
+        "logs": [{"timestamp": e.to_json()["timestamp"], "line": _json_line(e)} for e in entries],
         "logEntries": [e.to_json() for e in entries],
     }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 from e2b import AsyncSandbox, Sandbox
 
@@ -43,7 +45,8 @@ def test_lifecycle_logs(sandbox: Sandbox, server: Server) -> None:
     assert v1.status_code == 200
     messages = [entry["message"] for entry in v1.json()["logEntries"]]
     assert "sandbox created" in messages
-    assert v1.json()["logs"][0]["line"] == "sandbox created"
+    first_line = json.loads(v1.json()["logs"][0]["line"])  # JSON records, as the e2b CLI expects
+    assert first_line["message"] == "sandbox created" and first_line["level"] == "info"
     v2 = httpx.get(f"{server.url}/v2/sandboxes/{sandbox.sandbox_id}/logs", headers=headers, params={"level": "info"})
     assert v2.status_code == 200
     assert any(e["message"] == "sandbox created" and e["level"] == "info" for e in v2.json()["logs"])
