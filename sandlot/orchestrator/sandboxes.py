@@ -102,6 +102,8 @@ class SandboxManager:
         self._http = httpx.AsyncClient()
         self._reaper: asyncio.Task[None] | None = None
         self.pause_hooks: list[Callable[[str], Awaitable[None]]] = []
+        self.death_hooks: list[Callable[[str, str], None]] = []
+        """Called with (sandbox id, ``"oom"`` or ``"exited"``) when a container died on its own."""
         """Called with a sandbox IP after it was paused (the front door drops stale keep-alives)."""
         self.metrics = MetricsSampler(runtime)
         self.pool = WarmPool(
@@ -423,11 +425,37 @@ class SandboxManager:
             except Exception:  # keep the reaper alive; the next tick retries
                 log.exception("failed to expire sandbox", sandbox_id=sandbox_id)
 
-    async def _reap_forever(self, interval_s: float = 0.5) -> None:
+    async def bury_dead(self) -> None:
+        """Remove running sandboxes whose container died on its own (envd killed, OOM, …).
+
+        E2B reports such a sandbox as gone; the death hooks tell the façades why."""
+        for sandbox_id, route in list(self._routes.items()):
+            if route.state != "running" or self._lock(sandbox_id).locked():
+                continue
+            if await self.runtime.is_alive(sandbox_id):
+                continue
+            async with self._lock(sandbox_id):  # a pause or kill may have won the race
+                current = self._routes.get(sandbox_id)
+                if current is None or current.state != "running" or await self.runtime.is_alive(sandbox_id):
+                    continue
+            reason = "oom" if self.runtime.oom_killed(sandbox_id) else "exited"
+            log.warning("sandbox died", sandbox_id=sandbox_id, reason=reason)
+            for hook in self.death_hooks:
+                try:
+                    hook(sandbox_id, reason)
+                except Exception:
+                    log.exception("death hook failed", sandbox_id=sandbox_id)
+            await self._destroy(sandbox_id)
+
+    async def _reap_forever(self, interval_s: float = 0.5, liveness_every: int = 4) -> None:
+        tick = 0
         while True:
             await asyncio.sleep(interval_s)
+            tick += 1
             try:
                 await self.expire_due()
+                if tick % liveness_every == 0:
+                    await self.bury_dead()
             except Exception:
                 log.exception("reaper tick failed")
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from . import cgroups, overlay
-from .usage import Usage, read_usage
+from .usage import Usage, oom_killed, read_usage
 from .base import SandboxHandle, SandboxRuntimeError, SandboxSpec, validate_sandbox_id
 from .bundle import oci_config
 from .checkpoint import CheckpointMixin, check_criu, run_with_stdio
@@ -379,6 +379,9 @@ class RuncRuntime(CheckpointMixin):
             self._reap(pid)
             return False
         return True
+
+    def oom_killed(self, sandbox_id: str) -> bool:
+        return oom_killed(sandbox_id, self.cgroup_parent)
 
     def usage(self, sandbox_id: str) -> "Usage | None":
         """cgroup counters and disk use of a running sandbox (``None`` if it is gone)."""

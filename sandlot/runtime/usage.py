@@ -80,3 +80,13 @@ def read_usage(sandbox_id: str, parent: str, upper_dir: Path | None) -> Usage | 
         mem_cache=cache,
         disk_used=dir_size(upper_dir) if upper_dir is not None else 0,
     )
+
+
+def oom_killed(sandbox_id: str, parent: str) -> bool:
+    """Whether the kernel's OOM killer struck inside the sandbox's memory cgroup."""
+    raw = cgroups.read("memory", sandbox_id, "memory.oom_control", parent) or ""
+    for line in raw.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill":
+            return _int(value) > 0
+    return False

@@ -186,3 +186,14 @@ def test_timeout_minutes_ends_in_timeout(server: Server, home: Path) -> None:
     assert sandbox["id"] not in e2b_ids()
     failed = call(server, home, "exec", sandbox["id"], "true")
     assert failed["error"] in ("SandboxTimeoutError", "SandboxNotRunningError", "APIError"), failed
+
+
+def test_oom_killed_sandbox_reports_error_type(server: Server, home: Path) -> None:
+    created = call(server, home, "create", {"name": "oom", "docker_image": "base"})
+    assert wait_status(server, created["id"], {"RUNNING"}, 60)["status"] == "RUNNING"
+    # one engine: drive the same sandbox with the E2B SDK to exhaust its memory with envd first in line
+    Sandbox.connect(created["id"]).commands.run(
+        "echo 1000 > /proc/1/oom_score_adj; python3 -c 'b = bytearray(2 * 1024 ** 3)'", user="root", background=True
+    )
+    ended = wait_status(server, created["id"], {"ERROR", "TERMINATED"}, 45)
+    assert ended["status"] == "ERROR" and ended["errorType"] == "OOM_KILLED", ended

@@ -11,6 +11,7 @@ from sandlot.api.prime.context import PrimeContext
 from sandlot.api.prime.envd import EnvdAccess
 from sandlot.api.prime.gateway import Gateway
 from sandlot.api.prime.launcher import fail_orphans
+from sandlot.api.prime.records import record_death
 from sandlot.api.prime.tokens import TokenSigner
 
 GATEWAY_PATH = "/gateway"
@@ -26,4 +27,5 @@ def install(api: FastAPI, services: Any) -> PrimeContext:
     api.include_router(images.router)
     api.mount(GATEWAY_PATH, Gateway(ctx))
     fail_orphans(ctx)
+    services.sandboxes.death_hooks.append(lambda sandbox_id, reason: record_death(services.db, sandbox_id, reason))
     return ctx

@@ -7,12 +7,16 @@ The ``sandboxes`` row is the engine's truth while a sandbox exists; the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sandlot.store.models import PrimeSandbox, Sandbox
+
+if TYPE_CHECKING:
+    from sandlot.store.database import Database
 
 TERMINAL = ("ERROR", "TERMINATED", "TIMEOUT")
 TIMEOUT_SLACK = timedelta(seconds=2)
@@ -98,3 +102,18 @@ def created_at(v: View) -> datetime:
         return v.prime.created_at
     assert v.box is not None
     return v.box.started_at
+
+
+def record_death(db: "Database", sandbox_id: str, reason: str) -> None:
+    """The engine saw the sandbox's container die on its own: keep why, for the Prime view."""
+    with db.session() as session, session.begin():
+        prime = session.get(PrimeSandbox, sandbox_id)
+        if prime is None or prime.status in TERMINAL:
+            return
+        now = datetime.now(timezone.utc)
+        prime.status = "ERROR"
+        if reason == "oom":
+            prime.error_type, prime.error_message = "OOM_KILLED", "The sandbox ran out of memory and was killed"
+        else:
+            prime.error_type, prime.error_message = "SANDBOX_EXITED", "The sandbox's init process exited unexpectedly"
+        prime.terminated_at = prime.updated_at = now
