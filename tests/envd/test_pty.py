@@ -70,8 +70,13 @@ def test_pty_ctrl_c_interrupts_foreground_and_ctrl_d_exits(sbx):
     t.send(b"echo 'A'LIVE\n")
     t.expect(b"ALIVE\r\n")
     assert time.monotonic() - t0 < 10
-    t.send(b"\x04")  # EOF at an empty prompt ends the shell
-    t.thread.join(5)
+    # EOF at an empty prompt ends the shell; a ^D that lands while readline is still switching
+    # the terminal mode (a loaded machine) can be swallowed, so a person would press it again
+    for _ in range(3):
+        t.send(b"\x04")
+        t.thread.join(5)
+        if not t.thread.is_alive():
+            break
     assert not t.thread.is_alive() and t.result[0].exit_code == 0
 
 
