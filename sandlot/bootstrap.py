@@ -10,6 +10,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlalchemy.orm import Session
+
 from sandlot.settings import Settings
 from sandlot.store import keys
 from sandlot.store import templates as template_store
@@ -24,17 +26,30 @@ def prepare_store(settings: Settings, db: Database) -> str | None:
     os.chmod(settings.data_dir, 0o700)
     db.migrate()
     created: str | None = None
+    generated = False
     with db.session() as session, session.begin():
         team = keys.get_or_create_default_team(session)
         if settings.api_key is not None:
+            # the operator's own key: stored, never written to the key file (other servers
+            # sharing the data dir, e.g. tests with their own database, must not clobber it)
             if not keys.has_key(session, settings.api_key):
                 keys.add_key(session, team, "bootstrap", settings.api_key)
                 created = settings.api_key
-        elif not keys.list_keys(session):
+        elif not keys.list_keys(session) or _stale_key_file(settings.api_key_file, session):
             _, created = keys.add_key(session, team, "default")
-    if created is not None:
+            generated = True
+    if generated and created is not None:
         _write_secret(settings.api_key_file, created + "\n")
     return created
+
+
+def _stale_key_file(path: Path, session: Session) -> bool:
+    """The key file names a key this database doesn't know (e.g. the database was replaced)."""
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        return False
+    return bool(key) and not keys.has_key(session, key)
 
 
 def _write_secret(path: Path, content: str) -> None:

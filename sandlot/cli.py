@@ -52,8 +52,10 @@ def setup() -> None:
     configure()
     settings = _settings()
     created = _prepare(settings)
-    if created:
+    if created and not settings.api_key:
         console.print(f"API key: [bold]{created}[/] (saved to {settings.api_key_file})")
+    elif created:
+        console.print("Registered the key from SANDLOT_API_KEY for the default team.")
     console.print("[green]Sandlot is set up.[/]")
 
 
@@ -80,8 +82,8 @@ def serve(
     created = _prepare(settings)
     set_child_subreaper()
     url = f"http://{settings.host}:{settings.port}"
-    key = created or f"$(cat {settings.api_key_file})"
-    if created:
+    key = created or ("$SANDLOT_API_KEY" if settings.api_key else f"$(cat {settings.api_key_file})")
+    if created and not settings.api_key:
         console.print(f"[bold]New API key[/] (shown once, also saved to {settings.api_key_file}): [bold green]{created}[/]")
     console.print("Point the E2B SDKs at this server with:")
     if tls_files is not None and settings.domain:
