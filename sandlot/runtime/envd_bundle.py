@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from sandlot.dir_swap import swap_in
 from sandlot.templates.base import run_mmdebstrap
 
 log = logging.getLogger(__name__)
@@ -123,13 +124,7 @@ def _install_site(root: Path, reqs: list[str], pip: str | None, progress: Progre
             raise RuntimeError(f"pip install failed: {r.stderr[-3000:]}")
         (tmp / ".requirements-hash").write_text(_req_hash(reqs))
         # compile under the final name
-        if site.exists():
-            old = site.parent / f".site.old-{os.getpid()}"
-            os.rename(site, old)
-            os.rename(tmp, site)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, site)
+        swap_in(tmp, site)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -183,13 +178,7 @@ def build_envd_runtime(runtime_dir: Path | str, *, progress: Progress | None = N
         progress("precompiling .pyc")
         _compile([tmp / "usr/lib" / PY, tmp / "opt/envd/app"], tmp)
         (tmp / MARKER).write_text(f"envd runtime {PY} built {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
-        if runtime_dir.exists():
-            old = runtime_dir.parent / f".{runtime_dir.name}.old-{os.getpid()}"
-            os.rename(runtime_dir, old)
-            os.rename(tmp, runtime_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, runtime_dir)
+        swap_in(tmp, runtime_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -207,13 +196,7 @@ def _copy_app(root: Path) -> None:
     if envd_src.is_dir():
         shutil.copytree(envd_src, tmp / "envd",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests"))
-    if app.exists():
-        old = app.parent / f".sandlot.old-{os.getpid()}"
-        os.rename(app, old)
-        os.rename(tmp, app)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, app)
+    swap_in(tmp, app)
 
 
 def refresh_envd_app(runtime_dir: Path | str) -> None:

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from sandlot.dir_swap import swap_in
+
 log = logging.getLogger(__name__)
 
 MIRROR = "http://deb.debian.org/debian"
@@ -128,13 +130,7 @@ def build_base_rootfs(dest: Path | str, *, progress: Progress | None = None,
         run_mmdebstrap(tmp, variant="minbase", include=BASE_PACKAGES,
                        extra_args=_customize_hooks(), progress=progress)
         (tmp / MARKER).write_text(f"base {SUITE} built {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
-        if dest.exists():
-            old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-            os.rename(dest, old)
-            os.rename(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, dest)
+        swap_in(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
