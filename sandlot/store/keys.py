@@ -63,7 +63,8 @@ def team_for_key(session: Session, key: str) -> str | None:
 
 
 def list_keys(session: Session) -> list[tuple[ApiKey, Team]]:
-    return list(session.execute(select(ApiKey, Team).join(Team).order_by(ApiKey.created_at)).tuples())
+    rows = session.execute(select(ApiKey, Team).join(Team).order_by(ApiKey.created_at))
+    return [(key, team) for key, team in rows]
 
 
 def revoke_key(session: Session, key_id_or_key: str) -> bool:

@@ -8,20 +8,9 @@ import httpx
 import pytest
 from e2b import AsyncSandbox, Sandbox, SandboxQuery, SandboxState
 
+from tests.e2e.counter import read_count, start_counter
 from tests.e2e.server import Server
 
-COUNTER = (
-    "import time\n"
-    "n = 0\n"
-    "while True:\n"
-    "    n += 1\n"
-    "    open('/tmp/count', 'w').write(str(n))\n"
-    "    time.sleep(0.05)\n"
-)
-
-
-def _count(sbx: Sandbox) -> int:
-    return int(sbx.commands.run("cat /tmp/count").stdout.strip())
 
 
 def _api(server: Server, method: str, path: str, **kw: object) -> httpx.Response:
@@ -31,15 +20,14 @@ def _api(server: Server, method: str, path: str, **kw: object) -> httpx.Response
 def test_memory_and_files_survive_two_pause_resume_cycles(server: Server) -> None:
     sbx = Sandbox.create(timeout=300)
     try:
-        sbx.files.write("/tmp/counter.py", COUNTER)
-        sbx.commands.run("python3 /tmp/counter.py", background=True)
+        start_counter(sbx)
         time.sleep(0.5)
         token = sbx._envd_access_token
         files = []
         for cycle in range(2):
             sbx.files.write(f"/home/user/cycle{cycle}.txt", f"cycle {cycle}")
             files.append(f"/home/user/cycle{cycle}.txt")
-            before = _count(sbx)
+            before = read_count(sbx)
             assert sbx.pause() is True
             assert sbx.get_info().state == "paused"
             assert [s.sandbox_id for s in Sandbox.list(query=SandboxQuery(state=[SandboxState.PAUSED])).next_items()] == [sbx.sandbox_id]
@@ -49,11 +37,11 @@ def test_memory_and_files_survive_two_pause_resume_cycles(server: Server) -> Non
             assert resp.status_code == 201, resp.text
             assert resp.json()["envdAccessToken"] == token
             assert resp.json()["sandboxID"] == sbx.sandbox_id
-            after = _count(sbx)
+            after = read_count(sbx)
             # the in-memory counter continues (no restart from 1)
             assert after >= before, (before, after)
             time.sleep(0.3)
-            assert _count(sbx) > after
+            assert read_count(sbx) > after
             for path in files:
                 assert sbx.files.read(path) == path.split("/")[-1].replace(".txt", "").replace("cycle", "cycle ")
         assert sbx.get_info().state == "running"

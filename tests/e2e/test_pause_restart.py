@@ -12,6 +12,7 @@ import pytest
 from e2b import Sandbox
 
 from sandlot import ids
+from tests.e2e.counter import read_count, start_counter
 from tests.e2e.server import Server, unique_instance, unique_subnet
 
 pytestmark = pytest.mark.slow
@@ -47,8 +48,7 @@ def test_kill9_restart_readopts_running_and_paused(tmp_path: Path) -> None:
         bg = running.commands.run("sleep 600", background=True)
         paused = Sandbox.create(timeout=300, **opts)
         created.append(paused.sandbox_id)
-        paused.commands.run("python3 -c 'import time\nn=0\nwhile True:\n n+=1; open(\"/tmp/n\",\"w\").write(str(n)); time.sleep(0.05)'",
-                            background=True)
+        start_counter(paused)
         time.sleep(0.5)
         paused.pause()
         short = Sandbox.create(timeout=8, **opts)   # its timeout must still fire after the restart
@@ -62,9 +62,9 @@ def test_kill9_restart_readopts_running_and_paused(tmp_path: Path) -> None:
         assert bg.pid in [p.pid for p in again.commands.list()]
         assert Sandbox.get_info(paused.sandbox_id, **opts).state == "paused"
         resumed = Sandbox.connect(paused.sandbox_id, **opts)
-        n1 = int(resumed.commands.run("cat /tmp/n").stdout)
+        n1 = read_count(resumed)
         time.sleep(0.3)
-        assert int(resumed.commands.run("cat /tmp/n").stdout) > n1 > 1
+        assert read_count(resumed) > n1 > 1
         deadline = time.monotonic() + 30
         while short.sandbox_id in [s.sandbox_id for s in Sandbox.list(**opts).next_items()]:
             assert time.monotonic() < deadline, "timeout did not fire after restart"
