@@ -1,4 +1,4 @@
-"""`sandlot` command line: serve, setup, keys."""
+"""`sandlot` command line: serve, setup, reset, keys, template."""
 
 from __future__ import annotations
 
@@ -131,6 +131,56 @@ def _tls_files(settings: Settings) -> TlsFiles | None:
     except TlsError as exc:
         console.print(f"[red]TLS: {exc}[/]")
         raise typer.Exit(2) from exc
+
+
+@app.command()
+def reset(
+    yes: Annotated[bool, typer.Option("--yes", help="Don't ask for confirmation")] = False,
+) -> None:
+    """Kill every sandbox of this instance (running and paused) and remove its host traces.
+
+    For a server that is gone for good, or a test run that was killed: containers, mounts,
+    cgroups, network namespaces and the nft table of ``SANDLOT_INSTANCE`` are removed and
+    the store forgets its sandboxes. Refuses while a server answers on the configured port."""
+    import asyncio
+
+    import httpx
+
+    from sandlot.app import build_services
+    from sandlot.logging_setup import configure
+
+    configure("warning")
+    settings = _settings()
+    try:
+        httpx.get(f"http://{settings.host}:{settings.port}/health", timeout=1)
+        console.print(f"[red]A server answers on {settings.host}:{settings.port}: stop it first.[/]")
+        raise typer.Exit(1)
+    except httpx.HTTPError:
+        pass
+    if not yes and not typer.confirm(f"Kill all sandboxes of instance {settings.instance!r}?"):
+        raise typer.Exit(1)
+    services = build_services(settings)
+    killed = asyncio.run(_reset(services))
+    console.print(f"Removed {killed} sandboxes of instance {settings.instance!r}.")
+
+
+async def _reset(services) -> int:  # noqa: ANN001 - sandlot.app.Services, imported lazily
+    from sqlalchemy import delete
+
+    from sandlot.store.models import Sandbox
+
+    runtime = services.runtime
+    await runtime.start()
+    try:
+        ids = {h.sandbox_id for h in await runtime.list()} | set(getattr(runtime, "paused_ids", list)())
+        for sandbox_id in ids:
+            await runtime.kill(sandbox_id)
+    finally:
+        await runtime.close()
+    services.db.migrate()
+    with services.db.session() as session, session.begin():
+        session.execute(delete(Sandbox))
+    return len(ids)
 
 
 @keys_app.command("create")

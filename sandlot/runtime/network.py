@@ -33,6 +33,7 @@ NETNS_DIR = Path("/run/netns")
 NETNS_PREFIX = "sl-"
 VETH_PREFIX = "slv"
 TABLE = "sandlot"
+BASE_CHAINS = ("input", "forward", "prerouting", "postrouting")
 BLOCKED_DESTINATIONS = ("169.254.0.0/16", "100.100.100.200", "0.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4")
 """Link-local (cloud metadata lives at 169.254.169.254), Alibaba's metadata, multicast, reserved."""
 IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "ip"
@@ -160,7 +161,7 @@ class Network:
                 "link set eth0 up\n"
                 f"route add default via {s.host_ip}\n"))
             if self._started:
-                await self.clear_policy(s.sandbox_ip)   # a reused slot starts open
+                self._reset_slot(s)   # a reused slot starts open, whatever an earlier server left
         except BaseException:
             self._reserved.discard(idx)
             release_netns(s.netns)
@@ -255,7 +256,7 @@ table inet {self.table} {{
 """
 
     async def start(self) -> None:
-        """ip_forward=1, install the nft table (replacing a stale one), start the pool."""
+        """ip_forward=1, install the nft table (keeping a previous server's slot rules), start the pool."""
         if self._started:
             return
         NETNS_DIR.mkdir(parents=True, exist_ok=True)
@@ -263,13 +264,20 @@ table inet {self.table} {{
         self._old_ip_forward = fwd.read_text().strip()
         if self._old_ip_forward != "1":
             fwd.write_text("1")
-        self._nft_cmd(f"add table inet {self.table}\ndelete table inet {self.table}\n" + self.ruleset())
+        if self.table_exists():
+            # A previous server left it on purpose: its sandboxes are still running and their
+            # per-slot chains keep enforcing. Replace only the base chains, in one transaction.
+            base = "".join(f"delete chain inet {self.table} {c}\n" for c in BASE_CHAINS)
+            self._nft_cmd(base + self.ruleset())
+        else:
+            self._nft_cmd(self.ruleset())
         self._closing = False
         self._started = True
         self._refill_task = asyncio.create_task(self._refill_loop(), name="sandlot-netns-pool")
 
     async def close(self) -> None:
-        """Stop the pool, delete pooled netns, remove the nft table, restore ip_forward.
+        """Stop the pool and delete pooled netns; when no sandbox is left, also remove the
+        nft table and restore ip_forward.
 
         Slots in use by sandboxes are left alone (they are released by ``kill``)."""
         if not self._started:
@@ -290,12 +298,18 @@ table inet {self.table} {{
             s = self._pool.get_nowait()
             release_netns(s.netns)
             self._reserved.discard(s.index)
-        try:
-            self._nft_cmd(f"delete table inet {self.table}")
-        except NetworkError:
-            pass
-        if self._old_ip_forward is not None and self._old_ip_forward != "1":
-            Path("/proc/sys/net/ipv4/ip_forward").write_text(self._old_ip_forward)
+        in_use = self.existing_indexes()
+        if in_use:
+            # Sandboxes outlive the server (a restart re-adopts them); without the table they
+            # would reach the host's services and each other until then. Keep it and forwarding.
+            log.info("keeping nft table %s for %d running sandboxes", self.table, len(in_use))
+        else:
+            try:
+                self._nft_cmd(f"delete table inet {self.table}")
+            except NetworkError:
+                pass
+            if self._old_ip_forward is not None and self._old_ip_forward != "1":
+                Path("/proc/sys/net/ipv4/ip_forward").write_text(self._old_ip_forward)
         self._started = False
 
     # --- egress policies --------------------------------------------------------------
@@ -337,6 +351,17 @@ table inet {self.table} {{
         idx = self.index_of(sandbox_ip)
         if idx in self._policies or idx in self._dns_filters:
             await self.set_policy(sandbox_ip, EgressPolicy())
+
+    def _reset_slot(self, s: NetSlot) -> None:
+        """Open egress and no DNS redirect for a slot, without knowing its previous policy
+        (chains and set elements may come from a server that ran before this one)."""
+        old = self._dns_filters.pop(s.index, None)
+        if old is not None:
+            old.close()
+        self._policies.pop(s.index, None)
+        self._nft_cmd(policy_commands(self.table, s.index, s.veth, EgressPolicy())
+                      + f'add element inet {self.table} dns_ifs {{ "{s.veth}" }}\n'
+                      + f'delete element inet {self.table} dns_ifs {{ "{s.veth}" }}\n')
 
     def _allow_resolved(self, idx: int, ips: list[str], ttl: int) -> None:
         if idx not in self._policies:

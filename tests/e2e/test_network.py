@@ -8,8 +8,10 @@ Sandbox traffic is routed and masqueraded by the host to it like to any outside 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -214,11 +216,35 @@ def test_no_path_to_host_services_other_sandboxes_or_metadata(make, net_server: 
             first.commands.run(f"curl -sS -m 3 {url}", timeout=20)
 
 
+def _ip_of(sbx: Sandbox) -> str:
+    return sbx.commands.run("hostname -I").stdout.split()[0]
+
+
+def _reaches(server: Server, sandbox_ip: str, url: str) -> bool:
+    """curl from a sandbox's network namespace, run from the host (works with no server)."""
+    base = ipaddress.ip_network(server.subnet).network_address
+    index = (int(ipaddress.ip_address(sandbox_ip)) - int(base)) // 4
+    probe = subprocess.run(["ip", "netns", "exec", f"{server.instance}-{index}",
+                            "curl", "-sS", "-m", "3", "-o", "/dev/null", url], capture_output=True)
+    return probe.returncode == 0
+
+
 def test_policies_survive_a_server_restart(make, net_server: Server, remote: Remote) -> None:
     """The nft table is rebuilt at start; recovery re-applies each sandbox's policy from the store."""
     closed = make(allow_internet_access=False)
     by_name = make(network={"allow_out": [ALLOWED], "deny_out": ["0.0.0.0/0"]})
+    open_one = make()
+    gateway = open_one.commands.run("ip route show default | awk '{print $3}'").stdout.strip()
+    open_ip, closed_ip = _ip_of(open_one), _ip_of(closed)
     net_server.stop()
+    # while no server runs, the sandboxes keep running and stay fenced: no host services,
+    # no neighbours, and each one's egress policy still holds
+    with socket.create_server(("0.0.0.0", 0)) as host_service:
+        port = host_service.getsockname()[1]
+        assert not _reaches(net_server, open_ip, f"http://{gateway}:{port}/")
+        assert not _reaches(net_server, open_ip, f"http://{closed_ip}:49983/health")
+        assert not _reaches(net_server, closed_ip, f"http://{remote.ip}:{REMOTE_PORT}/")
+        assert _reaches(net_server, open_ip, f"http://{remote.ip}:{REMOTE_PORT}/")
     net_server.start()
     assert blocked(closed, remote.ip)
     assert fetch(by_name, ALLOWED).startswith("remote")

@@ -232,6 +232,38 @@ async def test_nft_table_and_close_restore_host(base_rootfs):
     assert not [n for n in os.listdir("/run/netns") if n.startswith("slu-")]
 
 
+async def test_close_keeps_rules_while_sandboxes_run(base_rootfs):
+    """A stopped server must not leave its running sandboxes unfenced until the next start."""
+    from sandlot.runtime.egress import EgressPolicy
+
+    def runtime() -> RuncRuntime:
+        return RuncRuntime(TEST_DATA / "rt-keep", "/run/sandlot-test3", pool_size=1,
+                           subnet="10.215.1.0/24", net_prefix="slk", nft_table="sandlot_test3")
+
+    rt = runtime()
+    await rt.start()
+    s = spec([base_rootfs], SLEEP)
+    handle = await rt.create(s)
+    idx = rt.network.index_of(handle.ip)
+    await rt.network.set_policy(handle.ip, EgressPolicy(deny=("0.0.0.0/0",)))
+    await rt.close()
+    try:
+        assert rt.network.table_exists()   # kept: the sandbox still runs
+        chain = rt.network._nft.cmd(f"list chain inet sandlot_test3 eg{idx}")[1]
+        assert "reject" in chain
+        rt = runtime()
+        await rt.start()                    # a new server keeps the slot's rules ...
+        assert "reject" in rt.network._nft.cmd(f"list chain inet sandlot_test3 eg{idx}")[1]
+        assert "input" in rt.network._nft.cmd("list table inet sandlot_test3")[1]
+        await rt.kill(s.sandbox_id)
+        rt.network._reset_slot(rt.network.slot(idx))   # what make_slot does to a reused slot
+        assert "reject" not in rt.network._nft.cmd(f"list chain inet sandlot_test3 eg{idx}")[1]
+    finally:
+        await rt.kill(s.sandbox_id)
+        await rt.close()
+    assert not rt.network.table_exists()   # nothing left running: the table goes
+
+
 # --- lifecycle ----------------------------------------------------------------------------
 
 async def test_kill_leaves_nothing_and_is_idempotent(runtime, base_rootfs):
