@@ -55,6 +55,7 @@ def build_services(settings: Settings, runtime: Runtime | None = None, launcher:
             net_prefix=settings.instance,
             nft_table=settings.instance,
             criu=settings.criu_path,
+            seccomp_filter=settings.seccomp,
         )
     default_launcher = partial(envd_launch, runtime_dir=settings.envd_runtime_dir)
     manager = SandboxManager(settings, db, runtime, launcher or default_launcher)

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
 
     no_new_privileges: bool = False
     """Off by default: E2B's contract includes passwordless sudo for ``user``."""
+    seccomp: bool = True
+    """Sandboxes get ``runtime/seccomp.py``'s filter (no user namespaces, io_uring, BPF, …)."""
 
     network_pool_size: int = 4
     warm_pool_size: int = 2

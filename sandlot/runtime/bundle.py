@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import seccomp
 from .base import SandboxSpec
 
 # Docker's default capability set
@@ -25,7 +26,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 def oci_config(spec: SandboxSpec, *, rootfs: str, netns_path: str, cgroups_path: str,
                no_new_privileges: bool = False, oom_score_adj: int | None = -900,
-               nofile: int = 65536) -> dict:
+               nofile: int = 65536, seccomp_filter: bool = True) -> dict:
     env = dict(spec.env)
     env.setdefault("PATH", DEFAULT_PATH)
     env.setdefault("HOSTNAME", spec.hostname)
@@ -86,6 +87,8 @@ def oci_config(spec: SandboxSpec, *, rootfs: str, netns_path: str, cgroups_path:
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+    if seccomp_filter:
+        cfg["linux"]["seccomp"] = seccomp.profile()
     if oom_score_adj is not None:
         cfg["process"]["oomScoreAdj"] = oom_score_adj
     return cfg

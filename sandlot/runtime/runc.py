@@ -47,7 +47,7 @@ class RuncRuntime(CheckpointMixin):
                  no_new_privileges: bool = False, nameservers: list[str] | None = None,
                  oom_score_adj: int = -900, net_prefix: str = "sl",
                  nft_table: str = "sandlot", cgroup_parent: str | None = None,
-                 criu: str = "/usr/local/sbin/criu") -> None:
+                 criu: str = "/usr/local/sbin/criu", seccomp_filter: bool = True) -> None:
         self.data_dir = Path(data_dir)
         self.sandboxes_dir = self.data_dir / "sandboxes"
         self.state_dir = Path(state_dir)
@@ -56,6 +56,7 @@ class RuncRuntime(CheckpointMixin):
         self.criu = criu
         self.criu_error: str | None = None   # set at start() when CRIU is missing/broken
         self.no_new_privileges = no_new_privileges
+        self.seccomp_filter = seccomp_filter
         # one cgroup parent per instance (default: the nft table name, i.e. the instance)
         self.cgroup_parent = cgroup_parent or nft_table
         # Lowering oom_score_adj and raising RLIMIT_NOFILE past our hard limit need
@@ -213,7 +214,8 @@ class RuncRuntime(CheckpointMixin):
             cfg = oci_config(spec, rootfs="rootfs", netns_path=slot.netns_path,
                              cgroups_path=cgroups.cgroups_path(sid, self.cgroup_parent),
                              no_new_privileges=self.no_new_privileges,
-                             oom_score_adj=self.oom_score_adj, nofile=self.nofile)
+                             oom_score_adj=self.oom_score_adj, nofile=self.nofile,
+                             seccomp_filter=self.seccomp_filter)
             cfg.setdefault("annotations", {})["org.criu.config"] = str(self._criu_conf())
             (sdir / "config.json").write_text(json.dumps(cfg))
             # stdio are pipes (drained into envd.log) so CRIU can checkpoint the init

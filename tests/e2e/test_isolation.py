@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import socket
 
@@ -71,3 +73,36 @@ def test_memory_limit_kills_only_the_hog(server: Server) -> None:
         assert sbx.is_running()
     finally:
         sbx.kill()
+
+SYSCALL_PROBE = r"""
+import ctypes, json
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def errno_of(nr, *args):
+    ctypes.set_errno(0)
+    return 0 if libc.syscall(nr, *args) >= 0 else ctypes.get_errno()
+print(json.dumps({
+    "unshare_user": errno_of(272, 0x10000000),                          # unshare(CLONE_NEWUSER)
+    "io_uring_setup": errno_of(425, 8, None),                           # EFAULT if it were allowed
+    "add_key": errno_of(248, b"user", b"sandlot", b"x", 1, -2),
+    "clone3": errno_of(435, None, 0),
+    "getpid": errno_of(39),
+}))
+"""
+
+
+def test_seccomp_closes_user_namespaces_and_risky_syscalls(sandbox: Sandbox) -> None:
+    """Root in a sandbox can't make a user namespace (in-sandbox CAP_SYS_ADMIN) nor reach
+    io_uring or the host-wide keyring; everyday tools keep working."""
+    sandbox.files.write("/tmp/probe.py", SYSCALL_PROBE)
+    for user in ("root", "user"):
+        result = json.loads(sandbox.commands.run("python3 /tmp/probe.py", user=user).stdout)
+        assert result == {"unshare_user": errno.EPERM, "io_uring_setup": errno.EPERM, "add_key": errno.EPERM,
+                          "clone3": errno.ENOSYS, "getpid": 0}, (user, result)
+    with pytest.raises(CommandExitException):
+        sandbox.commands.run("unshare --user --map-root-user true")
+    # fork/exec, threads, sudo and pipes are untouched
+    assert sandbox.commands.run("sudo -n true && python3 -c 'import subprocess, threading; "
+                                "t = threading.Thread(target=print); t.start(); t.join(); "
+                                "print(subprocess.run([\"echo\", \"ok\"], capture_output=True, text=True).stdout, end=\"\")' | tail -1"
+                                ).stdout.strip() == "ok"

@@ -38,6 +38,8 @@ def test_memory_and_files_survive_two_pause_resume_cycles(server: Server) -> Non
             assert resp.json()["envdAccessToken"] == token
             assert resp.json()["sandboxID"] == sbx.sandbox_id
             after = read_count(sbx)
+            # CRIU restores the seccomp filter with the processes
+            assert "Seccomp:\t2" in sbx.commands.run("cat /proc/self/status", user="root").stdout
             # the in-memory counter continues (no restart from 1)
             assert after >= before, (before, after)
             time.sleep(0.3)
