@@ -252,7 +252,8 @@ class SandboxManager:
     def _warm_row(self, sandbox_id: str, build: Build) -> Sandbox:
         """A never-stored row for a pooled sandbox: no token, no create-time env vars yet."""
         return Sandbox(
-            id=sandbox_id, env_vars={}, envd_access_token="", cpu_count=build.cpu_count, memory_mb=build.memory_mb
+            id=sandbox_id, env_vars={}, envd_access_token="", cpu_count=build.cpu_count, memory_mb=build.memory_mb,
+            disk_mb=build.disk_mb,
         )
 
     def _warm_spec(self, sandbox_id: str, build: Build) -> SandboxSpec:
@@ -290,6 +291,7 @@ class SandboxManager:
             env=env,
             mounts=mounts,
             hostname="e2b",
+            disk_mb=row.disk_mb,
         )
 
     # --- timeouts ------------------------------------------------------------------------

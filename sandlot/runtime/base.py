@@ -32,6 +32,7 @@ class SandboxSpec:
     env: dict[str, str]
     mounts: list[BindMount] = field(default_factory=list)
     hostname: str = "sandbox"
+    disk_mb: int | None = None      # size of the writable disk (``None``: unlimited, host fs)
 
 
 @dataclass

@@ -5,11 +5,13 @@ Mixed into :class:`~sandlot.runtime.runc.RuncRuntime`. On-disk layout per sandbo
   ``checkpoint/``          the complete CRIU image of a paused sandbox
   ``paused.json``          written last, atomically: the sandbox is paused
                            (``{"memory": bool}``; ``false`` = filesystem-only pause)
-The overlay ``upper/`` dir *is* the filesystem state and is kept; the netns is kept too,
+The overlay ``disk/upper/`` dir *is* the filesystem state and is kept (with its disk image
+mounted); the netns is kept too,
 so the IP stays and ``lo`` stays up across restore (runc rejoins it by path).
 
 A snapshot dir (``<snapshots_dir>/<snapshot_id>/``) holds ``image/`` (CRIU, leave-running
-dump), ``upper/`` (copy taken while the sandbox was frozen) and ``snapshot.json``.
+dump), ``upper/`` (copy taken while the sandbox was frozen) and ``snapshot.json`` (with the
+disk size, so clones get a disk of the same size).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import cgroups, overlay
+from . import cgroups, disk, overlay
 from .base import SandboxHandle, SandboxRuntimeError, validate_sandbox_id
 from .network import NetSlot
 
@@ -182,15 +184,17 @@ class CheckpointMixin:
         overlay.umount(self.sandbox_dir(sid) / "rootfs")
         cgroups.remove(sid, parent=self.cgroup_parent)
 
-    def _mount_rootfs(self: "RuncRuntime", sid: str) -> None:
+    async def _mount_rootfs(self: "RuncRuntime", sid: str) -> None:
         sdir = self.sandbox_dir(sid)
         info = self._read_runtime_json(sid) or {}
         if overlay.is_mountpoint(sdir / "rootfs"):
             return
-        work = sdir / "work"
+        await disk.mount(sdir)   # after a host reboot the image is no longer mounted
+        fs = disk.mount_path(sdir)
+        work = fs / "work"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
-        overlay.mount_overlay([Path(p) for p in info["layers"]], sdir / "upper", work, sdir / "rootfs")
+        overlay.mount_overlay([Path(p) for p in info["layers"]], fs / "upper", work, sdir / "rootfs")
 
     # --- pause / resume ----------------------------------------------------------------
 
@@ -204,26 +208,40 @@ class CheckpointMixin:
         timings: dict[str, float] = {}
         if memory:
             self._require_criu()
-            partial, final = sdir / "checkpoint.partial", sdir / "checkpoint"
-            shutil.rmtree(partial, ignore_errors=True)
-            shutil.rmtree(final, ignore_errors=True)
-            partial.mkdir()
-            await self._runc("pause", sandbox_id)
-            timings["freeze"] = (time.perf_counter() - t0) * 1000
-            try:
-                await self._runc_criu("checkpoint", "--image-path", str(partial),
-                                      "--work-path", str(sdir / "criu-work"), sandbox_id)
-            except BaseException:
-                shutil.rmtree(partial, ignore_errors=True)
-                if await self.is_alive(sandbox_id):
-                    await self._runc("resume", sandbox_id, check=False)
-                raise
-            timings["dump"] = (time.perf_counter() - t0) * 1000
-            os.replace(partial, final)
+        # The marker is written before anything is frozen: once the container is released,
+        # publishing it is a rename, which can't fail for lack of disk space.
+        marker = sdir / "paused.json.tmp"
+        try:
+            marker.write_text(json.dumps({"memory": memory, "paused_at": time.time()}))
+            if memory:
+                await self._dump_for_pause(sandbox_id, timings, t0)
+        except BaseException:
+            marker.unlink(missing_ok=True)
+            raise
         await self._release_container(sandbox_id)
-        self._write_atomic(sdir / "paused.json", json.dumps({"memory": memory, "paused_at": time.time()}))
+        os.replace(marker, sdir / "paused.json")
         timings["total"] = (time.perf_counter() - t0) * 1000
         return timings
+
+    async def _dump_for_pause(self: "RuncRuntime", sandbox_id: str, timings: dict[str, float], t0: float) -> None:
+        """Freeze and dump into ``checkpoint/``; on failure thaw the sandbox and raise."""
+        sdir = self.sandbox_dir(sandbox_id)
+        partial, final = sdir / "checkpoint.partial", sdir / "checkpoint"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(final, ignore_errors=True)
+        partial.mkdir()
+        await self._runc("pause", sandbox_id)
+        timings["freeze"] = (time.perf_counter() - t0) * 1000
+        try:
+            await self._runc_criu("checkpoint", "--image-path", str(partial),
+                                  "--work-path", str(sdir / "criu-work"), sandbox_id)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            if await self.is_alive(sandbox_id):
+                await self._runc("resume", sandbox_id, check=False)
+            raise
+        timings["dump"] = (time.perf_counter() - t0) * 1000
+        os.replace(partial, final)
 
     async def resume(self: "RuncRuntime", sandbox_id: str) -> SandboxHandle:
         """Restore a paused sandbox in place (same id, netns, IP, disk)."""
@@ -234,7 +252,7 @@ class CheckpointMixin:
         except (OSError, ValueError) as exc:
             raise SandboxRuntimeError(f"sandbox {sandbox_id} is not paused") from exc
         info = self._read_runtime_json(sandbox_id) or {}
-        self._mount_rootfs(sandbox_id)
+        await self._mount_rootfs(sandbox_id)
         try:
             if marker.get("memory"):
                 self._require_criu()
@@ -288,6 +306,15 @@ class CheckpointMixin:
             await self._release_container(sandbox_id)
             self._write_atomic(sdir / "paused.json", json.dumps({"memory": True, "paused_at": time.time()}))
             return "paused"
+        marker = sdir / "paused.json.tmp"
+        try:
+            filesystem_only = json.loads(marker.read_text()).get("memory") is False
+        except (OSError, ValueError):
+            filesystem_only = False
+        if filesystem_only:                                       # stopped, crashed before the marker
+            await self._release_container(sandbox_id)
+            os.replace(marker, sdir / "paused.json")
+            return "paused"
         return "lost"
 
     # --- snapshots and clones ------------------------------------------------------------
@@ -303,7 +330,8 @@ class CheckpointMixin:
             await self._runc("pause", sandbox_id)
             try:
                 # the disk copy is taken while frozen so it matches the memory image
-                await asyncio.to_thread(shutil.copytree, sdir / "upper", dest / "upper", symlinks=True)
+                await asyncio.to_thread(shutil.copytree, disk.mount_path(sdir) / "upper", dest / "upper",
+                                        symlinks=True)
                 if memory:
                     await self._runc_criu("checkpoint", "--leave-running", "--image-path", str(dest / "image"),
                                           "--work-path", str(dest / "criu-work"), sandbox_id)
@@ -312,7 +340,8 @@ class CheckpointMixin:
             shutil.copy2(sdir / "config.json", dest / "config.json")
             info = self._read_runtime_json(sandbox_id) or {}
             self._write_atomic(dest / "snapshot.json", json.dumps(
-                {"source": sandbox_id, "layers": info.get("layers", []), "memory": memory}))
+                {"source": sandbox_id, "layers": info.get("layers", []), "memory": memory,
+                 "disk_mb": info.get("disk_mb")}))
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise
@@ -329,12 +358,13 @@ class CheckpointMixin:
             self._write_atomic(sdir / "runtime.json", json.dumps({
                 "sandbox_id": sandbox_id, "runtime": self.name, "netns": slot.netns,
                 "slot": slot.index, "ip": slot.sandbox_ip, "host_ip": slot.host_ip,
-                "layers": meta["layers"], "created_at": time.time(), "snapshot": str(snapshot)}))
-            await asyncio.to_thread(shutil.copytree, snapshot / "upper", sdir / "upper", symlinks=True)
-            hosts = sdir / "upper" / "etc" / "hosts"
+                "layers": meta["layers"], "created_at": time.time(), "snapshot": str(snapshot),
+                "disk_mb": meta.get("disk_mb")}))
+            fs = await disk.create(sdir, meta.get("disk_mb"))
+            await asyncio.to_thread(shutil.copytree, snapshot / "upper", fs / "upper", symlinks=True)
+            hosts = fs / "upper" / "etc" / "hosts"
             hosts.write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                              f"{slot.sandbox_ip}\t{hostname}\n")
-            (sdir / "work").mkdir()
             (sdir / "rootfs").mkdir()
             cfg = json.loads((snapshot / "config.json").read_text())
             cfg["linux"]["cgroupsPath"] = cgroups.cgroups_path(sandbox_id, self.cgroup_parent)
@@ -342,7 +372,7 @@ class CheckpointMixin:
                 if ns["type"] == "network":
                     ns["path"] = slot.netns_path
             (sdir / "config.json").write_text(json.dumps(cfg))
-            self._mount_rootfs(sandbox_id)
+            await self._mount_rootfs(sandbox_id)
             if meta.get("memory"):
                 self._require_criu()
                 await self._restore(sandbox_id, snapshot / "image")

@@ -2,7 +2,9 @@
 
 Layout:
   ``<data_dir>/sandboxes/<id>/``  bundle dir: ``config.json``, ``rootfs/`` (overlay merged),
-      ``upper/`` + ``work/`` (overlay), ``runtime.json`` (netns + ip, for restarts),
+      ``disk/upper/`` + ``disk/work/`` (overlay; ``disk/`` is the loop-mounted ``disk.img``
+      when the sandbox has a disk size, ``runtime/disk.py``), ``runtime.json`` (netns + ip,
+      for restarts),
       ``envd.log`` (the container init's stdout/stderr), ``init.pid``
   ``<state_dir>/runc/``            runc ``--root``
 """
@@ -18,7 +20,7 @@ import shutil
 import time
 from pathlib import Path
 
-from . import cgroups, overlay
+from . import cgroups, disk, overlay
 from .usage import Usage, oom_killed, read_usage
 from .base import SandboxHandle, SandboxRuntimeError, SandboxSpec, validate_sandbox_id
 from .bundle import oci_config
@@ -202,8 +204,11 @@ class RuncRuntime(CheckpointMixin):
             self._write_atomic(sdir / "runtime.json", json.dumps({
                 "sandbox_id": sid, "runtime": self.name, "netns": slot.netns,
                 "slot": slot.index, "ip": slot.sandbox_ip, "host_ip": slot.host_ip,
-                "layers": [str(p) for p in spec.layers], "created_at": time.time()}))
-            upper, work, rootfs = sdir / "upper", sdir / "work", sdir / "rootfs"
+                "layers": [str(p) for p in spec.layers], "created_at": time.time(),
+                "disk_mb": spec.disk_mb}))
+            fs = await disk.create(sdir, spec.disk_mb)
+            t["disk"] = time.perf_counter()
+            upper, work, rootfs = fs / "upper", fs / "work", sdir / "rootfs"
             for d in (upper, work, rootfs):
                 d.mkdir()
             (upper / "etc").mkdir()
@@ -249,7 +254,8 @@ class RuncRuntime(CheckpointMixin):
 
     async def kill_keeping_upper(self, sandbox_id: str, dest: Path) -> None:
         """Kill the sandbox but first move its overlay upper dir to ``dest`` (same
-        filesystem): template builds keep each step's changes as a layer."""
+        filesystem, so the sandbox must have no disk image): template builds keep each
+        step's changes as a layer."""
         validate_sandbox_id(sandbox_id)
         state = self._read_state(sandbox_id) or {}
         await self._runc("kill", sandbox_id, "KILL", check=False)
@@ -258,7 +264,7 @@ class RuncRuntime(CheckpointMixin):
         sdir = self.sandbox_dir(sandbox_id)
         for mp in sorted(overlay.mounts_under(sdir), key=len, reverse=True):
             overlay.umount(mp)
-        os.rename(sdir / "upper", dest)
+        os.rename(disk.mount_path(sdir) / "upper", dest)
         await self._teardown(sandbox_id, None)
 
     async def _teardown(self, sid: str, slot: NetSlot | None) -> None:
@@ -387,7 +393,8 @@ class RuncRuntime(CheckpointMixin):
 
     def usage(self, sandbox_id: str) -> "Usage | None":
         """cgroup counters and disk use of a running sandbox (``None`` if it is gone)."""
-        return read_usage(sandbox_id, self.cgroup_parent, self.sandbox_dir(sandbox_id) / "upper")
+        sdir = self.sandbox_dir(sandbox_id)
+        return read_usage(sandbox_id, self.cgroup_parent, disk.mount_path(sdir) / "upper", disk.usage(sdir))
 
     def init_pid(self, sandbox_id: str) -> int | None:
         state = self._read_state(sandbox_id)

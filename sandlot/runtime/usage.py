@@ -63,8 +63,9 @@ def dir_size(root: Path, max_entries: int = 200_000) -> int:
     return total
 
 
-def read_usage(sandbox_id: str, parent: str, upper_dir: Path | None) -> Usage | None:
-    """Current usage, or ``None`` when the sandbox's cgroups are gone."""
+def read_usage(sandbox_id: str, parent: str, upper_dir: Path | None, disk_used: int | None = None) -> Usage | None:
+    """Current usage, or ``None`` when the sandbox's cgroups are gone; ``disk_used`` when
+    known cheaply (a disk image's statvfs), else the upper dir is walked."""
     usage = cgroups.read("memory", sandbox_id, "memory.usage_in_bytes", parent)
     if usage is None:
         return None
@@ -78,7 +79,7 @@ def read_usage(sandbox_id: str, parent: str, upper_dir: Path | None) -> Usage | 
         mem_used=max(0, _int(usage) - inactive_file),
         mem_total=limit,
         mem_cache=cache,
-        disk_used=dir_size(upper_dir) if upper_dir is not None else 0,
+        disk_used=disk_used if disk_used is not None else dir_size(upper_dir) if upper_dir is not None else 0,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -102,14 +103,16 @@ def test_failed_checkpoint_and_full_disk_keep_sandbox_running(tmp_path: Path) ->
                          headers=headers, timeout=60).json()["sandboxID"]
         sbx = Sandbox.connect(sid, api_key=srv.api_key, api_url=srv.url, sandbox_url=srv.url)
         sbx.commands.run("python3 -c 'import time\nwhile True: time.sleep(1)'", background=True)
-        sbx.commands.run("dd if=/dev/zero of=/home/user/fill bs=1M count=100 || true", timeout=60)
+        # fill the host side (the sandbox's own disk is an image with its own size limit)
+        filler = rundir / "filler"
+        subprocess.run(["fallocate", "-l", str(shutil.disk_usage(rundir).free - 2**20), str(filler)], check=True)
         r = httpx.post(f"{srv.url}/sandboxes/{sid}/pause", headers=headers, timeout=60)
         assert r.status_code == 507, r.text
         assert "keeps running" in r.json()["message"]
         assert sbx.commands.run("echo still-here").stdout.strip() == "still-here"
         assert httpx.get(f"{srv.url}/sandboxes/{sid}", headers=headers).json()["state"] == "running"
         # with space again, the pause works
-        sbx.commands.run("rm -f /home/user/fill")
+        filler.unlink()
         r = httpx.post(f"{srv.url}/sandboxes/{sid}/pause", headers=headers, timeout=60)
         assert r.status_code == 204, r.text
         r = httpx.post(f"{srv.url}/v2/sandboxes/{sid}/connect", json={}, headers=headers, timeout=60)
