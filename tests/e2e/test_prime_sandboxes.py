@@ -49,6 +49,7 @@ def test_sdk_lifecycle_and_e2b_view(server: Server, home: Path) -> None:
     assert out["exec"] == {"stdout": "hi s3cret\nroot\n", "stderr": "oops\n", "exit_code": 3}
     assert out["exec_user"]["stdout"] == "user\n/tmp\n"
     assert out["exec_env"]["stdout"] == "1-2\n"
+    assert 1800 <= out["disk_mb"] <= 2048   # disk_size_gb=2 is the sandbox's disk
     assert out["upload"]["success"] and out["upload"]["path"] == "/tmp/data/in.bin" and out["upload"]["size"] == 10240
     assert out["download_equal"] is True
     assert out["read"]["content"] == "line1\nline2\nline3\n"

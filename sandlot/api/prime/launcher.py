@@ -36,16 +36,19 @@ class Launch:
     cpu_count: int
     memory_mb: int
     timeout_s: int
+    disk_mb: int | None = None
     env_vars: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
     start_command: dict | None = None
     network: dict | None = None
 
 
-def _sized(build: Build, cpu_count: int, memory_mb: int) -> Build:
-    """A detached copy of the build with the Prime request's CPU and memory (never persisted)."""
+def _sized(build: Build, cpu_count: int, memory_mb: int, disk_mb: int | None) -> Build:
+    """A detached copy of the build with the Prime request's CPU, memory and disk (never persisted)."""
     copy = Build(**{c.key: getattr(build, c.key) for c in Build.__table__.columns})
     copy.cpu_count, copy.memory_mb = cpu_count, memory_mb
+    if disk_mb is not None:
+        copy.disk_mb = disk_mb
     return copy
 
 
@@ -108,7 +111,7 @@ async def launch(ctx: PrimeContext, job: Launch) -> None:
             CreateRequest(
                 team_id=job.team_id,
                 template=template,
-                build=_sized(build, job.cpu_count, job.memory_mb),
+                build=_sized(build, job.cpu_count, job.memory_mb, job.disk_mb),
                 alias=alias,
                 timeout_s=job.timeout_s,
                 metadata=job.metadata,

@@ -165,6 +165,7 @@ async def create_sandbox(request: Request, team_id: TeamId) -> JSONResponse:
         pending_build_id=choice.pending_build_id,
         cpu_count=cpu_count,
         memory_mb=memory_mb,
+        disk_mb=max(64, int(body.disk_size_gb * 1024)),
         timeout_s=timeout_s,
         env_vars={**(body.environment_vars or {}), **(body.secrets or {})},
         metadata={"prime.name": body.name},

@@ -28,6 +28,7 @@ def main() -> dict:
             timeout_minutes=10,
             cpu_cores=1,
             memory_gb=1,
+            disk_size_gb=2,
         )
     )
     out["created"] = sandbox.model_dump(mode="json")
@@ -36,6 +37,7 @@ def main() -> dict:
     out["exec"] = client.execute_command(sandbox.id, "echo $GREETING $TOKEN; whoami; echo oops >&2; exit 3").model_dump()
     out["exec_user"] = client.execute_command(sandbox.id, "whoami; pwd", user="user", working_dir="/tmp").model_dump()
     out["exec_env"] = client.execute_command(sandbox.id, "echo $A-$B", env={"A": "1", "B": "2"}).model_dump()
+    out["disk_mb"] = int(client.execute_command(sandbox.id, "df -m --output=size / | tail -1").stdout)
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, "in.bin")
         payload = bytes(range(256)) * 40
