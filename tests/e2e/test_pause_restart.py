@@ -13,7 +13,7 @@ from e2b import Sandbox
 
 from sandlot import ids
 from tests.e2e.counter import read_count, start_counter
-from tests.e2e.server import Server, unique_instance, unique_subnet
+from tests.e2e.server import SANDLOT, Server, unique_instance, unique_subnet
 
 pytestmark = pytest.mark.slow
 
@@ -111,5 +111,31 @@ def test_interrupted_pause_is_settled_at_start(tmp_path: Path) -> None:
         assert again.files.read("/home/user/x.txt") == "x"
         assert not partial.exists()
         assert again.kill() is True
+    finally:
+        server.stop()
+
+
+def test_reset_removes_a_dead_servers_sandboxes(tmp_path: Path) -> None:
+    """`sandlot reset` after a kill -9: running and paused sandboxes, their netns, cgroups,
+    mounts, disks and the nft table all go, and the store forgets them."""
+    server = Server(workdir=tmp_path, api_key=ids.new_api_key(), instance=unique_instance("z"), subnet=unique_subnet(8))
+    server.start()
+    opts = {"api_key": server.api_key, "api_url": server.url, "sandbox_url": server.url}
+    running = Sandbox.create(timeout=300, **opts)
+    paused = Sandbox.create(timeout=300, **opts)
+    paused.pause()
+    _kill9(server)
+    assert _host_traces(server.instance)["netns"] >= 2
+    reset = subprocess.run([str(SANDLOT), "reset", "--yes"], env=server.env(), capture_output=True, text=True,
+                           timeout=120)
+    assert reset.returncode == 0, reset.stderr
+    assert _host_traces(server.instance) == {"mounts": 0, "cgroups": 0, "dirs": 0, "netns": 0}
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert f"inet {server.instance}" not in tables
+    server.start()
+    try:
+        assert Sandbox.list(**opts).next_items() == []
+        for sbx in (running, paused):
+            assert Sandbox.kill(sbx.sandbox_id, **opts) is False
     finally:
         server.stop()
