@@ -57,7 +57,7 @@ def run(runs: int, start_delay: float) -> None:
         f"sleep {start_delay} && python3 -m http.server 8000", wait_for_port(8000))
     build = timed(lambda: Template.build(template, slow))
     print(f"template with a {start_delay:.0f}s start command: build {build * 1000:.0f} ms")
-    first = timed(lambda: Sandbox.create(slow).kill())  # cold: pays the start command, warms the pool
+    first = timed(lambda: Sandbox.create(slow).kill())  # no warm sandbox yet: restores the post-ready snapshot
     plain, started, ready = [], [], []
     for _ in range(runs):
         time.sleep(start_delay + 2)  # idle time between requests lets the warm pool refill
@@ -70,7 +70,7 @@ def run(runs: int, start_delay: float) -> None:
         ready.append(sbx.commands.run("curl -s -o /dev/null -w '%{http_code}' localhost:8000").stdout == "200")
         sbx.kill()
     print(f"Sandbox.create('base')                   median {statistics.median(plain) * 1000:.0f} ms")
-    print(f"Sandbox.create(<{start_delay:.0f}s start command>), first (cold)  {first * 1000:.0f} ms")
+    print(f"Sandbox.create(<{start_delay:.0f}s start command>), first (snapshot restore)  {first * 1000:.0f} ms")
     print(f"Sandbox.create(<{start_delay:.0f}s start command>), warm pool     median "
           f"{statistics.median(started) * 1000:.0f} ms; server already answering in {sum(ready)}/{len(ready)}")
 

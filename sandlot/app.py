@@ -61,7 +61,7 @@ def build_services(settings: Settings, runtime: Runtime | None = None, launcher:
     manager = SandboxManager(settings, db, runtime, launcher or default_launcher)
     from sandlot.templates.builder import TemplateBuilder
 
-    builder = TemplateBuilder(settings, db, runtime, launcher or default_launcher)
+    builder = TemplateBuilder(settings, db, runtime, launcher or default_launcher, manager.ready_snapshots)
     return Services(settings=settings, db=db, runtime=runtime, sandboxes=manager, builder=builder)
 
 

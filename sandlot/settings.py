@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     """Prefix of host resources (nft table, netns, veths) so two servers never collide."""
 
     failpoints: str = ""
-    """Test-only fault injection, comma separated (``create-after-runtime``)."""
+    """Test-only fault injection, comma separated (``create-after-runtime``, ``pause-fail``, ``ready-snapshot-fail``)."""
 
     @field_validator("instance")
     @classmethod
@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     @property
     def snapshots_dir(self) -> Path:
         return self.data_dir / "snapshots" / self.instance
+
+    @property
+    def template_snapshots_dir(self) -> Path:
+        """Post-ready memory snapshots of templates with a start command, one dir per build."""
+        return self.templates_dir / "snapshots" / self.instance
 
     @property
     def envd_runtime_dir(self) -> Path:

@@ -173,8 +173,10 @@ async def update_template_v2(template_id: str, body: UpdateTemplate, request: Re
 async def delete_template(template_id: str, request: Request, team_id: TeamId) -> Response:
     """Refuses (409) while sandboxes or a build use the template; snapshot ids go to the snapshot route.
 
-    Layers stay in the content-keyed cache (other templates may share them)."""
+    Layers stay in the content-keyed cache (other templates may share them); the
+    builds' post-ready snapshots go with them."""
     services = request.app.state.services
+    snapshots: list[str] | None = None
     with services.db.session() as session, session.begin():
         template = template_store.resolve(session, team_id, template_id)
         if template is not None and template.team_id == team_id:
@@ -183,8 +185,10 @@ async def delete_template(template_id: str, request: Request, team_id: TeamId) -
                 raise APIError(409, f"Template '{template_id}' is used by {running} sandbox(es); kill them first")
             if any(services.builder and services.builder.running(b.id) for b in template_store.builds(session, template.id)):
                 raise APIError(409, f"Template '{template_id}' has a build in progress")
-            template_store.delete_template(session, template)
-            return Response(status_code=204)
+            snapshots = template_store.delete_template(session, template)
+    if snapshots is not None:
+        await services.sandboxes.ready_snapshots.discard(snapshots)
+        return Response(status_code=204)
     from sandlot.api import snapshots as snapshot_routes
 
     return await snapshot_routes.delete_snapshot(template_id, request, team_id)

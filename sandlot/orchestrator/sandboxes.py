@@ -25,6 +25,7 @@ from sandlot.runtime.dns_filter import host_resolvers
 from sandlot.runtime.egress import EgressPolicy, PolicyError, parse_policy
 from sandlot.orchestrator.events import EventLog
 from sandlot.orchestrator.metrics import MetricsSampler
+from sandlot.orchestrator.ready_snapshots import ReadySnapshots
 from sandlot.orchestrator.warm_pool import WarmPool
 from sandlot.runtime.base import BindMount, Runtime, SandboxHandle, SandboxSpec
 from sandlot.settings import Settings
@@ -106,11 +107,13 @@ class SandboxManager:
         """Called with (sandbox id, ``"oom"`` or ``"exited"``) when a container died on its own."""
         """Called with a sandbox IP after it was paused (the front door drops stale keep-alives)."""
         self.metrics = MetricsSampler(runtime)
+        self.ready_snapshots = ReadySnapshots(self)
         self.pool = WarmPool(
             runtime,
             self._http,
             self._warm_spec,
             self._warm_prepare,
+            self.ready_snapshots.restore,
             size=settings.warm_pool_size,
             envd_port=settings.envd_port,
             envd_timeout_s=settings.envd_start_timeout_s,
@@ -161,17 +164,20 @@ class SandboxManager:
             session.add(row)
         try:
             async with self._lock(sandbox_id):
-                if warm is not None:  # booted ahead by the warm pool: hand it its identity
-                    handle = warm
-                else:
+                # booted ahead by the warm pool, else restored from the template's post-ready
+                # snapshot: either way identity-less, it gets its identity through /init
+                restored = None if warm is not None else await self.ready_snapshots.restore(request.build, sandbox_id)
+                handle = warm or restored
+                booted = handle is None
+                if handle is None:
                     handle = await self.runtime.create(self._spec(row, request.build))
                 try:
-                    if warm is not None:
+                    if not booted:
                         await self.pool.initialize(handle, self._envd_init(row, request.build))
                     if self.settings.failpoint("create-after-runtime"):
                         raise RuntimeError("injected failure after the container was created")
                     await self.apply_network(handle.ip, request.allow_internet_access, request.network)
-                    if warm is None:
+                    if booted:
                         await wait_healthy(
                             self._http, handle.ip, self.settings.envd_port, self.settings.envd_start_timeout_s
                         )
@@ -185,9 +191,11 @@ class SandboxManager:
             self.abandon(sandbox_id, exc, "Failed to create sandbox")
             raise
         row = self.activate(sandbox_id, handle, request.timeout_s, spawned_from=request.template.id)
-        self.events.record(sandbox_id, "sandbox created", template=request.template.id, ip=handle.ip, warm=warm is not None)
+        self.events.record(sandbox_id, "sandbox created", template=request.template.id, ip=handle.ip,
+                           warm=warm is not None, restored=restored is not None)
         self.pool.want(request.build)
-        log.info("sandbox created", sandbox_id=sandbox_id, template=request.template.id, ip=handle.ip)
+        log.info("sandbox created", sandbox_id=sandbox_id, template=request.template.id, ip=handle.ip,
+                 warm=warm is not None, restored=restored is not None)
         return row
 
     def abandon(self, sandbox_id: str, exc: BaseException, what: str) -> None:
@@ -221,8 +229,8 @@ class SandboxManager:
         return row
 
     async def _start_command(self, row: Sandbox, build: Build, ip: str) -> None:
-        """Run the template's startCmd and wait for its readyCmd, paid at every create:
-        no post-ready memory snapshot of templates yet (see README, limits)."""
+        """Run the template's startCmd and wait for its readyCmd: at build time before the
+        post-ready snapshot, and at create for builds without one (``ready_snapshots``)."""
         from sandlot.templates import envd_exec
         from sandlot.templates.builder import wait_ready
         from sandlot.templates.build_sandbox import BuildSandbox, has_bash
@@ -499,6 +507,7 @@ class SandboxManager:
             log.warning("removing orphan container", sandbox_id=orphan)
             await self.runtime.kill(orphan)
         await pausing.remove_orphans(self)
+        self.ready_snapshots.remove_orphans()
         log.info("recovered sandboxes", running=len(self._routes))
 
     async def start(self) -> None:

@@ -4,8 +4,10 @@ envd's Python start-up (~300 ms) dominates a cold create. For the builds people
 actually use, a few sandboxes are kept booted with envd up but no identity: no
 access token, no env vars. Claiming one hands it its identity through envd's
 ``POST /init`` (the same call E2B's orchestrator makes) and the pool refills in
-the background, off the request path. Pooled sandboxes have no store row, so a
-restarted server treats them as orphans and removes them.
+the background, off the request path. Builds with a post-ready memory snapshot are
+filled by restoring it (``ready_snapshots``) rather than booting and running the
+start command. Pooled sandboxes have no store row, so a restarted server treats
+them as orphans and removes them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ SpecFactory = Callable[[str, Build], SandboxSpec]
 Prepare = Callable[[SandboxHandle, Build], Awaitable[None]]
 """Runs once envd is up, e.g. the template's start command, so claims skip it."""
 
+Restore = Callable[[Build, str], Awaitable[SandboxHandle | None]]
+"""A prepared sandbox of a build (id given) from a snapshot, or ``None`` to boot one instead."""
+
 
 @dataclass
 class _BuildPool:
@@ -46,6 +51,7 @@ class WarmPool:
         http: httpx.AsyncClient,
         spec_for: SpecFactory,
         prepare: Prepare | None = None,
+        restore: Restore | None = None,
         *,
         size: int,
         max_builds: int = 4,
@@ -56,6 +62,7 @@ class WarmPool:
         self.http = http
         self.spec_for = spec_for
         self.prepare = prepare
+        self.restore = restore
         self.size = size
         self.max_builds = max_builds
         self.envd_port = envd_port
@@ -107,11 +114,13 @@ class WarmPool:
     async def _boot(self, pool: _BuildPool) -> None:
         sandbox_id = ids.new_sandbox_id()
         try:
-            handle = await self.runtime.create(self.spec_for(sandbox_id, pool.build))
+            restored = await self.restore(pool.build, sandbox_id) if self.restore is not None else None
+            handle = restored or await self.runtime.create(self.spec_for(sandbox_id, pool.build))
             try:
-                await wait_healthy(self.http, handle.ip, self.envd_port, self.envd_timeout_s)
-                if self.prepare is not None:
-                    await self.prepare(handle, pool.build)
+                if restored is None:
+                    await wait_healthy(self.http, handle.ip, self.envd_port, self.envd_timeout_s)
+                    if self.prepare is not None:
+                        await self.prepare(handle, pool.build)
             except BaseException:
                 await self.runtime.kill(sandbox_id)
                 raise

@@ -118,6 +118,9 @@ class Build(Base):
     tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     """Tags requested for this build; they point at it once it is ready."""
     reason_step: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # --- post-ready snapshot (migration 0006) ---
+    ready_snapshot: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Dir of a memory snapshot taken once startCmd/readyCmd passed; sandboxes restore it."""
 
 
 class BuildLogEntry(Base):

@@ -264,7 +264,16 @@ def live_sandboxes(session: Session, template_id: str) -> int:
     return session.scalar(select(func.count()).select_from(Sandbox).where(Sandbox.template_id == template_id)) or 0
 
 
-def delete_template(session: Session, template: Template) -> None:
+def delete_template(session: Session, template: Template) -> list[str]:
+    """Delete the template (its builds cascade); returns their post-ready snapshot dirs,
+    which the caller removes once the transaction committed."""
+    snapshots = [b.ready_snapshot for b in builds(session, template.id) if b.ready_snapshot]
     for alias in session.scalars(select(TemplateAlias).where(TemplateAlias.template_id == template.id)):
         session.delete(alias)
     session.delete(template)
+    return snapshots
+
+
+def ready_snapshot_paths(session: Session) -> set[str]:
+    """Every post-ready snapshot dir a build points at (the others are orphans)."""
+    return set(session.scalars(select(Build.ready_snapshot).where(Build.ready_snapshot.is_not(None))))

@@ -1,9 +1,10 @@
 """Runs template builds: base → steps (each a cached layer) → start/ready check → register.
 
 A build only becomes visible to sandboxes in its last transaction (layers, config,
-tags, status ``ready``); any failure before leaves the build ``error`` with the
-step, exit code and last log lines, removes its build sandbox and keeps only
-complete, immutable layers in the cache.
+tags, status ``ready``, post-ready snapshot); any failure before leaves the build
+``error`` with the step, exit code and last log lines, removes its build sandbox and
+keeps only complete, immutable layers in the cache. A snapshot that cannot be taken
+only costs a warning: sandboxes then run the start command themselves.
 """
 
 from __future__ import annotations
@@ -15,21 +16,25 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import structlog
 
-from sandlot.runtime.base import BindMount, Runtime
+from sandlot.runtime.base import BindMount, Runtime, SandboxHandle
 from sandlot.settings import Settings
 from sandlot.store import templates as template_store
 from sandlot.store.database import Database
 from sandlot.store.models import Build
 from sandlot.templates import commands, oci, steps, uploads
 from sandlot.templates.build_log import BuildLog
-from sandlot.templates.build_sandbox import BuildSandboxes
+from sandlot.templates.build_sandbox import BuildSandboxes, new_build_sandbox_id
 from sandlot.templates.flatten import flatten
 from sandlot.templates.layers import LayerStore
 from sandlot.templates.steps import BuildConfig, Step
+
+if TYPE_CHECKING:
+    from sandlot.orchestrator.ready_snapshots import ReadySnapshots
 
 log = structlog.get_logger("sandlot.templates")
 
@@ -75,6 +80,16 @@ class _Progress:
     cache_broken: bool = False
 
 
+def _record_result(build: Build, request: BuildRequest, state: _Progress) -> None:
+    """What a finished build holds; the sandboxes made from it (and its start check) use it."""
+    build.layers = [str(p) for p in state.layers]
+    build.env_vars = state.config.env
+    build.default_user = state.config.user
+    build.default_workdir = state.config.workdir
+    build.start_cmd = request.start_cmd
+    build.ready_cmd = request.ready_cmd
+
+
 def config_of(build: Build) -> BuildConfig:
     if build.default_user is None and build.default_workdir is None and not build.env_vars:
         return BASE_CONFIG
@@ -83,9 +98,12 @@ def config_of(build: Build) -> BuildConfig:
 
 
 class TemplateBuilder:
-    def __init__(self, settings: Settings, db: Database, runtime: Runtime, envd_launch) -> None:
+    def __init__(self, settings: Settings, db: Database, runtime: Runtime, envd_launch,
+                 ready_snapshots: "ReadySnapshots") -> None:
         self.settings = settings
         self.db = db
+        self.ready_snapshots = ready_snapshots
+        """Boots the start check like the orchestrator boots sandboxes, and snapshots it."""
         self.layers = LayerStore(settings.templates_dir / "layers", settings.instance)
         self.uploads = uploads.UploadStore(settings.templates_dir / "files")
         self.images = oci.ImageStore(settings.templates_dir / "images", settings.templates_dir / "layers" / ".staging" / settings.instance)
@@ -140,9 +158,15 @@ class TemplateBuilder:
                     await self._step(build_id, step, len(request.steps), state, request, blog, cpu, memory)
                 if len(state.layers) > self.settings.build_max_layers:
                     state.layers, state.key = await self._flatten(state, blog)
+                snapshot = None
                 if request.start_cmd or request.ready_cmd:
-                    await self._check_start(request, state, blog, cpu, memory)
-                self._register(build_id, request, state)
+                    snapshot = await self._check_start(build_id, request, state, blog)
+                try:
+                    self._register(build_id, request, state, snapshot)
+                except BaseException:
+                    if snapshot is not None:
+                        await self.ready_snapshots.discard([str(snapshot)])
+                    raise
                 blog.line(f"Build finished in {time.monotonic() - started:.1f}s: {len(state.layers)} layer(s)")
         except BuildFailed as exc:
             self._fail(build_id, blog, exc.message, exc.step)
@@ -164,17 +188,13 @@ class TemplateBuilder:
                 template_store.fail_build(session, build, message, step)
         log.warning("template build failed", build_id=build_id, step=step, reason=message[:300])
 
-    def _register(self, build_id: str, request: BuildRequest, state: _Progress) -> None:
+    def _register(self, build_id: str, request: BuildRequest, state: _Progress, snapshot: Path | None) -> None:
         with self.db.session() as session, session.begin():
             build = session.get(Build, build_id)
             if build is None:
                 raise BuildFailed("The template was deleted during the build", "finalize")
-            build.layers = [str(p) for p in state.layers]
-            build.env_vars = state.config.env
-            build.default_user = state.config.user
-            build.default_workdir = state.config.workdir
-            build.start_cmd = request.start_cmd
-            build.ready_cmd = request.ready_cmd
+            _record_result(build, request, state)
+            build.ready_snapshot = str(snapshot) if snapshot is not None else None
             template_store.finish_build(session, build)
 
     # --- base ----------------------------------------------------------------------------------
@@ -302,24 +322,47 @@ class TemplateBuilder:
         assert layer.fs is not None
         return [layer.fs], key
 
-    async def _check_start(self, request: BuildRequest, state: _Progress, blog: BuildLog, cpu: int,
-                           memory: int) -> None:
-        """Run startCmd and wait for readyCmd in a sandbox of the final layers (nothing kept)."""
+    async def _check_start(self, build_id: str, request: BuildRequest, state: _Progress,
+                           blog: BuildLog) -> Path | None:
+        """Run startCmd and wait for readyCmd in a sandbox made exactly as the build's
+        sandboxes will be (same spec and start-up path as a warm-pool sandbox), then keep a
+        memory snapshot of that post-ready state for them to restore. Returns its dir, or
+        ``None`` when it could not be taken (sandboxes then run the start command)."""
+        with self.db.session() as session:
+            like = session.get(Build, build_id)
+            if like is None:
+                raise BuildFailed("The template was deleted during the build", "finalize")
+            session.expunge(like)  # a detached copy: the row as it will be once registered, never saved
+        _record_result(like, request, state)
         try:
-            async with self.sandboxes.open(state.layers, state.config, cpu_count=cpu, memory_mb=memory) as sandbox:
+            async with self.ready_snapshots.booted(like, new_build_sandbox_id()) as handle:
                 if request.start_cmd:
                     blog.line(f"Running start command: {request.start_cmd}", step="finalize")
-                    await sandbox.spawn(request.start_cmd)
                 if request.ready_cmd:
                     blog.line(f"Waiting for ready command: {request.ready_cmd}", step="finalize")
-                    seconds = await wait_ready(sandbox, request.ready_cmd, self.settings.build_ready_timeout_s)
-                    blog.line(f"Template is ready ({seconds:.1f}s after start)", step="finalize")
+                t0 = time.monotonic()
+                await self.ready_snapshots.prepare(handle, like)
+                if request.ready_cmd:
+                    blog.line(f"Template is ready ({time.monotonic() - t0:.1f}s after start)", step="finalize")
+                return await self._save_snapshot(handle, build_id, blog)
         except BuildFailed:
             raise
         except TimeoutError as exc:
             raise BuildFailed(str(exc), "finalize") from exc
         except Exception as exc:
             raise BuildFailed(f"Start/ready check could not run: {exc}", "finalize") from exc
+
+    async def _save_snapshot(self, handle: SandboxHandle, build_id: str, blog: BuildLog) -> Path | None:
+        """Never fails the build: e.g. CRIU cannot dump everything a start command may do."""
+        try:
+            path, ms = await self.ready_snapshots.save(handle, build_id)
+        except Exception as exc:  # noqa: BLE001
+            blog.line(f"Could not save a post-ready snapshot, sandboxes will run the start command when "
+                      f"created: {str(exc)[:1000]}", level="warn", step="finalize")
+            log.warning("post-ready snapshot failed", build_id=build_id, error=str(exc)[:500])
+            return None
+        blog.line(f"Saved post-ready snapshot ({ms:.0f} ms)", step="finalize")
+        return path
 
 
 async def wait_ready(sandbox, ready_cmd: str, timeout_s: float) -> float:

@@ -108,6 +108,8 @@ def test_build_full_template_and_create_sandbox(server: Server, context: Path) -
     cached = [m for m in logs2.messages if m.startswith("CACHED")]
     assert len(cached) == 8, logs2.text()
     assert warm < cold / 2, (warm, cold)
+    # each build keeps a post-ready snapshot in the shared data dir: deleting the template frees them
+    assert httpx.delete(f"{server.url}/templates/{tpl_name}", headers={"X-API-Key": server.api_key}).status_code == 204
 
 
 def _steps_run(logs: Logs) -> list[str]:
