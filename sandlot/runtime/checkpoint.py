@@ -33,13 +33,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CRIU_CONFIG = """\
-# Written by Sandlot. Established TCP connections (the front door's keep-alive
-# connections to envd) are not restorable into another netns/after the peer forgot
-# them: dump them as closed; clients reconnect.
+CRIU_CONFIG_IN_PLACE = """\
+# Written by Sandlot for pause/resume: the sandbox comes back in the same netns with the
+# same IP, so established TCP connections (loopback ones between its own processes,
+# and outside ones whose peer still has them) are restored as they were.
+tcp-established
+file-locks
+"""
+CRIU_CONFIG_COPY = """\
+# Written by Sandlot for snapshots and forks: a copy lives in another netns with another
+# IP, where connections to the old address can't exist: they are dumped as closed.
 tcp-close
 file-locks
 """
+CRIU_CONFIG_FILE = "criu.conf"
+"""Per sandbox (runc reads the path from the config's ``org.criu.config`` annotation), so
+a snapshot can switch its own sandbox to ``CRIU_CONFIG_COPY`` for the length of a dump."""
 
 MIN_CRIU = (4, 0)
 
@@ -113,6 +122,17 @@ async def run_with_stdio(runc_args: list[str], log_path: Path) -> tuple[int, str
         stdio.close()
 
 
+async def copy_upper(src: Path, dst: Path) -> None:
+    """Copy an overlay upper dir as-is: owners, modes, xattrs (opaque dirs), whiteouts and
+    unix sockets. ``shutil.copytree`` made every file root's (a clone's ``/home/user``
+    was no longer writable by ``user``) and failed on sockets."""
+    proc = await asyncio.create_subprocess_exec("cp", "-a", "-T", "--", str(src), str(dst),
+                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise SandboxRuntimeError(f"copying {src} failed: {err.decode(errors='replace').strip()[-500:]}")
+
+
 def _tail(path: Path, n: int = 600) -> str:
     time.sleep(0.05)   # let the drain catch up with runc's last words
     try:
@@ -129,10 +149,14 @@ class CheckpointMixin:
 
     # --- helpers -----------------------------------------------------------------------
 
-    def _criu_conf(self: "RuncRuntime") -> Path:
-        path = self.state_dir / "criu.conf"
-        if not path.exists() or path.read_text() != CRIU_CONFIG:
-            self._write_atomic(path, CRIU_CONFIG)
+    def _criu_conf(self: "RuncRuntime", sandbox_dir: Path, content: str = CRIU_CONFIG_IN_PLACE) -> Path:
+        path = sandbox_dir / CRIU_CONFIG_FILE
+        try:
+            current = path.read_text()
+        except OSError:
+            current = None
+        if current != content:
+            self._write_atomic(path, content)
         return path
 
     def _require_criu(self) -> None:
@@ -253,10 +277,11 @@ class CheckpointMixin:
             raise SandboxRuntimeError(f"sandbox {sandbox_id} is not paused") from exc
         info = self._read_runtime_json(sandbox_id) or {}
         await self._mount_rootfs(sandbox_id)
+        self._criu_conf(sdir)
         try:
             if marker.get("memory"):
                 self._require_criu()
-                await self._restore(sandbox_id, sdir / "checkpoint")
+                await self._restore_in_place(sandbox_id)
             else:
                 await self._cold_start(sandbox_id)
         except BaseException:
@@ -274,6 +299,23 @@ class CheckpointMixin:
     async def abort_resume(self: "RuncRuntime", sandbox_id: str) -> None:
         """A restored sandbox never became healthy: release it again; it stays paused."""
         await self._release_container(sandbox_id)
+
+    async def _restore_in_place(self: "RuncRuntime", sid: str) -> None:
+        """Restore a paused sandbox with its TCP connections; if CRIU can't, restore it
+        with them closed rather than leave the sandbox unresumable."""
+        sdir = self.sandbox_dir(sid)
+        try:
+            await self._restore(sid, sdir / "checkpoint")
+            return
+        except SandboxRuntimeError as exc:
+            log.warning("restore of %s with its TCP connections failed, retrying with them closed: %s", sid, exc)
+        await self._release_container(sid)
+        await self._mount_rootfs(sid)
+        self._criu_conf(sdir, CRIU_CONFIG_COPY)
+        try:
+            await self._restore(sid, sdir / "checkpoint")
+        finally:
+            self._criu_conf(sdir)
 
     async def _restore(self: "RuncRuntime", sid: str, image: Path) -> None:
         sdir = self.sandbox_dir(sid)
@@ -330,11 +372,14 @@ class CheckpointMixin:
             await self._runc("pause", sandbox_id)
             try:
                 # the disk copy is taken while frozen so it matches the memory image
-                await asyncio.to_thread(shutil.copytree, disk.mount_path(sdir) / "upper", dest / "upper",
-                                        symlinks=True)
+                await copy_upper(disk.mount_path(sdir) / "upper", dest / "upper")
                 if memory:
-                    await self._runc_criu("checkpoint", "--leave-running", "--image-path", str(dest / "image"),
-                                          "--work-path", str(dest / "criu-work"), sandbox_id)
+                    self._criu_conf(sdir, CRIU_CONFIG_COPY)
+                    try:
+                        await self._runc_criu("checkpoint", "--leave-running", "--image-path", str(dest / "image"),
+                                              "--work-path", str(dest / "criu-work"), sandbox_id)
+                    finally:
+                        self._criu_conf(sdir)
             finally:
                 await self._runc("resume", sandbox_id, check=False)
             shutil.copy2(sdir / "config.json", dest / "config.json")
@@ -361,13 +406,16 @@ class CheckpointMixin:
                 "layers": meta["layers"], "created_at": time.time(), "snapshot": str(snapshot),
                 "disk_mb": meta.get("disk_mb")}))
             fs = await disk.create(sdir, meta.get("disk_mb"))
-            await asyncio.to_thread(shutil.copytree, snapshot / "upper", fs / "upper", symlinks=True)
+            await copy_upper(snapshot / "upper", fs / "upper")
             hosts = fs / "upper" / "etc" / "hosts"
             hosts.write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                              f"{slot.sandbox_ip}\t{hostname}\n")
             (sdir / "rootfs").mkdir()
             cfg = json.loads((snapshot / "config.json").read_text())
             cfg["linux"]["cgroupsPath"] = cgroups.cgroups_path(sandbox_id, self.cgroup_parent)
+            # the clone's own CRIU config (the snapshot's names its source sandbox's): the
+            # image was dumped with its connections closed, which restore must repeat
+            cfg.setdefault("annotations", {})["org.criu.config"] = str(self._criu_conf(sdir, CRIU_CONFIG_COPY))
             for ns in cfg["linux"]["namespaces"]:
                 if ns["type"] == "network":
                     ns["path"] = slot.netns_path
@@ -378,6 +426,7 @@ class CheckpointMixin:
                 await self._restore(sandbox_id, snapshot / "image")
             else:
                 await self._cold_start(sandbox_id)
+            self._criu_conf(sdir)   # its own pauses keep their connections
             shutil.rmtree(sdir / "criu-work", ignore_errors=True)
         except BaseException:
             await asyncio.shield(self._teardown(sandbox_id, slot))

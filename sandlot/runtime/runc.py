@@ -221,7 +221,7 @@ class RuncRuntime(CheckpointMixin):
                              no_new_privileges=self.no_new_privileges,
                              oom_score_adj=self.oom_score_adj, nofile=self.nofile,
                              seccomp_filter=self.seccomp_filter)
-            cfg.setdefault("annotations", {})["org.criu.config"] = str(self._criu_conf())
+            cfg.setdefault("annotations", {})["org.criu.config"] = str(self._criu_conf(sdir))
             (sdir / "config.json").write_text(json.dumps(cfg))
             # stdio are pipes (drained into envd.log) so CRIU can checkpoint the init
             rc, _ = await run_with_stdio([self.runc, "--root", str(self.runc_root), "create", "--bundle",

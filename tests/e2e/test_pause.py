@@ -122,3 +122,49 @@ async def test_async_pause_resume(server: Server) -> None:
         assert (await same.commands.run("cat /tmp/v")).stdout.strip() == "41"
     finally:
         await sbx.kill()
+
+
+LOOPBACK_PAIR = r"""
+import os, socket, threading, time
+server = socket.create_server(("127.0.0.1", 7000))
+def echo():
+    conn, _ = server.accept()
+    while data := conn.recv(64):
+        conn.sendall(data)
+threading.Thread(target=echo, daemon=True).start()
+client = socket.create_connection(("127.0.0.1", 7000))
+count = 0
+while True:
+    try:
+        client.sendall(b"x")
+        assert client.recv(1) == b"x"
+        count += 1
+        status = f"ok {count}"
+    except Exception as exc:
+        status = f"broken after {count}: {exc!r}"
+    with open("/tmp/tcp.tmp", "w") as f:
+        f.write(status)
+    os.replace("/tmp/tcp.tmp", "/tmp/tcp")
+    if status.startswith("broken"):
+        break
+    time.sleep(0.05)
+"""
+
+
+def test_tcp_connections_survive_pause_and_resume(server: Server) -> None:
+    """A connection between two of the sandbox's processes (a client and its local database,
+    say) carries on after a resume, as in a VM: CRIU restores established connections."""
+    sbx = Sandbox.create(timeout=120)
+    try:
+        sbx.files.write("/tmp/pair.py", LOOPBACK_PAIR)
+        sbx.commands.run("python3 /tmp/pair.py", background=True)
+        time.sleep(0.5)
+        before = sbx.commands.run("cat /tmp/tcp").stdout
+        assert before.startswith("ok "), before
+        assert sbx.pause() is True
+        resumed = Sandbox.connect(sbx.sandbox_id, timeout=120)
+        time.sleep(0.5)
+        after = resumed.commands.run("cat /tmp/tcp").stdout
+        assert after.startswith("ok ") and int(after.split()[1]) > int(before.split()[1]), (before, after)
+    finally:
+        sbx.kill()

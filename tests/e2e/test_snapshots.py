@@ -55,6 +55,9 @@ def test_fork_shares_state_then_diverges(server: Server) -> None:
             assert fsecret == secret          # same in-memory state as the source at the fork
             assert fn == n + 1
             assert fork.files.read("/home/user/shared.txt") == "before fork"
+            # the disk copy keeps owners: the fork's user still owns its home and files
+            assert fork.commands.run("stat -c %U /home/user /home/user/shared.txt && touch /home/user/t",
+                                     user="user").stdout.split() == ["user", "user"]
             fork.files.write("/home/user/mine.txt", f"fork {i}")
         # they diverge: the source and each fork count on their own, files are separate
         _hit(forks[0]); _hit(forks[0])

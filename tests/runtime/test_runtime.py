@@ -483,3 +483,34 @@ async def test_parallel_creates_get_distinct_networks(runtime, base_rootfs):
     finally:
         await asyncio.gather(*(runtime.kill(s.sandbox_id) for s in specs))
     assert await runtime.list() == []
+
+
+async def test_resume_falls_back_to_closed_tcp_connections(runtime, base_rootfs, monkeypatch):
+    """If CRIU can't restore a paused sandbox's TCP connections, the resume retries with
+    them closed instead of leaving the sandbox unresumable."""
+    from sandlot.runtime import checkpoint
+
+    code = ("import os, time\nn = 0\nwhile True:\n    n += 1\n    open('/tmp/n.tmp', 'w').write(str(n))\n"
+            "    os.replace('/tmp/n.tmp', '/tmp/n')\n    time.sleep(0.05)\n")
+    s = spec([base_rootfs], ["/usr/bin/python3", "-c", code])
+    await runtime.create(s)
+    counter = runtime.sandbox_dir(s.sandbox_id) / "disk" / "upper" / "tmp" / "n"
+    before = int(await wait_file(counter))
+    await runtime.pause(s.sandbox_id)
+    real_restore, configs = runtime._restore, []
+
+    async def flaky_restore(sid, image):
+        configs.append((runtime.sandbox_dir(sid) / checkpoint.CRIU_CONFIG_FILE).read_text())
+        if len(configs) == 1:
+            raise checkpoint.SandboxRuntimeError("injected: TCP repair failed")
+        await real_restore(sid, image)
+
+    monkeypatch.setattr(runtime, "_restore", flaky_restore)
+    await runtime.resume(s.sandbox_id)
+    runtime.finish_resume(s.sandbox_id)
+    assert configs == [checkpoint.CRIU_CONFIG_IN_PLACE, checkpoint.CRIU_CONFIG_COPY]
+    await asyncio.sleep(0.5)
+    assert int(counter.read_text()) > before   # the same process, counting on from memory
+    assert (runtime.sandbox_dir(s.sandbox_id) / checkpoint.CRIU_CONFIG_FILE).read_text() == \
+        checkpoint.CRIU_CONFIG_IN_PLACE
+    await runtime.kill(s.sandbox_id)
