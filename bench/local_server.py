@@ -11,8 +11,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def with_server(benchmark: Callable[[], None]) -> None:
-    """Call ``benchmark`` with the E2B SDK environment pointing at a Sandlot server."""
+def with_server(benchmark: Callable[[], None], extra_env: dict[str, str] | None = None) -> None:
+    """Call ``benchmark`` with the E2B SDK environment pointing at a Sandlot server
+    (a private one started with ``extra_env`` unless ``E2B_API_URL`` is set)."""
     if os.environ.get("E2B_API_URL"):
         benchmark()
         return
@@ -20,7 +21,7 @@ def with_server(benchmark: Callable[[], None]) -> None:
     from tests.e2e.server import Server
 
     with tempfile.TemporaryDirectory(prefix="sandlot-bench-") as workdir:
-        server = Server(workdir=Path(workdir), api_key=ids.new_api_key())
+        server = Server(workdir=Path(workdir), api_key=ids.new_api_key(), extra_env=dict(extra_env or {}))
         server.start()
         os.environ.update({"E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.url, "E2B_API_KEY": server.api_key})
         try:

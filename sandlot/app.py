@@ -18,6 +18,7 @@ from sandlot.api import sandboxes as sandbox_routes
 from sandlot.api import snapshots as snapshot_routes
 from sandlot.api import templates as template_routes
 from sandlot.api.prime import facade as prime_facade
+from sandlot.code_interpreter import template as code_interpreter_template
 from sandlot.orchestrator.sandboxes import EnvdLauncher, SandboxManager
 from sandlot.proxy.frontdoor import FrontDoor
 from sandlot.runtime.base import Runtime
@@ -72,6 +73,7 @@ def create_app(services: Services) -> FrontDoor:
         await services.sandboxes.start()
         if services.builder is not None:
             await services.builder.start()
+        code_interpreter_template.ensure_built(services)  # background build of code-interpreter-v1
         services.ready = True
         try:
             yield

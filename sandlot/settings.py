@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     """How long a template's readyCmd may take to exit 0 (at build and at sandbox create)."""
     build_max_layers: int = 40
     """Deeper layer stacks are flattened into one layer (overlay mount options are limited to a page)."""
+    code_interpreter_template: bool = True
+    """Build the public ``code-interpreter-v1`` template at start-up when it has no ready build."""
 
     runtime_state_dir: Path = Path("/run/sandlot")
     instance: str = "sandlot"

@@ -241,6 +241,11 @@ async def _create_sandbox(body: NewSandbox, request: Request, team_id: str) -> d
             raise APIError(404, f"Template '{body.template_id}' not found (unknown tag)")
         build = found[1] if found else None
         if build is None:
+            pending = next((b for b in template_store.builds(session, template.id)
+                            if b.status in ("waiting", "building")), None)
+            if pending is not None:  # e.g. code-interpreter-v1 right after the first start
+                raise APIError(400, f"Template '{body.template_id}' is still being built (build {pending.id} is "
+                                    f"{pending.status}); try again when the build is ready")
             raise APIError(400, f"Template '{body.template_id}' has no finished build")
         names = template_store.aliases(session, template.id)
     plain = template_store.split_tag(body.template_id)[0]

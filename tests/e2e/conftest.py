@@ -12,8 +12,12 @@ from tests.e2e.server import Server
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(workdir=tmp_path_factory.mktemp("sandlot"), api_key=ids.new_api_key())
+def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Server]:
+    # building code-interpreter-v1 costs minutes of CPU when its layers aren't cached yet:
+    # only when the session runs its tests
+    wants_ci = any("test_code_interpreter" in item.nodeid for item in request.session.items)
+    srv = Server(workdir=tmp_path_factory.mktemp("sandlot"), api_key=ids.new_api_key(),
+                 extra_env={"SANDLOT_CODE_INTERPRETER_TEMPLATE": "true" if wants_ci else "false"})
     srv.start()
     saved = {k: os.environ.get(k) for k in ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY", "E2B_DOMAIN")}
     os.environ.update({"E2B_API_URL": srv.url, "E2B_SANDBOX_URL": srv.url, "E2B_API_KEY": srv.api_key})

@@ -64,6 +64,8 @@ class Server:
                 "SANDLOT_RUNTIME_STATE_DIR": str(self.workdir / "run"),
                 "SANDLOT_INSTANCE": self.instance,
                 "SANDLOT_SANDBOX_SUBNET": self.subnet,
+                # the code-interpreter-v1 build only where tests need it (the session server)
+                "SANDLOT_CODE_INTERPRETER_TEMPLATE": "false",
             }
         )
         env.update(self.extra_env)

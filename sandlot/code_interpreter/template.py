@@ -1,0 +1,151 @@
+"""The public ``code-interpreter-v1`` template, built by Sandlot's own pipeline at start-up.
+
+It is an ordinary template (``fromTemplate base``, RUN steps, start/ready command), so
+its build is logged, cached layer by layer and visible through the build-status API of
+the team that owns it (the default team). The server code is not copied into the image:
+it is installed into the envd runtime (mounted read-only at ``/.sandlot`` in every sandbox)
+under a directory named by its content hash, and the start command runs it from there
+under the template venv's python. So a Sandlot upgrade that changes the server changes
+the start command, which rebuilds the template once (steps come from the layer cache);
+and servers from different checkouts sharing a data dir (tests) never swap each other's
+code, as they do with ``opt/envd/app``, which each server start re-copies.
+
+Runs in the control plane; never imported inside sandboxes.
+"""
+
+from __future__ import annotations
+
+import compileall
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from sandlot.store import keys
+from sandlot.store import templates as template_store
+from sandlot.store.models import Template, TemplateAlias, TemplateTag
+from sandlot.templates import steps as build_steps
+from sandlot.templates.builder import BuildRequest
+
+if TYPE_CHECKING:
+    from sandlot.app import Services
+
+log = structlog.get_logger("sandlot.code_interpreter")
+
+NAME = "code-interpreter-v1"
+VENV = "/opt/code-interpreter"
+PACKAGES = [
+    "ipykernel==7.4.0", "jupyter_client==8.10.0", "starlette==1.10.0", "uvicorn==0.54.0",
+    "matplotlib==3.11.2", "numpy==2.4.6", "pandas==3.1.1", "bash_kernel==0.10.0",
+]
+MEMORY_MB = 1024
+"""A kernel with pandas and matplotlib loaded needs more than the 512 MB default."""
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+"""The system bundle (the host's when ``trust_host_ca``): a venv's pip would use certifi's."""
+MOUNT_POINT = "/.sandlot"
+SERVER_DIR = "opt/code-interpreter"
+"""In the envd runtime: ``<digest>/sandlot/code_interpreter``, nothing else, so putting
+``<digest>`` on ``PYTHONPATH`` shadows nothing of the venv."""
+
+STEPS: list[dict] = [
+    {"type": "RUN", "args": [
+        f"python3 -m venv {VENV}"
+        f" && PIP_CERT={CA_BUNDLE} {VENV}/bin/pip install --no-cache-dir --disable-pip-version-check"
+        " --progress-bar off "
+        + " ".join(PACKAGES)
+        + f" && {VENV}/bin/python -m bash_kernel.install --sys-prefix"
+        f" && chown -R user:user {VENV}",  # `%pip install` from a kernel (which runs as user) works
+        "root"]},
+    {"type": "ENV", "args": ["PATH", f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+    {"type": "USER", "args": ["user"]},
+    {"type": "WORKDIR", "args": ["/home/user"]},
+    # matplotlib's font cache and the .pyc of the big imports, once, instead of in every sandbox
+    {"type": "RUN", "args": [f"{VENV}/bin/python -c 'import matplotlib.pyplot, pandas, ipykernel'", "user"]},
+]
+READY_CMD = "curl -sf -o /dev/null http://localhost:49999/health"
+
+
+def _server_sources() -> list[Path]:
+    return sorted(p for p in Path(__file__).parent.glob("*.py") if p.name != "template.py")
+
+
+def install_server(runtime_dir: Path) -> str:
+    """Copy the server into the envd runtime (once per content) and return the in-sandbox
+    dir to put on ``PYTHONPATH``."""
+    digest = hashlib.sha256()
+    for source in _server_sources():
+        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    rel = f"{SERVER_DIR}/{digest.hexdigest()[:16]}"
+    final = runtime_dir / rel
+    if not (final / "sandlot" / "code_interpreter" / "__main__.py").is_file():
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        package = tmp / "sandlot" / "code_interpreter"
+        package.mkdir(parents=True)
+        (tmp / "sandlot" / "__init__.py").write_text("")
+        for source in _server_sources():
+            shutil.copyfile(source, package / source.name)
+        compileall.compile_dir(str(tmp), ddir=f"{MOUNT_POINT}/{rel}", quiet=2)  # the mount is read-only
+        for path in [tmp, *tmp.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)  # readable by the sandbox's user
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another server installed the same content first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return f"{MOUNT_POINT}/{rel}"
+
+
+def start_cmd(server_dir: str) -> str:
+    return (f"PYTHONPATH={server_dir} PYTHONDONTWRITEBYTECODE=1 "
+            f"exec {VENV}/bin/python -m sandlot.code_interpreter")
+
+
+def recipe_tag(start: str) -> str:
+    """Tags the build made from this exact recipe (server code included, through the start
+    command's path), so a Sandlot upgrade that changes it rebuilds: the post-ready snapshot
+    holds the running server. Unchanged steps come from the layer cache (seconds)."""
+    recipe = json.dumps([STEPS, start, READY_CMD, MEMORY_MB])
+    return "recipe-" + hashlib.sha256(recipe.encode()).hexdigest()[:12]
+
+
+def ensure_built(services: Services) -> str | None:
+    """Submit a build of ``code-interpreter-v1`` unless one from the current recipe is
+    ready or running; returns the new build's id. The build runs in the background."""
+    settings, builder = services.settings, services.builder
+    if not settings.code_interpreter_template or builder is None:
+        return None
+    from sandlot.orchestrator.sandboxes import ENVD_VERSION
+
+    start = start_cmd(install_server(settings.envd_runtime_dir))
+    tag = recipe_tag(start)
+    with services.db.session() as session, session.begin():
+        team = keys.get_or_create_default_team(session)
+        alias = session.get(TemplateAlias, NAME)
+        template = session.get(Template, alias.template_id) if alias else None
+        if template is not None:
+            if template.team_id != team.id:
+                log.warning("not building code-interpreter-v1: the name belongs to another team's template")
+                return None
+            current = session.get(TemplateTag, (template.id, tag))
+            if current is not None:
+                return None
+            if any(b.status in ("waiting", "building") and builder.running(b.id)
+                   for b in template_store.builds(session, template.id)):
+                return None
+        template, build = template_store.request_build(
+            session, team_id=team.id, name=NAME, tags=[template_store.DEFAULT_TAG, tag],
+            cpu_count=settings.default_cpu_count, memory_mb=MEMORY_MB, disk_mb=settings.default_disk_mb,
+            envd_version=ENVD_VERSION,
+        )
+        template.public = True
+        build.status = "building"
+        build_id, team_id = build.id, team.id
+    builder.submit(build_id, BuildRequest(team_id=team_id, steps=build_steps.parse(STEPS), from_template="base",
+                                          start_cmd=start, ready_cmd=READY_CMD))
+    log.info("building the code-interpreter-v1 template in the background", build_id=build_id)
+    return build_id
+
