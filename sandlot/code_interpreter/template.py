@@ -8,7 +8,7 @@ under a directory named by its content hash, and the start command runs it from 
 under the template venv's python. So a Sandlot upgrade that changes the server changes
 the start command, which rebuilds the template once (steps come from the layer cache);
 and servers from different checkouts sharing a data dir (tests) never swap each other's
-code, as they do with ``opt/envd/app``, which each server start re-copies.
+code (envd's own code is kept the same way, ``opt/envd/apps/<digest>``).
 
 Runs in the control plane; never imported inside sandboxes.
 """

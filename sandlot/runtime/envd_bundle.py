@@ -6,8 +6,10 @@ Layout of ``<runtime>`` (bind-mounted read-only at ``/.sandlot`` in each sandbox
   python3.11 (``python3.11-minimal`` + ``libpython3.11-stdlib``) and the libs it needs
   (glibc, libssl3, libsqlite3, libffi, ...);
 * ``opt/envd/site``: envd's pip deps (``pip install --target``);
-* ``opt/envd/app/sandlot``: a copy of ``sandlot/__init__.py`` + ``sandlot/envd/``
-  (refreshed by :func:`refresh_envd_app` on every server start).
+* ``opt/envd/apps/<digest>/sandlot``: a copy of ``sandlot/__init__.py`` + ``sandlot/envd/``,
+  one dir per content digest (added by :func:`refresh_envd_app` at server start when
+  missing). Never replaced in place: a sandbox whose envd is starting, or a server of
+  another version sharing the data dir, keeps the code it was launched with.
 
 All ``.pyc`` are precompiled (the mount is read-only and envd runs with
 ``PYTHONDONTWRITEBYTECODE=1``). Absolute symlinks are rewritten to relative ones so
@@ -18,6 +20,8 @@ dynamic loader, so it works whatever libc (or none) the sandbox rootfs has.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import shutil
@@ -67,15 +71,16 @@ def _relativize_symlinks(root: Path) -> None:
                 os.symlink(new, p)
 
 
-def _compile(paths: list[Path], root: Path) -> None:
-    """Precompile .py to .pyc with in-sandbox file names (``/.sandlot/...``).
+def _compile(paths: list[Path], root: Path, final: Path | None = None) -> None:
+    """Precompile .py to .pyc with in-sandbox file names (``/.sandlot/...``; of ``final``
+    when the tree is compiled before being renamed there).
 
     In-process when we run on CPython 3.11 (same bytecode as the runtime), else through
     the host's ``python3.11``."""
     for p in paths:
         if not p.exists():
             continue
-        ddir = MOUNT_POINT + "/" + str(p.relative_to(root))
+        ddir = MOUNT_POINT + "/" + str((final or p).relative_to(root))
         if sys.version_info[:2] == (3, 11) and sys.implementation.name == "cpython":
             import compileall
             compileall.compile_dir(str(p), ddir=ddir, quiet=2, workers=1)
@@ -174,9 +179,9 @@ def build_envd_runtime(runtime_dir: Path | str, *, progress: Progress | None = N
         if not (tmp / "usr/bin" / PY).exists():
             raise RuntimeError(f"{PY} missing from the runtime tree")
         _install_site(tmp, envd_requirements(), pip, progress)
-        _copy_app(tmp)
         progress("precompiling .pyc")
-        _compile([tmp / "usr/lib" / PY, tmp / "opt/envd/app"], tmp)
+        _compile([tmp / "usr/lib" / PY], tmp)
+        _copy_app(tmp)
         (tmp / MARKER).write_text(f"envd runtime {PY} built {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
         swap_in(tmp, runtime_dir)
     except BaseException:
@@ -186,29 +191,52 @@ def build_envd_runtime(runtime_dir: Path | str, *, progress: Progress | None = N
     return runtime_dir
 
 
+_APP_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
+
+
+def _app_sources() -> list[Path]:
+    envd = _REPO_SANDLOT / "envd"
+    files = [p for p in envd.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+             and "tests" not in p.relative_to(envd).parts and p.suffix != ".pyc"]
+    return [_REPO_SANDLOT / "__init__.py", *sorted(files)]
+
+
+@functools.lru_cache(maxsize=1)
+def app_digest() -> str:
+    """Digest of the envd code this server would put in sandboxes (names its app dir)."""
+    digest = hashlib.sha256()
+    for path in _app_sources():
+        digest.update(str(path.relative_to(_REPO_SANDLOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def app_dir(root: Path | str, digest: str | None = None) -> Path:
+    return Path(root) / "opt/envd/apps" / (digest or app_digest())
+
+
 def _copy_app(root: Path) -> None:
-    app = root / "opt/envd/app/sandlot"
-    tmp = app.parent / f".sandlot.tmp-{os.getpid()}"
+    """Add this code's app dir (complete and precompiled, or not at all)."""
+    final = app_dir(root)
+    if final.is_dir():
+        return
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shutil.copy2(_REPO_SANDLOT / "__init__.py", tmp / "__init__.py")
-    envd_src = _REPO_SANDLOT / "envd"
-    if envd_src.is_dir():
-        shutil.copytree(envd_src, tmp / "envd",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests"))
-    swap_in(tmp, app)
+    (tmp / "sandlot").mkdir(parents=True)
+    shutil.copy2(_REPO_SANDLOT / "__init__.py", tmp / "sandlot" / "__init__.py")
+    shutil.copytree(_REPO_SANDLOT / "envd", tmp / "sandlot" / "envd", ignore=_APP_IGNORE)
+    _compile([tmp], root, final)
+    try:
+        os.rename(tmp, final)
+    except OSError:   # another server of the same code won the race
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def refresh_envd_app(runtime_dir: Path | str) -> None:
-    """Re-copy ``sandlot/__init__.py`` + ``sandlot/envd/`` into the runtime and precompile.
+    """Make sure the runtime has this code's app dir (cheap when it has: one stat).
 
-    Cheap (tens of ms); call on every server start so code changes apply to new sandboxes.
-    Running sandboxes see the swap too (bind mount of the parent dir), which is fine
-    because their interpreter already imported everything it needs.
-    """
-    runtime_dir = Path(runtime_dir)
-    _copy_app(runtime_dir)
-    _compile([runtime_dir / "opt/envd/app"], runtime_dir)
+    Call on every server start so code changes apply to new sandboxes; dirs of other
+    digests stay for the sandboxes (and servers) that use them."""
+    _copy_app(Path(runtime_dir))
 
 
 def envd_launch(port: int = 49983, *, runtime_dir: Path | str | None = None,
@@ -224,7 +252,7 @@ def envd_launch(port: int = 49983, *, runtime_dir: Path | str | None = None,
             *(extra_args or [])]
     env = {
         "PYTHONHOME": f"{m}/usr",
-        "PYTHONPATH": f"{m}/opt/envd/app:{m}/opt/envd/site",
+        "PYTHONPATH": f"{m}/opt/envd/apps/{app_digest()}:{m}/opt/envd/site",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",

@@ -15,7 +15,7 @@ import pytest
 
 from sandlot.runtime import cgroups, overlay
 from sandlot.runtime.base import BindMount, SandboxSpec
-from sandlot.runtime.envd_bundle import envd_launch, python_launch
+from sandlot.runtime.envd_bundle import app_digest, envd_launch, python_launch
 from sandlot.runtime.runc import RuncRuntime
 
 from .conftest import TEST_DATA, new_id
@@ -395,7 +395,7 @@ def test_envd_launch_shape():
     assert argv[1] == "--library-path"
     assert argv[-2:] == ["-m", "sandlot.envd"]
     assert env["PYTHONHOME"] == "/.sandlot/usr"
-    assert env["PYTHONPATH"] == "/.sandlot/opt/envd/app:/.sandlot/opt/envd/site"
+    assert env["PYTHONPATH"] == f"/.sandlot/opt/envd/apps/{app_digest()}:/.sandlot/opt/envd/site"
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert env["SANDLOT_ENVD_PORT"] == "49983"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from sandlot.runtime.envd_bundle import loader_path
+from sandlot.runtime.envd_bundle import app_dir, loader_path
 from sandlot.templates.base import build_base_rootfs, is_built
 
 
@@ -38,5 +38,6 @@ def test_envd_runtime_tree(envd_runtime):
             if os.path.islink(p):
                 assert not os.readlink(p).startswith("/"), p
     assert list((envd_runtime / "usr/lib/python3.11/__pycache__").glob("os.cpython-311.pyc"))
-    assert (envd_runtime / "opt/envd/app/sandlot/__init__.py").exists()
+    assert (app_dir(envd_runtime) / "sandlot/__init__.py").exists()
+    assert list((app_dir(envd_runtime) / "sandlot/envd/__pycache__").glob("server.cpython-311.pyc"))
     assert (envd_runtime / "opt/envd/site/uvicorn").is_dir()
