@@ -170,7 +170,9 @@ async def _reset(services) -> int:  # noqa: ANN001 - sandlot.app.Services, impor
     from sandlot.store.models import Sandbox
 
     runtime = services.runtime
-    await runtime.start()
+    sandboxes_dir = getattr(runtime, "sandboxes_dir", None)
+    found = {e.name for e in sandboxes_dir.iterdir()} if sandboxes_dir and sandboxes_dir.is_dir() else set()
+    await runtime.start()   # removes sandboxes whose container state is gone
     try:
         ids = {h.sandbox_id for h in await runtime.list()} | set(getattr(runtime, "paused_ids", list)())
         for sandbox_id in ids:
@@ -180,7 +182,7 @@ async def _reset(services) -> int:  # noqa: ANN001 - sandlot.app.Services, impor
     services.db.migrate()
     with services.db.session() as session, session.begin():
         session.execute(delete(Sandbox))
-    return len(ids)
+    return len(found | ids)
 
 
 @keys_app.command("create")

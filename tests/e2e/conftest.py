@@ -8,7 +8,17 @@ from collections.abc import Iterator
 import pytest
 
 from sandlot import ids
-from tests.e2e.server import Server
+from tests.e2e.server import STARTED, Server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_sandbox_outlives_the_session() -> Iterator[None]:
+    yield
+    instances = set()
+    for srv in STARTED:
+        if srv.instance not in instances:
+            instances.add(srv.instance)
+            srv.reset()
 
 
 @pytest.fixture(scope="session")

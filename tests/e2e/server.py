@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,9 +30,28 @@ def unique_instance(letter: str) -> str:
     return f"{letter}{os.getpid() % 1_000_000:06d}"
 
 
+@functools.lru_cache(maxsize=1)
+def _process_octet() -> int:
+    """A second octet (10.X.0.0/16) for this test process: derived from the pid, but moved
+    on while the host already has addresses in it, so that concurrent test runs on one
+    machine (developers', CI's) don't route each other's sandbox IPs."""
+    used = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    taken = {int(m.group(1)) for m in re.finditer(r"inet 10\.(\d+)\.", used)}
+    start = os.getpid() % 100
+    for step in range(100):
+        octet = 100 + (start + step) % 100
+        if octet not in taken:
+            return octet
+    return 100 + start
+
+
 def unique_subnet(block: int) -> str:
     """A /20 for sandbox links, unique to this test process and ``block`` (0-15)."""
-    return f"10.{100 + os.getpid() % 100}.{block * 16}.0/20"
+    return f"10.{_process_octet()}.{block * 16}.0/20"
+
+
+STARTED: list["Server"] = []
+"""Every server a test started, for the session's final clean-up (``conftest.py``)."""
 
 
 @dataclass
@@ -72,6 +93,7 @@ class Server:
         return env
 
     def start(self, timeout_s: float = 300) -> None:
+        STARTED.append(self)
         log = open(self.workdir / "server.log", "ab")
         self.process = subprocess.Popen(
             [str(SANDLOT), "serve", "--log-level", "info"],
@@ -103,6 +125,16 @@ class Server:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+    def reset(self) -> None:
+        """Kill whatever sandboxes the stopped server left (`sandlot reset`): a stopped
+        server leaves its sandboxes running for a restart, and a failed test may not have
+        killed its own."""
+        self.stop()
+        done = subprocess.run([str(SANDLOT), "reset", "--yes"], env=self.env(), capture_output=True, text=True,
+                              timeout=300, cwd=REPO)
+        if done.returncode != 0:
+            raise RuntimeError(f"sandlot reset failed for {self.instance}: {done.stderr[-2000:]}")
 
     def log_tail(self, lines: int = 60) -> str:
         path = self.workdir / "server.log"
