@@ -21,7 +21,8 @@ test: setup js-deps prime-venv
 # The JS SDK suite needs Node >= 20 (the e2b npm package's floor); without it the test is skipped.
 js-deps:
 	@if command -v node >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)'; then \
-		[ -d tests/js/node_modules/e2b ] || (cd tests/js && npm ci --no-audit --no-fund --loglevel=error); \
+		[ tests/js/node_modules/.package-lock.json -nt tests/js/package-lock.json ] || \
+			(cd tests/js && npm ci --no-audit --no-fund --loglevel=error); \
 	else echo "Node >= 20 not found: the JS SDK tests will be skipped"; fi
 
 deps:

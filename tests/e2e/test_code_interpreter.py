@@ -8,6 +8,8 @@ Jupyter kernels through the front door on port 49999.
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -17,6 +19,7 @@ from e2b import SandboxException, TimeoutException
 from e2b_code_interpreter import AsyncSandbox, Sandbox
 
 from tests.e2e.server import Server
+from tests.e2e.test_js_sdk import JS_DIR, _node_major
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -182,3 +185,14 @@ async def test_async_sandbox(template_ready: None) -> None:
         await sandbox.remove_code_context(ctx.id)
     finally:
         await sandbox.kill()
+
+
+@pytest.mark.skipif(_node_major() < 20, reason="the @e2b/code-interpreter npm package needs Node >= 20")
+def test_js_sdk(server: Server, template_ready: None) -> None:
+    """The unmodified @e2b/code-interpreter JS SDK (npm, Node's test runner)."""
+    assert (JS_DIR / "node_modules" / "@e2b" / "code-interpreter").is_dir(), "run `make test` (tests/js deps)"
+    env = dict(os.environ, E2B_API_URL=server.url, E2B_SANDBOX_URL=server.url, E2B_API_KEY=server.api_key)
+    result = subprocess.run(["node", "--test", "--test-reporter=spec", "code_interpreter.test.mjs"],
+                            cwd=JS_DIR, env=env, capture_output=True, text=True, timeout=300)
+    print(result.stdout[-6000:])
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
