@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     seccomp: bool = True
     """Sandboxes get ``runtime/seccomp.py``'s filter (no user namespaces, io_uring, BPF, …)."""
 
+    paused_ttl_s: int = 0
+    """Paused sandboxes older than this are deleted with their checkpoint (0 = kept until killed)."""
+
     network_pool_size: int = 4
     warm_pool_size: int = 2
     """Sandboxes kept booted per recently used template, so create skips envd's start-up (0 = off)."""

@@ -417,10 +417,14 @@ class SandboxManager:
     # --- background work ------------------------------------------------------------------
 
     async def expire_due(self) -> None:
+        now = datetime.now(timezone.utc)
         with self.db.session() as session:
-            rows = sandbox_store.expired(session, datetime.now(timezone.utc))
+            rows = sandbox_store.expired(session, now)
             due = [row.id for row in rows]
             to_pause = {row.id for row in rows if row.auto_pause}
+            if self.settings.paused_ttl_s > 0:   # the operator's retention for paused sandboxes
+                due += [row.id for row in sandbox_store.paused_before(
+                    session, now - timedelta(seconds=self.settings.paused_ttl_s))]
         for sandbox_id in due:
             try:
                 if sandbox_id in to_pause:   # autoPause: pause instead of dying (issue 4)

@@ -32,6 +32,10 @@ def expired(session: Session, now: datetime) -> list[Sandbox]:
     return list(session.scalars(select(Sandbox).where(Sandbox.state == "running", Sandbox.end_at <= now)))
 
 
+def paused_before(session: Session, cutoff: datetime) -> list[Sandbox]:
+    return list(session.scalars(select(Sandbox).where(Sandbox.state == "paused", Sandbox.paused_at <= cutoff)))
+
+
 def count_running(session: Session, team_id: str) -> int:
     return len(list(session.scalars(select(Sandbox.id).where(Sandbox.team_id == team_id, Sandbox.state == "running"))))
 

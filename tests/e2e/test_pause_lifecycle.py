@@ -140,3 +140,27 @@ def test_injected_checkpoint_failure_keeps_sandbox(tmp_path: Path) -> None:
     finally:
         _kill_all(srv)
         srv.stop()
+
+
+@pytest.mark.slow
+def test_paused_ttl_deletes_old_paused_sandboxes(tmp_path: Path) -> None:
+    """SANDLOT_PAUSED_TTL_S: an operator's retention for paused sandboxes (default: forever)."""
+    srv = Server(workdir=tmp_path, api_key=ids.new_api_key(), instance=unique_instance("p"), subnet=unique_subnet(11),
+                 extra_env={"SANDLOT_PAUSED_TTL_S": "3"})
+    srv.start()
+    opts = {"api_key": srv.api_key, "api_url": srv.url, "sandbox_url": srv.url}
+    try:
+        old = Sandbox.create(timeout=120, **opts)
+        old.pause()
+        sandbox_dir = Path("/var/lib/sandlot/runtime") / srv.instance / "sandboxes" / old.sandbox_id
+        assert (sandbox_dir / "checkpoint").is_dir()
+        running = Sandbox.create(timeout=120, **opts)
+        deadline = time.monotonic() + 20
+        while old.sandbox_id in [s.sandbox_id for s in Sandbox.list(**opts).next_items()]:
+            assert time.monotonic() < deadline, "the paused sandbox outlived SANDLOT_PAUSED_TTL_S"
+            time.sleep(0.5)
+        assert not sandbox_dir.exists()
+        assert running.is_running()   # running sandboxes are not affected
+        running.kill()
+    finally:
+        srv.stop()
