@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     no_new_privileges: bool = False
     """Off by default: E2B's contract includes passwordless sudo for ``user``."""
     seccomp: bool = True
+    lxcfs: bool = True
+    """Sandboxes see their own memory, CPUs and uptime in /proc (``runtime/lxcfs.py``)."""
     """Sandboxes get ``runtime/seccomp.py``'s filter (no user namespaces, io_uring, BPF, …)."""
 
     paused_ttl_s: int = 0
@@ -127,6 +129,11 @@ class Settings(BaseSettings):
     def template_snapshots_dir(self) -> Path:
         """Post-ready memory snapshots of templates with a start command, one dir per build."""
         return self.templates_dir / "snapshots" / self.instance
+
+    @property
+    def lxcfs_dir(self) -> Path:
+        """One lxcfs mount for every server sharing the data dir."""
+        return self.data_dir / "lxcfs"
 
     @property
     def envd_runtime_dir(self) -> Path:

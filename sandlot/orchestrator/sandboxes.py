@@ -27,6 +27,7 @@ from sandlot.orchestrator.events import EventLog
 from sandlot.orchestrator.metrics import MetricsSampler
 from sandlot.orchestrator.ready_snapshots import ReadySnapshots
 from sandlot.orchestrator.warm_pool import WarmPool
+from sandlot.runtime import lxcfs
 from sandlot.runtime.base import BindMount, Runtime, SandboxHandle, SandboxSpec
 from sandlot.settings import Settings
 from sandlot.store import sandboxes as sandbox_store
@@ -107,6 +108,8 @@ class SandboxManager:
         """Called with (sandbox id, ``"oom"`` or ``"exited"``) when a container died on its own."""
         """Called with a sandbox IP after it was paused (the front door drops stale keep-alives)."""
         self.metrics = MetricsSampler(runtime)
+        self._proc_mounts: list[BindMount] = []
+        """lxcfs views of /proc files, once ``start`` has lxcfs running."""
         self.ready_snapshots = ReadySnapshots(self)
         self.pool = WarmPool(
             runtime,
@@ -289,6 +292,7 @@ class SandboxManager:
         mounts = [BindMount(self.settings.envd_runtime_dir, "/.sandlot", read_only=True)]
         if self.settings.trust_host_ca and self.settings.host_ca_bundle.exists():
             mounts.append(BindMount(self.settings.host_ca_bundle, "/etc/ssl/certs/ca-certificates.crt", read_only=True))
+        mounts += self._proc_mounts
         return SandboxSpec(
             sandbox_id=row.id,
             layers=[Path(p) for p in build.layers],
@@ -515,6 +519,8 @@ class SandboxManager:
         log.info("recovered sandboxes", running=len(self._routes))
 
     async def start(self) -> None:
+        if self.settings.lxcfs and await asyncio.to_thread(lxcfs.ensure, self.settings.lxcfs_dir):
+            self._proc_mounts = lxcfs.proc_mounts(self.settings.lxcfs_dir)
         await self.recover()
         self._reaper = asyncio.create_task(self._reap_forever())
         self.metrics.start()

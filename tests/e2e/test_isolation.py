@@ -106,3 +106,15 @@ def test_seccomp_closes_user_namespaces_and_risky_syscalls(sandbox: Sandbox) -> 
                                 "t = threading.Thread(target=print); t.start(); t.join(); "
                                 "print(subprocess.run([\"echo\", \"ok\"], capture_output=True, text=True).stdout, end=\"\")' | tail -1"
                                 ).stdout.strip() == "ok"
+
+
+def test_proc_shows_the_sandbox_not_the_host(sandbox: Sandbox) -> None:
+    """free/top/psutil see the sandbox's memory limit and uptime (lxcfs), not the host's."""
+    total_mb = int(sandbox.commands.run("free -m | awk '/^Mem:/ {print $2}'").stdout)
+    limit_mb = int(sandbox.commands.run("cat /sys/fs/cgroup/memory/memory.limit_in_bytes").stdout) // 2**20
+    assert total_mb == limit_mb, (total_mb, limit_mb)
+    host_total_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20
+    assert total_mb < host_total_mb
+    sandbox_uptime = float(sandbox.commands.run("cat /proc/uptime").stdout.split()[0])
+    host_uptime = float(open("/proc/uptime").read().split()[0])
+    assert sandbox_uptime < host_uptime - 60, (sandbox_uptime, host_uptime)
