@@ -26,7 +26,7 @@ from sandlot.settings import Settings
 from sandlot.store import templates as template_store
 from sandlot.store.database import Database
 from sandlot.store.models import Build
-from sandlot.templates import commands, oci, steps, uploads
+from sandlot.templates import commands, gc, oci, steps, uploads
 from sandlot.templates.build_log import BuildLog
 from sandlot.templates.build_sandbox import BuildSandboxes, new_build_sandbox_id
 from sandlot.templates.flatten import flatten
@@ -114,6 +114,8 @@ class TemplateBuilder:
 
     async def start(self) -> None:
         self.layers.start()
+        # `sandlot template gc` of any server sharing the data dir must see our builds' layers
+        gc.register_database(self.settings.templates_dir, self.settings.effective_database_url)
         with self.db.session() as session, session.begin():
             for build in template_store.unfinished_builds(session):
                 if build.status == "building":
@@ -207,6 +209,10 @@ class TemplateBuilder:
                     raise BuildFailed(f"Base template '{request.from_template}' not found or has no ready build", "base")
                 _template, build = found
                 layers, config = [Path(p) for p in build.layers], config_of(build)
+            # used from now on even if that template is deleted during this build
+            if not gc.keep_alive_paths(self.settings.templates_dir, layers):
+                raise BuildFailed(f"Base template '{request.from_template}' lost layers to `sandlot template gc`; "
+                                  "rebuild it", "base")
             blog.line(f"FROM template {request.from_template} (build {build.id})", step="base")
             return Base(steps.base_key("template", [build.layers, config.as_json()]), layers, config, request.from_template)
         image = request.from_image or "e2bdev/base"

@@ -1,4 +1,5 @@
-"""``sandlot template build|list|delete|tag``: the same REST API the SDK uses, with live logs.
+"""``sandlot template build|list|delete|tag``: the same REST API the SDK uses, with live logs;
+``sandlot template gc`` works on the data dir directly (``gc.py``).
 
 Builds go through the unmodified ``e2b`` SDK (``Template.build``), so a directory with a
 Dockerfile (parsed client-side by the SDK into steps) or a Python file defining
@@ -19,7 +20,8 @@ from rich.table import Table
 
 from sandlot.settings import Settings
 
-template_app = typer.Typer(help="Build and manage templates (talks to a running server).", no_args_is_help=True)
+template_app = typer.Typer(help="Build and manage templates (through a running server); collect unused layers.",
+                           no_args_is_help=True)
 console = Console(stderr=True)
 
 ApiUrl = Annotated[Optional[str], typer.Option("--api-url", envvar="E2B_API_URL", help="Server URL (default: local server)")]
@@ -153,3 +155,76 @@ def tag(
         else:
             build_id = _check(api.post("/templates/tags", json={"target": target, "tags": tags})).json()["buildID"]
             console.print(f"{', '.join(tags)} → build {build_id}")
+
+
+@template_app.command("gc")
+def gc_command(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be deleted")] = False,
+    min_age: Annotated[float, typer.Option("--min-age", min=0, help="Keep what a build created or used within "
+                                           "this many hours (protects builds in progress)")] = 24.0,
+    yes: Annotated[bool, typer.Option("--yes", help="Don't ask for confirmation")] = False,
+    only: Annotated[Optional[list[str]], typer.Option(
+        "--only", help="Consider only this layer key, image digest or path (repeatable)")] = None,
+) -> None:
+    """Delete cached build layers and pulled images that no template build, sandbox or snapshot
+    of any server on this machine uses (works on the data dir; the server may keep running)."""
+    from sandlot.templates import gc
+
+    settings = Settings()
+    own = gc.normalized_url(settings.effective_database_url) or settings.effective_database_url
+    databases: dict[str, Path | None] = {own: None}
+    referenced: set[str] = set()
+    gone: list[Path] = []
+    try:
+        databases.update(gc.registered_databases(settings.templates_dir))
+        for url, registration in databases.items():  # databases first: a sandbox is created from a build row
+            paths = gc.database_references(url)
+            if paths is None and registration is not None:
+                gone.append(registration)
+            referenced |= paths or set()
+        referenced |= gc.disk_references(settings.data_dir)
+    except gc.ReferencesUnknown as exc:
+        console.print(f"[red]Not collecting: cannot tell what is in use ({exc}). If that server is gone for good, "
+                      f"remove its file in {settings.templates_dir / gc.DATABASES_DIR}.[/red]", highlight=False)
+        raise typer.Exit(1) from None
+    entries = gc.plan(settings.templates_dir, referenced, min_age * 3600, only=only)
+    out = Console() if Console().is_terminal else Console(width=220)
+    if entries:
+        table = Table("kind", "entry", "unused for", "size")
+        for entry in entries:
+            table.add_row("leftover" if entry.tombstone else entry.kind.rstrip("s"), entry.path.name,
+                          "-" if entry.tombstone else _duration(entry.age_s), _size(entry.bytes))
+        out.print(table)
+    total = sum(e.bytes for e in entries)
+    out.print(f"{len(entries)} entries, {_size(total)} to reclaim "
+              f"({len(databases) - len(gone)} database(s) and all sandboxes/snapshots checked)", highlight=False)
+    if dry_run or not entries:
+        if dry_run:
+            out.print("Dry run: nothing deleted.")
+        return
+    if not yes and not typer.confirm(f"Delete {len(entries)} entries ({_size(total)})?"):
+        raise typer.Exit(1)
+    deleted, kept = gc.delete(entries, min_age * 3600)
+    for registration in gone:  # SQLite files that no longer exist: nothing can use their builds
+        registration.unlink(missing_ok=True)
+    for entry in kept:
+        out.print(f"skipped {entry.path.name}: used or removed meanwhile", highlight=False)
+    out.print(f"Deleted {len(deleted)} entries, reclaimed {_size(sum(e.bytes for e in deleted))}.", highlight=False)
+
+
+def _size(n: float) -> str:
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} d"

@@ -4,7 +4,8 @@ A layer is an overlayfs upper dir captured after one build step, kept as-is
 (whiteouts = 0:0 char devices, ``trusted.overlay.opaque`` xattrs) because it is
 used again as a lower layer. Layers are immutable once committed: a forced
 rebuild makes a new key instead of overwriting, so running sandboxes never see
-their lower layers change.
+their lower layers change. ``sandlot template gc`` deletes unused ones (``gc.py``):
+a cache hit marks the layer as used, and a layer gc took is a miss, so it is rebuilt.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from sandlot.templates import gc
 
 KEY_CHARS = 40
 """Key prefix used in paths: short paths let more layers fit in one overlay mount."""
@@ -52,6 +55,8 @@ class LayerStore:
         except (OSError, ValueError):
             return None
         if meta.get("key") != key:
+            return None
+        if not gc.keep_alive(self._dir(key), "layers"):  # gc took it meanwhile
             return None
         fs = self._dir(key) / "fs"
         return Layer(key, fs if meta.get("hasFiles") else None)

@@ -2,7 +2,9 @@
 
 Both are Debian packages. umoci applies each layer in order and resolves the
 ``.wh.`` whiteouts (and opaque ``.wh..wh..opq`` markers) itself, so the result is
-one plain rootfs directory, cached by manifest digest under ``<templates>/images``.
+one plain rootfs directory, cached by manifest digest under ``<templates>/images``
+(``sandlot template gc`` removes images no build or sandbox uses; a cache hit marks one
+as used).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandlot.templates import gc
 from sandlot.templates.steps import BuildConfig
 
 SKOPEO = "/usr/bin/skopeo"
@@ -93,7 +96,7 @@ class ImageStore:
             digest = next((m["digest"] for m in manifest["manifests"]
                            if m.get("platform", {}).get("architecture") in ("amd64", None)), digest)
         target = self.root / digest.replace(":", "-")
-        if (target / "config.json").is_file():
+        if (target / "config.json").is_file() and gc.keep_alive(target, "images"):
             progress(f"Image {ref} already unpacked")
             return Pulled(digest, target / "rootfs", _config(json.loads((target / "config.json").read_text())))
         work = self.staging / f"img-{uuid.uuid4().hex}"
