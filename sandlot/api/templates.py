@@ -174,9 +174,10 @@ async def delete_template(template_id: str, request: Request, team_id: TeamId) -
     """Refuses (409) while sandboxes or a build use the template; snapshot ids go to the snapshot route.
 
     Layers stay in the content-keyed cache (other templates may share them); the
-    builds' post-ready snapshots go with them."""
+    builds' post-ready snapshots and warm-pool sandboxes go with them."""
     services = request.app.state.services
     snapshots: list[str] | None = None
+    build_ids: set[str] = set()
     with services.db.session() as session, session.begin():
         template = template_store.resolve(session, team_id, template_id)
         if template is not None and template.team_id == team_id:
@@ -185,8 +186,9 @@ async def delete_template(template_id: str, request: Request, team_id: TeamId) -
                 raise APIError(409, f"Template '{template_id}' is used by {running} sandbox(es); kill them first")
             if any(services.builder and services.builder.running(b.id) for b in template_store.builds(session, template.id)):
                 raise APIError(409, f"Template '{template_id}' has a build in progress")
-            snapshots = template_store.delete_template(session, template)
+            snapshots, build_ids = template_store.delete_template(session, template)
     if snapshots is not None:
+        await services.sandboxes.pool.drop(build_ids)
         await services.sandboxes.ready_snapshots.discard(snapshots)
         return Response(status_code=204)
     from sandlot.api import snapshots as snapshot_routes

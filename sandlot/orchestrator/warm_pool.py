@@ -142,6 +142,12 @@ class WarmPool:
         except Exception as exc:
             log.warning("failed to remove warm sandbox", sandbox_id=handle.sandbox_id, error=repr(exc))
 
+    async def drop(self, build_ids: set[str]) -> None:
+        """Stop keeping sandboxes of these builds (their template is gone); boots in flight
+        discard themselves when they find their pool gone."""
+        dropped = [self._pools.pop(build_id) for build_id in build_ids if build_id in self._pools]
+        await asyncio.gather(*(self._discard(h) for pool in dropped for h in pool.ready))
+
     def pooled_ids(self) -> set[str]:
         return {h.sandbox_id for p in self._pools.values() for h in p.ready}
 

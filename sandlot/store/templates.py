@@ -264,14 +264,16 @@ def live_sandboxes(session: Session, template_id: str) -> int:
     return session.scalar(select(func.count()).select_from(Sandbox).where(Sandbox.template_id == template_id)) or 0
 
 
-def delete_template(session: Session, template: Template) -> list[str]:
-    """Delete the template (its builds cascade); returns their post-ready snapshot dirs,
-    which the caller removes once the transaction committed."""
-    snapshots = [b.ready_snapshot for b in builds(session, template.id) if b.ready_snapshot]
+def delete_template(session: Session, template: Template) -> tuple[list[str], set[str]]:
+    """Delete the template (its builds cascade); returns their post-ready snapshot dirs and
+    their ids, which the caller cleans up after once the transaction committed."""
+    gone = builds(session, template.id)
+    snapshots = [b.ready_snapshot for b in gone if b.ready_snapshot]
+    build_ids = {b.id for b in gone}
     for alias in session.scalars(select(TemplateAlias).where(TemplateAlias.template_id == template.id)):
         session.delete(alias)
     session.delete(template)
-    return snapshots
+    return snapshots, build_ids
 
 
 def ready_snapshot_paths(session: Session) -> set[str]:

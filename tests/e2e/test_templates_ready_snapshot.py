@@ -9,6 +9,7 @@ at build time, so the start command did not run again.
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
 from pathlib import Path
@@ -103,6 +104,7 @@ def test_sandboxes_restore_the_post_ready_state(server: Server) -> None:
     assert "Saved post-ready snapshot (" in log, log
     snapshot = snapshots_dir(server) / info.build_id
     assert (snapshot / "image").is_dir()
+    template_layers = json.loads((snapshot / "snapshot.json").read_text())["layers"]
 
     sandboxes: list[Sandbox] = []
     try:
@@ -175,6 +177,10 @@ def test_sandboxes_restore_the_post_ready_state(server: Server) -> None:
         deleted = httpx.delete(f"{server.url}/templates/{info.template_id}", headers={"X-API-Key": server.api_key})
     assert deleted.status_code == 204
     assert not snapshot.exists()
+    # nor do warm-pool sandboxes of the deleted template stay around
+    top_layer = str(Path(template_layers[0]))
+    runtime_files = (Path("/var/lib/sandlot/runtime") / server.instance / "sandboxes").glob("*/runtime.json")
+    assert not [f for f in runtime_files if top_layer in f.read_text()]
 
 
 def test_restart_orphans_and_fallback_without_snapshot(tmp_path: Path) -> None:
