@@ -1,9 +1,20 @@
-"""The orchestrator's view of a sandbox's envd: is it up yet?"""
+"""The server's client of a sandbox's envd: is it up yet, and running commands in it.
+
+Build steps, start commands and warm-up calls are executed exactly the way the SDK runs
+``commands.run``: envd's ``process.Process/Start`` server stream (Connect RPC, JSON codec),
+so they get the same users, environment and working directory handling as user commands.
+Used by the orchestrator and by the template builder.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import struct
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -24,3 +35,146 @@ async def wait_healthy(client: httpx.AsyncClient, ip: str, port: int, timeout_s:
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, 0.05)
     raise TimeoutError(f"envd did not become healthy within {timeout_s:.0f}s ({last_error!r})")
+
+
+OutputSink = Callable[[str, str], None]
+"""Receives ``(stream, text)`` chunks: stream is ``stdout`` or ``stderr``."""
+
+
+class EnvdExecError(Exception):
+    """envd refused or broke the stream (not a non-zero exit: that is a result)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    ip: str
+    port: int
+    access_token: str
+
+
+def shell_argv(command: str, *, bash: bool) -> tuple[str, list[str]]:
+    """E2B runs commands with ``bash -l -c``; images without bash get ``sh -c``."""
+    return ("/bin/bash", ["-l", "-c", command]) if bash else ("/bin/sh", ["-c", command])
+
+
+def _envelope(message: dict) -> bytes:
+    data = json.dumps(message).encode()
+    return struct.pack(">BI", 0, len(data)) + data
+
+
+def _headers(target: Target, user: str) -> dict[str, str]:
+    return {
+        "Content-Type": "application/connect+json",
+        "Connect-Protocol-Version": "1",
+        "X-Access-Token": target.access_token,
+        "Authorization": "Basic " + base64.b64encode(f"{user}:".encode()).decode(),
+    }
+
+
+async def _events(response: httpx.Response):
+    """Yield decoded ``event`` dicts; raise on an end-of-stream error."""
+    buffer = b""
+    async for chunk in response.aiter_bytes():
+        buffer += chunk
+        while len(buffer) >= 5:
+            flags, size = struct.unpack(">BI", buffer[:5])
+            if len(buffer) < 5 + size:
+                break
+            payload, buffer = buffer[5 : 5 + size], buffer[5 + size :]
+            message = json.loads(payload or b"{}")
+            if flags & 0x02:
+                if message.get("error"):
+                    err = message["error"]
+                    raise EnvdExecError(f"{err.get('code')}: {err.get('message')}")
+                return
+            yield message.get("event") or {}
+
+
+def _request(cmd: str, args: list[str], envs: dict[str, str], cwd: str | None) -> dict:
+    process: dict = {"cmd": cmd, "args": args, "envs": envs}
+    if cwd:
+        process["cwd"] = cwd
+    return {"process": process, "stdin": False}
+
+
+async def run(
+    client: httpx.AsyncClient, target: Target, command: str, *, user: str, cwd: str | None, envs: dict[str, str],
+    bash: bool, on_output: OutputSink, timeout_s: float,
+) -> int:
+    """Run ``command`` to completion; returns its exit code (signals → 128+n like a shell)."""
+    cmd, args = shell_argv(command, bash=bash)
+    url = f"http://{target.ip}:{target.port}/process.Process/Start"
+    headers = _headers(target, user) | {"Connect-Timeout-Ms": str(int(timeout_s * 1000))}
+    body = _envelope(_request(cmd, args, envs, cwd))
+    async with client.stream("POST", url, content=body, headers=headers, timeout=httpx.Timeout(timeout_s + 5)) as response:
+        if response.status_code != 200:
+            raise EnvdExecError(f"envd answered {response.status_code}: {(await response.aread())[:300]!r}")
+        async for event in _events(response):
+            if "data" in event:
+                for stream in ("stdout", "stderr"):
+                    if event["data"].get(stream):
+                        on_output(stream, base64.b64decode(event["data"][stream]).decode(errors="replace"))
+            elif "end" in event:
+                end = event["end"]  # proto3 JSON omits zero values: no exitCode means 0
+                if end.get("exited") or "exitCode" in end or not end.get("status", "").startswith("signal"):
+                    return int(end.get("exitCode", 0))
+                return 128 + 9
+    raise EnvdExecError("envd closed the stream before the command ended")
+
+
+async def spawn(
+    client: httpx.AsyncClient, target: Target, command: str, *, user: str, cwd: str | None, envs: dict[str, str],
+    bash: bool,
+) -> int:
+    """Start ``command`` in the background (envd keeps it running after we hang up); returns its pid."""
+    cmd, args = shell_argv(command, bash=bash)
+    url = f"http://{target.ip}:{target.port}/process.Process/Start"
+    body = _envelope(_request(cmd, args, envs, cwd) | {"tag": "start_cmd"})
+    async with client.stream("POST", url, content=body, headers=_headers(target, user), timeout=30) as response:
+        if response.status_code != 200:
+            raise EnvdExecError(f"envd answered {response.status_code}: {(await response.aread())[:300]!r}")
+        async for event in _events(response):
+            if "start" in event:
+                return int(event["start"].get("pid", 0))
+    raise EnvdExecError("envd closed the stream before the start command started")
+
+
+@dataclass
+class EnvdShell:
+    """Runs commands in one sandbox with a fixed user, working dir and environment
+    (a build step's config, or a template's for its start command)."""
+
+    target: Target
+    user: str
+    workdir: str | None
+    env: dict[str, str] = field(default_factory=dict)
+    bash: bool = True
+    http: httpx.AsyncClient | None = None
+    timeout_s: float = 60.0
+
+    async def run(self, command: str, on_output: OutputSink, *, user: str | None = None,
+                  cwd: str | None = None, env: dict[str, str] | None = None, timeout_s: float | None = None) -> int:
+        assert self.http is not None
+        return await run(
+            self.http, self.target, command, user=user or self.user, cwd=cwd or self.workdir,
+            envs=env if env is not None else self.env, bash=self.bash, on_output=on_output,
+            timeout_s=timeout_s or self.timeout_s,
+        )
+
+    async def spawn(self, command: str) -> int:
+        assert self.http is not None
+        return await spawn(self.http, self.target, command, user=self.user, cwd=self.workdir, envs=self.env,
+                           bash=self.bash)
+
+
+async def wait_ready(shell: EnvdShell, ready_cmd: str, timeout_s: float) -> float:
+    """Poll ``ready_cmd`` until it exits 0; seconds waited, ``TimeoutError`` otherwise."""
+    t0 = time.monotonic()
+    while True:
+        left = timeout_s - (time.monotonic() - t0)
+        if left <= 0:
+            raise TimeoutError(f"The ready command did not succeed within {timeout_s:.0f}s: {ready_cmd}")
+        code = await shell.run(ready_cmd, lambda _s, _t: None, timeout_s=max(1.0, min(left, 30.0)))
+        if code == 0:
+            return time.monotonic() - t0
+        await asyncio.sleep(0.2)

@@ -19,7 +19,8 @@ import structlog
 
 from sandlot import ids
 from sandlot.orchestrator import pausing
-from sandlot.orchestrator.envd_client import wait_healthy
+from sandlot.orchestrator.envd_client import EnvdShell, Target, wait_healthy, wait_ready
+from sandlot.orchestrator.envd_client import run as envd_run
 from sandlot.proxy.traffic import private_traffic_token
 from sandlot.runtime.dns_filter import host_resolvers
 from sandlot.runtime.egress import EgressPolicy, PolicyError, parse_policy
@@ -29,6 +30,7 @@ from sandlot.orchestrator.ready_snapshots import ReadySnapshots
 from sandlot.orchestrator.warm_pool import WarmPool
 from sandlot.runtime import lxcfs
 from sandlot.runtime.base import BindMount, Runtime, SandboxHandle, SandboxSpec
+from sandlot.runtime.overlay import has_bash
 from sandlot.settings import Settings
 from sandlot.store import sandboxes as sandbox_store
 from sandlot.store import templates as template_store
@@ -234,17 +236,11 @@ class SandboxManager:
     async def _start_command(self, row: Sandbox, build: Build, ip: str) -> None:
         """Run the template's startCmd and wait for its readyCmd: at build time before the
         post-ready snapshot, and at create for builds without one (``ready_snapshots``)."""
-        from sandlot.templates import envd_exec
-        from sandlot.templates.builder import wait_ready
-        from sandlot.templates.build_sandbox import BuildSandbox, has_bash
-        from sandlot.templates.steps import BuildConfig
-
         user = build.default_user or DEFAULT_USER
         workdir = build.default_workdir or DEFAULT_WORKDIR
         env = {**(build.env_vars or {}), **(row.env_vars or {})}
-        target = envd_exec.Target(ip, self.settings.envd_port, row.envd_access_token)
-        shell = BuildSandbox(row.id, target, BuildConfig(env, user, workdir), has_bash([Path(p) for p in build.layers]),
-                             self._http, self.settings.build_ready_timeout_s)
+        shell = EnvdShell(Target(ip, self.settings.envd_port, row.envd_access_token), user, workdir, env,
+                          has_bash([Path(p) for p in build.layers]), self._http, self.settings.build_ready_timeout_s)
         if build.start_cmd:
             await shell.spawn(build.start_cmd)
         if build.ready_cmd:
@@ -273,15 +269,12 @@ class SandboxManager:
     async def _warm_prepare(self, handle: SandboxHandle, build: Build) -> None:
         """Start command first; then touch envd's /init and process paths once, so the
         claimed sandbox's first call doesn't pay envd's lazy first-use costs."""
-        from sandlot.templates import envd_exec
-
         if build.start_cmd or build.ready_cmd:
             await self._start_command(self._warm_row(handle.sandbox_id, build), build, handle.ip)
         await self._http.post(f"http://{handle.ip}:{self.settings.envd_port}/init", json={}, timeout=10)
-        target = envd_exec.Target(handle.ip, self.settings.envd_port, "")
-        await envd_exec.run(
-            self._http, target, "true", user="root", cwd=None, envs={}, bash=False,
-            on_output=lambda _stream, _text: None, timeout_s=10,
+        await envd_run(
+            self._http, Target(handle.ip, self.settings.envd_port, ""), "true", user="root", cwd=None, envs={},
+            bash=False, on_output=lambda _stream, _text: None, timeout_s=10,
         )
 
     def _spec(self, row: Sandbox, build: Build) -> SandboxSpec:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import stat
 from pathlib import Path
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -71,3 +72,23 @@ def mounts_under(prefix: Path | str) -> list[str]:
             if mp == pre or mp.startswith(pre + "/"):
                 out.append(mp)
     return out
+
+
+def has_bash(layers: list[Path]) -> bool:
+    """Whether the merged rootfs has bash (checked on the host, topmost layer first).
+
+    Only real directories are walked, never the image's symlinks: an absolute link
+    would point into the host."""
+    for rel in ("usr/bin/bash", "bin/bash"):
+        for layer in layers:
+            parent = layer / rel.rsplit("/", 1)[0]
+            if parent.is_symlink() or not parent.is_dir():
+                continue
+            try:
+                mode = os.lstat(layer / rel).st_mode
+            except OSError:
+                continue
+            if stat.S_ISCHR(mode):  # an overlay whiteout: deleted in this layer
+                break
+            return True
+    return False

@@ -9,20 +9,17 @@ crashed build's container is recognised and removed as an orphan at start-up.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from sandlot.orchestrator.envd_client import wait_healthy
+from sandlot.orchestrator.envd_client import EnvdShell, Target, wait_healthy
 from sandlot.runtime.base import BindMount, Runtime, SandboxSpec
+from sandlot.runtime.overlay import has_bash
 from sandlot.settings import Settings
-from sandlot.templates import envd_exec
 from sandlot.templates.steps import BuildConfig
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -30,50 +27,6 @@ _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 def new_build_sandbox_id() -> str:
     return "b" + "".join(secrets.choice(_ALPHABET) for _ in range(20))
-
-
-def has_bash(layers: list[Path]) -> bool:
-    """Whether the merged rootfs has bash (checked on the host, topmost layer first).
-
-    Only real directories are walked, never the image's symlinks: an absolute link
-    would point into the host."""
-    for rel in ("usr/bin/bash", "bin/bash"):
-        for layer in layers:
-            parent = layer / rel.rsplit("/", 1)[0]
-            if parent.is_symlink() or not parent.is_dir():
-                continue
-            try:
-                mode = os.lstat(layer / rel).st_mode
-            except OSError:
-                continue
-            if stat.S_ISCHR(mode):  # an overlay whiteout: deleted in this layer
-                break
-            return True
-    return False
-
-
-@dataclass
-class BuildSandbox:
-    sandbox_id: str
-    target: envd_exec.Target
-    config: BuildConfig
-    bash: bool
-    http: httpx.AsyncClient
-    timeout_s: float
-
-    async def run(self, command: str, on_output: envd_exec.OutputSink, *, user: str | None = None,
-                  cwd: str | None = None, env: dict[str, str] | None = None, timeout_s: float | None = None) -> int:
-        return await envd_exec.run(
-            self.http, self.target, command, user=user or self.config.user, cwd=cwd or self.config.workdir,
-            envs=env if env is not None else self.config.env, bash=self.bash, on_output=on_output,
-            timeout_s=timeout_s or self.timeout_s,
-        )
-
-    async def spawn(self, command: str) -> int:
-        return await envd_exec.spawn(
-            self.http, self.target, command, user=self.config.user, cwd=self.config.workdir,
-            envs=self.config.env, bash=self.bash,
-        )
 
 
 class BuildSandboxes:
@@ -104,7 +57,7 @@ class BuildSandboxes:
 
     @asynccontextmanager
     async def open(self, layers: list[Path], config: BuildConfig, *, cpu_count: int, memory_mb: int,
-                   keep_upper: Path | None = None, mounts: list[BindMount] | None = None) -> AsyncIterator[BuildSandbox]:
+                   keep_upper: Path | None = None, mounts: list[BindMount] | None = None) -> AsyncIterator[EnvdShell]:
         """Yield a running build sandbox; afterwards its upper dir goes to ``keep_upper``
         (only if the body succeeded) and the sandbox is always removed."""
         sandbox_id = new_build_sandbox_id()
@@ -114,8 +67,8 @@ class BuildSandboxes:
         ok = False
         try:
             await wait_healthy(self.http, handle.ip, self.settings.envd_port, self.settings.envd_start_timeout_s)
-            yield BuildSandbox(sandbox_id, envd_exec.Target(handle.ip, self.settings.envd_port, token), config,
-                               has_bash(layers), self.http, self.settings.build_step_timeout_s)
+            yield EnvdShell(Target(handle.ip, self.settings.envd_port, token), config.user, config.workdir,
+                            config.env, has_bash(layers), self.http, self.settings.build_step_timeout_s)
             ok = True
         finally:
             keep = getattr(self.runtime, "kill_keeping_upper", None)

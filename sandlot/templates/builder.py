@@ -369,16 +369,3 @@ class TemplateBuilder:
             return None
         blog.line(f"Saved post-ready snapshot ({ms:.0f} ms)", step="finalize")
         return path
-
-
-async def wait_ready(sandbox, ready_cmd: str, timeout_s: float) -> float:
-    """Poll ``ready_cmd`` until it exits 0; seconds waited, ``TimeoutError`` otherwise."""
-    t0 = time.monotonic()
-    while True:
-        left = timeout_s - (time.monotonic() - t0)
-        if left <= 0:
-            raise TimeoutError(f"The ready command did not succeed within {timeout_s:.0f}s: {ready_cmd}")
-        code = await sandbox.run(ready_cmd, lambda _s, _t: None, timeout_s=max(1.0, min(left, 30.0)))
-        if code == 0:
-            return time.monotonic() - t0
-        await asyncio.sleep(0.2)
