@@ -140,9 +140,10 @@ class Network:
         if proc.returncode != 0:
             raise NetworkError(f"ip {' '.join(args)}: {err.decode(errors='replace').strip()}")
 
-    async def make_slot(self) -> NetSlot:
-        """Create a netns with a configured veth pair (2 ``ip -batch`` processes)."""
-        idx = self._free_index()
+    async def make_slot(self, index: int | None = None) -> NetSlot:
+        """Create a netns with a configured veth pair (2 ``ip -batch`` processes); the given
+        slot (which the caller reserved) or a free one."""
+        idx = self._free_index() if index is None else index
         self._reserved.add(idx)
         s = self.slot(idx)
         try:

@@ -97,7 +97,21 @@ class RuncRuntime(CheckpointMixin):
             self.criu_error = str(e)
             log.error("pause/resume, snapshots and fork are unavailable: %s", e)
         await self.cleanup_stale()
+        lost = self._paused_without_netns()
+        self.network._reserved.update(lost)   # before the pool's refill can hand them out
         await self.network.start()
+        for index in lost:   # a host reboot took them; a paused sandbox resumes at its own IP
+            await self.network.make_slot(index)
+            self.network._reserved.discard(index)
+
+    def _paused_without_netns(self) -> set[int]:
+        """Slots of paused sandboxes whose netns is gone (``/run`` is emptied by a reboot)."""
+        lost = set()
+        for sid in self.paused_ids():
+            info = self._read_runtime_json(sid) or {}
+            if "slot" in info and not Path(self.network.slot(info["slot"]).netns_path).exists():
+                lost.add(int(info["slot"]))
+        return lost
 
     async def close(self) -> None:
         """Undo host changes (nft table, ip_forward) and drop the idle netns pool.

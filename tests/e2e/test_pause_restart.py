@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 import subprocess
 import time
@@ -137,5 +139,44 @@ def test_reset_removes_a_dead_servers_sandboxes(tmp_path: Path) -> None:
         assert Sandbox.list(**opts).next_items() == []
         for sbx in (running, paused):
             assert Sandbox.kill(sbx.sandbox_id, **opts) is False
+    finally:
+        server.stop()
+
+
+def test_paused_sandbox_survives_a_host_reboot(tmp_path: Path) -> None:
+    """A reboot empties /run (network namespaces, runc state) and unmounts the disk images;
+    a paused sandbox still resumes, at its own IP, with its memory and files."""
+    server = Server(workdir=tmp_path, api_key=ids.new_api_key(), instance=unique_instance("h"), subnet=unique_subnet(12))
+    server.start()
+    opts = {"api_key": server.api_key, "api_url": server.url, "sandbox_url": server.url}
+    try:
+        sbx = Sandbox.create(timeout=300, **opts)
+        start_counter(sbx)
+        sbx.files.write("/home/user/kept.txt", "kept")
+        time.sleep(0.5)
+        ip = sbx.commands.run("hostname -I").stdout.split()[0]
+        sbx.pause()
+        _kill9(server)
+        sdir = Path("/var/lib/sandlot/runtime") / server.instance / "sandboxes" / sbx.sandbox_id
+        netns = json.loads((sdir / "runtime.json").read_text())["netns"]
+        subprocess.run(["ip", "netns", "del", netns], check=True)
+        subprocess.run(["umount", str(sdir / "disk")], check=True)
+        subprocess.run(["nft", "delete", "table", "inet", server.instance], check=True)
+        shutil.rmtree(tmp_path / "run")   # SANDLOT_RUNTIME_STATE_DIR, a tmpfs after a reboot
+        server.start()
+        assert Sandbox.get_info(sbx.sandbox_id, **opts).state == "paused"
+        # new sandboxes must not be handed the paused one's network slot meanwhile
+        others = [Sandbox.create(timeout=120, **opts) for _ in range(3)]
+        other_ips = {o.commands.run("hostname -I").stdout.split()[0] for o in others}
+        assert ip not in other_ips, (ip, other_ips)
+        resumed = Sandbox.connect(sbx.sandbox_id, **opts)
+        assert resumed.files.read("/home/user/kept.txt") == "kept"
+        assert resumed.commands.run("hostname -I").stdout.split()[0] == ip
+        n1 = read_count(resumed)
+        time.sleep(0.3)
+        assert read_count(resumed) > n1 > 1
+        assert all(o.commands.run("echo ok").stdout == "ok\n" for o in others)
+        for o in [resumed, *others]:
+            o.kill()
     finally:
         server.stop()
