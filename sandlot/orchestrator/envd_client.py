@@ -14,7 +14,7 @@ import json
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
@@ -147,14 +147,13 @@ class EnvdShell:
     target: Target
     user: str
     workdir: str | None
-    env: dict[str, str] = field(default_factory=dict)
-    bash: bool = True
-    http: httpx.AsyncClient | None = None
-    timeout_s: float = 60.0
+    env: dict[str, str]
+    bash: bool
+    http: httpx.AsyncClient
+    timeout_s: float
 
     async def run(self, command: str, on_output: OutputSink, *, user: str | None = None,
                   cwd: str | None = None, env: dict[str, str] | None = None, timeout_s: float | None = None) -> int:
-        assert self.http is not None
         return await run(
             self.http, self.target, command, user=user or self.user, cwd=cwd or self.workdir,
             envs=env if env is not None else self.env, bash=self.bash, on_output=on_output,
@@ -162,7 +161,6 @@ class EnvdShell:
         )
 
     async def spawn(self, command: str) -> int:
-        assert self.http is not None
         return await spawn(self.http, self.target, command, user=self.user, cwd=self.workdir, envs=self.env,
                            bash=self.bash)
 

@@ -191,10 +191,9 @@ def build_envd_runtime(runtime_dir: Path | str, *, progress: Progress | None = N
     return runtime_dir
 
 
-_APP_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
-
-
 def _app_sources() -> list[Path]:
+    """The files of envd's app dir: ``sandlot/__init__.py`` and ``sandlot/envd/`` without
+    caches and tests (what is digested is exactly what is copied)."""
     envd = _REPO_SANDLOT / "envd"
     files = [p for p in envd.rglob("*") if p.is_file() and "__pycache__" not in p.parts
              and "tests" not in p.relative_to(envd).parts and p.suffix != ".pyc"]
@@ -210,8 +209,8 @@ def app_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def app_dir(root: Path | str, digest: str | None = None) -> Path:
-    return Path(root) / "opt/envd/apps" / (digest or app_digest())
+def app_dir(root: Path | str) -> Path:
+    return Path(root) / "opt/envd/apps" / app_digest()
 
 
 def _copy_app(root: Path) -> None:
@@ -221,9 +220,10 @@ def _copy_app(root: Path) -> None:
         return
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "sandlot").mkdir(parents=True)
-    shutil.copy2(_REPO_SANDLOT / "__init__.py", tmp / "sandlot" / "__init__.py")
-    shutil.copytree(_REPO_SANDLOT / "envd", tmp / "sandlot" / "envd", ignore=_APP_IGNORE)
+    for source in _app_sources():
+        copy = tmp / "sandlot" / source.relative_to(_REPO_SANDLOT)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, copy)
     _compile([tmp], root, final)
     try:
         os.rename(tmp, final)

@@ -141,8 +141,8 @@ class Network:
             raise NetworkError(f"ip {' '.join(args)}: {err.decode(errors='replace').strip()}")
 
     async def make_slot(self, index: int | None = None) -> NetSlot:
-        """Create a netns with a configured veth pair (2 ``ip -batch`` processes); the given
-        slot (which the caller reserved) or a free one."""
+        """Create a netns with a configured veth pair (2 ``ip -batch`` processes): a free
+        slot, or the given one."""
         idx = self._free_index() if index is None else index
         self._reserved.add(idx)
         s = self.slot(idx)
@@ -256,8 +256,9 @@ table inet {self.table} {{
 }}
 """
 
-    async def start(self) -> None:
-        """ip_forward=1, install the nft table (keeping a previous server's slot rules), start the pool."""
+    async def start(self, recreate: set[int] | frozenset[int] = frozenset()) -> None:
+        """ip_forward=1, install the nft table (keeping a previous server's slot rules), make
+        the slots in ``recreate`` again (sandboxes whose netns a reboot took), start the pool."""
         if self._started:
             return
         NETNS_DIR.mkdir(parents=True, exist_ok=True)
@@ -274,6 +275,9 @@ table inet {self.table} {{
             self._nft_cmd(self.ruleset())
         self._closing = False
         self._started = True
+        for index in sorted(recreate):   # before the pool's refill could hand them out
+            await self.make_slot(index)
+            self._reserved.discard(index)
         self._refill_task = asyncio.create_task(self._refill_loop(), name="sandlot-netns-pool")
 
     async def close(self) -> None:

@@ -97,12 +97,8 @@ class RuncRuntime(CheckpointMixin):
             self.criu_error = str(e)
             log.error("pause/resume, snapshots and fork are unavailable: %s", e)
         await self.cleanup_stale()
-        lost = self._paused_without_netns()
-        self.network._reserved.update(lost)   # before the pool's refill can hand them out
-        await self.network.start()
-        for index in lost:   # a host reboot took them; a paused sandbox resumes at its own IP
-            await self.network.make_slot(index)
-            self.network._reserved.discard(index)
+        # a host reboot took their netns; a paused sandbox resumes at its own IP
+        await self.network.start(recreate=self._paused_without_netns())
 
     def _paused_without_netns(self) -> set[int]:
         """Slots of paused sandboxes whose netns is gone (``/run`` is emptied by a reboot)."""
