@@ -122,17 +122,6 @@ async def run_with_stdio(runc_args: list[str], log_path: Path) -> tuple[int, str
         stdio.close()
 
 
-async def copy_upper(src: Path, dst: Path) -> None:
-    """Copy an overlay upper dir as-is: owners, modes, xattrs (opaque dirs), whiteouts and
-    unix sockets. ``shutil.copytree`` made every file root's (a clone's ``/home/user``
-    was no longer writable by ``user``) and failed on sockets."""
-    proc = await asyncio.create_subprocess_exec("cp", "-a", "-T", "--", str(src), str(dst),
-                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise SandboxRuntimeError(f"copying {src} failed: {err.decode(errors='replace').strip()[-500:]}")
-
-
 def _tail(path: Path, n: int = 600) -> str:
     time.sleep(0.05)   # let the drain catch up with runc's last words
     try:
@@ -372,7 +361,7 @@ class CheckpointMixin:
             await self._runc("pause", sandbox_id)
             try:
                 # the disk copy is taken while frozen so it matches the memory image
-                await copy_upper(disk.mount_path(sdir) / "upper", dest / "upper")
+                await disk.copy_upper(disk.mount_path(sdir) / "upper", dest / "upper")
                 if memory:
                     self._criu_conf(sdir, CRIU_CONFIG_COPY)
                     try:
@@ -406,7 +395,7 @@ class CheckpointMixin:
                 "layers": meta["layers"], "created_at": time.time(), "snapshot": str(snapshot),
                 "disk_mb": meta.get("disk_mb")}))
             fs = await disk.create(sdir, meta.get("disk_mb"))
-            await copy_upper(snapshot / "upper", fs / "upper")
+            await disk.copy_upper(snapshot / "upper", fs / "upper")
             hosts = fs / "upper" / "etc" / "hosts"
             hosts.write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                              f"{slot.sandbox_ip}\t{hostname}\n")

@@ -40,7 +40,7 @@ async def _run(*argv: str) -> None:
                                                 stderr=asyncio.subprocess.PIPE)
     _, err = await proc.communicate()
     if proc.returncode != 0:
-        raise SandboxRuntimeError(f"{os.path.basename(argv[0])} failed: {err.decode(errors='replace').strip()}")
+        raise SandboxRuntimeError(f"{os.path.basename(argv[0])} failed: {err.decode(errors='replace').strip()[-500:]}")
 
 
 async def create(sandbox_dir: Path, size_mb: int | None) -> Path:
@@ -66,6 +66,13 @@ async def mount(sandbox_dir: Path) -> None:
         return
     target.mkdir(exist_ok=True)
     await _run("/usr/bin/mount", "-t", "ext4", "-o", MOUNT_OPTIONS, str(image), str(target))
+
+
+async def copy_upper(src: Path, dst: Path) -> None:
+    """Copy an overlay upper dir as-is: owners, modes, xattrs (opaque dirs), whiteouts and
+    unix sockets. ``shutil.copytree`` made every file root's (a clone's ``/home/user``
+    was no longer writable by ``user``) and failed on sockets."""
+    await _run("/usr/bin/cp", "-a", "-T", "--", str(src), str(dst))
 
 
 def usage(sandbox_dir: Path) -> int | None:

@@ -11,12 +11,12 @@ outlive servers; ``--enable-cfs`` makes the CPU views follow the sandbox's CPU q
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
+from . import overlay
 from .base import BindMount
 
 log = logging.getLogger(__name__)
@@ -26,14 +26,7 @@ FSTYPE = "fuse.lxcfs"
 
 
 def _mounted(path: Path) -> bool:
-    target = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as mountinfo:
-        for line in mountinfo:
-            fields = line.split()
-            separator = fields.index("-")
-            if fields[4] == target and fields[separator + 1] == FSTYPE:
-                return True
-    return False
+    return overlay.mount_type(path) == FSTYPE
 
 
 def _healthy(path: Path) -> bool:

@@ -50,17 +50,23 @@ def umount(path: Path | str, *, lazy_fallback: bool = True) -> bool:
     raise OSError(err, f"umount {path}: {os.strerror(err)}")
 
 
-def is_mountpoint(path: Path | str) -> bool:
+def mount_type(path: Path | str) -> str | None:
+    """The filesystem type mounted at ``path`` (the topmost mount), ``None`` if none is."""
     p = os.path.realpath(str(path))
+    found = None
     try:
         with open("/proc/self/mountinfo") as f:
             for line in f:
-                mp = line.split()[4].encode().decode("unicode_escape")
-                if mp == p:
-                    return True
+                fields = line.split()
+                if fields[4].encode().decode("unicode_escape") == p:
+                    found = fields[fields.index("-") + 1]
     except OSError:
         pass
-    return False
+    return found
+
+
+def is_mountpoint(path: Path | str) -> bool:
+    return mount_type(path) is not None
 
 
 def mounts_under(prefix: Path | str) -> list[str]:
