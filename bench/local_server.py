@@ -18,13 +18,13 @@ def with_server(benchmark: Callable[[], None], extra_env: dict[str, str] | None 
         benchmark()
         return
     from sandlot import ids
-    from tests.e2e.server import Server
+    from tests.e2e.server import Server, sdk_pointed_at
 
     with tempfile.TemporaryDirectory(prefix="sandlot-bench-") as workdir:
         server = Server(workdir=Path(workdir), api_key=ids.new_api_key(), extra_env=dict(extra_env or {}))
         server.start()
-        os.environ.update({"E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.url, "E2B_API_KEY": server.api_key})
         try:
-            benchmark()
+            with sdk_pointed_at(server):
+                benchmark()
         finally:
             server.stop()

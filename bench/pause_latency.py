@@ -86,18 +86,16 @@ def main() -> None:
     parser.add_argument("--big-runs", type=int, default=5)
     parser.add_argument("--big-mb", type=int, default=200)
     args = parser.parse_args()
-    import os
-
     from sandlot import ids
-    from tests.e2e.server import Server, unique_instance, unique_subnet
+    from tests.e2e.server import Server, sdk_pointed_at, unique_instance, unique_subnet
 
     server = Server(workdir=Path(tempfile.mkdtemp(prefix="sandlot-bench-")), api_key=ids.new_api_key(),
                     instance=unique_instance("b"), subnet=unique_subnet(9))
     server.start()
-    os.environ.update({"E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.url, "E2B_API_KEY": server.api_key})
     try:
-        pause_resume("idle", args.runs, 0)
-        pause_resume(f"holding {args.big_mb} MB", args.big_runs, args.big_mb)
+        with sdk_pointed_at(server):
+            pause_resume("idle", args.runs, 0)
+            pause_resume(f"holding {args.big_mb} MB", args.big_runs, args.big_mb)
     finally:
         for item in httpx.get(f"{server.url}/v2/sandboxes", headers={"X-API-Key": server.api_key}).json():
             httpx.delete(f"{server.url}/sandboxes/{item['sandboxID']}", headers={"X-API-Key": server.api_key}, timeout=60)

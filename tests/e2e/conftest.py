@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from sandlot import ids
-from tests.e2e.server import STARTED, Server
+from tests.e2e.server import STARTED, Server, sdk_pointed_at
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,16 +28,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     srv = Server(workdir=tmp_path_factory.mktemp("sandlot"), api_key=ids.new_api_key(),
                  extra_env={"SANDLOT_CODE_INTERPRETER_TEMPLATE": "true" if wants_ci else "false"})
     srv.start()
-    saved = {k: os.environ.get(k) for k in ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY", "E2B_DOMAIN")}
-    os.environ.update({"E2B_API_URL": srv.url, "E2B_SANDBOX_URL": srv.url, "E2B_API_KEY": srv.api_key})
-    os.environ.pop("E2B_DOMAIN", None)
-    yield srv
+    with sdk_pointed_at(srv):
+        yield srv
     srv.stop()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture

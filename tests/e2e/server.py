@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,3 +141,20 @@ class Server:
     def log_tail(self, lines: int = 60) -> str:
         path = self.workdir / "server.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+@contextlib.contextmanager
+def sdk_pointed_at(server: Server) -> Iterator[Server]:
+    """The E2B SDK environment (``E2B_API_URL`` etc.) aimed at ``server`` meanwhile."""
+    names = ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY", "E2B_DOMAIN")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({"E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.url, "E2B_API_KEY": server.api_key})
+    os.environ.pop("E2B_DOMAIN", None)
+    try:
+        yield server
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

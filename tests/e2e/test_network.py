@@ -23,7 +23,7 @@ import pytest
 from e2b import CommandExitException, Sandbox
 
 from sandlot import ids
-from tests.e2e.server import Server, unique_instance, unique_subnet
+from tests.e2e.server import Server, sdk_pointed_at, unique_instance, unique_subnet
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network tests need root")
 
@@ -117,16 +117,9 @@ def net_server(tmp_path_factory: pytest.TempPathFactory, remote: Remote) -> Iter
                  instance=unique_instance("n"), subnet=unique_subnet(5),
                  extra_env={"SANDLOT_DNS_UPSTREAMS": json.dumps([remote.ip])})
     srv.start()
-    saved = {k: os.environ.get(k) for k in ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY", "E2B_DOMAIN")}
-    os.environ.update({"E2B_API_URL": srv.url, "E2B_SANDBOX_URL": srv.url, "E2B_API_KEY": srv.api_key})
-    os.environ.pop("E2B_DOMAIN", None)
-    yield srv
+    with sdk_pointed_at(srv):
+        yield srv
     srv.stop()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 def fetch(sbx: Sandbox, target: str) -> str:
