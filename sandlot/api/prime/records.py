@@ -43,8 +43,10 @@ def _derive(prime: PrimeSandbox | None, box: Sandbox | None, now: datetime) -> t
         return _ENGINE_STATES.get(box.state, "RUNNING"), None, None
     if prime.status in TERMINAL:
         return prime.status, prime.error_type, prime.error_message
-    if box is not None:
+    if box is not None and box.state != "killing":
         return _ENGINE_STATES.get(box.state, "RUNNING"), None, None
+    # gone, or going: a kill in progress is judged like its end (a timeout's kill must not
+    # be recorded as TERMINATED by a poll that lands while it runs)
     if prime.status == "PENDING":
         return "PENDING", None, None
     deadline = (prime.started_at or prime.created_at) + timedelta(minutes=prime.timeout_minutes)
