@@ -1,0 +1,8 @@
+"""The adversarial suite: every security claim in docs/security.md is attacked here.
+
+Each test plants a canary on the host (a file, a loopback-only HTTP service), attacks
+with one ordinary API key and the unmodified clients or raw sockets, asserts the canary
+is untouched, and asserts the legitimate feature next to the attack still works.
+"""
+
+from tests.e2e.conftest import _no_sandbox_outlives_the_session, sandbox, server  # noqa: F401
