@@ -24,8 +24,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sandlot import tenant_fs
+
 from . import cgroups, disk, overlay
 from .base import SandboxHandle, SandboxRuntimeError, validate_sandbox_id
+from .idmap import IdRange
 from .network import NetSlot
 
 if TYPE_CHECKING:
@@ -207,7 +210,9 @@ class CheckpointMixin:
         work = fs / "work"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
-        overlay.mount_overlay([Path(p) for p in info["layers"]], fs / "upper", work, sdir / "rootfs")
+        # sandboxes from before user namespaces have no "userns": their layers stay unmapped
+        overlay.mount_overlay([Path(p) for p in info["layers"]], fs / "upper", work, sdir / "rootfs",
+                              idmap=IdRange.from_json(info.get("userns")))
 
     # --- pause / resume ----------------------------------------------------------------
 
@@ -380,12 +385,37 @@ class CheckpointMixin:
             shutil.rmtree(dest, ignore_errors=True)
             raise
 
+    @staticmethod
+    def _write_clone_hosts(upper: Path, ip: str, hostname: str) -> None:
+        """The clone's own ``/etc/hosts`` in its copied upper dir, which the tenant shaped:
+        written through :mod:`sandlot.tenant_fs` (a symlinked ``/etc`` or ``hosts`` resolves
+        inside the copy or is replaced, never followed onto the host). If the tenant made
+        ``/etc`` unusable (a whiteout, a loop) the clone keeps what they left."""
+        content = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                   f"{ip}\t{hostname}\n")
+        try:
+            with tenant_fs.Tree(upper) as tree:
+                tree.write_file("etc/hosts", content, 0o644, 0, 0)
+        except (OSError, tenant_fs.TreeError) as exc:
+            log.warning("clone: /etc/hosts not written (the snapshot's /etc is unusual): %s", exc)
+
+    @staticmethod
+    def _own_clone_hosts(upper: Path, rng: IdRange) -> None:
+        """The clone's fresh ``/etc/hosts`` belongs to the sandbox's root (the range's base)."""
+        try:
+            with tenant_fs.Tree(upper) as tree:
+                tree.set_attrs("etc/hosts", uid=rng.to_host(0), gid=rng.to_host(0))
+        except (OSError, tenant_fs.TreeError) as exc:
+            log.warning("clone: /etc/hosts not re-owned: %s", exc)
+
     async def clone(self: "RuncRuntime", snapshot: Path, sandbox_id: str, hostname: str = "e2b") -> SandboxHandle:
         """Start a new sandbox from a snapshot: copy of its disk, new netns and IP, restored memory."""
         validate_sandbox_id(sandbox_id)
         meta = json.loads((snapshot / "snapshot.json").read_text())
         sdir = self.sandbox_dir(sandbox_id)
         slot: NetSlot | None = None
+        cfg = json.loads((snapshot / "config.json").read_text())
+        rng = IdRange.from_oci(cfg)   # the snapshot's own: its upper holds ids of that range
         sdir.mkdir()
         try:
             slot = await self.network.acquire()
@@ -393,14 +423,13 @@ class CheckpointMixin:
                 "sandbox_id": sandbox_id, "runtime": self.name, "netns": slot.netns,
                 "slot": slot.index, "ip": slot.sandbox_ip, "host_ip": slot.host_ip,
                 "layers": meta["layers"], "created_at": time.time(), "snapshot": str(snapshot),
-                "disk_mb": meta.get("disk_mb")}))
+                "disk_mb": meta.get("disk_mb"), "userns": rng.to_json() if rng else None}))
             fs = await disk.create(sdir, meta.get("disk_mb"))
             await disk.copy_upper(snapshot / "upper", fs / "upper")
-            hosts = fs / "upper" / "etc" / "hosts"
-            hosts.write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                             f"{slot.sandbox_ip}\t{hostname}\n")
+            self._write_clone_hosts(fs / "upper", slot.sandbox_ip, hostname)
+            if rng is not None:
+                self._own_clone_hosts(fs / "upper", rng)
             (sdir / "rootfs").mkdir()
-            cfg = json.loads((snapshot / "config.json").read_text())
             cfg["linux"]["cgroupsPath"] = cgroups.cgroups_path(sandbox_id, self.cgroup_parent)
             # the clone's own CRIU config (the snapshot's names its source sandbox's): the
             # image was dumped with its connections closed, which restore must repeat

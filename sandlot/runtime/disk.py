@@ -16,6 +16,8 @@ import asyncio
 import os
 from pathlib import Path
 
+from sandlot import tenant_fs
+
 from .base import SandboxRuntimeError
 
 IMAGE = "disk.img"
@@ -69,10 +71,13 @@ async def mount(sandbox_dir: Path) -> None:
 
 
 async def copy_upper(src: Path, dst: Path) -> None:
-    """Copy an overlay upper dir as-is: owners, modes, xattrs (opaque dirs), whiteouts and
-    unix sockets. ``shutil.copytree`` made every file root's (a clone's ``/home/user``
-    was no longer writable by ``user``) and failed on sockets."""
-    await _run("/usr/bin/cp", "-a", "-T", "--", str(src), str(dst))
+    """Copy an overlay upper dir as-is — owners, modes, xattrs (opaque dirs), whiteouts,
+    hard links, unix sockets — with :func:`sandlot.tenant_fs.copy_tree`, which follows no
+    symlink the sandbox made (``cp -a`` took paths; as fast on a 25k-file tree)."""
+    try:
+        await asyncio.to_thread(tenant_fs.copy_tree, src, dst)
+    except (OSError, tenant_fs.TreeError) as exc:
+        raise SandboxRuntimeError(f"copying the sandbox's disk failed: {exc}") from exc
 
 
 def usage(sandbox_dir: Path) -> int | None:

@@ -3,13 +3,16 @@
 overlayfs takes its lower dirs in one mount option string, which the mount(2)
 call limits to a page, so builds with many steps are flattened: the stack is
 mounted read-only (whiteouts resolved by overlayfs itself) and copied with
-owners, modes, xattrs and hard links preserved.
+owners, modes, xattrs and hard links preserved. The layers are tenant-made trees, so the
+copy is :func:`sandlot.tenant_fs.copy_tree` (no symlink in them is ever followed).
 """
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+
+from sandlot import tenant_fs
 
 
 def flatten(layers: list[Path], dest: Path, mountpoint: Path) -> None:
@@ -23,7 +26,7 @@ def flatten(layers: list[Path], dest: Path, mountpoint: Path) -> None:
             subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"ro,lowerdir={lower}", str(mountpoint)],
                            check=True, capture_output=True)
         try:
-            subprocess.run(["cp", "-a", "--preserve=all", f"{mountpoint}/.", str(dest)], check=True, capture_output=True)
+            tenant_fs.copy_tree(mountpoint, dest)
         finally:
             subprocess.run(["umount", str(mountpoint)], check=False, capture_output=True)
     finally:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandlot import tenant_fs
 from sandlot.templates import gc
 
 KEY_CHARS = 40
@@ -93,31 +95,21 @@ class LayerStore:
 
 
 def _clean(upper: Path) -> bool:
-    """Remove what the runtime (not the step) put in the upper dir; True if anything is left."""
-    for rel in RUNTIME_ARTIFACTS:
-        path = upper / rel
-        if path.is_symlink() or path.exists() or _is_whiteout(path):
-            path.unlink()
-    ca = upper / "etc/ssl/certs/ca-certificates.crt"
-    if ca.is_file() and not ca.is_symlink() and ca.stat().st_size == 0:  # bind-mount target made by runc
-        ca.unlink()
-        for parent in (ca.parent, ca.parent.parent):
-            _rmdir_if_empty(parent)
-    for name in (*MOUNTPOINTS, "etc"):
-        _rmdir_if_empty(upper / name)
+    """Remove what the runtime (not the step) put in the upper dir; True if anything is left.
+    The step shaped this tree, so names are taken literally through :mod:`sandlot.tenant_fs`
+    (a step that made ``/etc`` a symlink to a host path can't make us delete there)."""
+    with tenant_fs.Tree(upper, follow=False) as tree:
+        for rel in RUNTIME_ARTIFACTS:
+            tree.remove(rel)  # whiteouts and symlinks too, never their targets
+        ca = "etc/ssl/certs/ca-certificates.crt"
+        try:
+            st = tree.lstat(ca)
+        except (OSError, tenant_fs.TreeError):
+            st = None
+        if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == 0:  # bind-mount target made by runc
+            tree.remove(ca)
+            tree.rmdir_if_empty("etc/ssl/certs")
+            tree.rmdir_if_empty("etc/ssl")
+        for name in (*MOUNTPOINTS, "etc"):
+            tree.rmdir_if_empty(name)
     return any(upper.iterdir())
-
-
-def _is_whiteout(path: Path) -> bool:
-    try:
-        return os.lstat(path).st_rdev == 0 and (os.lstat(path).st_mode & 0o170000) == 0o020000
-    except OSError:
-        return False
-
-
-def _rmdir_if_empty(path: Path) -> None:
-    try:
-        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
-            path.rmdir()
-    except OSError:
-        pass

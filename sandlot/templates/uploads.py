@@ -7,7 +7,6 @@ are stored per team under ``<templates>/files/<team>/<filesHash>.tar``.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import hmac
 import os
@@ -15,6 +14,8 @@ import secrets
 import tarfile
 import time
 from pathlib import Path
+
+from sandlot import tenant_fs
 
 TOKEN_TTL_S = 3600
 
@@ -79,33 +80,22 @@ class UploadStore:
 
 
 def extract(archive: Path, dest: Path) -> None:
-    """Unpack on the host without escaping ``dest``: no absolute or ``..`` names, no
-    writing through an earlier symlink, no device nodes; symlinks themselves are kept.
-    (Debian's Python 3.11.2 has no ``extractall(filter=...)``.)"""
+    """Unpack a build context into ``dest`` through :mod:`sandlot.tenant_fs`: no absolute
+    or ``..`` names, nothing written through a symlink (a symlink followed by a file of the
+    same name replaces the link), no device nodes; symlinks themselves are kept."""
     dest.mkdir(parents=True, exist_ok=True)
-    root = os.path.realpath(dest)
-    with tarfile.open(archive, "r:*") as tar:
-        for member in tar:
-            name = os.path.normpath(member.name)
-            if name.startswith("/") or name == ".." or name.startswith("../"):
-                raise UploadError(f"archive member escapes the context: {member.name}")
-            if member.isdev():
-                continue
-            parent = os.path.realpath(os.path.join(root, os.path.dirname(name)))
-            if parent != root and not parent.startswith(root + os.sep):
-                raise UploadError(f"archive member is written through a symlink: {member.name}")
-            if member.islnk():
-                target = os.path.normpath(member.linkname)
-                if target.startswith("/") or target.startswith(".."):
-                    raise UploadError(f"hard link escapes the context: {member.name}")
-            member.name = name
-            tar.extract(member, root, set_attrs=True, numeric_owner=True)
+    try:
+        with tenant_fs.Tree(dest) as tree:
+            tenant_fs.extract_tar(archive, tree)
+    except tenant_fs.TreeError as exc:
+        raise UploadError(f"the COPY archive was refused: {exc}") from None
+    except OSError as exc:
+        raise UploadError(f"the COPY archive could not be unpacked: {exc.strerror or exc}"
+                          + (f" ({exc.filename})" if exc.filename else "")) from None
 
 
 def matches(context: Path, src: str) -> list[str]:
-    """Paths (relative to the context) a COPY source glob selects, as Docker does."""
-    pattern = src.rstrip("/") or "."
-    if pattern in (".", "./"):
-        return ["."]
-    found = glob.glob(pattern.lstrip("/"), root_dir=context, recursive=True, include_hidden=True)
-    return sorted(found)
+    """Paths (relative to the context) a COPY source glob selects, as Docker does; the
+    context is listed by fd and never through a symlink that leaves it."""
+    with tenant_fs.Tree(context) as tree:
+        return tenant_fs.match_glob(tree, src.rstrip("/") or ".")

@@ -15,6 +15,8 @@ from sandlot.templates.steps import Step
 
 NO_OPS = {"LABEL", "EXPOSE", "MAINTAINER"}
 """Metadata only: nothing in a sandbox depends on them."""
+CHMOD = re.compile(r"^[0-7]{3,4}$")
+"""``COPY --chmod``: the octal modes the template builder's COPY steps accept (no symbolic modes)."""
 _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
@@ -137,6 +139,9 @@ def parse(text: str, files_hash: str) -> Plan:
                 if flag == "--chown":
                     owner = value
                 elif flag == "--chmod":
+                    if not CHMOD.match(value):  # interpolated into the COPY script: octal only
+                        raise DockerfileError(f"{kind} --chmod must be an octal mode such as 755 or 0644, "
+                                              f"got '{value[:40]}' ({where})")
                     mode = value
                 else:
                     raise DockerfileError(f"{kind} {flag} is not supported ({where})")

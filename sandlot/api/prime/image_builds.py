@@ -8,15 +8,15 @@ task is needed and a server restart cannot leave a build stuck.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import secrets
-import tarfile
+import stat
 from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from sandlot import tenant_fs
 from sandlot.api.prime import dockerfile
 from sandlot.api.prime.context import PrimeContext
 from sandlot.orchestrator.sandboxes import ENVD_VERSION
@@ -70,32 +70,22 @@ def sync(session: Session, row: PrimeImageBuild) -> PrimeImageBuild:
 def _size(layers: list[str]) -> int | None:
     total = 0
     for layer in layers[:1]:  # the image's own top layer; lower ones are shared with its base
-        for root, _dirs, files in os.walk(layer):
-            for name in files:
-                try:
-                    total += os.lstat(os.path.join(root, name)).st_size
-                except OSError:
-                    pass
+        try:
+            with tenant_fs.Tree(layer) as tree:  # a tenant-made tree: walked by fd, no symlink followed
+                total += sum(st.st_size for _, st in tree.walk() if stat.S_ISREG(st.st_mode))
+        except (OSError, tenant_fs.TreeError):
+            pass
     return total or None
 
 
 def _read_dockerfile(archive: Path, member: str) -> str:
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            bare = member.removeprefix("./")
-            for candidate in (bare, "./" + bare):
-                try:
-                    info = tar.getmember(candidate)
-                except KeyError:
-                    continue
-                if not info.isfile() or info.size > MAX_DOCKERFILE_BYTES:
-                    raise BuildError(f"{member} in the build context is not a regular file under 1 MiB")
-                handle = tar.extractfile(info)
-                assert handle is not None
-                return handle.read().decode("utf-8", "replace")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise BuildError(f"The uploaded build context is not a tar.gz archive: {exc}") from None
-    raise BuildError(f"The build context has no Dockerfile member '{member}'")
+        data = tenant_fs.read_tar_member(archive, member, MAX_DOCKERFILE_BYTES)
+    except (tenant_fs.TreeError, OSError) as exc:
+        raise BuildError(f"The uploaded build context is not a usable tar.gz archive: {exc}") from None
+    if data is None:
+        raise BuildError(f"The build context has no Dockerfile member '{member}'")
+    return data.decode("utf-8", "replace")
 
 
 async def _stash_context(ctx: PrimeContext, team_id: str, archive: Path) -> str:
