@@ -28,7 +28,6 @@ from sandlot import tenant_fs
 
 from . import cgroups, disk, overlay
 from .base import SandboxHandle, SandboxRuntimeError, validate_sandbox_id
-from .idmap import IdRange
 from .network import NetSlot
 
 if TYPE_CHECKING:
@@ -210,9 +209,7 @@ class CheckpointMixin:
         work = fs / "work"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
-        # sandboxes from before user namespaces have no "userns": their layers stay unmapped
-        overlay.mount_overlay([Path(p) for p in info["layers"]], fs / "upper", work, sdir / "rootfs",
-                              idmap=IdRange.from_json(info.get("userns")))
+        overlay.mount_overlay([Path(p) for p in info["layers"]], fs / "upper", work, sdir / "rootfs")
 
     # --- pause / resume ----------------------------------------------------------------
 
@@ -399,23 +396,12 @@ class CheckpointMixin:
         except (OSError, tenant_fs.TreeError) as exc:
             log.warning("clone: /etc/hosts not written (the snapshot's /etc is unusual): %s", exc)
 
-    @staticmethod
-    def _own_clone_hosts(upper: Path, rng: IdRange) -> None:
-        """The clone's fresh ``/etc/hosts`` belongs to the sandbox's root (the range's base)."""
-        try:
-            with tenant_fs.Tree(upper) as tree:
-                tree.set_attrs("etc/hosts", uid=rng.to_host(0), gid=rng.to_host(0))
-        except (OSError, tenant_fs.TreeError) as exc:
-            log.warning("clone: /etc/hosts not re-owned: %s", exc)
-
     async def clone(self: "RuncRuntime", snapshot: Path, sandbox_id: str, hostname: str = "e2b") -> SandboxHandle:
         """Start a new sandbox from a snapshot: copy of its disk, new netns and IP, restored memory."""
         validate_sandbox_id(sandbox_id)
         meta = json.loads((snapshot / "snapshot.json").read_text())
         sdir = self.sandbox_dir(sandbox_id)
         slot: NetSlot | None = None
-        cfg = json.loads((snapshot / "config.json").read_text())
-        rng = IdRange.from_oci(cfg)   # the snapshot's own: its upper holds ids of that range
         sdir.mkdir()
         try:
             slot = await self.network.acquire()
@@ -423,13 +409,12 @@ class CheckpointMixin:
                 "sandbox_id": sandbox_id, "runtime": self.name, "netns": slot.netns,
                 "slot": slot.index, "ip": slot.sandbox_ip, "host_ip": slot.host_ip,
                 "layers": meta["layers"], "created_at": time.time(), "snapshot": str(snapshot),
-                "disk_mb": meta.get("disk_mb"), "userns": rng.to_json() if rng else None}))
+                "disk_mb": meta.get("disk_mb")}))
             fs = await disk.create(sdir, meta.get("disk_mb"))
             await disk.copy_upper(snapshot / "upper", fs / "upper")
             self._write_clone_hosts(fs / "upper", slot.sandbox_ip, hostname)
-            if rng is not None:
-                self._own_clone_hosts(fs / "upper", rng)
             (sdir / "rootfs").mkdir()
+            cfg = json.loads((snapshot / "config.json").read_text())
             cfg["linux"]["cgroupsPath"] = cgroups.cgroups_path(sandbox_id, self.cgroup_parent)
             # the clone's own CRIU config (the snapshot's names its source sandbox's): the
             # image was dumped with its connections closed, which restore must repeat
