@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,26 +18,23 @@ import structlog
 
 from sandlot.orchestrator import pausing
 from sandlot.orchestrator.sandboxes import SandboxManager
+from sandlot.proxy import headers as hdrs
 from sandlot.proxy.routing import BadTarget, Target, target_of
-from sandlot.proxy.traffic import TOKEN_HEADER, masked_host
-from sandlot.proxy.websocket import deny_websocket, proxy_websocket
 from sandlot.proxy.signed_files import signer_of
+from sandlot.proxy.traffic import TOKEN_HEADER, masked_host
+from sandlot.proxy.upstream import BadRequestTarget, check_target, http_url, is_asterisk, websocket_url
+from sandlot.proxy.websocket import deny_websocket, proxy_websocket
 
 log = structlog.get_logger("sandlot.proxy")
 
 ASGIApp = Any
 
-_HOP_BY_HOP = {
-    b"connection",
-    b"keep-alive",
-    b"proxy-authenticate",
-    b"proxy-authorization",
-    b"te",
-    b"trailer",
-    b"transfer-encoding",
-    b"upgrade",
-    b"host",
-}
+CODE_INTERPRETER_PORT = 49999
+"""E2B's Jupyter port: it runs code, so it is guarded by the envd access token (see ``_ci_refusal``)."""
+_CI_OPEN = re.compile(r"GET /health|GET /contexts|POST /contexts|POST /contexts/[A-Za-z0-9_-]{1,128}/restart"
+                      r"|DELETE /contexts/[A-Za-z0-9_-]{1,128}")
+"""Code-interpreter calls the SDK sends without ``X-Access-Token`` (context management, health);
+everything else on that port — ``/execute`` and anything unknown — needs the token."""
 
 
 async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
@@ -65,12 +63,36 @@ def _token_refusal(scope: dict[str, Any], route: Any, port: int, envd_port: int)
     envd's own port is guarded by the envd access token instead, as in E2B."""
     if route.traffic_token is None or port == envd_port:
         return None
-    sent = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == TOKEN_HEADER.encode()), None)
+    sent = _header(scope, TOKEN_HEADER.encode())
     if sent is None:
         return f"Missing {TOKEN_HEADER} header: this sandbox does not accept public traffic"
-    if not hmac.compare_digest(sent.encode(), route.traffic_token.encode()):
+    if not hmac.compare_digest(sent, route.traffic_token.encode()):
         return f"Invalid {TOKEN_HEADER} header"
     return None
+
+
+def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
+    """The header's value; a repeated credential header counts as a wrong one (``b""``)."""
+    values = [v for k, v in scope["headers"] if k.lower() == name]
+    if len(values) > 1:
+        return b""
+    return values[0] if values else None
+
+
+def _ci_refusal(scope: dict[str, Any], route: Any, url_path: bytes) -> str | None:
+    """Why the code interpreter refuses this request, if it does.
+
+    As with E2B's SDK, ``/execute`` carries the envd access token (``X-Access-Token``):
+    knowing a sandbox id is not enough to run code in it. A token that is sent must be right."""
+    if not route.access_token:
+        return None
+    sent = _header(scope, b"x-access-token")
+    if sent is not None:
+        return None if hmac.compare_digest(sent, route.access_token.encode()) else "Invalid X-Access-Token header"
+    method = scope.get("method", "GET")
+    if scope["type"] == "http" and _CI_OPEN.fullmatch(f"{method} {url_path.decode('ascii')}"):
+        return None
+    return "Missing X-Access-Token header: the code interpreter needs the sandbox's envd access token"
 
 
 class FrontDoor:
@@ -88,12 +110,12 @@ class FrontDoor:
         if scope["type"] not in ("http", "websocket"):
             await self.api(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            target = target_of(headers, self.domain)
-        except BadTarget as exc:
-            if scope["type"] == "http":
-                await _send_json(send, 400, {"code": 400, "message": str(exc)})
+            check_target(scope.get("method", "GET"), scope.get("raw_path") or scope["path"].encode(),
+                         scope.get("query_string", b""))
+            target = target_of(scope["headers"], self.domain)
+        except (BadTarget, BadRequestTarget) as exc:
+            await _reply(scope, send, 400, {"code": 400, "message": str(exc)})
             return
         if target is None and scope["type"] == "http" and scope["path"] == "/files":
             query = scope.get("query_string", b"")
@@ -122,18 +144,29 @@ class FrontDoor:
             return
         path = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string", b"")
-        url = f"http://{route.ip}:{target.port}{path.decode('latin-1')}"
-        if query:
-            url = f"{url}?{query.decode('latin-1')}"
+        if scope["type"] == "http" and is_asterisk(scope["method"], path):
+            await send({"type": "http.response.start", "status": 204,
+                        "headers": [(b"allow", b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        try:
+            url = http_url(route.ip, target.port, path, query)
+            ws_url = websocket_url(route.ip, target.port, path, query) if scope["type"] == "websocket" else ""
+        except BadRequestTarget as exc:
+            await _reply(scope, send, 400, {"sandboxId": target.sandbox_id, "message": str(exc), "code": 400})
+            return
+        if target.port == CODE_INTERPRETER_PORT:
+            refusal = _ci_refusal(scope, route, url.raw_path.partition(b"?")[0])
+            if refusal is not None:
+                await _reply(scope, send, 401, {"sandboxId": target.sandbox_id, "message": refusal, "code": 401})
+                return
         host = masked_host(route.mask_request_host, target.port)
         if scope["type"] == "websocket":
             port_closed = {"sandboxId": target.sandbox_id, "message": "The sandbox is running but port is not open",
                            "port": target.port, "code": 502}
-            await proxy_websocket(scope, receive, send, "ws" + url[4:], host, port_closed)
+            await proxy_websocket(scope, receive, send, ws_url, host, port_closed)
             return
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
-        if host:
-            headers.append((b"host", host.encode("latin-1")))
+        headers = hdrs.to_sandbox(scope["headers"], host)
         has_body = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
         body_done = asyncio.Event()
 
@@ -181,14 +214,17 @@ class FrontDoor:
                 if message["type"] == "http.disconnect":
                     return
 
+        if upstream.status_code < 200:  # e.g. a 101 nobody asked for: we never forward Upgrade
+            await upstream.aclose()
+            await _send_json(send, 502, {"sandboxId": target.sandbox_id, "code": 502,
+                                         "message": f"The sandbox answered with status {upstream.status_code}"})
+            return
         try:
             await send(
                 {
                     "type": "http.response.start",
                     "status": upstream.status_code,
-                    "headers": [
-                        (k, v) for k, v in upstream.headers.raw if k.lower() not in _HOP_BY_HOP
-                    ],
+                    "headers": hdrs.from_sandbox(list(upstream.headers.raw)),
                 }
             )
             pump = asyncio.ensure_future(self._pump(upstream, send))

@@ -14,9 +14,11 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-_SKIP = {
-    b"host", b"connection", b"upgrade", b"sec-websocket-key", b"sec-websocket-version",
-    b"sec-websocket-extensions", b"sec-websocket-protocol", b"content-length", b"transfer-encoding",
+from sandlot.proxy.headers import HOP_BY_HOP, to_sandbox
+
+_SKIP = HOP_BY_HOP | {
+    b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions", b"sec-websocket-protocol",
+    b"content-length",
 }
 
 
@@ -32,13 +34,12 @@ async def deny_websocket(scope: dict[str, Any], send: Any, status: int, body: di
 
 async def proxy_websocket(scope: dict[str, Any], receive: Any, send: Any, url: str,
                           host: str | None, port_closed: dict[str, Any]) -> None:
-    """Relay one WebSocket session to ``url`` (``ws://ip:port/path?query``)."""
+    """Relay one WebSocket session to ``url`` (``ws://ip:port/path?query``, from ``upstream.websocket_url``)."""
     message = await receive()
     if message["type"] != "websocket.connect":
         return
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k.lower() not in _SKIP]
-    if host:
-        headers.append(("Host", host))
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in to_sandbox(scope["headers"], host)
+               if k.lower() not in _SKIP]
     subprotocols = list(scope.get("subprotocols") or [])
     try:
         upstream = await connect(url, additional_headers=headers, subprotocols=subprotocols or None,  # type: ignore[arg-type]
