@@ -14,9 +14,9 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from sandlot.proxy.headers import HOP_BY_HOP, to_sandbox
+from sandlot.proxy import headers as hdrs
 
-_SKIP = HOP_BY_HOP | {
+_SKIP = hdrs.HOP_BY_HOP | {
     b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions", b"sec-websocket-protocol",
     b"content-length",
 }
@@ -38,7 +38,7 @@ async def proxy_websocket(scope: dict[str, Any], receive: Any, send: Any, url: s
     message = await receive()
     if message["type"] != "websocket.connect":
         return
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in to_sandbox(scope["headers"], host)
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in hdrs.to_sandbox(scope["headers"], host)
                if k.lower() not in _SKIP]
     subprotocols = list(scope.get("subprotocols") or [])
     try:
