@@ -85,6 +85,16 @@ class Settings(BaseSettings):
     code_interpreter_template: bool = True
     """Build the public ``code-interpreter-v1`` template at start-up when it has no ready build."""
 
+    # --- per-team quotas (sandlot/quotas.py); 0 = unlimited ---
+    quota_concurrent_sandboxes: int = 20
+    """Sandboxes a team may have running at once (E2B's default); paused ones and the warm pool don't count."""
+    quota_snapshots: int = 100
+    """Snapshots a team may keep."""
+    quota_concurrent_builds: int = 4
+    """Template/image builds of one team running at once (the server runs ``build_max_concurrent`` in total)."""
+    quota_upload_bytes: int = 10 * 1024**3
+    """Bytes of uploaded build files (COPY archives, Prime build contexts) a team may keep on this server."""
+
     runtime_state_dir: Path = Path("/run/sandlot")
     instance: str = "sandlot"
     """Prefix of host resources (nft table, netns, veths) so two servers never collide."""

@@ -8,6 +8,7 @@ archive to the returned URL, no API key) → ``POST /v2/templates/{id}/builds/{b
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -18,8 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from sandlot.api.auth import TeamId
+from sandlot import quotas
 from sandlot.api.errors import APIError
 from sandlot.orchestrator.sandboxes import ENVD_VERSION
+from sandlot.quotas import NO_RETRY
 from sandlot.store import templates as template_store
 from sandlot.store.models import Build, BuildLogEntry, Template
 from sandlot.templates import steps as build_steps
@@ -67,6 +70,19 @@ def owned_build(session: Session, team_id: str, template_id: str, build_id: str)
     return template, build
 
 
+def _quota_error(status: int, message: str) -> APIError:
+    return APIError(status, message, NO_RETRY)
+
+
+def metered_upload(request: Request, team_id: str) -> AsyncIterator[bytes]:
+    """The request body, cut with a 429 once the team's stored upload bytes would pass its quota."""
+    services = request.app.state.services
+    with services.db.session() as session:
+        stored = quotas.stored_upload_bytes(session, services.settings, team_id)
+    return quotas.UPLOADS.metered(team_id, stored, services.settings.quota_upload_bytes, request.stream(),
+                                  error=_quota_error)
+
+
 # --- 1. request a build -------------------------------------------------------------------------
 
 class BuildRequestV3(BaseModel):
@@ -104,8 +120,11 @@ async def request_build(body: BuildRequestV3, request: Request, team_id: TeamId)
                 disk_mb=settings.default_disk_mb, envd_version=ENVD_VERSION,
             )
         except template_store.NameTaken:
-            raise APIError(409, f"Template name '{name}' is already taken") from None
-        names = template_store.aliases(session, template.id)
+            raise APIError(409, f"Template name '{name}' is reserved for the server's built-in template") from None
+        except template_store.ForeignNamespace:
+            raise APIError(400, f"Template name '{name}' is in another team's namespace: use a bare name or "
+                                f"'{template_store.team_slug(team_id)}/name'") from None
+        names = template_store.names(session, template)
         return {"templateID": template.id, "buildID": build.id, "status": "waiting", "public": template.public,
                 "names": names, "aliases": names, "tags": tags}
 
@@ -134,7 +153,7 @@ async def upload_files(template_id: str, files_hash: str, token: str, request: R
         raise APIError(400, "files hash must be 64 lowercase hex characters (SHA-256)")
     try:
         team_id = store.check(token, template_id, files_hash)
-        await store.receive(team_id, files_hash, request.stream())
+        await store.receive(team_id, files_hash, metered_upload(request, team_id))
     except UploadError as exc:
         raise APIError(403 if "token" in str(exc) or "expired" in str(exc) else 400, str(exc)) from None
     return Response(status_code=201)
@@ -172,6 +191,7 @@ async def start_build(template_id: str, build_id: str, body: BuildStartV2, reque
         template, build = owned_build(session, team_id, template_id, build_id)
         if build.status != "waiting" or builder(request).running(build.id):
             raise APIError(400, f"Build '{build_id}' is {build.status}, not waiting; request a new build")
+        quotas.reserve_build(session, request.app.state.services.settings, team_id, error=_quota_error)
         build.status = "building"
     builder(request).submit(build.id, BuildRequest(
         team_id=team_id, steps=parsed, from_image=body.from_image, from_template=body.from_template,

@@ -14,6 +14,7 @@ from sandlot.api.errors import APIError, not_found_sandbox
 from sandlot.orchestrator import pausing, snapshots
 from sandlot.orchestrator.sandboxes import CreateRequest, SandboxError, SandboxManager
 from sandlot.proxy.traffic import private_traffic_token
+from sandlot.quotas import NO_RETRY
 from sandlot.store import sandboxes as sandbox_store
 from sandlot.store import snapshots as snapshot_store
 from sandlot.store import templates as template_store
@@ -171,7 +172,8 @@ def _detail_json(row: Sandbox, domain: str | None) -> dict[str, Any]:
 
 
 def _raise(exc: SandboxError) -> None:
-    raise APIError(exc.status, exc.message) from exc
+    # a 429 is a quota (sandlot/quotas.py), not a rate: the SDK must not retry it for seconds
+    raise APIError(exc.status, exc.message, NO_RETRY if exc.status == 429 else None) from exc
 
 
 def _reject_unsupported(body: NewSandbox) -> None:

@@ -13,6 +13,7 @@ from sandlot.api.errors import APIError
 from sandlot.api.sandboxes import _checked_timeout, _manager, _raise, _sandbox_json, _short_id
 from sandlot.orchestrator import pausing, snapshots
 from sandlot.orchestrator.sandboxes import SandboxError
+from sandlot.quotas import reserve_snapshot
 from sandlot.store import snapshots as snapshot_store
 from sandlot.store.models import Snapshot
 
@@ -74,6 +75,13 @@ async def create_snapshot(sandbox_id: str, request: Request, team_id: TeamId,
                           body: SnapshotBody | None = None) -> dict[str, Any]:
     name = body.name if body else None
     memory = True if body is None or body.memory is None else body.memory
+    services = request.app.state.services
+    with services.db.session() as session, session.begin():  # early 429, before the dump (re-checked at insert)
+        if not (name and snapshot_store.resolve(session, team_id, name)):   # re-using a name adds no snapshot
+            try:
+                reserve_snapshot(session, services.settings, team_id, error=SandboxError)
+            except SandboxError as exc:
+                _raise(exc)
     try:
         snap = await snapshots.create_snapshot(_manager(request), team_id, _short_id(sandbox_id), name, memory)
     except SandboxError as exc:
@@ -120,7 +128,7 @@ async def fork(sandbox_id: str, request: Request, team_id: TeamId, body: ForkBod
     domain = request.app.state.services.settings.domain
     out: list[dict[str, Any]] = []
     for item in results:
-        if isinstance(item, SandboxError):
+        if isinstance(item, SandboxError):  # a 429 here is the team's sandbox quota
             out.append({"error": {"code": item.status, "message": item.message}})
         elif isinstance(item, Exception):
             out.append({"error": {"code": 500, "message": str(item)}})

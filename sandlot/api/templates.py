@@ -27,7 +27,8 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _template_json(session: Session, template: Template) -> dict[str, Any]:
-    names = template_store.aliases(session, template.id)
+    """``names`` are full (``team-slug/app``, E2B's namespaced form), ``aliases`` bare."""
+    names = template_store.names(session, template)
     builds = template_store.builds(session, template.id)
     latest = builds[0] if builds else None
     ready = template_store.latest_ready_build(session, template.id)
@@ -38,7 +39,7 @@ def _template_json(session: Session, template: Template) -> dict[str, Any]:
         "memoryMB": template.memory_mb,
         "diskSizeMB": template.disk_mb,
         "public": template.public,
-        "aliases": names,
+        "aliases": template_store.aliases(session, template.id),
         "names": names,
         "createdAt": _iso(template.created_at),
         "updatedAt": _iso(template.updated_at),
@@ -77,6 +78,9 @@ async def list_templates(request: Request, team_id: TeamId) -> list[dict[str, An
 
 @router.get("/templates/aliases/{alias:path}")
 async def get_alias(alias: str, request: Request, team_id: TeamId) -> dict[str, Any]:
+    """``Template.exists``/``alias_exists``: a bare name is looked up in the caller's namespace
+    (then the built-ins), ``team-slug/name`` in that team's; another team's private template
+    is 404 like a missing one (E2B answers 403, which would reveal it)."""
     with request.app.state.services.db.session() as session:
         template = template_store.resolve(session, team_id, alias)
         if template is None:

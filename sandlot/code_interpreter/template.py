@@ -27,7 +27,7 @@ import structlog
 
 from sandlot.store import keys
 from sandlot.store import templates as template_store
-from sandlot.store.models import Template, TemplateAlias, TemplateTag
+from sandlot.store.models import TemplateTag
 from sandlot.templates import steps as build_steps
 from sandlot.templates.builder import BuildRequest
 
@@ -124,8 +124,7 @@ def ensure_built(services: Services) -> str | None:
     tag = recipe_tag(start)
     with services.db.session() as session, session.begin():
         team = keys.get_or_create_default_team(session)
-        alias = session.get(TemplateAlias, NAME)
-        template = session.get(Template, alias.template_id) if alias else None
+        template = template_store.find_named(session, team.id, NAME)  # names are per team (0007)
         if template is not None:
             if template.team_id != team.id:
                 log.warning("not building code-interpreter-v1: the name belongs to another team's template")

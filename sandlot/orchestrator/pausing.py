@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from sandlot.orchestrator.envd_client import wait_healthy
+from sandlot.quotas import reserve_sandbox
 from sandlot.runtime import cgroups
 from sandlot.store import sandboxes as sandbox_store
 from sandlot.store.models import Sandbox
@@ -133,6 +134,7 @@ async def resume_now(mgr: "SandboxManager", sandbox_id: str, timeout_s: int) -> 
                 return row, False
             if row.state != "paused":
                 raise _error(409, f"Sandbox \"{sandbox_id}\" is {row.state}")
+            reserve_sandbox(session, mgr.settings, row.team_id, error=_error)  # a resumed sandbox runs again
             row.state = "resuming"
         try:
             handle = await mgr.runtime.resume(sandbox_id)

@@ -28,6 +28,7 @@ from sandlot.orchestrator.events import EventLog
 from sandlot.orchestrator.metrics import MetricsSampler
 from sandlot.orchestrator.ready_snapshots import ReadySnapshots
 from sandlot.orchestrator.warm_pool import WarmPool
+from sandlot.quotas import reserve_sandbox
 from sandlot.runtime import lxcfs
 from sandlot.runtime.base import BindMount, Runtime, SandboxHandle, SandboxSpec
 from sandlot.runtime.overlay import has_bash
@@ -140,8 +141,8 @@ class SandboxManager:
     # --- create --------------------------------------------------------------------------
 
     async def create(self, request: CreateRequest) -> Sandbox:
-        warm = self.pool.claim(request.build) if request.sandbox_id is None else None
-        sandbox_id = warm.sandbox_id if warm else (request.sandbox_id or ids.new_sandbox_id())
+        """``SandboxError(429)`` when the team already runs its limit of sandboxes (``quotas``)."""
+        sandbox_id = request.sandbox_id or ids.new_sandbox_id()
         now = datetime.now(timezone.utc)
         row = Sandbox(
             id=sandbox_id,
@@ -166,6 +167,11 @@ class SandboxManager:
             network=request.network,
         )
         with self.db.session() as session, session.begin():
+            # quota check, warm claim and insert in one step (no await between them, the team locked)
+            reserve_sandbox(session, self.settings, request.team_id, request.sandbox_id, error=SandboxError)
+            warm = self.pool.claim(request.build) if request.sandbox_id is None else None
+            if warm is not None:  # a pooled sandbox keeps the id it was booted with
+                sandbox_id = row.id = warm.sandbox_id
             session.add(row)
         try:
             async with self._lock(sandbox_id):

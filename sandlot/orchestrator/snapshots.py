@@ -21,6 +21,7 @@ import structlog
 from sandlot import ids
 from sandlot.orchestrator import pausing
 from sandlot.orchestrator.envd_client import wait_healthy
+from sandlot.quotas import reserve_sandbox, reserve_snapshot
 from sandlot.store import sandboxes as sandbox_store
 from sandlot.store import snapshots as snapshot_store
 from sandlot.store.models import Sandbox, Snapshot
@@ -97,6 +98,7 @@ async def create_snapshot(mgr: "SandboxManager", team_id: str, sandbox_id: str, 
     )
     try:
         with mgr.db.session() as session, session.begin():
+            reserve_snapshot(session, mgr.settings, team_id, error=_error)  # counted where it is inserted
             session.add(snap)
     except Exception:
         shutil.rmtree(dest, ignore_errors=True)
@@ -137,6 +139,7 @@ async def _clone(mgr: "SandboxManager", path: Path, source: Snapshot | Sandbox, 
         network=getattr(source, "network", None),
     )
     with mgr.db.session() as session, session.begin():
+        reserve_sandbox(session, mgr.settings, request.team_id, error=_error)
         session.add(row)
     try:
         async with mgr._lock(sandbox_id):

@@ -82,10 +82,15 @@ class Template(Base):
 
 
 class TemplateAlias(Base):
-    """A human name of a template (``base``, ``my-team/app``); unique server-wide."""
+    """A human name of a template, unique within its owner team's namespace (migration 0007).
+
+    ``namespace`` is the owner's slug (``store/templates.team_slug``; ``""`` for the team-less
+    ``base``), ``alias`` the bare name: ``team-1a2b3c4d5e6f/app`` is (``team-1a2b3c4d5e6f``, ``app``).
+    """
 
     __tablename__ = "template_aliases"
 
+    namespace: Mapped[str] = mapped_column(String(64), primary_key=True)
     alias: Mapped[str] = mapped_column(String(255), primary_key=True)
     template_id: Mapped[str] = mapped_column(ForeignKey("templates.id", ondelete="CASCADE"), index=True)
 

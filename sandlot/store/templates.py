@@ -2,22 +2,100 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from sandlot import ids
-from sandlot.store.models import Build, BuildLogEntry, Sandbox, Template, TemplateAlias, TemplateTag
+from sandlot.store.models import Build, BuildLogEntry, Sandbox, Team, Template, TemplateAlias, TemplateTag
+
+SYSTEM_NAMESPACE = ""
+"""Namespace of team-less templates (``base``)."""
+BUILTIN_NAMES = ("base", "code-interpreter-v1")
+"""Templates the server registers itself; every team reaches them by bare name and no
+other team may name a template so."""
+SYSTEM_TEAM_NAME = "default"
+"""The team that owns the server's own templates (``store/keys.DEFAULT_TEAM_NAME``)."""
+
+
+def team_slug(team_id: str | None) -> str:
+    """A team's namespace: ``team-`` + the first 12 alphanumerics of its id (also the Prime
+    image prefix). It contains a ``-``, which Docker Hub namespaces never do, so
+    ``team-…/name`` can never be mistaken for a registry reference."""
+    return SYSTEM_NAMESPACE if not team_id else "team-" + re.sub(r"[^a-z0-9]", "", team_id.lower())[:12]
+
+
+class ForeignNamespace(Exception):
+    """A name was given another team's namespace (only the own one may be written)."""
+
+
+def split_namespace(name: str) -> tuple[str | None, str]:
+    """``team-x/app`` → (``team-x``, ``app``); ``app`` → (``None``, ``app``)."""
+    namespace, sep, rest = name.partition("/")
+    return (namespace, rest) if sep else (None, name)
+
+
+def local_name(team_id: str, name: str) -> str:
+    """The bare name a team writes: its own ``slug/`` prefix is dropped, another slug refused."""
+    namespace, rest = split_namespace(name)
+    if namespace is None:
+        return name
+    if namespace == team_slug(team_id):
+        return rest
+    raise ForeignNamespace(name)
+
+
+def _named(session: Session, namespace: str, alias: str) -> Template | None:
+    row = session.get(TemplateAlias, (namespace, alias))
+    return session.get(Template, row.template_id) if row else None
+
+
+def is_builtin(session: Session, template: Template) -> bool:
+    """One of the server's own public templates (team-less, or the system team's)."""
+    if not template.public:
+        return False
+    if template.team_id is not None:
+        team = session.get(Team, template.team_id)
+        if team is None or team.name != SYSTEM_TEAM_NAME:
+            return False
+    names = session.scalars(select(TemplateAlias.alias).where(TemplateAlias.template_id == template.id))
+    return any(n in BUILTIN_NAMES for n in names)
+
+
+def builtin(session: Session, name: str) -> Template | None:
+    if name not in BUILTIN_NAMES:
+        return None
+    for row in session.scalars(select(TemplateAlias).where(TemplateAlias.alias == name)):
+        template = session.get(Template, row.template_id)
+        if template is not None and is_builtin(session, template):
+            return template
+    return None
+
+
+def find_named(session: Session, team_id: str | None, name: str) -> Template | None:
+    """The template ``name`` designates in ``team_id``'s own namespace (no visibility rules)."""
+    return _named(session, team_slug(team_id), name)
 
 
 def resolve(session: Session, team_id: str, name_or_id: str) -> Template | None:
-    """Template by id or alias that ``team_id`` may use (its own or public); else ``None``."""
-    name = name_or_id.split(":", 1)[0] if ":" in name_or_id else name_or_id
+    """Template by id or name that ``team_id`` may use; else ``None``.
+
+    A bare name is the team's own template, else a built-in (``base``…); another team's
+    public template only by its full ``team-slug/name``. So no team can shadow another's
+    names, and a registry reference is never a template another team chose to name so."""
+    name = split_tag(name_or_id)[0]
     template = session.get(Template, name)
     if template is None:
-        alias = session.get(TemplateAlias, name)
-        template = session.get(Template, alias.template_id) if alias else None
+        namespace, rest = split_namespace(name)
+        own = team_slug(team_id) if team_id else None
+        if namespace is None:
+            template = (_named(session, own, name) if own else None) or builtin(session, name)
+        else:
+            template = _named(session, namespace, rest)
+            if template is None and own:   # a pre-0007 name with a '/' of the team's own
+                template = _named(session, own, name)
     if template is None:
         return None
     if template.public or template.team_id == team_id:
@@ -31,8 +109,18 @@ def visible(session: Session, team_id: str) -> list[Template]:
 
 
 def aliases(session: Session, template_id: str) -> list[str]:
+    """Bare names (E2B's deprecated ``aliases``)."""
     stmt = select(TemplateAlias.alias).where(TemplateAlias.template_id == template_id).order_by(TemplateAlias.alias)
     return list(session.scalars(stmt))
+
+
+def names(session: Session, template: Template) -> list[str]:
+    """Full names (E2B's ``names``): ``team-slug/name``; built-ins by their bare name."""
+    bare = aliases(session, template.id)
+    if template.team_id is None or is_builtin(session, template):
+        return bare
+    slug = team_slug(template.team_id)
+    return [f"{slug}/{n}" for n in bare]
 
 
 def builds(session: Session, template_id: str) -> list[Build]:
@@ -63,8 +151,7 @@ def register_ready(
 ) -> Template:
     """Create or refresh a template whose rootfs already exists (e.g. ``base``)."""
     now = datetime.now(timezone.utc)
-    existing = session.get(TemplateAlias, alias)
-    template = session.get(Template, existing.template_id) if existing else None
+    template = find_named(session, team_id, alias)
     if template is None:
         template = Template(
             id=ids.new_template_id(),
@@ -77,7 +164,7 @@ def register_ready(
         )
         session.add(template)
         session.flush()
-        session.add(TemplateAlias(alias=alias, template_id=template.id))
+        session.add(TemplateAlias(namespace=team_slug(team_id), alias=alias, template_id=template.id))
     build = latest_ready_build(session, template.id)
     if build is None or build.layers != layers or build.envd_version != envd_version:
         session.add(
@@ -112,7 +199,7 @@ DEFAULT_TAG = "default"
 
 
 class NameTaken(Exception):
-    """The name belongs to a template of another team (aliases are server-wide)."""
+    """The name is reserved: a built-in template's (``base``, ``code-interpreter-v1``)."""
 
 
 def split_tag(name: str) -> tuple[str, str | None]:
@@ -138,12 +225,15 @@ def request_build(
     session: Session, *, team_id: str, name: str, tags: list[str], cpu_count: int, memory_mb: int, disk_mb: int,
     envd_version: str,
 ) -> tuple[Template, Build]:
-    """Template (created on first use of the name) plus a new ``waiting`` build."""
+    """Template (created on first use of the name in the team's namespace) plus a new
+    ``waiting`` build. ``name`` may carry the team's own ``slug/`` (``ForeignNamespace`` for
+    another's); built-in names belong to their owner (``NameTaken``)."""
     now = datetime.now(timezone.utc)
-    existing = session.get(TemplateAlias, name)
-    template = session.get(Template, existing.template_id) if existing else None
-    if template is not None and template.team_id != team_id:
+    name = local_name(team_id, name)
+    shipped = builtin(session, name)
+    if shipped is not None and shipped.team_id != team_id:
         raise NameTaken(name)
+    template = find_named(session, team_id, name)
     if template is None:
         template = Template(
             id=ids.new_template_id(), team_id=team_id, public=False, cpu_count=cpu_count, memory_mb=memory_mb,
@@ -151,7 +241,7 @@ def request_build(
         )
         session.add(template)
         session.flush()
-        session.add(TemplateAlias(alias=name, template_id=template.id))
+        session.add(TemplateAlias(namespace=team_slug(team_id), alias=name, template_id=template.id))
     build = Build(
         id=ids.new_build_id(), template_id=template.id, status="waiting", cpu_count=cpu_count, memory_mb=memory_mb,
         disk_mb=disk_mb, envd_version=envd_version, layers=[], tags=tags, created_at=now, updated_at=now,

@@ -377,3 +377,48 @@ def test_copy_tree_keeps_everything_and_follows_nothing(host: Path, root: Path, 
     assert os.getxattr(dst / "home", "trusted.overlay.opaque") == b"y"
     with pytest.raises(FileExistsError):   # never into an existing directory
         tenant_fs.copy_tree(root, dst)
+
+
+def test_flatten_copies_the_merged_view_without_following(host: Path, tmp_path: Path) -> None:
+    """``templates.flatten`` (overlay of tenant layers → one layer) goes through copy_tree:
+    whiteouts are applied by overlayfs, symlinks to the host are copied as links."""
+    from sandlot.templates.flatten import flatten
+
+    lower, upper = tmp_path / "l1", tmp_path / "l2"
+    (lower / "etc").mkdir(parents=True)
+    (lower / "etc" / "gone").write_text("old")
+    (lower / "etc" / "kept").write_text("kept")
+    (upper / "etc").mkdir(parents=True)
+    os.mknod(upper / "etc" / "gone", stat.S_IFCHR | 0o600, os.makedev(0, 0))   # whiteout
+    (upper / "etc" / "esc").symlink_to(host / "canary")
+    (upper / "run").write_bytes(b"x")
+    os.chmod(upper / "run", 0o4711)
+    dest = tmp_path / "flat"
+    flatten([upper, lower], dest, tmp_path / "mnt")
+    untouched(host)
+    assert sorted(os.listdir(dest / "etc")) == ["esc", "kept"]
+    assert os.readlink(dest / "etc" / "esc") == str(host / "canary")
+    assert stat.S_IMODE(os.stat(dest / "run").st_mode) == 0o4711
+    assert not (tmp_path / "mnt").exists()
+
+
+def test_layer_clean_up_never_deletes_through_a_symlinked_etc(host: Path, tmp_path: Path) -> None:
+    """A build step made ``/etc`` a symlink to a host directory that has ``hosts`` etc.:
+    committing the layer removes the runtime's files from the layer only."""
+    from sandlot.templates.layers import _clean
+
+    for name in ("hosts", "resolv.conf", "hostname"):
+        (host / "dir" / name).write_text("host file\n")
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    (upper / "etc").symlink_to(host / "dir")
+    (upper / "app").mkdir()
+    assert _clean(upper) is True
+    assert sorted(os.listdir(host / "dir")) == ["hostname", "hosts", "inner", "resolv.conf"]
+    # the legitimate case: the runtime's own files in a real etc/ go, the step's stay
+    upper2 = tmp_path / "upper2"
+    (upper2 / "etc").mkdir(parents=True)
+    for name in ("hosts", "resolv.conf"):
+        (upper2 / "etc" / name).write_text("runtime\n")
+    os.mknod(upper2 / "etc" / "hostname", stat.S_IFCHR | 0o600, os.makedev(0, 0))
+    assert _clean(upper2) is False and not (upper2 / "etc").exists()

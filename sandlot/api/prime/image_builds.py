@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from sandlot import tenant_fs
+from sandlot import quotas
 from sandlot.api.prime import dockerfile
 from sandlot.api.prime.context import PrimeContext
 from sandlot.orchestrator.sandboxes import ENVD_VERSION
@@ -156,6 +157,7 @@ async def start(ctx: PrimeContext, build_id: str) -> None:
                 )
             except template_store.NameTaken:
                 raise BuildError(f"The image name {owner(team_id)}/{name} belongs to another team") from None
+            quotas.reserve_build(session, settings, team_id, error=lambda _status, message: BuildError(message))
             build.status = "building"
             row = session.get(PrimeImageBuild, build_id)
             assert row is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from sandlot.api.prime import image_builds
@@ -28,13 +28,18 @@ class ImageChoice:
 
 
 def prime_image(session: Session, team_id: str, ref: str) -> PrimeImageBuild | None:
-    """Newest live build the team may use whose ``fullImagePath`` (or pulled source ref) is ``ref``."""
+    """Newest live build the team may use whose ``fullImagePath`` is ``ref`` (its own or a public
+    one: the path names its team), or the team's *own* pull of the registry ref ``ref``: another
+    team's "pull" may have been built from anything, so it never stands for the registry."""
+    own = PrimeImageBuild.team_id == team_id
     stmt = (
         select(PrimeImageBuild)
         .where(
-            or_(PrimeImageBuild.full_image_path == ref, PrimeImageBuild.source_image == ref),
+            or_(
+                and_(PrimeImageBuild.full_image_path == ref, or_(own, PrimeImageBuild.visibility == "PUBLIC")),
+                and_(PrimeImageBuild.source_image == ref, own),
+            ),
             PrimeImageBuild.deleted.is_(False),
-            or_(PrimeImageBuild.team_id == team_id, PrimeImageBuild.visibility == "PUBLIC"),
             PrimeImageBuild.status.notin_(("FAILED", "CANCELLED")),
         )
         .order_by(PrimeImageBuild.created_at.desc())
@@ -46,12 +51,25 @@ def prime_image(session: Session, team_id: str, ref: str) -> PrimeImageBuild | N
 
 
 def resolve(session: Session, team_id: str, ref: str) -> ImageChoice:
+    """A Prime image, else a template the ref names explicitly (the team's own bare name, a
+    built-in such as ``base``, or ``team-slug/name[:tag]``, ``store/templates.resolve``), else
+    the registry: another team's template is never a registry reference's stand-in."""
     build = prime_image(session, team_id, ref)
     if build is not None:
         if build.status == "COMPLETED":
             return ImageChoice(build.template_id, build.sandlot_build_id, image_config=dict(build.image_config or {}))
         return ImageChoice(pending_build_id=build.id)
     found = template_store.resolve_build(session, team_id, ref)
-    if found is not None:
+    if found is not None and not _pulled_elsewhere(session, team_id, ref, found[1].id):
         return ImageChoice(found[0].id, found[1].id)
     return ImageChoice()
+
+
+def _pulled_elsewhere(session: Session, team_id: str, ref: str, build_id: str) -> bool:
+    """The team's own ``name:tag`` is a pull of *another* registry ref (``ghcr.io/x/python:3``
+    lands on ``python:3`` too): ``ref`` then means the registry, not that pull."""
+    stmt = select(PrimeImageBuild.source_image).where(
+        PrimeImageBuild.team_id == team_id, PrimeImageBuild.sandlot_build_id == build_id,
+        PrimeImageBuild.source_image.is_not(None),
+    )
+    return any(source != ref for source in session.scalars(stmt))

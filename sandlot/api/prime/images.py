@@ -11,6 +11,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from starlette.responses import JSONResponse
 
+from sandlot import quotas
 from sandlot.api.auth import TeamId
 from sandlot.api.prime import image_builds
 from sandlot.api.prime.context import PrimeContext, prime
@@ -128,6 +129,7 @@ async def initiate_build(request: Request, team_id: TeamId) -> JSONResponse:
         "visibility": visibility,
     }
     if body.source_image:
+        _build_quota(ctx, team_id)
         await image_builds.start(ctx, row.id)
     else:
         token, _ = ctx.signer.issue(f"context:{row.id}", team_id, UPLOAD_TTL_S)
@@ -153,9 +155,13 @@ async def upload_context(build_id: str, token: str, request: Request) -> dict[st
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(final.name + f".{secrets.token_hex(4)}.part")
     size = 0
+    with ctx.services.db.session() as session:
+        stored = quotas.stored_upload_bytes(session, ctx.services.settings, claims.team_id)
+    chunks = quotas.UPLOADS.metered(claims.team_id, stored, ctx.services.settings.quota_upload_bytes, request.stream(),
+                                    error=PrimeError)
     try:
         with open(partial, "wb") as handle:
-            async for chunk in request.stream():
+            async for chunk in chunks:
                 size += len(chunk)
                 if size > MAX_CONTEXT_BYTES:
                     raise PrimeError(413, f"Build contexts are limited to {MAX_CONTEXT_BYTES >> 30} GiB")
@@ -164,6 +170,13 @@ async def upload_context(build_id: str, token: str, request: Request) -> dict[st
     finally:
         partial.unlink(missing_ok=True)
     return {"success": True, "size": size}
+
+
+def _build_quota(ctx: PrimeContext, team_id: str) -> None:
+    """Prime's 429 when the team runs its limit of builds; ``image_builds.start`` re-checks
+    where the build is marked running (a race there fails the build with the same message)."""
+    with ctx.services.db.session() as session, session.begin():
+        quotas.reserve_build(session, ctx.services.settings, team_id, error=PrimeError)
 
 
 def _owned(ctx: PrimeContext, team_id: str, build_id: str) -> dict[str, Any]:
@@ -183,6 +196,7 @@ async def start_build(build_id: str, request: Request, team_id: TeamId) -> dict[
         return current  # starting twice is a no-op
     if not image_builds.context_path(ctx, build_id).is_file():
         raise PrimeError(409, f"The build context of {build_id} has not been uploaded yet: PUT it to upload_url first")
+    _build_quota(ctx, team_id)
     await image_builds.start(ctx, build_id)
     return _owned(ctx, team_id, build_id)
 

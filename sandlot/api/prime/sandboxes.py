@@ -18,6 +18,7 @@ from sandlot.api.prime.errors import PrimeError, not_found, parse_body
 from sandlot.api.prime.launcher import START_LOG, Launch, launch
 from sandlot.api.prime.shapes import iso, sandbox_json, status_json
 from sandlot.orchestrator.sandboxes import SandboxError
+from sandlot.quotas import reserve_sandbox
 from sandlot.store.models import PrimeSandbox
 
 router = APIRouter(prefix="/api/v1")
@@ -152,6 +153,8 @@ async def create_sandbox(request: Request, team_id: TeamId) -> JSONResponse:
         updated_at=now,
     )
     with ctx.services.db.session() as session, session.begin():
+        # 429 when the team runs its limit; this PENDING row holds the slot until its sandbox exists
+        reserve_sandbox(session, settings, team_id, error=PrimeError)
         session.add(row)
         session.flush()
         v = records.view(session, row.id, prime=row)
