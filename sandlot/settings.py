@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     code_interpreter_template: bool = True
     """Build the public ``code-interpreter-v1`` template at start-up when it has no ready build."""
 
+    # --- supply chain (docs/security/supply-chain.md) ---
+    upload_max_bytes: int = 1 << 30
+    """Largest COPY archive one upload may send (413 above)."""
+    registry_allow_private: list[str] = []
+    """Registries on loopback/private/link-local addresses tenants may pull from (JSON list of
+    ``host``, ``host:port`` or CIDRs); they are spoken to over plain HTTP. Default: none."""
+
     # --- per-team quotas (sandlot/quotas.py); 0 = unlimited ---
     quota_concurrent_sandboxes: int = 20
     """Sandboxes a team may have running at once (E2B's default); paused ones and the warm pool don't count."""

@@ -7,6 +7,7 @@ archive to the returned URL, no API key) → ``POST /v2/templates/{id}/builds/{b
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -26,9 +27,10 @@ from sandlot.quotas import NO_RETRY
 from sandlot.store import templates as template_store
 from sandlot.store.models import Build, BuildLogEntry, Template
 from sandlot.templates import steps as build_steps
-from sandlot.templates.builder import BuildRequest, TemplateBuilder
+from sandlot.templates.builder import BASE_IMAGES, BuildRequest, TemplateBuilder
+from sandlot.templates.oci import PullError
 from sandlot.templates.steps import FILES_HASH
-from sandlot.templates.uploads import UploadError
+from sandlot.templates.uploads import UploadError, UploadTooLarge
 
 router = APIRouter()
 
@@ -153,9 +155,18 @@ async def upload_files(template_id: str, files_hash: str, token: str, request: R
         raise APIError(400, "files hash must be 64 lowercase hex characters (SHA-256)")
     try:
         team_id = store.check(token, template_id, files_hash)
-        await store.receive(team_id, files_hash, metered_upload(request, team_id))
     except UploadError as exc:
-        raise APIError(403 if "token" in str(exc) or "expired" in str(exc) else 400, str(exc)) from None
+        raise APIError(403, str(exc)) from None
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > store.max_bytes:
+        raise APIError(413, f"the upload is larger than this server's limit of {store.max_bytes} bytes "
+                            "(SANDLOT_UPLOAD_MAX_BYTES)")
+    try:
+        await store.receive(team_id, files_hash, metered_upload(request, team_id))
+    except UploadTooLarge as exc:
+        raise APIError(413, str(exc)) from None
+    except UploadError as exc:
+        raise APIError(400, str(exc)) from None
     return Response(status_code=201)
 
 
@@ -179,6 +190,11 @@ async def start_build(template_id: str, build_id: str, body: BuildStartV2, reque
         raise APIError(400, "Set either fromImage or fromTemplate, not both")
     if body.from_image_registry and body.from_image_registry.get("type") not in ("registry", "aws", "gcp"):
         raise APIError(400, "fromImageRegistry.type must be 'registry', 'aws' or 'gcp'")
+    if body.from_image and body.from_image.split(":", 1)[0] not in BASE_IMAGES:
+        try:  # the registry a tenant names: a docker:// reference, public unless the operator allowed it
+            await asyncio.to_thread(builder(request).images.check, body.from_image)
+        except PullError as exc:
+            raise APIError(400, f"fromImage '{body.from_image[:200]}': {exc}") from None
     try:
         parsed = build_steps.parse(body.steps)
     except build_steps.StepError as exc:

@@ -26,7 +26,7 @@ from sandlot.settings import Settings
 from sandlot.store import templates as template_store
 from sandlot.store.database import Database
 from sandlot.store.models import Build
-from sandlot.templates import commands, gc, oci, steps, uploads
+from sandlot.templates import commands, files_hash, gc, oci, steps, uploads
 from sandlot.templates.build_log import BuildLog
 from sandlot.templates.build_sandbox import BuildSandboxes, new_build_sandbox_id
 from sandlot.templates.flatten import flatten
@@ -105,8 +105,9 @@ class TemplateBuilder:
         self.ready_snapshots = ready_snapshots
         """Boots the start check like the orchestrator boots sandboxes, and snapshots it."""
         self.layers = LayerStore(settings.templates_dir / "layers", settings.instance)
-        self.uploads = uploads.UploadStore(settings.templates_dir / "files")
-        self.images = oci.ImageStore(settings.templates_dir / "images", settings.templates_dir / "layers" / ".staging" / settings.instance)
+        self.uploads = uploads.UploadStore(settings.templates_dir / "files", max_bytes=settings.upload_max_bytes)
+        self.images = oci.ImageStore(settings.templates_dir / "images", settings.templates_dir / "layers" / ".staging" / settings.instance,
+                                     allow_private=settings.registry_allow_private)
         self._http = httpx.AsyncClient()
         self.sandboxes = BuildSandboxes(settings, runtime, envd_launch, self._http)
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -243,24 +244,29 @@ class TemplateBuilder:
         if len(state.layers) >= self.settings.build_max_layers:
             state.layers, state.key = await self._flatten(state, blog)
         forced = step.force or request.force
-        key = steps.key(state.key, step, salt=f"force:{build_id}" if forced else "")
-        prefix = f"[{step.number}/{total}] {step.describe()}"
-        cached = None if (forced or state.cache_broken) else self.layers.lookup(key)
-        if cached is not None:
-            blog.line(f"CACHED {prefix}", step=label)
-        else:
-            state.cache_broken = True
-            blog.line(prefix, step=label)
-            t0 = time.monotonic()
-            cached = await self._execute(step, state, request, blog, cpu, memory, key)
-            blog.line(f"{prefix}: done in {time.monotonic() - t0:.1f}s", step=label, level="debug")
+        archive, content = (await self._checked_archive(request.team_id, step, blog)) if step.kind == "COPY" else (None, "")
+        try:
+            key = steps.key(state.key, step, salt=f"force:{build_id}" if forced else "", content=content)
+            prefix = f"[{step.number}/{total}] {step.describe()}"
+            cached = None if (forced or state.cache_broken) else self.layers.lookup(key)
+            if cached is not None:
+                blog.line(f"CACHED {prefix}", step=label)
+            else:
+                state.cache_broken = True
+                blog.line(prefix, step=label)
+                t0 = time.monotonic()
+                cached = await self._execute(step, state, request, blog, cpu, memory, key, archive)
+                blog.line(f"{prefix}: done in {time.monotonic() - t0:.1f}s", step=label, level="debug")
+        finally:
+            if archive is not None:
+                shutil.rmtree(archive.parent, ignore_errors=True)
         if cached.fs is not None:
             state.layers.insert(0, cached.fs)
         state.key = key
         state.config = steps.apply(step, state.config)
 
     async def _execute(self, step: Step, state: _Progress, request: BuildRequest, blog: BuildLog, cpu: int,
-                       memory: int, key: str):
+                       memory: int, key: str, archive: Path | None = None):
         meta = {"step": step.describe()}
         if step.kind == "ENV":
             return self.layers.commit(key, None, meta)
@@ -276,7 +282,8 @@ class TemplateBuilder:
             elif step.kind == "USER":
                 script = commands.user_script(step.args[0], len(step.args) > 1 and step.args[1] == "true")
             elif step.kind == "COPY":
-                context, sources = self._context(request.team_id, step)
+                assert archive is not None
+                context, sources = self._context(archive, step)
                 mounts = [BindMount(context, commands.CONTEXT_MOUNT, read_only=True)]
                 owner = step.args[2] if len(step.args) > 2 else ""
                 mode = step.args[3] if len(step.args) > 3 else ""
@@ -301,14 +308,36 @@ class TemplateBuilder:
             if context is not None:
                 shutil.rmtree(context.parent, ignore_errors=True)
 
-    def _context(self, team_id: str, step: Step) -> tuple[Path, list[str]]:
+    async def _checked_archive(self, team_id: str, step: Step, blog: BuildLog) -> tuple[Path, str]:
+        """A private snapshot of the step's upload and its sha256 (the layer key's part), once
+        its content is what ``filesHash`` claims; a mismatching upload is deleted."""
         assert step.files_hash is not None
-        archive = self.uploads.path(team_id, step.files_hash)
-        if not archive.is_file():
-            raise BuildFailed(f"Step {step.number}: the files for COPY {step.args[0]} were not uploaded "
-                              f"(filesHash {step.files_hash})", str(step.number))
+        label = str(step.number)
         tmp = Path(tempfile.mkdtemp(prefix="ctx-", dir=self.layers.staging_root))
-        context = tmp / "ctx"
+        try:
+            archive = self.uploads.snapshot(team_id, step.files_hash, tmp / "archive.tar")
+            if archive is None:
+                raise BuildFailed(f"Step {step.number}: the files for COPY {step.args[0]} were not uploaded "
+                                  f"(filesHash {step.files_hash})", label)
+            digest = await asyncio.to_thread(files_hash.sha256_file, archive)
+            try:
+                recipe = await asyncio.to_thread(files_hash.verify, archive, digest, step.args[0], step.args[1],
+                                                 step.files_hash)
+            except files_hash.Mismatch as exc:
+                self.uploads.discard(team_id, step.files_hash, archive)
+                raise BuildFailed(f"Step {step.number}: the files uploaded for COPY {step.args[0]} do not match its "
+                                  f"filesHash {step.files_hash} ({exc}); the upload was deleted, build again to "
+                                  "re-upload it", label) from None
+            if recipe is None:
+                blog.line(f"COPY {step.args[0]}: filesHash not checkable for this archive (directories, JS SDK); "
+                          f"its layer is keyed by the archive's sha256 {digest}", level="debug", step=label)
+            return archive, digest
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _context(self, archive: Path, step: Step) -> tuple[Path, list[str]]:
+        context = archive.parent / "ctx"
         uploads.extract(archive, context)
         sources = uploads.matches(context, step.args[0])
         if not sources:

@@ -1,7 +1,7 @@
 """Build steps of ``TemplateBuildStartV2``: validation, the config they carry, cache keys.
 
 Every step becomes one layer whose cache key is the hash of the parent layer's key,
-the step itself and its files hash, so an unchanged prefix of a build is reused
+the step itself and its files hash (for COPY also the sha256 of the archive's bytes), so an unchanged prefix of a build is reused
 and a changed step invalidates exactly the steps after it.
 """
 
@@ -96,13 +96,20 @@ def absolute(path: str, workdir: str) -> str:
     return joined + "/" if trailing else joined
 
 
-def key(parent: str, step: Step, salt: str = "") -> str:
+def key(parent: str, step: Step, salt: str = "", content: str = "") -> str:
     """Cache key of the layer ``step`` makes on top of layer ``parent``.
 
     ``salt`` is non-empty for forced steps, so a forced rebuild gets a new key (and so
-    does everything after it) and cached layers are never overwritten.
+    does everything after it) and cached layers are never overwritten. ``content`` is the
+    sha256 of the COPY archive the build extracts: layers are shared by every team and
+    ``filesHash`` is only the uploader's claim, so the key names the bytes themselves.
     """
-    payload = json.dumps([parent, step.kind, list(step.args), step.files_hash or "", salt])
+    fields = [parent, step.kind, list(step.args), step.files_hash or "", salt]
+    if step.kind == "COPY":
+        if not content:
+            raise ValueError("a COPY layer's key needs the archive's sha256")
+        fields.append(content)
+    payload = json.dumps(fields)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

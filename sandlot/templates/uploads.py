@@ -3,6 +3,10 @@
 The SDK PUTs the tar(.gz) of a COPY step's files *without* the API key, so the
 upload URL carries its own HMAC token (team, template, hash, expiry). Archives
 are stored per team under ``<templates>/files/<team>/<filesHash>.tar``.
+
+``filesHash`` is not a digest of the archive (``files_hash.py``), so an upload cannot be
+checked when it arrives: a build checks the exact bytes it extracts (``snapshot``) and
+keys the COPY layer by their sha256, so one team's upload never reaches another's build.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import shutil
 import tarfile
 import time
 from pathlib import Path
@@ -18,17 +23,23 @@ from pathlib import Path
 from sandlot import tenant_fs
 
 TOKEN_TTL_S = 3600
+DEFAULT_MAX_BYTES = 1 << 30
 
 
 class UploadError(Exception):
     pass
 
 
+class UploadTooLarge(UploadError):
+    pass
+
+
 class UploadStore:
-    def __init__(self, root: Path, secret: bytes | None = None) -> None:
+    def __init__(self, root: Path, secret: bytes | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.root = root
         self._secret = secret or secrets.token_bytes(32)
         """Per process: a restart only invalidates upload links that were not used yet."""
+        self.max_bytes = max_bytes
 
     def path(self, team_id: str, files_hash: str) -> Path:
         return self.root / team_id / f"{files_hash}.tar"
@@ -66,8 +77,11 @@ class UploadStore:
         try:
             with open(tmp, "wb") as handle:
                 async for chunk in chunks:
-                    handle.write(chunk)
                     size += len(chunk)
+                    if size > self.max_bytes:
+                        raise UploadTooLarge(f"the upload is larger than this server's limit of {self.max_bytes} bytes "
+                                             "(SANDLOT_UPLOAD_MAX_BYTES)")
+                    handle.write(chunk)
             try:
                 with tarfile.open(tmp, "r:*") as archive:
                     archive.getmembers()
@@ -77,6 +91,43 @@ class UploadStore:
         finally:
             tmp.unlink(missing_ok=True)
         return size
+
+    def snapshot(self, team_id: str, files_hash: str, into: Path) -> Path | None:
+        """The archive as it is now, at ``into`` (a hard link: a later upload replaces the
+        stored name, never these bytes); ``None`` if it was not uploaded."""
+        source = self.path(team_id, files_hash)
+        try:
+            os.link(source, into)
+        except FileNotFoundError:
+            return None
+        except OSError:  # another filesystem
+            try:
+                shutil.copyfile(source, into)
+            except FileNotFoundError:
+                return None
+        return into
+
+    def discard(self, team_id: str, files_hash: str, like: Path) -> None:
+        """Delete the stored archive if it still is the one ``like`` snapshotted (a
+        re-upload in the meantime is left alone)."""
+        stored = self.path(team_id, files_hash)
+        try:
+            if os.path.samefile(stored, like) or _same_bytes(stored, like):
+                stored.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            ca, cb = fa.read(1 << 20), fb.read(1 << 20)
+            if ca != cb:
+                return False
+            if not ca:
+                return True
 
 
 def extract(archive: Path, dest: Path) -> None:
