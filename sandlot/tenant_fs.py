@@ -603,16 +603,17 @@ def _copy_dir(sfd: int, dfd: int, base: str, links: dict[tuple[int, int], str], 
         except FileNotFoundError:
             continue
         kind = stat.S_IFMT(st.st_mode)
-        if kind != stat.S_IFDIR and st.st_nlink > 1:
-            first = links.get((st.st_dev, st.st_ino))
-            if first is not None:
-                existing = openat2(droot, first, os.O_PATH | os.O_NOFOLLOW, resolve=LITERAL)
+        linked = kind != stat.S_IFDIR and st.st_nlink > 1
+        if linked and (st.st_dev, st.st_ino) in links:
+            try:
+                existing = openat2(droot, links[(st.st_dev, st.st_ino)], os.O_PATH | os.O_NOFOLLOW, resolve=LITERAL)
                 try:
                     _linkat_fd(existing, dfd, name)
+                    continue
                 finally:
                     os.close(existing)
-                continue
-            links[(st.st_dev, st.st_ino)] = rel
+            except OSError:
+                pass  # the first copy did not survive: copy this one on its own
         if kind == stat.S_IFDIR:
             if st.st_dev != dev:
                 continue  # a mount inside the tree is not part of it
@@ -654,6 +655,8 @@ def _copy_dir(sfd: int, dfd: int, base: str, links: dict[tuple[int, int], str], 
         else:  # whiteouts (char 0:0), other devices, FIFOs, sockets: recreated as they are
             os.mknod(name, st.st_mode, st.st_rdev, dir_fd=dfd)
             _copy_meta_at(sfd, dfd, name, st)
+        if linked:
+            links.setdefault((st.st_dev, st.st_ino), rel)
 
 
 def _copy_data(ifd: int, ofd: int, size: int) -> None:
