@@ -23,7 +23,8 @@ import pytest
 from e2b import Sandbox, Template
 from e2b.exceptions import BuildException
 
-from tests.e2e.server import Server, free_port
+from sandlot import ids
+from tests.e2e.server import Server, free_port, sdk_pointed_at
 
 pytestmark = [pytest.mark.timeout(600),
               pytest.mark.skipif(not all(shutil.which(t) for t in ("docker-registry", "umoci", "skopeo", "busybox")),
@@ -103,6 +104,18 @@ def push(layout: Path, registry: Registry, repo: str) -> str:
         argv += ["--dest-creds", f"{registry.user}:{registry.password}"]
     _run(*argv, f"oci:{layout}:tiny", f"docker://{ref}")
     return ref
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """This module's own server: its operator allow-lists the loopback registries the tests run
+    (tenants may not name loopback/private registries otherwise, docs/security/supply-chain.md)."""
+    srv = Server(workdir=tmp_path_factory.mktemp("sandlot-img"), api_key=ids.new_api_key(),
+                 extra_env={"SANDLOT_REGISTRY_ALLOW_PRIVATE": '["127.0.0.1"]'})
+    srv.start()
+    with sdk_pointed_at(srv):
+        yield srv
+    srv.stop()
 
 
 @pytest.fixture(scope="module")
