@@ -167,7 +167,11 @@ class Tree:
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise TreeError(f"{rel} is not a regular file")
-            return os.read(fd, limit)
+            chunks, left = [], limit
+            while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+                chunks.append(chunk)
+                left -= len(chunk)
+            return b"".join(chunks)
         finally:
             os.close(fd)
 
@@ -209,8 +213,11 @@ class Tree:
                 except NotADirectoryError:
                     raise TreeError(f"{prefix} is not a directory") from None
                 except OSError as exc:
-                    if exc.errno in (errno.EXDEV, errno.ELOOP):
-                        raise TreeError(f"{prefix} leads out of the tree ({exc.strerror})") from None
+                    if exc.errno == errno.EXDEV:
+                        raise TreeError(f"{prefix} leads out of the tree (another mount)") from None
+                    if exc.errno == errno.ELOOP:
+                        raise TreeError(f"{prefix} cannot be resolved inside the tree (a symlink loop or a "
+                                        "/proc magic link)") from None
                     raise
                 os.close(fd)
                 fd = nfd
@@ -236,7 +243,7 @@ class Tree:
         """Write a regular file at ``rel``, atomically replacing what was there (a symlink,
         a whiteout, a file) — never writing through it. Missing parents are made."""
         parent, name = self._parent(rel, create=True)
-        tmp = f".{name[:200]}.sandlot-{secrets.token_hex(6)}"
+        tmp = f".sandlot-{secrets.token_hex(8)}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                          dir_fd=parent)
