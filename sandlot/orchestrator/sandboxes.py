@@ -123,6 +123,7 @@ class SandboxManager:
             size=settings.warm_pool_size,
             envd_port=settings.envd_port,
             envd_timeout_s=settings.envd_start_timeout_s,
+            data_dir=settings.data_dir,
         )
         self.events = EventLog(settings.data_dir / "logs" / settings.instance)
 
@@ -184,7 +185,7 @@ class SandboxManager:
                     handle = await self.runtime.create(self._spec(row, request.build))
                 try:
                     if not booted:
-                        await self.pool.initialize(handle, self._envd_init(row, request.build))
+                        await self.pool.initialize(handle, request.build, self._envd_init(row, request.build))
                     if self.settings.failpoint("create-after-runtime"):
                         raise RuntimeError("injected failure after the container was created")
                     await self.apply_network(handle.ip, request.allow_internet_access, request.network)
@@ -263,10 +264,10 @@ class SandboxManager:
         }
 
     def _warm_row(self, sandbox_id: str, build: Build) -> Sandbox:
-        """A never-stored row for a pooled sandbox: no token, no create-time env vars yet."""
+        """A never-stored row for a pooled sandbox: the build's boot token, no create-time env vars yet."""
         return Sandbox(
-            id=sandbox_id, env_vars={}, envd_access_token="", cpu_count=build.cpu_count, memory_mb=build.memory_mb,
-            disk_mb=build.disk_mb,
+            id=sandbox_id, env_vars={}, envd_access_token=self.pool.boot_token(build), cpu_count=build.cpu_count,
+            memory_mb=build.memory_mb, disk_mb=build.disk_mb,
         )
 
     def _warm_spec(self, sandbox_id: str, build: Build) -> SandboxSpec:
@@ -277,9 +278,11 @@ class SandboxManager:
         claimed sandbox's first call doesn't pay envd's lazy first-use costs."""
         if build.start_cmd or build.ready_cmd:
             await self._start_command(self._warm_row(handle.sandbox_id, build), build, handle.ip)
-        await self._http.post(f"http://{handle.ip}:{self.settings.envd_port}/init", json={}, timeout=10)
+        token = self.pool.boot_token(build)
+        await self._http.post(f"http://{handle.ip}:{self.settings.envd_port}/init", json={},
+                              headers={"X-Access-Token": token}, timeout=10)
         await envd_run(
-            self._http, Target(handle.ip, self.settings.envd_port, ""), "true", user="root", cwd=None, envs={},
+            self._http, Target(handle.ip, self.settings.envd_port, token), "true", user="root", cwd=None, envs={},
             bash=False, on_output=lambda _stream, _text: None, timeout_s=10,
         )
 

@@ -2,9 +2,16 @@
 
 envd's Python start-up (~300 ms) dominates a cold create. For the builds people
 actually use, a few sandboxes are kept booted with envd up but no identity: no
-access token, no env vars. Claiming one hands it its identity through envd's
-``POST /init`` (the same call E2B's orchestrator makes) and the pool refills in
-the background, off the request path. Builds with a post-ready memory snapshot are
+env vars, and an access token nobody but this pool knows. Claiming one hands it its
+identity through envd's ``POST /init`` (the same call E2B's orchestrator makes) and
+the pool refills in the background, off the request path.
+
+Credentials come before reachability: an identity-less sandbox boots with its build's
+*boot token* (an HMAC of the build id under a key in the data dir, so post-ready
+snapshots, which carry it in envd's memory, can still be claimed after a restart), and
+once ready the pool replaces it with a random token of its own, so the boot token a
+claimed sandbox can read from its own environment opens no other pooled sandbox. No
+pooled sandbox is ever routed by the front door (it has no store row). Builds with a post-ready memory snapshot are
 filled by restoring it (``ready_snapshots``) rather than booting and running the
 start command. Pooled sandboxes have no store row, so a restarted server treats
 them as orphans and removes them.
@@ -13,9 +20,14 @@ them as orphans and removes them.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import os
+import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import structlog
@@ -35,6 +47,27 @@ Prepare = Callable[[SandboxHandle, Build], Awaitable[None]]
 
 Restore = Callable[[Build, str], Awaitable[SandboxHandle | None]]
 """A prepared sandbox of a build (id given) from a snapshot, or ``None`` to boot one instead."""
+
+
+KEY_FILE = "warm-pool.key"
+
+
+def load_key(data_dir: Path) -> bytes:
+    """The boot-token key, created once (0600) and shared by every server on this data dir."""
+    path = data_dir / KEY_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)  # atomic, never overwrites: concurrent starts agree on one key
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return bytes.fromhex(path.read_text().strip())
 
 
 @dataclass
@@ -57,6 +90,7 @@ class WarmPool:
         max_builds: int = 4,
         envd_port: int = 49983,
         envd_timeout_s: float = 20.0,
+        data_dir: Path | None = None,
     ) -> None:
         self.runtime = runtime
         self.http = http
@@ -67,9 +101,23 @@ class WarmPool:
         self.max_builds = max_builds
         self.envd_port = envd_port
         self.envd_timeout_s = envd_timeout_s
+        self._data_dir = data_dir
+        self._key: bytes | None = None
+        self._tokens: dict[str, str] = {}
+        """Current envd token of each pooled sandbox (after ``_rotate``), until claimed."""
         self._pools: OrderedDict[str, _BuildPool] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+
+    def boot_token(self, build: Build) -> str:
+        """The envd access token identity-less sandboxes of ``build`` boot with."""
+        if self._key is None:
+            self._key = load_key(self._data_dir) if self._data_dir is not None else secrets.token_bytes(32)
+        return hmac.new(self._key, f"boot:{build.id}".encode(), hashlib.sha256).hexdigest()
+
+    def token_of(self, handle: SandboxHandle, build: Build) -> str:
+        """What ``handle``'s envd wants in ``X-Access-Token`` before it is claimed."""
+        return self._tokens.get(handle.sandbox_id) or self.boot_token(build)
 
     def want(self, build: Build) -> None:
         """Keep ``size`` sandboxes of ``build`` warm (least recently wanted builds drop out)."""
@@ -94,11 +142,23 @@ class WarmPool:
         self._refill(pool)
         return handle
 
-    async def initialize(self, handle: SandboxHandle, init: dict[str, object]) -> None:
-        """Give a claimed sandbox its identity (access token, env vars, default user)."""
-        response = await self.http.post(f"http://{handle.ip}:{self.envd_port}/init", json=init, timeout=10)
+    async def initialize(self, handle: SandboxHandle, build: Build, init: dict[str, object]) -> None:
+        """Give a claimed (or snapshot-restored) sandbox its identity (access token, env vars,
+        default user), authenticated with the token it has until now."""
+        await self._init(handle, self.token_of(handle, build), init)
+        self._tokens.pop(handle.sandbox_id, None)
+
+    async def _init(self, handle: SandboxHandle, token: str, init: dict[str, object]) -> None:
+        response = await self.http.post(f"http://{handle.ip}:{self.envd_port}/init", json=init,
+                                        headers={"X-Access-Token": token}, timeout=10)
         if response.status_code >= 300:
             raise RuntimeError(f"envd /init answered {response.status_code}: {response.text[:200]}")
+
+    async def _rotate(self, handle: SandboxHandle, build: Build) -> None:
+        """Boot token → a random token of this sandbox alone (see the module docstring)."""
+        token = secrets.token_hex(32)
+        await self._init(handle, self.boot_token(build), {"accessToken": token})
+        self._tokens[handle.sandbox_id] = token
 
     def _refill(self, pool: _BuildPool) -> None:
         missing = self.size - len(pool.ready) - pool.filling
@@ -121,7 +181,9 @@ class WarmPool:
                     await wait_healthy(self.http, handle.ip, self.envd_port, self.envd_timeout_s)
                     if self.prepare is not None:
                         await self.prepare(handle, pool.build)
+                await self._rotate(handle, pool.build)
             except BaseException:
+                self._tokens.pop(sandbox_id, None)
                 await self.runtime.kill(sandbox_id)
                 raise
         except asyncio.CancelledError:
@@ -137,6 +199,7 @@ class WarmPool:
         pool.ready.append(handle)
 
     async def _discard(self, handle: SandboxHandle) -> None:
+        self._tokens.pop(handle.sandbox_id, None)
         try:
             await self.runtime.kill(handle.sandbox_id)
         except Exception as exc:
