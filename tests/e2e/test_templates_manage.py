@@ -50,7 +50,9 @@ def test_tags_aliases_and_counters(server: Server) -> None:
 
     headers = {"X-API-Key": server.api_key}
     info = httpx.get(f"{server.url}/templates/{first.template_id}", headers=headers).json()
-    assert info["names"] == [name] and info["buildCount"] == 2 and info["buildStatus"] == "ready"
+    assert info["aliases"] == [name] and info["buildCount"] == 2 and info["buildStatus"] == "ready"
+    namespace, _, bare = info["names"][0].partition("/")   # names are per team: "team-slug/name"
+    assert len(info["names"]) == 1 and namespace.startswith("team-") and bare == name
     assert info["spawnCount"] == 3 and info["lastSpawnedAt"]
     assert {b["buildID"] for b in info["builds"]} == {first.build_id, second.build_id}
     assert httpx.get(f"{server.url}/templates/aliases/{name}", headers=headers).json()["templateID"] == first.template_id
@@ -72,12 +74,14 @@ def test_other_team_sees_404_until_public_and_delete(server: Server, other_key: 
     assert httpx.patch(f"{server.url}/templates/{built.template_id}", json={"public": True}, headers=theirs).status_code == 404
     with pytest.raises(Exception, match="not found"):
         Sandbox.create(name, api_key=other_key)
-    # the name is taken server-wide: another team cannot build over it
+    # names are per team: the other team's `name` is a template of its own
     response = httpx.post(f"{server.url}/v3/templates", json={"name": name}, headers=theirs)
-    assert response.status_code == 409
+    assert response.status_code == 202 and response.json()["templateID"] != built.template_id
+    assert httpx.delete(f"{server.url}/templates/{response.json()['templateID']}", headers=theirs).status_code == 204
 
     assert httpx.patch(f"{server.url}/templates/{built.template_id}", json={"public": True}, headers=mine).status_code == 200
-    with Sandbox.create(name, api_key=other_key, timeout=60) as sbx:
+    full = httpx.get(f"{server.url}/templates/{built.template_id}", headers=mine).json()["names"][0]
+    with Sandbox.create(full, api_key=other_key, timeout=60) as sbx:   # another team's public: by its full name
         assert sbx.commands.run("cat /tmp/marker").stdout.strip() == name
     assert httpx.delete(f"{server.url}/templates/{built.template_id}", headers=theirs).status_code == 404
 
