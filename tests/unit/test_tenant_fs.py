@@ -430,3 +430,44 @@ def test_write_file_with_a_long_multibyte_name(root: Path) -> None:
         tree.write_file(f"d/{name}", b"x" * 3_000_000)
         assert tree.read_bytes(f"d/{name}", 4_000_000) == b"x" * 3_000_000
     assert os.listdir(root / "d") == [name]
+
+
+def test_copy_tree_never_reads_the_host_while_the_tree_changes(host: Path, root: Path, tmp_path: Path) -> None:
+    """A sandbox that is not frozen flips ``d`` between its own directory and a symlink to a
+    host directory during the copy: whatever a copy catches, it holds the sandbox's files or
+    the symlink itself — never the host's files."""
+    (root / "d").mkdir()
+    for i in range(50):
+        (root / "d" / f"f{i}").write_text("sandbox\n")
+    (host / "dir" / "canary").write_text("canary\n")
+    stop = threading.Event()
+
+    def flipper() -> None:
+        while not stop.is_set():
+            try:
+                os.rename(root / "d", root / "d.real")
+                os.symlink(host / "dir", root / "d")
+                os.unlink(root / "d")
+                os.rename(root / "d.real", root / "d")
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=flipper)
+    thread.start()
+    try:
+        for i in range(40):
+            dst = tmp_path / f"copy{i}"
+            try:
+                tenant_fs.copy_tree(root, dst)
+            except OSError:
+                pass
+            for path, _dirs, files in os.walk(dst):
+                for name in files:
+                    assert (Path(path) / name).read_text() != "canary\n"
+                    assert name not in ("inner", "canary")
+    finally:
+        stop.set()
+        thread.join()
+    assert (host / "dir" / "canary").read_text() == "canary\n"
+    (host / "dir" / "canary").unlink()
+    untouched(host)
