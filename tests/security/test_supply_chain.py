@@ -432,3 +432,43 @@ def test_upload_cap_is_413_and_stores_nothing(pull_server: Server) -> None:
     assert not builds.present(template_id, "c" * 64) and not builds.present(template_id, "d" * 64)
     small = builds.upload(template_id, "e" * 64, tar_of({"x.txt": b"x"}))
     assert small.status_code == 201
+
+
+# --- the JS SDK's uploads still build ---------------------------------------------------------------
+
+JS_DIR = Path(__file__).resolve().parents[1] / "js"
+JS_BUILD = r"""
+const { Template, Sandbox } = require("e2b");
+(async () => {
+  const [ctx, name] = process.argv.slice(2);
+  const template = Template({ fileContextPath: ctx }).fromTemplate("base")
+    .copy("conf.txt", "/srv/conf.txt")   // one file: its filesHash is checked
+    .copy("app", "/srv/app");            // directories: the JS recipe hashes their st_size
+  await Template.build(template, name);
+  const sbx = await Sandbox.create(name, { timeoutMs: 60000 });
+  try {
+    const out = await sbx.commands.run("cat /srv/conf.txt /srv/app/data.txt /srv/app/sub/deep.txt");
+    process.stdout.write(out.stdout);
+  } finally {
+    await sbx.kill();
+  }
+})().catch((e) => { console.error(e); process.exit(1); });
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None or not (JS_DIR / "node_modules" / "e2b").is_dir(),
+                    reason="needs node and tests/js/node_modules (make js-deps)")
+def test_js_sdk_copy_still_builds(server: Server, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    (ctx / "app" / "sub").mkdir(parents=True)
+    (ctx / "conf.txt").write_text("js conf\n")
+    (ctx / "app" / "data.txt").write_text("js app\n")
+    (ctx / "app" / "sub" / "deep.txt").write_text("js deep\n")
+    script = tmp_path / "build.cjs"
+    script.write_text(JS_BUILD)
+    env = dict(os.environ, E2B_API_URL=server.url, E2B_SANDBOX_URL=server.url, E2B_API_KEY=server.api_key,
+               NODE_PATH=str(JS_DIR / "node_modules"))
+    done = subprocess.run(["node", str(script), str(ctx), f"js-copy-{uuid.uuid4().hex[:8]}"], env=env, cwd=JS_DIR,
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout == "js conf\njs app\njs deep\n"
