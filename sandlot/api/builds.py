@@ -128,7 +128,7 @@ async def request_build(body: BuildRequestV3, request: Request, team_id: TeamId)
                                 f"'{template_store.team_slug(team_id)}/name'") from None
         names = template_store.names(session, template)
         return {"templateID": template.id, "buildID": build.id, "status": "waiting", "public": template.public,
-                "names": names, "aliases": names, "tags": tags}
+                "names": names, "aliases": template_store.aliases(session, template.id), "tags": tags}
 
 
 # --- 2. COPY files ------------------------------------------------------------------------------

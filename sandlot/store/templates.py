@@ -52,14 +52,17 @@ def _named(session: Session, namespace: str, alias: str) -> Template | None:
     return session.get(Template, row.template_id) if row else None
 
 
+def _system_team(session: Session, team_id: str | None) -> bool:
+    if team_id is None:
+        return True
+    team = session.get(Team, team_id)
+    return team is not None and team.name == SYSTEM_TEAM_NAME
+
+
 def is_builtin(session: Session, template: Template) -> bool:
     """One of the server's own public templates (team-less, or the system team's)."""
-    if not template.public:
+    if not template.public or not _system_team(session, template.team_id):
         return False
-    if template.team_id is not None:
-        team = session.get(Team, template.team_id)
-        if team is None or team.name != SYSTEM_TEAM_NAME:
-            return False
     names = session.scalars(select(TemplateAlias.alias).where(TemplateAlias.template_id == template.id))
     return any(n in BUILTIN_NAMES for n in names)
 
@@ -230,9 +233,8 @@ def request_build(
     another's); built-in names belong to their owner (``NameTaken``)."""
     now = datetime.now(timezone.utc)
     name = local_name(team_id, name)
-    shipped = builtin(session, name)
-    if shipped is not None and shipped.team_id != team_id:
-        raise NameTaken(name)
+    if name in BUILTIN_NAMES and not _system_team(session, team_id):
+        raise NameTaken(name)   # reserved even before the server built it
     template = find_named(session, team_id, name)
     if template is None:
         template = Template(
