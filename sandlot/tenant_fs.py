@@ -74,6 +74,8 @@ def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = IN_
         if fd >= 0:
             return int(fd)
         err = ctypes.get_errno()
+        if err == errno.ENOSYS:
+            raise OSError(err, "openat2(2) is not available: tenant trees need Linux >= 5.6", path)
         if err != errno.EAGAIN:  # EAGAIN: a rename raced the lookup (RESOLVE_IN_ROOT); retry
             raise OSError(err, os.strerror(err), path)
 
