@@ -68,7 +68,7 @@ def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = IN_
     """``openat2(dirfd, path, {flags|O_CLOEXEC, mode, resolve})``; raises ``OSError``."""
     how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0, resolve)
     raw = os.fsencode(path or ".")
-    while True:
+    for _ in range(64):  # bounded: a tenant renaming in a loop must not pin a host thread
         fd = _libc.syscall(SYS_OPENAT2, ctypes.c_int(dirfd), ctypes.c_char_p(raw), ctypes.byref(how),
                            ctypes.c_size_t(ctypes.sizeof(how)))
         if fd >= 0:
@@ -78,6 +78,7 @@ def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = IN_
             raise OSError(err, "openat2(2) is not available: tenant trees need Linux >= 5.6", path)
         if err != errno.EAGAIN:  # EAGAIN: a rename raced the lookup (RESOLVE_IN_ROOT); retry
             raise OSError(err, os.strerror(err), path)
+    raise OSError(errno.EAGAIN, "the tree kept changing during the lookup", path)
 
 
 def _linkat_fd(fd: int, dirfd: int, name: str) -> None:
