@@ -13,12 +13,23 @@ DEFAULT_CAPS = [
     "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 ]
 
-# as ``runc spec``
+# Docker's masks (an empty file or directory over each), then what else reads out the
+# host's kernel, hardware or memory layout on a stock kernel: build and config (an exploit
+# menu), the boot command line, mitigation status, physical addresses (vmcoreinfo, iomem,
+# mtrr) and the allocator's state that heap grooming watches (slab, buddy, zone info)
 MASKED_PATHS = [
     "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+    "/proc/sysrq-trigger", "/proc/kallsyms", "/proc/config.gz", "/proc/cmdline", "/proc/key-users",
+    "/proc/slabinfo", "/proc/pagetypeinfo", "/proc/buddyinfo", "/proc/zoneinfo", "/proc/vmallocinfo",
+    "/proc/kpagecount", "/proc/kpageflags", "/proc/kpagecgroup", "/proc/iomem", "/proc/ioports",
+    "/proc/mtrr", "/sys/kernel/vmcoreinfo", "/sys/kernel/notes", "/sys/kernel/boot_params",
+    "/sys/kernel/slab", "/sys/kernel/debug", "/sys/kernel/tracing", "/sys/kernel/security",
+    "/sys/devices/system/cpu/vulnerabilities", "/sys/devices/virtual/dmi", "/sys/hypervisor",
 ]
-READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+# as Docker; ``/sys`` and ``/sys/fs/cgroup`` are mounted read-only below
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys"]
 
 CPU_PERIOD_US = 100_000
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -82,13 +93,14 @@ def oci_config(spec: SandboxSpec, *, rootfs: str, netns_path: str, cgroups_path:
                 {"type": "ipc"},
                 {"type": "uts"},
                 {"type": "mount"},
+                {"type": "cgroup"},   # /proc/self/cgroup and /sys/fs/cgroup start at its own cgroup
             ],
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
     if seccomp_filter:
-        cfg["linux"]["seccomp"] = seccomp.profile()
+        cfg["linux"]["seccomp"] = seccomp.profile(caps)
     if oom_score_adj is not None:
         cfg["process"]["oomScoreAdj"] = oom_score_adj
     return cfg

@@ -65,5 +65,6 @@ def ensure(path: Path, binary: str | None = None) -> bool:
 
 
 def proc_mounts(path: Path) -> list[BindMount]:
-    """The bind mounts that give a sandbox its own ``/proc`` views."""
-    return [BindMount(path / "proc" / name, f"/proc/{name}", read_only=False) for name in PROC_FILES]
+    """The bind mounts that give a sandbox its own ``/proc`` views, read-only: the files
+    are one FUSE daemon shared by every sandbox, and nothing in them is writable anyway."""
+    return [BindMount(path / "proc" / name, f"/proc/{name}", read_only=True) for name in PROC_FILES]

@@ -27,11 +27,19 @@ def mount_overlay(lower: list[Path], upper: Path, work: Path, merged: Path) -> N
     for p in lower:
         if not Path(p).is_dir():
             raise FileNotFoundError(f"layer {p} is not a directory")
-    opts = "lowerdir={},upperdir={},workdir={}".format(
-        ":".join(_esc(p) for p in lower), _esc(upper), _esc(work))
-    if _libc.mount(b"overlay", os.fsencode(str(merged)), b"overlay", 0, opts.encode()) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount overlay on {merged}: {os.strerror(err)} ({opts})")
+    fds: list[int] = []
+    try:
+        # every mountinfo the sandbox can read shows these strings: fd paths, not host paths
+        for p in [*lower, upper, work]:
+            fds.append(os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+        names = [f"/proc/self/fd/{fd}" for fd in fds]
+        opts = "lowerdir={},upperdir={},workdir={}".format(":".join(names[:-2]), names[-2], names[-1])
+        if _libc.mount(b"overlay", os.fsencode(str(merged)), b"overlay", 0, opts.encode()) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mount overlay on {merged}: {os.strerror(err)} (lower {lower}, upper {upper})")
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def umount(path: Path | str, *, lazy_fallback: bool = True) -> bool:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from sandlot import tenant_fs
 
-from . import cgroups, disk, overlay
+from . import cgroups, disk, overlay, seccomp
 from .usage import Usage, oom_killed, read_usage
 from .base import SandboxHandle, SandboxRuntimeError, SandboxSpec, validate_sandbox_id
-from .bundle import oci_config
+from .bundle import DEFAULT_CAPS, oci_config
 from .checkpoint import CheckpointMixin, check_criu, run_with_stdio
 from .network import Network, NetSlot, host_nameservers, release_netns
 
@@ -91,6 +91,8 @@ class RuncRuntime(CheckpointMixin):
 
     async def start(self) -> None:
         """Prepare the host: dirs, ip_forward, nft table, stale state cleanup, netns pool."""
+        if self.seccomp_filter:   # a missing profile stops the server here, not every create
+            seccomp.profile(DEFAULT_CAPS)
         self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
         self.runc_root.mkdir(parents=True, exist_ok=True)
         try:
