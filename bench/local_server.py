@@ -21,7 +21,9 @@ def with_server(benchmark: Callable[[], None], extra_env: dict[str, str] | None 
     from tests.e2e.server import Server, sdk_pointed_at
 
     with tempfile.TemporaryDirectory(prefix="sandlot-bench-") as workdir:
-        server = Server(workdir=Path(workdir), api_key=ids.new_api_key(), extra_env=dict(extra_env or {}))
+        # benchmarks may run more sandboxes than a team's default quota (sandlot/quotas.py)
+        env = {"SANDLOT_QUOTA_CONCURRENT_SANDBOXES": "0", **(extra_env or {})}
+        server = Server(workdir=Path(workdir), api_key=ids.new_api_key(), extra_env=env)
         server.start()
         try:
             with sdk_pointed_at(server):

@@ -74,9 +74,7 @@ async def create_snapshot(mgr: "SandboxManager", team_id: str, sandbox_id: str, 
     with mgr.db.session() as session:
         if sandbox_store.get_for_team(session, team_id, sandbox_id) is None:
             raise _error(404, f"Sandbox \"{sandbox_id}\" doesn't exist or you don't have access to it")
-        existing = snapshot_store.resolve(session, team_id, name) if name else None
-        if name and existing is None and snapshot_store.resolve(session, None, name, any_team=True) is not None:
-            raise _error(409, f"The snapshot name '{name}' is taken")
+        existing = snapshot_store.resolve(session, team_id, name) if name else None   # names are per team
     dest = mgr.settings.snapshots_dir / ids.new_template_id()
     row = await _dump(mgr, sandbox_id, dest, memory)
     if existing is not None:   # same name: the existing snapshot gets the new content (as E2B)

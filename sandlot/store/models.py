@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -186,10 +186,12 @@ class Snapshot(Base):
     """A saved sandbox (disk copy + optional CRIU memory image) that new sandboxes start from."""
 
     __tablename__ = "snapshots"
+    __table_args__ = (UniqueConstraint("team_id", "name", name="uq_snapshots_team_name"),)
+    """Names are per team (migration 0008), like template names."""
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     source_sandbox_id: Mapped[str] = mapped_column(String(64), index=True)
     template_id: Mapped[str] = mapped_column(String(64))
     build_id: Mapped[str] = mapped_column(String(64))

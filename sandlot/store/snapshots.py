@@ -9,11 +9,13 @@ from sandlot.store.models import Snapshot
 
 
 def resolve(session: Session, team_id: str | None, ref: str, *, any_team: bool = False) -> Snapshot | None:
-    """By id or name; another team's snapshot is indistinguishable from a missing one."""
-    row = session.scalars(select(Snapshot).where(or_(Snapshot.id == ref, Snapshot.name == ref))).first()
-    if row is None or (row.team_id != team_id and not any_team):
-        return None
-    return row
+    """By id (first) or name; another team's snapshot is indistinguishable from a missing one
+    and cannot hide the caller's (names are per team, migration 0008)."""
+    stmt = select(Snapshot).where(or_(Snapshot.id == ref, Snapshot.name == ref))
+    if not any_team:
+        stmt = stmt.where(Snapshot.team_id == team_id)
+    rows = list(session.scalars(stmt))
+    return next((r for r in rows if r.id == ref), rows[0] if rows else None)
 
 
 def page(session: Session, team_id: str, *, sandbox_id: str | None, name: str | None,

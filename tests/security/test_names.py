@@ -154,3 +154,31 @@ def test_prime_docker_image_resolves_to_the_own_template_or_the_explicit_one(ser
     finally:
         for sandbox_id in made:
             call(server, home, "delete", sandbox_id)
+
+
+def test_snapshot_names_are_per_team_too(server: Server, attacker_key: str) -> None:
+    """Formerly server-wide: the attacker could squat a name (409 for the victim) or name its
+    snapshot like the victim's snapshot id."""
+    name = f"nightly-{uuid.uuid4().hex[:8]}"
+    attacker = Sandbox.create(timeout=120, api_key=attacker_key)
+    victim = Sandbox.create(timeout=120)
+    made = []
+    try:
+        attacker.files.write("/tmp/canary-b", CANARY)
+        victim.files.write("/tmp/mark", "victim")
+        squat = attacker.create_snapshot(name)
+        own = victim.create_snapshot(name)                 # the same name, its own snapshot
+        shadow = attacker.create_snapshot(own.snapshot_id)  # named like the victim's snapshot id
+        assert len({squat.snapshot_id, own.snapshot_id, shadow.snapshot_id}) == 3
+        for ref in (name, own.snapshot_id):
+            clone = Sandbox.create(ref, timeout=60)
+            made.append(clone)
+            assert clone.files.read("/tmp/mark") == "victim" and _canary(clone) == "absent"
+        theirs = Sandbox.create(name, timeout=60, api_key=attacker_key)
+        made.append(theirs)
+        assert _canary(theirs) == CANARY
+        for key, snapshot in ((attacker_key, squat), (attacker_key, shadow), (server.api_key, own)):
+            Sandbox.delete_snapshot(snapshot.snapshot_id, api_key=key)
+    finally:
+        for sbx in (attacker, victim, *made):
+            sbx.kill()

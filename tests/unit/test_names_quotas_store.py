@@ -153,3 +153,52 @@ def test_paused_sandboxes_free_their_slot_and_pending_prime_rows_hold_one(tmp_pa
         s.get(Sandbox, "i1").state = "paused"
     with db.session() as s, s.begin():
         reserve_sandbox(s, settings, team)
+
+
+def test_migration_0008_keeps_snapshots_and_makes_their_names_per_team(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'snap.sqlite'}"
+    engine = sa.create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    columns = ("id, team_id, name, source_sandbox_id, template_id, build_id, cpu_count, memory_mb, disk_mb, "
+               "envd_version, envd_access_token, env_vars, memory, path, created_at")
+    insert = sa.text(f"INSERT INTO snapshots ({columns}) VALUES (:id, :team, :name, 's', 't', 'b', 1, 128, 64, 'x', "
+                     "'tok', '{}', 1, '/p', '2026-01-01')")
+    a, b = ids.new_team_id(), ids.new_team_id()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0002")
+        for team in (a, b):
+            connection.execute(sa.text("INSERT INTO teams (id, name, created_at) VALUES (:id, 'x', '2026-01-01')"),
+                               {"id": team})
+        connection.execute(insert, {"id": "old", "team": a, "name": "nightly"})
+    engine.dispose()
+    db = Database(url)
+    db.migrate()
+    with db.engine.begin() as connection:
+        assert connection.execute(sa.text("SELECT team_id, name, path FROM snapshots")).all() == [(a, "nightly", "/p")]
+        connection.execute(insert, {"id": "theirs", "team": b, "name": "nightly"})   # another team, same name
+    with pytest.raises(sa.exc.IntegrityError):
+        with db.engine.begin() as connection:
+            connection.execute(insert, {"id": "again", "team": a, "name": "nightly"})
+
+
+def test_another_teams_snapshot_named_like_mine_does_not_hide_it(tmp_path: Path) -> None:
+    from sandlot.store import snapshots as snapshot_store
+    from sandlot.store.models import Snapshot
+
+    db = _db(tmp_path)
+    with db.session() as s, s.begin():
+        a, b = keys.create_team(s, "a").id, keys.create_team(s, "b").id
+
+        def snap(id_: str, team: str, name: str | None) -> Snapshot:
+            return Snapshot(id=id_, team_id=team, name=name, source_sandbox_id="s", template_id="t", build_id="b",
+                            cpu_count=1, memory_mb=128, disk_mb=64, envd_version="x", envd_access_token="x",
+                            env_vars={}, memory=True, path="/p")
+
+        s.add_all([snap("mineid", a, "shared"), snap("theirs", b, "mineid"), snap("theirs2", b, "shared")])
+    with db.session() as s:
+        assert snapshot_store.resolve(s, a, "mineid").id == "mineid"
+        assert snapshot_store.resolve(s, a, "shared").id == "mineid"
+        assert snapshot_store.resolve(s, b, "shared").id == "theirs2"
+        assert snapshot_store.resolve(s, a, "theirs") is None
