@@ -58,6 +58,7 @@ def build_services(settings: Settings, runtime: Runtime | None = None, launcher:
             criu=settings.criu_path,
             seccomp_filter=settings.seccomp,
         )
+        runtime.network.allow_private = tuple(settings.egress_allow_private)   # read by its start()
     default_launcher = partial(envd_launch, runtime_dir=settings.envd_runtime_dir)
     manager = SandboxManager(settings, db, runtime, launcher or default_launcher)
     from sandlot.templates.builder import TemplateBuilder

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
 
     dns_upstreams: list[str] = []
     """Resolvers for sandboxes with domain allow-lists (JSON list); empty = the host's resolv.conf."""
+    egress_allow_private: list[str] = []
+    """IPv4 CIDRs in private/special ranges that sandboxes may reach (JSON list: a LAN registry,
+    a proxy); everything else in them is closed, whatever a sandbox's own ``allowOut`` says."""
 
     default_timeout_s: int = 300
     max_lifetime_s: int = 24 * 3600
@@ -108,6 +111,20 @@ class Settings(BaseSettings):
 
     failpoints: str = ""
     """Test-only fault injection, comma separated (``create-after-runtime``, ``pause-fail``, ``ready-snapshot-fail``)."""
+
+    @field_validator("egress_allow_private")
+    @classmethod
+    def _check_egress_allow_private(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        out = []
+        for entry in value:
+            try:
+                net = ipaddress.IPv4Network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"SANDLOT_EGRESS_ALLOW_PRIVATE: {entry!r} is not an IPv4 address or CIDR") from None
+            out.append(str(net))
+        return out
 
     @field_validator("instance")
     @classmethod

@@ -4,10 +4,17 @@ Naming (so a restarted server can find and clean things):
   * netns ``sl-<n>`` (bind-mounted at ``/run/netns/sl-<n>``, like ``ip netns``)
   * host-side veth ``slv<n>``; the peer inside the netns is ``eth0``
   * slot ``n`` owns the /30 ``subnet + 4n``: host ``.1``, sandbox ``.2`` (relative)
+  * the sandbox's ``eth0`` has a MAC derived from its IP (``02:53`` + the 4 address bytes)
   * nftables table ``inet sandlot`` (rules match ``iifname "slv*"``); a sandbox with
     an egress policy gets its own chain, jumped to through the ``egress`` verdict map
     keyed by its veth (``runtime/egress.py``); one with domain rules also gets a DNS
     filter on its host-side address (``runtime/dns_filter.py``)
+  * table ``arp sandlot``: with the ``antispoof`` chain, a veth accepts frames only with
+    its own sandbox's MAC and IP (the ``own`` sets), so a sandbox with ``CAP_NET_RAW``
+    cannot speak as a neighbour or the host
+  * private and special ranges (``PRIVATE_DESTINATIONS``) are unreachable unless the
+    operator allow-lists them (``SANDLOT_EGRESS_ALLOW_PRIVATE``); a sandbox's own
+    ``allowOut`` cannot open them (the ``floor`` chain runs before its policy)
 
 The nft table is managed through libnftables (Debian's ``python3-nftables``).
 """
@@ -33,9 +40,18 @@ NETNS_DIR = Path("/run/netns")
 NETNS_PREFIX = "sl-"
 VETH_PREFIX = "slv"
 TABLE = "sandlot"
-BASE_CHAINS = ("input", "forward", "prerouting", "postrouting")
-BLOCKED_DESTINATIONS = ("169.254.0.0/16", "100.100.100.200", "0.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4")
-"""Link-local (cloud metadata lives at 169.254.169.254), Alibaba's metadata, multicast, reserved."""
+BASE_CHAINS = ("antispoof", "input", "forward", "floor", "prerouting", "postrouting")
+"""Replaced at every start (``floor`` after ``forward``, which jumps to it)."""
+BLOCKED_DESTINATIONS = ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4")
+"""Never a destination: "this network", loopback, multicast, reserved (and broadcast)."""
+PRIVATE_DESTINATIONS = (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",   # RFC 1918
+    "100.64.0.0/10",                                   # carrier-grade NAT (Alibaba's metadata 100.100.100.200)
+    "169.254.0.0/16",                                  # link-local: cloud metadata at 169.254.169.254
+    "168.63.129.16/32",                                # Azure's wire server
+)
+"""Closed to sandboxes unless the operator allow-lists a CIDR (a LAN registry, a proxy).
+The host's own addresses and other sandboxes are closed by the input/forward chains."""
 IP = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "ip"
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -74,7 +90,8 @@ class NetworkError(Exception):
 
 class Network:
     def __init__(self, subnet: str = "10.213.0.0/16", pool_size: int = 4, *,
-                 prefix: str = "sl", table: str = TABLE) -> None:
+                 prefix: str = "sl", table: str = TABLE, allow_private: tuple[str, ...] = (),
+                 resolvers: tuple[str, ...] | None = None) -> None:
         self.netns_prefix = f"{prefix}-"
         self.veth_prefix = f"{prefix}v"
         self.table = table
@@ -93,6 +110,12 @@ class Network:
         self._started = False
         self._policies: dict[int, EgressPolicy] = {}   # slots whose chain is non-empty
         self._dns_filters: dict[int, DnsFilter] = {}
+        self.allow_private = tuple(str(ipaddress.IPv4Network(c, strict=False)) for c in allow_private)
+        """Operator's CIDRs exempt from ``PRIVATE_DESTINATIONS`` (``SANDLOT_EGRESS_ALLOW_PRIVATE``)."""
+        self.resolvers = tuple(dict.fromkeys(
+            r for r in (resolvers if resolvers is not None else host_nameservers())
+            if ipaddress.ip_address(r).version == 4))
+        """The sandboxes' resolv.conf servers: port 53 on them stays open even when private."""
 
     # --- slots ------------------------------------------------------------------------
 
@@ -100,6 +123,10 @@ class Network:
         base = int(self.subnet.network_address) + 4 * index
         return NetSlot(index, f"{self.netns_prefix}{index}", f"{self.veth_prefix}{index}",
                        str(ipaddress.IPv4Address(base + 1)), str(ipaddress.IPv4Address(base + 2)))
+
+    def own_element(self, s: NetSlot, mac: str | None = None) -> str:
+        """``veth . MAC . IP``: the one source a slot's veth accepts (nft ``own`` sets)."""
+        return f'"{s.veth}" . {mac or sandbox_mac(s.sandbox_ip)} . {s.sandbox_ip}'
 
     def existing_indexes(self) -> set[int]:
         out = set()
@@ -149,20 +176,27 @@ class Network:
         try:
             await self._ip("-batch", "-", stdin=(
                 f"netns add {s.netns}\n"
-                f"link add {s.veth} type veth peer name eth0 netns {s.netns}\n"
+                f"link add {s.veth} type veth peer name eth0 address {sandbox_mac(s.sandbox_ip)} netns {s.netns}\n"
                 f"addr add {s.host_ip}/{s.prefixlen} dev {s.veth}\n"
                 f"link set {s.veth} up\n"))
-            try:   # no IPv6 on the host side (link-local would be a path to host services)
-                Path(f"/proc/sys/net/ipv6/conf/{s.veth}/disable_ipv6").write_text("1")
-            except OSError:
-                pass
+            # no IPv6 on the host side (link-local would be a path to host services); ARP
+            # answers only for the veth's own address (not the host's others)
+            for knob, value in ((f"ipv6/conf/{s.veth}/disable_ipv6", "1"),
+                                (f"ipv4/conf/{s.veth}/arp_ignore", "1"),
+                                (f"ipv4/conf/{s.veth}/arp_announce", "2")):
+                try:
+                    Path(f"/proc/sys/net/{knob}").write_text(value)
+                except OSError:
+                    pass
             await self._ip("-n", s.netns, "-batch", "-", stdin=(
                 "link set lo up\n"
                 f"addr add {s.sandbox_ip}/{s.prefixlen} dev eth0\n"
                 "link set eth0 up\n"
                 f"route add default via {s.host_ip}\n"))
             if self._started:
-                self._reset_slot(s)   # a reused slot starts open, whatever an earlier server left
+                # a reused slot starts open, whatever an earlier server left; its veth now
+                # accepts its own sandbox's source
+                self._reset_slot(s, own=self.own_element(s))
         except BaseException:
             self._reserved.discard(idx)
             release_netns(s.netns)
@@ -220,19 +254,45 @@ class Network:
         if rc != 0:
             raise NetworkError(f"nft: {err.strip()} (for: {cmd.strip()[:200]})")
 
-    def ruleset(self) -> str:
+    def ruleset(self, own: list[str] | tuple[str, ...] = ()) -> str:
+        """The whole table, in one transaction: base chains, the deny floor's sets (refilled
+        from the settings) and the anti-spoofing sets (``own``: every live slot's element)."""
         sub = str(self.subnet)
         v = f'"{self.veth_prefix}*"'
+        t = f"inet {self.table}"
         blocked = ", ".join(BLOCKED_DESTINATIONS)
+        fills = [f"flush set {t} private", f"add element {t} private {{ {', '.join(PRIVATE_DESTINATIONS)} }}",
+                 f"flush set {t} lan_allow", f"flush set {t} resolvers", f"flush set {t} own"]
+        if self.allow_private:
+            fills.append(f"add element {t} lan_allow {{ {', '.join(self.allow_private)} }}")
+        if self.resolvers:
+            fills.append(f"add element {t} resolvers {{ {', '.join(self.resolvers)} }}")
+        if own:
+            fills.append(f"add element {t} own {{ {', '.join(own)} }}")
+            fills.append(f"add element arp {self.table} own {{ {', '.join(own)} }}")
         return f"""
 table inet {self.table} {{
   map egress {{ type ifname : verdict; }}
   set dns_ifs {{ type ifname; }}
+  set own {{ type ifname . ether_addr . ipv4_addr; }}
+  set private {{ type ipv4_addr; flags interval; auto-merge; }}
+  set lan_allow {{ type ipv4_addr; flags interval; auto-merge; }}
+  set resolvers {{ type ipv4_addr; }}
+  chain antispoof {{
+    type filter hook prerouting priority raw - 10; policy accept;
+    iifname {v} meta nfproto != ipv4 drop
+    iifname {v} iifname . ether saddr . ip saddr != @own drop
+  }}
   chain input {{
     type filter hook input priority filter - 10; policy accept;
     iifname {v} ct state established,related accept
     iifname @dns_ifs udp dport {DNS_PORT} accept
     iifname {v} reject with icmpx admin-prohibited
+  }}
+  chain floor {{
+    ip daddr @lan_allow return
+    ip daddr @resolvers meta l4proto {{ tcp, udp }} th dport {DNS_PORT} return
+    ip daddr @private reject with icmpx admin-prohibited
   }}
   chain forward {{
     type filter hook forward priority filter - 10; policy accept;
@@ -240,6 +300,7 @@ table inet {self.table} {{
     iifname {v} ip saddr != {sub} drop
     iifname {v} meta nfproto ipv6 drop
     iifname {v} ip daddr {{ {blocked} }} reject with icmpx admin-prohibited
+    iifname {v} jump floor
     iifname {v} iifname vmap @egress
     iifname {v} accept
     oifname {v} ct state established,related accept
@@ -254,7 +315,15 @@ table inet {self.table} {{
     ip saddr {sub} oifname != {v} masquerade
   }}
 }}
-"""
+table arp {self.table} {{
+  set own {{ type ifname . ether_addr . ipv4_addr; }}
+  chain antispoof {{
+    type filter hook input priority filter; policy accept;
+    iifname {v} iifname . ether saddr . arp saddr ip != @own drop
+    iifname {v} iifname . arp saddr ether . arp saddr ip != @own drop
+  }}
+}}
+""" + "\n".join(fills) + "\n"
 
     async def start(self, recreate: set[int] | frozenset[int] = frozenset()) -> None:
         """ip_forward=1, install the nft table (keeping a previous server's slot rules), make
@@ -266,13 +335,19 @@ table inet {self.table} {{
         self._old_ip_forward = fwd.read_text().strip()
         if self._old_ip_forward != "1":
             fwd.write_text("1")
+        # every slot that exists now (running and paused sandboxes) keeps its source
+        own = [self.own_element(self.slot(i), await self._sandbox_mac(self.slot(i)))
+               for i in sorted(self.existing_indexes() - set(recreate))]
         if self.table_exists():
             # A previous server left it on purpose: its sandboxes are still running and their
-            # per-slot chains keep enforcing. Replace only the base chains, in one transaction.
-            base = "".join(f"delete chain inet {self.table} {c}\n" for c in BASE_CHAINS)
-            self._nft_cmd(base + self.ruleset())
+            # per-slot chains keep enforcing. Replace only the base chains (and the arp table),
+            # in one transaction; ``add`` first, so chains an older server lacked don't fail it.
+            base = "".join(f"add chain inet {self.table} {c}\ndelete chain inet {self.table} {c}\n"
+                           for c in BASE_CHAINS)
+            base += f"add table arp {self.table}\ndelete table arp {self.table}\n"
+            self._nft_cmd(base + self.ruleset(own))
         else:
-            self._nft_cmd(self.ruleset())
+            self._nft_cmd(f"add table arp {self.table}\ndelete table arp {self.table}\n" + self.ruleset(own))
         self._closing = False
         self._started = True
         for index in sorted(recreate):   # before the pool's refill could hand them out
@@ -309,10 +384,11 @@ table inet {self.table} {{
             # would reach the host's services and each other until then. Keep it and forwarding.
             log.info("keeping nft table %s for %d running sandboxes", self.table, len(in_use))
         else:
-            try:
-                self._nft_cmd(f"delete table inet {self.table}")
-            except NetworkError:
-                pass
+            for family in ("inet", "arp"):
+                try:
+                    self._nft_cmd(f"delete table {family} {self.table}")
+                except NetworkError:
+                    pass
             if self._old_ip_forward is not None and self._old_ip_forward != "1":
                 Path("/proc/sys/net/ipv4/ip_forward").write_text(self._old_ip_forward)
         self._started = False
@@ -357,16 +433,31 @@ table inet {self.table} {{
         if idx in self._policies or idx in self._dns_filters:
             await self.set_policy(sandbox_ip, EgressPolicy())
 
-    def _reset_slot(self, s: NetSlot) -> None:
+    def _reset_slot(self, s: NetSlot, own: str | None = None) -> None:
         """Open egress and no DNS redirect for a slot, without knowing its previous policy
-        (chains and set elements may come from a server that ran before this one)."""
+        (chains and set elements may come from a server that ran before this one); ``own``
+        is added to the anti-spoofing sets in the same transaction."""
         old = self._dns_filters.pop(s.index, None)
         if old is not None:
             old.close()
         self._policies.pop(s.index, None)
+        extra = ""
+        if own is not None:
+            extra = (f"add element inet {self.table} own {{ {own} }}\n"
+                     f"add element arp {self.table} own {{ {own} }}\n")
         self._nft_cmd(policy_commands(self.table, s.index, s.veth, EgressPolicy())
                       + f'add element inet {self.table} dns_ifs {{ "{s.veth}" }}\n'
-                      + f'delete element inet {self.table} dns_ifs {{ "{s.veth}" }}\n')
+                      + f'delete element inet {self.table} dns_ifs {{ "{s.veth}" }}\n' + extra)
+
+    async def _sandbox_mac(self, s: NetSlot) -> str:
+        """The MAC of ``eth0`` in a slot's netns (a slot made by an older server has a
+        random one); the derived one when it can't be read."""
+        proc = await asyncio.create_subprocess_exec(
+            IP, "-n", s.netns, "-o", "link", "show", "dev", "eth0",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        out, _ = await proc.communicate()
+        m = re.search(r"link/ether ([0-9a-f:]{17})", out.decode(errors="replace"))
+        return m.group(1) if m else sandbox_mac(s.sandbox_ip)
 
     def _allow_resolved(self, idx: int, ips: list[str], ttl: int) -> None:
         if idx not in self._policies:
@@ -380,6 +471,11 @@ table inet {self.table} {{
             return True
         except NetworkError:
             return False
+
+
+def sandbox_mac(sandbox_ip: str) -> str:
+    """A locally administered unicast MAC carrying the IP, so each slot's is known and unique."""
+    return "02:53:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(sandbox_ip).packed)
 
 
 def release_netns(name: str) -> None:

@@ -115,7 +115,9 @@ def _run_remote(ns: str, veth: str, r: Remote) -> Iterator[Remote]:
 def net_server(tmp_path_factory: pytest.TempPathFactory, remote: Remote) -> Iterator[Server]:
     srv = Server(workdir=tmp_path_factory.mktemp("sandlot-net"), api_key=ids.new_api_key(),
                  instance=unique_instance("n"), subnet=unique_subnet(5),
-                 extra_env={"SANDLOT_DNS_UPSTREAMS": json.dumps([remote.ip])})
+                 extra_env={"SANDLOT_DNS_UPSTREAMS": json.dumps([remote.ip]),
+                            # the "remote host" has private (10.x) addresses: an operator's LAN allow-list
+                            "SANDLOT_EGRESS_ALLOW_PRIVATE": json.dumps([f"{remote.ip}/32", f"{remote.other_ip}/32"])})
     srv.start()
     with sdk_pointed_at(srv):
         yield srv
