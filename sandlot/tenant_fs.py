@@ -49,6 +49,10 @@ RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 AT_EMPTY_PATH = 0x1000
 
+MAX_DEPTH = 256
+"""Directories deep a tree may go: bounds the fds and stack one copy or walk holds, and the
+lookups one archive member costs (legit trees stay far below; ``PATH_MAX`` allows ~2,000)."""
+
 IN_TREE = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV
 """How every path inside a tree is resolved."""
 LITERAL = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV
@@ -107,6 +111,8 @@ def _parts(rel: str) -> list[str]:
         if "\0" in part:
             raise TreeError(f"NUL in a path: {rel!r}")
         out.append(part)
+    if len(out) > MAX_DEPTH:
+        raise TreeError(f"a path deeper than {MAX_DEPTH} directories: {rel[:80]}...")
     return out
 
 
@@ -195,6 +201,10 @@ class Tree:
         if _depth > 40:
             raise TreeError(f"too many levels of symbolic links making {rel!r}")
         parts = _parts(rel)
+        try:  # the common case: it is already there (one lookup instead of one per level)
+            return self.open(rel, os.O_PATH | os.O_DIRECTORY)
+        except OSError:
+            pass
         fd = os.dup(self.fd)
         try:
             for i, part in enumerate(parts):
@@ -381,11 +391,13 @@ class Tree:
         through a symlink or into another mount."""
         top = self.open(rel, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         base = "/".join(_parts(rel))
-        yield from _walk_fd(top, base)
+        yield from _walk_fd(top, base, len(_parts(rel)))
 
 
-def _walk_fd(dirfd: int, base: str) -> Iterator[tuple[str, os.stat_result]]:
+def _walk_fd(dirfd: int, base: str, depth: int) -> Iterator[tuple[str, os.stat_result]]:
     try:
+        if depth > MAX_DEPTH:
+            raise TreeError(f"the tree is deeper than {MAX_DEPTH} directories at {base[:80]}...")
         dev = os.fstat(dirfd).st_dev
         with os.scandir(dirfd) as it:
             entries = [(e.name, e.stat(follow_symlinks=False)) for e in it]
@@ -397,7 +409,7 @@ def _walk_fd(dirfd: int, base: str) -> Iterator[tuple[str, os.stat_result]]:
                     child = openat2(dirfd, name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, resolve=LITERAL)
                 except OSError:
                     continue  # swapped for something else meanwhile: not ours to follow
-                yield from _walk_fd(child, path)
+                yield from _walk_fd(child, path, depth + 1)
     finally:
         os.close(dirfd)
 
@@ -596,14 +608,17 @@ def copy_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
         sfd = openat2(s.fd, ".", os.O_RDONLY | os.O_DIRECTORY)
         dfd = openat2(d.fd, ".", os.O_RDONLY | os.O_DIRECTORY)
         try:
-            _copy_dir(sfd, dfd, "", {}, d.fd, os.fstat(sfd).st_dev)
+            _copy_dir(sfd, dfd, "", {}, d.fd, os.fstat(sfd).st_dev, 0)
             _copy_meta_fd(sfd, dfd, os.fstat(sfd))
         finally:
             os.close(sfd)
             os.close(dfd)
 
 
-def _copy_dir(sfd: int, dfd: int, base: str, links: dict[tuple[int, int], str], droot: int, dev: int) -> None:
+def _copy_dir(sfd: int, dfd: int, base: str, links: dict[tuple[int, int], str], droot: int, dev: int,
+              depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise TreeError(f"the tree is deeper than {MAX_DEPTH} directories at {base[:80]}...")
     with os.scandir(sfd) as it:
         names = [e.name for e in it]
     for name in names:
@@ -635,7 +650,7 @@ def _copy_dir(sfd: int, dfd: int, base: str, links: dict[tuple[int, int], str], 
             try:
                 cdfd = openat2(dfd, name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, resolve=LITERAL)
                 try:
-                    _copy_dir(csfd, cdfd, rel, links, droot, dev)
+                    _copy_dir(csfd, cdfd, rel, links, droot, dev, depth + 1)
                     _copy_meta_fd(csfd, cdfd, os.fstat(csfd))
                 finally:
                     os.close(cdfd)

@@ -471,3 +471,29 @@ def test_copy_tree_never_reads_the_host_while_the_tree_changes(host: Path, root:
     assert (host / "dir" / "canary").read_text() == "canary\n"
     (host / "dir" / "canary").unlink()
     untouched(host)
+
+
+def test_depth_is_bounded_with_a_clear_error(root: Path, tmp_path: Path) -> None:
+    """A tenant's 300-deep directory chain: copies and walks refuse it instead of holding
+    hundreds of fds or hitting Python's recursion limit; 200 deep still works."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for i in range(300):
+        os.mkdir("d", dir_fd=fd)
+        nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+        if i == 199:
+            os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    os.close(fd)
+    with pytest.raises(TreeError, match="deeper than 256"):
+        tenant_fs.copy_tree(root, tmp_path / "copy")
+    with Tree(root) as tree:
+        with pytest.raises(TreeError, match="deeper than 256"):
+            list(tree.walk())
+        with pytest.raises(TreeError, match="deeper than 256"):
+            tree.write_file("/".join(["d"] * 300) + "/x", "x")
+        assert tree.exists("/".join(["d"] * 200) + "/f")
+    with tarfile.open(tmp_path / "deep.tar", "w") as tar:
+        tar.addfile(_info("/".join(["a"] * 300) + "/f"), io.BytesIO(b""))
+    with Tree(tmp_path / "copy2", create=True) as tree, pytest.raises(TreeError, match="deeper than 256"):
+        tenant_fs.extract_tar(tmp_path / "deep.tar", tree)
