@@ -93,7 +93,8 @@ def host_machine() -> str:
     return platform.machine()
 
 
-def load(path: Path = PROFILE_PATH) -> dict:
+def load(path: Path | None = None) -> dict:
+    path = path or PROFILE_PATH
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -210,9 +211,10 @@ def _cached(path: Path, mtime_ns: int, caps: tuple[str, ...], machine: str) -> s
     return json.dumps(translate(load(path), caps, machine))
 
 
-def profile(caps: Iterable[str], path: Path = PROFILE_PATH) -> dict:
+def profile(caps: Iterable[str], path: Path | None = None) -> dict:
     """The ``linux.seccomp`` section of an OCI config, translated once per profile file
     version and capability set. Raises :class:`SeccompProfileError` without the file."""
+    path = path or PROFILE_PATH
     try:
         mtime_ns = path.stat().st_mtime_ns
     except FileNotFoundError:

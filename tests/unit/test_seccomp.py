@@ -80,3 +80,14 @@ def test_a_missing_profile_fails_loudly(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(seccomp.SeccompProfileError, match="unreadable"):
         seccomp.profile(DEFAULT_CAPS, tmp_path / "bad.json")
+
+
+async def test_the_server_does_not_start_without_the_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sandlot serve`` stops at start-up (the runtime's ``start``), before touching the host."""
+    from sandlot.runtime.runc import RuncRuntime
+
+    monkeypatch.setattr(seccomp, "PROFILE_PATH", tmp_path / "missing.json")
+    runtime = RuncRuntime(tmp_path / "data", tmp_path / "state", nft_table="sandlot_unit_nope")
+    with pytest.raises(seccomp.SeccompProfileError, match="apt-get install golang-github-containers-common"):
+        await runtime.start()
+    assert not (tmp_path / "state").exists()
