@@ -24,7 +24,7 @@ from e2b import Sandbox, Template
 from e2b.exceptions import BuildException
 
 from sandlot import ids
-from tests.e2e.server import Server, free_port, sdk_pointed_at
+from tests.e2e.server import Server, free_port, sdk_pointed_at, unique_instance, unique_subnet
 
 pytestmark = [pytest.mark.timeout(600),
               pytest.mark.skipif(not all(shutil.which(t) for t in ("docker-registry", "umoci", "skopeo", "busybox")),
@@ -111,6 +111,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """This module's own server: its operator allow-lists the loopback registries the tests run
     (tenants may not name loopback/private registries otherwise, docs/security/supply-chain.md)."""
     srv = Server(workdir=tmp_path_factory.mktemp("sandlot-img"), api_key=ids.new_api_key(),
+                 instance=unique_instance("m"), subnet=unique_subnet(15),
                  extra_env={"SANDLOT_REGISTRY_ALLOW_PRIVATE": '["127.0.0.1"]'})
     srv.start()
     with sdk_pointed_at(srv):

@@ -34,7 +34,7 @@ from e2b import Sandbox
 from e2b.template.utils import calculate_files_hash, tar_file_stream
 
 from sandlot import ids
-from tests.e2e.server import SANDLOT, Server
+from tests.e2e.server import SANDLOT, Server, unique_instance, unique_subnet
 
 pytestmark = [pytest.mark.timeout(600),
               pytest.mark.skipif(not all(shutil.which(t) for t in ("umoci", "skopeo")), reason="needs umoci and skopeo")]
@@ -286,7 +286,8 @@ def pull_server(tmp_path_factory: pytest.TempPathFactory, registries: tuple[Fake
     for path in (work / "xdg" / "containers" / "auth.json", work / "docker" / "config.json", work / "regauth.json"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(auths))
-    srv = Server(workdir=work, api_key=ids.new_api_key(), extra_env={
+    srv = Server(workdir=work, api_key=ids.new_api_key(), instance=unique_instance("c"), subnet=unique_subnet(15), extra_env={
+        "SANDLOT_WARM_POOL_SIZE": "0",  # builds FROM images only: no sandboxes
         "SANDLOT_REGISTRY_ALLOW_PRIVATE": '["127.0.0.1"]',
         "SANDLOT_UPLOAD_MAX_BYTES": str(64 * 1024),
         "REGISTRY_AUTH_FILE": str(work / "regauth.json"),
