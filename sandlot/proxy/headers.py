@@ -33,6 +33,8 @@ def _connection_named(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
 def to_sandbox(headers: Headers, host: str | None) -> Headers:
     """Client → sandbox: end-to-end headers only; ``Host`` is the masked one or httpx's ``ip:port``."""
     drop = HOP_BY_HOP | {b"host"} | _connection_named(headers)
+    if any(k.lower() == b"transfer-encoding" for k, _ in headers):  # de-chunked by uvicorn: the length is httpx's
+        drop = drop | {b"content-length"}
     forwarded = [(k, v) for k, v in headers if k.lower() not in drop]
     if host:
         forwarded.append((b"host", host.encode("latin-1")))

@@ -93,3 +93,4 @@ def test_sandbox_response_headers_stay_on_their_hop() -> None:
     assert out == [(b"Set-Cookie", b"s=1"), (b"Content-Type", b"text/plain")]
     sent = to_sandbox([(b"host", b"x"), (b"connection", b"x-drop"), (b"x-drop", b"1"), (b"x-keep", b"2")], "localhost:80")
     assert sent == [(b"x-keep", b"2"), (b"host", b"localhost:80")]
+    assert to_sandbox([(b"transfer-encoding", b"chunked"), (b"content-length", b"3")], None) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 
 import httpx
 from pyqwest import Client as RPCHTTPClient
@@ -23,7 +24,8 @@ class EnvdAccess:
         self._rpc_http = RPCHTTPClient()
 
     def base_url(self, route: Route) -> str:
-        return f"http://{route.ip}:{self.port}"
+        """Always the sandbox's own IP (never a name or anything a request carried)."""
+        return f"http://{ipaddress.IPv4Address(route.ip)}:{int(self.port)}"
 
     def headers(self, route: Route, user: str | None) -> dict[str, str]:
         """envd selects the user with Basic auth and guards everything with the access token."""
