@@ -15,7 +15,7 @@ BUILD_DEPS="build-essential pkg-config libprotobuf-c-dev protobuf-c-compiler lib
 protobuf-compiler python3-protobuf libnl-3-dev libnet1-dev libcap-dev libbsd-dev libnftables-dev \
 libgnutls28-dev uuid-dev libaio-dev"
 
-BUILD_ID="${CRIU_VERSION}+sandlot-rlimits1"   # bump when the local patches change
+BUILD_ID="${CRIU_VERSION}+sandlot-rlimits1-userns1"   # bump when the local patches change
 STAMP="${PREFIX_BIN}.build-id"
 if [ -x "$PREFIX_BIN" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$BUILD_ID" ] \
    && "$PREFIX_BIN" --version 2>/dev/null | grep -q "Version: ${CRIU_VERSION%.*}" \
@@ -46,6 +46,7 @@ fi
 rm -rf "$WORK/src/criu-${CRIU_VERSION}"
 tar -C "$WORK/src" -xf "$tarball"
 python3 "$(dirname "$0")/criu-rlimits-fallback.py" "$WORK/src/criu-${CRIU_VERSION}"
+python3 "$(dirname "$0")/criu-userns-netns.py" "$WORK/src/criu-${CRIU_VERSION}"
 make -C "$WORK/src/criu-${CRIU_VERSION}" -j"$(nproc)" criu >"$WORK/build.log" 2>&1 \
     || { tail -30 "$WORK/build.log" >&2; echo "error: CRIU build failed (log: $WORK/build.log)" >&2; exit 1; }
 install -D -m 0755 "$WORK/src/criu-${CRIU_VERSION}/criu/criu" "$PREFIX_BIN"
