@@ -239,7 +239,7 @@ def no_host_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server that does not bind-mount the host's CA bundle into ``/etc``, so a sandbox's
     root can replace its whole ``/etc`` (the mount otherwise keeps the directory busy)."""
     srv = Server(workdir=tmp_path_factory.mktemp("sandlot-trees"), api_key=ids.new_api_key(),
-                 instance=unique_instance("y"), subnet=unique_subnet(13),
+                 instance=unique_instance("v"), subnet=unique_subnet(13),
                  extra_env={"SANDLOT_TRUST_HOST_CA": "false"})
     srv.start()
     yield srv
