@@ -1,0 +1,67 @@
+"""Warm-pool sandboxes are never without an envd token (the end-to-end check, with a real
+pool and envd, is ``tests/security/test_credentials.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+from pathlib import Path
+
+import httpx
+
+from sandlot.orchestrator.warm_pool import WarmPool, load_key
+from sandlot.runtime.base import SandboxHandle
+from sandlot.store.models import Build
+
+
+def test_key_is_private_and_kept(tmp_path: Path) -> None:
+    key = load_key(tmp_path)
+    assert len(key) == 32
+    assert stat.S_IMODE((tmp_path / "warm-pool.key").stat().st_mode) == 0o600
+    assert load_key(tmp_path) == key
+
+
+class FakeRuntime:
+    def __init__(self) -> None:
+        self.killed: list[str] = []
+
+    async def create(self, spec: object) -> SandboxHandle:
+        return SandboxHandle(str(spec), "10.1.2.3")
+
+    async def kill(self, sandbox_id: str) -> None:
+        self.killed.append(sandbox_id)
+
+
+def test_pooled_sandboxes_get_their_own_token_and_claims_use_it(tmp_path: Path) -> None:
+    inits: list[tuple[str | None, dict]] = []
+
+    def envd(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":
+            return httpx.Response(204)
+        inits.append((request.headers.get("x-access-token"), json.loads(request.content)))
+        return httpx.Response(204)
+
+    async def scenario() -> None:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(envd))
+        pool = WarmPool(FakeRuntime(), http, lambda sid, build: sid, size=1, data_dir=tmp_path)  # type: ignore[arg-type]
+        build, other = Build(id="build-a"), Build(id="build-b")
+        boot = pool.boot_token(build)
+        assert boot == pool.boot_token(Build(id="build-a")) != pool.boot_token(other)
+        assert len(boot) == 64
+        pool.want(build)
+        await asyncio.gather(*list(pool._tasks))
+        # booted with the build's boot token, then rotated to a random one of its own
+        assert len(inits) == 1
+        sent, body = inits[0]
+        assert sent == boot and set(body) == {"accessToken"} and body["accessToken"] not in ("", boot)
+        handle = pool.claim(build)
+        assert handle is not None and pool.token_of(handle, build) == body["accessToken"]
+        await pool.initialize(handle, build, {"accessToken": "team-token"})
+        assert (body["accessToken"], {"accessToken": "team-token"}) in inits
+        # a sandbox restored outside the pool still has the boot token
+        assert pool.token_of(SandboxHandle("restored", "10.1.2.4"), build) == boot
+        await pool.close()
+        await http.aclose()
+
+    asyncio.run(scenario())
