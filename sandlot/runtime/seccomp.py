@@ -15,7 +15,9 @@ hands its creator CAP_SYS_ADMIN over a fresh set of kernel code), the mount API,
 BPF, perf events, userfaultfd, the kernel keyring (not namespaced), kexec, modules,
 ``syslog``, and socket families other than Unix, IPv4/6, netlink and packet (AF_VSOCK
 reaches the machine's hypervisor). ``clone3`` answers ENOSYS, as under Docker, because its
-flags sit behind a pointer seccomp can't inspect; libc falls back to ``clone``.
+flags sit behind a pointer seccomp can't inspect; libc falls back to ``clone``. Only the
+native ABI is filtered-in: a process entering through i386's ``int 0x80`` or x32 is
+killed (SIGSYS).
 
 Argument filters only ever *allow* on an exact match (``clone`` without namespace flags,
 ``socket`` of a listed family): a deny-on-match rule can be dodged by setting the upper

@@ -181,16 +181,20 @@ def test_filter_survives_pause_and_resume(server: Server) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_compilers_and_node_work(server: Server) -> None:
-    """gcc builds and runs a program, node runs and npm initialises a project (npm itself
-    from the npm registry: Debian's npm package pulls hundreds of packages)."""
+    """gcc builds and runs a program, strace traces it, node runs and npm initialises a
+    project (npm itself from the npm registry: Debian's npm package pulls hundreds of
+    packages)."""
     name = f"seccomp-tools-{uuid.uuid4().hex[:8]}"
-    Template.build(Template().from_template("base").apt_install(["gcc", "libc6-dev", "nodejs"]), name,
+    Template.build(Template().from_template("base").apt_install(["gcc", "libc6-dev", "nodejs", "strace"]), name,
                    cpu_count=1, memory_mb=1024)
     sbx = Sandbox.create(name, timeout=300)
     try:
         sbx.files.write("/tmp/hello.c", '#include <stdio.h>\nint main(void){puts("hello from gcc");return 0;}\n')
         assert sbx.commands.run("cd /tmp && gcc -O2 -pthread hello.c -o hello && ./hello").stdout == "hello from gcc\n"
         assert sbx.commands.run("node -e 'console.log(require(\"os\").cpus().length > 0)'").stdout == "true\n"
+        # ptrace is allowed: strace follows a child through fork and exec
+        traced = sbx.commands.run("strace -f -e trace=execve -o /tmp/trace sh -c /tmp/hello && grep -c execve /tmp/trace")
+        assert traced.stdout.splitlines() == ["hello from gcc", "2"], traced.stdout
         npm = sbx.commands.run(
             "cd /tmp && curl -sfL https://registry.npmjs.org/npm/-/npm-9.9.4.tgz | tar xz && "
             "mkdir proj && cd proj && node /tmp/package/bin/npm-cli.js init -y >/dev/null && "
