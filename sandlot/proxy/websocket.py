@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from sandlot.proxy import headers as hdrs
@@ -20,6 +21,35 @@ _SKIP = hdrs.HOP_BY_HOP | {
     b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions", b"sec-websocket-protocol",
     b"content-length",
 }
+
+
+class _Connect(connect):
+    """``websockets``' connect, minus redirects: a sandbox answering the upgrade with
+    ``302 Location: ws://127.0.0.1:…`` must not send the front door anywhere else."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
+
+
+def _with_host(host: str | None) -> type[ClientConnection]:
+    """A connection class whose handshake carries exactly ``host`` as Host (the library
+    would add ours next to its own ``ip:port``)."""
+
+    class Upstream(ClientConnection):
+        def __init__(self, protocol: ClientProtocol, **kwargs: Any) -> None:
+            super().__init__(protocol, **kwargs)
+            if host:
+                build = protocol.connect
+
+                def connect_with_host() -> Any:
+                    request = build()
+                    del request.headers["Host"]
+                    request.headers["Host"] = host
+                    return request
+
+                protocol.connect = connect_with_host  # type: ignore[method-assign]
+
+    return Upstream
 
 
 async def deny_websocket(scope: dict[str, Any], send: Any, status: int, body: dict[str, Any]) -> None:
@@ -38,19 +68,20 @@ async def proxy_websocket(scope: dict[str, Any], receive: Any, send: Any, url: s
     message = await receive()
     if message["type"] != "websocket.connect":
         return
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in hdrs.to_sandbox(scope["headers"], host)
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in hdrs.to_sandbox(scope["headers"], None)
                if k.lower() not in _SKIP]
     subprotocols = list(scope.get("subprotocols") or [])
     try:
-        upstream = await connect(url, additional_headers=headers, subprotocols=subprotocols or None,  # type: ignore[arg-type]
-                                 compression=None, max_size=None, proxy=None, user_agent_header=None,
-                                 open_timeout=10, ping_interval=None)
+        upstream = await _Connect(url, additional_headers=headers, subprotocols=subprotocols or None,  # type: ignore[arg-type]
+                                  compression=None, max_size=None, proxy=None, user_agent_header=None,
+                                  open_timeout=10, ping_interval=None, create_connection=_with_host(host))
     except OSError:
         await deny_websocket(scope, send, 502, port_closed)
         return
     except InvalidStatus as exc:
-        await deny_websocket(scope, send, exc.response.status_code,
-                    {"code": exc.response.status_code, "message": "The sandbox refused the WebSocket upgrade"})
+        status = exc.response.status_code
+        status = status if 400 <= status < 600 else 502   # a redirect or 1xx is not relayed
+        await deny_websocket(scope, send, status, {"code": status, "message": "The sandbox refused the WebSocket upgrade"})
         return
     except (InvalidHandshake, asyncio.TimeoutError) as exc:
         await deny_websocket(scope, send, 502, {"code": 502, "message": f"WebSocket handshake with the sandbox failed: {exc}"})

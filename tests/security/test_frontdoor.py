@@ -27,7 +27,7 @@ from websockets.sync.client import connect as ws_connect
 
 from tests.e2e.server import Server
 
-HTTP_PORT, WS_PORT, ENVD_PORT = 8000, 8765, 49983
+HTTP_PORT, WS_PORT, REDIRECT_PORT, ENVD_PORT = 8000, 8765, 8766, 49983
 SHARED_DOMAIN = "sandbox.example.com"
 
 APP = f"""
@@ -56,10 +56,12 @@ ThreadingHTTPServer(("0.0.0.0", {HTTP_PORT}), H).serve_forever()
 """
 
 WS_APP = f"""
-import asyncio, sys
+import asyncio, json, sys
 sys.path.insert(0, "/home/user/lib")
 from websockets.asyncio.server import serve
 async def echo(ws):
+    if ws.request.path == "/host":
+        await ws.send(json.dumps(ws.request.headers.get_all("Host")))
     async for message in ws:
         await ws.send(message)
 async def main():
@@ -67,6 +69,23 @@ async def main():
         await asyncio.Future()
 asyncio.run(main())
 """
+
+
+REDIRECTOR = f"""
+import socket, sys
+target = sys.argv[1]
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", {REDIRECT_PORT}))
+server.listen(16)
+while True:
+    conn, _ = server.accept()
+    conn.recv(65536)
+    conn.sendall(("HTTP/1.1 302 Found\\r\\nLocation: " + target + "\\r\\nContent-Length: 0\\r\\n"
+                  "Connection: close\\r\\n\\r\\n").encode())
+    conn.close()
+"""
+"""Answers every request, WebSocket upgrades included, with a redirect to the host's canary."""
 
 
 class Canary:
@@ -112,7 +131,7 @@ def wait_port(sbx: Sandbox, port: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(server: Server) -> Iterator[Sandbox]:
+def served(server: Server, canary: Canary) -> Iterator[Sandbox]:
     sbx = Sandbox.create(timeout=300)
     try:
         package = Path(websockets.__file__).parent
@@ -122,10 +141,12 @@ def served(server: Server) -> Iterator[Sandbox]:
         ])
         sbx.files.write("/home/user/app.py", APP)
         sbx.files.write("/home/user/ws.py", WS_APP)
+        sbx.files.write("/home/user/redirector.py", REDIRECTOR)
         sbx.commands.run("python3 /home/user/app.py", background=True)
         sbx.commands.run("python3 /home/user/ws.py", background=True)
-        wait_port(sbx, HTTP_PORT)
-        wait_port(sbx, WS_PORT)
+        sbx.commands.run(f"python3 /home/user/redirector.py ws://127.0.0.1:{canary.port}/", background=True)
+        for port in (HTTP_PORT, WS_PORT, REDIRECT_PORT):
+            wait_port(sbx, port)
         yield sbx
     finally:
         sbx.kill()
@@ -247,6 +268,38 @@ def test_websocket_upgrades_never_reach_the_host(served: Sandbox, server: Server
     with ws_connect(f"ws://127.0.0.1:{server.port}/chat?room=1", additional_headers=headers) as ws:
         ws.send("hello")
         assert ws.recv() == "hello"
+
+
+def test_sandbox_redirects_are_not_followed(served: Sandbox, server: Server, canary: Canary) -> None:
+    """A sandbox answering ``302 Location: ws://127.0.0.1:<canary>/`` must not send the
+    front door there (the WebSocket client library follows redirects by default)."""
+    headers = {"E2b-Sandbox-Id": served.sandbox_id, "E2b-Sandbox-Port": str(REDIRECT_PORT)}
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        ws_connect(f"ws://127.0.0.1:{server.port}/", additional_headers=headers)
+    assert refused.value.response.status_code == 502
+    plain = httpx.get(f"{server.url}/", headers=headers)          # plain HTTP: relayed, never followed
+    assert plain.status_code == 302 and plain.headers["location"] == f"ws://127.0.0.1:{canary.port}/"
+    assert canary.hits == []
+
+
+def test_websocket_with_masked_host_sends_one_host(server: Server) -> None:
+    sbx = Sandbox.create(timeout=120, network={"mask_request_host": "localhost:${PORT}"})
+    try:
+        package = Path(websockets.__file__).parent
+        sbx.files.write_files([
+            {"path": f"/home/user/lib/websockets/{p.relative_to(package)}", "data": p.read_bytes()}
+            for p in package.rglob("*.py")
+        ])
+        sbx.files.write("/home/user/ws.py", WS_APP)
+        sbx.commands.run("python3 /home/user/ws.py", background=True)
+        wait_port(sbx, WS_PORT)
+        headers = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": str(WS_PORT)}
+        with ws_connect(f"ws://127.0.0.1:{server.port}/host", additional_headers=headers) as ws:
+            assert json.loads(ws.recv()) == [f"localhost:{WS_PORT}"]
+            ws.send("still echoes")
+            assert ws.recv() == "still echoes"
+    finally:
+        sbx.kill()
 
 
 def _prime_auth(server: Server, sandbox_id: str) -> dict:
