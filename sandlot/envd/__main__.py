@@ -7,6 +7,8 @@ import contextlib
 import json
 import os
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from . import lean
 
@@ -39,8 +41,23 @@ def load_state() -> EnvdState:
     return state
 
 
+THREAD_RESERVE = 4
+"""Worker threads started up front: threads count against the sandbox's pids limit, so once a
+fork bomb holds every pid envd could not start one; file reads and stdin writes use these."""
+
+
+def _reserve_threads(loop: asyncio.AbstractEventLoop) -> None:
+    executor = ThreadPoolExecutor(max_workers=2 * THREAD_RESERVE, thread_name_prefix="envd")
+    barrier = threading.Barrier(THREAD_RESERVE)
+    for _ in range(THREAD_RESERVE):  # each blocks until all exist, so each submit adds a thread
+        executor.submit(barrier.wait, 5.0)
+    loop.set_default_executor(executor)
+
+
 async def serve() -> None:
-    reaper.install(asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    reaper.install(loop)
+    _reserve_threads(loop)
     config = uvicorn.Config(
         EnvdApp(load_state()),
         host=os.environ.get("SANDLOT_ENVD_HOST", "0.0.0.0"),

@@ -6,6 +6,7 @@ Protocol-agnostic on purpose; ``process_service.py`` translates to/from the Conn
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
 import shutil
@@ -26,6 +27,11 @@ SUBSCRIBER_HIGH_WATER = 64  # queued chunks (≤32 KiB each) per subscriber befo
 EXIT_DRAIN_GRACE = 1.0  # seconds to wait for pipe EOF after exit (grandchildren may hold it)
 RETAIN_EXITED = 256  # how many finished processes Connect can still re-attach to
 RETAIN_SECONDS = 600.0
+USER_OOM_SCORE_ADJ = 1000
+"""Every process envd starts (and so all their descendants) is the OOM killer's first choice,
+far above envd itself (the container's value): a sandbox's own memory or fork bomb kills the
+bomb, never its envd. Raising is always allowed; lowering below the container's value needs
+CAP_SYS_RESOURCE, which sandboxes do not have (docs/reliability.md)."""
 
 
 class ProcessError(Exception):
@@ -107,7 +113,7 @@ def _child_setup(user: User, set_ctty: bool) -> None:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     try:  # raising is allowed unprivileged, but do it before dropping root anyway
         fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
-        os.write(fd, b"0")
+        os.write(fd, b"%d" % USER_OOM_SCORE_ADJ)
         os.close(fd)
     except OSError:
         pass
@@ -331,6 +337,11 @@ class Registry:
         except FileNotFoundError as e:
             raise ProcessError("invalid_argument", f"error starting process: {e}") from e
         except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.ENOMEM):  # fork() at the pids or memory limit
+                raise ProcessError(
+                    "resource_exhausted",
+                    f"error starting process: the sandbox is out of processes or memory ({e}); "
+                    "kill some of its processes (signals need no new process) and retry") from e
             raise ProcessError("internal", f"error starting process: {e}") from e
         if proc.end is None:
             self.running[proc.pid] = proc

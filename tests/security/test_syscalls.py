@@ -202,3 +202,20 @@ def test_compilers_and_node_work(server: Server) -> None:
         assert npm.stdout.strip() == "proj"
     finally:
         sbx.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_headless_chromium_with_no_sandbox(server: Server) -> None:
+    """Chromium runs under the filter with ``--no-sandbox`` (its own sandbox wants a user
+    namespace, which stays closed), renders a page and runs its JavaScript."""
+    name = f"seccomp-chromium-{uuid.uuid4().hex[:8]}"
+    Template.build(Template().from_template("base").apt_install(["chromium"]), name, cpu_count=2, memory_mb=2048)
+    sbx = Sandbox.create(name, timeout=300)
+    try:
+        page = "data:text/html,<p id=p></p><script>document.getElementById('p').textContent = 6 * 7</script>"
+        dom = sbx.commands.run(f"chromium --headless --no-sandbox --disable-gpu --dump-dom \"{page}\" 2>/dev/null",
+                               timeout=120)
+        assert '<p id="p">42</p>' in dom.stdout, dom.stdout[-2000:]
+    finally:
+        sbx.kill()
