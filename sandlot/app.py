@@ -19,6 +19,7 @@ from sandlot.api import snapshots as snapshot_routes
 from sandlot.api import templates as template_routes
 from sandlot.api.prime import facade as prime_facade
 from sandlot.code_interpreter import template as code_interpreter_template
+from sandlot.orchestrator.oom_guard import OomGuard
 from sandlot.orchestrator.sandboxes import EnvdLauncher, SandboxManager
 from sandlot.proxy.frontdoor import FrontDoor
 from sandlot.runtime.base import Runtime
@@ -75,11 +76,13 @@ def create_app(services: Services) -> FrontDoor:
         if services.builder is not None:
             await services.builder.start()
         code_interpreter_template.ensure_built(services)  # background build of code-interpreter-v1
+        oom_guard.start()  # a sandbox's fork bomb kills the bomb, not the sandbox (issue 12)
         services.ready = True
         try:
             yield
         finally:
             services.ready = False
+            await oom_guard.close()
             await prime_ctx.aclose()  # Prime façade (issue 7): launch tasks and envd clients
             if services.builder is not None:
                 await services.builder.close()
@@ -88,6 +91,7 @@ def create_app(services: Services) -> FrontDoor:
             await services.runtime.close()
             services.db.dispose()
 
+    oom_guard = OomGuard(services.runtime)
     api = FastAPI(title="Sandlot", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     api.state.services = services
     api.state.idempotency = IdempotencyCache()

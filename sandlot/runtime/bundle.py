@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import seccomp
+from . import oom, seccomp
 from .base import SandboxSpec
 
 # Docker's default capability set
@@ -102,5 +102,5 @@ def oci_config(spec: SandboxSpec, *, rootfs: str, netns_path: str, cgroups_path:
     if seccomp_filter:
         cfg["linux"]["seccomp"] = seccomp.profile(caps)
     if oom_score_adj is not None:
-        cfg["process"]["oomScoreAdj"] = oom_score_adj
+        cfg["process"]["oomScoreAdj"] = oom.init_score_adj(oom_score_adj)  # docs/reliability.md
     return cfg

@@ -150,14 +150,11 @@ def test_raw_stream_keepalive_and_end_envelope(envd):
     assert msgs[-1] == (2, {})
 
 
-def test_children_get_oom_score_adj_zero(sbx, envd):
-    try:
-        with open(f"/proc/{envd.proc.pid}/oom_score_adj", "w") as f:
-            f.write("-900")
-    except PermissionError:
-        pytest.skip("lowering oom_score_adj needs CAP_SYS_RESOURCE")
-    try:
-        assert sbx.commands.run("cat /proc/self/oom_score_adj").stdout.strip() == "0"
-    finally:
-        with open(f"/proc/{envd.proc.pid}/oom_score_adj", "w") as f:
-            f.write("0")
+def test_children_are_the_oom_killers_first_choice(sbx, envd):
+    """A sandbox's own memory or fork bomb must kill the bomb, never envd (issue 12)."""
+    from sandlot.envd.processes import USER_OOM_SCORE_ADJ
+
+    own = open(f"/proc/{envd.proc.pid}/oom_score_adj").read().strip()
+    assert int(own) < USER_OOM_SCORE_ADJ
+    out = sbx.commands.run("cat /proc/self/oom_score_adj; sh -c 'cat /proc/self/oom_score_adj'").stdout.split()
+    assert out == [str(USER_OOM_SCORE_ADJ)] * 2   # inherited by grandchildren too
