@@ -52,6 +52,14 @@ def unique_subnet(block: int) -> str:
     return f"10.{_process_octet()}.{block * 16}.0/20"
 
 
+def data_dir() -> Path:
+    """The data dir test servers use: ``SANDLOT_DATA_DIR`` (they inherit the environment),
+    else the settings' default; never hard-code ``/var/lib/sandlot``."""
+    from sandlot.settings import Settings
+
+    return Path(os.environ.get("SANDLOT_DATA_DIR") or Settings.model_fields["data_dir"].default)
+
+
 STARTED: list["Server"] = []
 """Every server a test started, for the session's final clean-up (``conftest.py``)."""
 

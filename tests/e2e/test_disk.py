@@ -11,7 +11,7 @@ import pytest
 from e2b import CommandExitException, Sandbox
 
 from sandlot import ids
-from tests.e2e.server import Server, unique_instance, unique_subnet
+from tests.e2e.server import data_dir, Server, unique_instance, unique_subnet
 
 pytestmark = pytest.mark.slow
 
@@ -88,5 +88,5 @@ def test_snapshot_clones_get_a_disk_of_the_same_size(small_disks: Server) -> Non
             fork.kill()
     finally:
         src.kill()
-    sandboxes = Path("/var/lib/sandlot/runtime", small_disks.instance, "sandboxes")
+    sandboxes = data_dir().joinpath("runtime", small_disks.instance, "sandboxes")
     assert not (sandboxes / src.sandbox_id).exists() and not (sandboxes / fork.sandbox_id).exists()

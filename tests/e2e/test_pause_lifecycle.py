@@ -12,7 +12,7 @@ import pytest
 from e2b import AsyncSandbox, Sandbox
 
 from sandlot import ids
-from tests.e2e.server import Server, unique_instance, unique_subnet
+from tests.e2e.server import data_dir, Server, unique_instance, unique_subnet
 
 
 def _kill_all(srv: Server) -> None:
@@ -90,7 +90,7 @@ async def test_async_auto_pause(server: Server) -> None:
 @pytest.mark.slow
 def test_failed_checkpoint_and_full_disk_keep_sandbox_running(tmp_path: Path) -> None:
     instance = unique_instance("d")
-    rundir = Path("/var/lib/sandlot/runtime") / instance
+    rundir = (data_dir() / "runtime") / instance
     rundir.mkdir(parents=True, exist_ok=True)
     # the sandboxes' disks (and their checkpoints) live on a small tmpfs this test owns
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(rundir)], check=True)
@@ -152,7 +152,7 @@ def test_paused_ttl_deletes_old_paused_sandboxes(tmp_path: Path) -> None:
     try:
         old = Sandbox.create(timeout=120, **opts)
         old.pause()
-        sandbox_dir = Path("/var/lib/sandlot/runtime") / srv.instance / "sandboxes" / old.sandbox_id
+        sandbox_dir = (data_dir() / "runtime") / srv.instance / "sandboxes" / old.sandbox_id
         assert (sandbox_dir / "checkpoint").is_dir()
         running = Sandbox.create(timeout=120, **opts)
         deadline = time.monotonic() + 20

@@ -15,7 +15,7 @@ from e2b import Sandbox
 
 from sandlot import ids
 from tests.e2e.counter import read_count, start_counter
-from tests.e2e.server import SANDLOT, Server, unique_instance, unique_subnet
+from tests.e2e.server import data_dir, SANDLOT, Server, unique_instance, unique_subnet
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def _host_traces(instance: str) -> dict[str, int]:
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     cgroups = sum(1 for c in ("memory", "pids", "cpu", "freezer")
                   for p in (Path("/sys/fs/cgroup") / c / instance).glob("*") if p.is_dir())
-    sdir = Path("/var/lib/sandlot/runtime") / instance / "sandboxes"
+    sdir = (data_dir() / "runtime") / instance / "sandboxes"
     dirs = len(list(sdir.iterdir())) if sdir.exists() else 0
     return {"mounts": mounts, "cgroups": cgroups, "dirs": dirs,
             "netns": sum(1 for ln in netns.splitlines() if ln.startswith(f"{instance}-"))}
@@ -105,7 +105,7 @@ def test_interrupted_pause_is_settled_at_start(tmp_path: Path) -> None:
         db.commit()
         db.close()
         subprocess.run(["runc", "--root", str(tmp_path / "run" / "runc"), "pause", sbx.sandbox_id], check=True)
-        partial = Path("/var/lib/sandlot/runtime") / server.instance / "sandboxes" / sbx.sandbox_id / "checkpoint.partial"
+        partial = (data_dir() / "runtime") / server.instance / "sandboxes" / sbx.sandbox_id / "checkpoint.partial"
         partial.mkdir()
         server.start()
         assert Sandbox.get_info(sbx.sandbox_id, **opts).state == "running"
@@ -157,7 +157,7 @@ def test_paused_sandbox_survives_a_host_reboot(tmp_path: Path) -> None:
         ip = sbx.commands.run("hostname -I").stdout.split()[0]
         sbx.pause()
         _kill9(server)
-        sdir = Path("/var/lib/sandlot/runtime") / server.instance / "sandboxes" / sbx.sandbox_id
+        sdir = (data_dir() / "runtime") / server.instance / "sandboxes" / sbx.sandbox_id
         netns = json.loads((sdir / "runtime.json").read_text())["netns"]
         subprocess.run(["ip", "netns", "del", netns], check=True)
         subprocess.run(["umount", str(sdir / "disk")], check=True)

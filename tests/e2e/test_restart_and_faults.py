@@ -11,7 +11,7 @@ import pytest
 from e2b import Sandbox
 
 from sandlot import ids
-from tests.e2e.server import Server, unique_instance, unique_subnet
+from tests.e2e.server import data_dir, Server, unique_instance, unique_subnet
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def _traces(server: Server, instance: str) -> dict[str, list[str]]:
     """Host resources a sandbox could leak, beyond the idle network pool."""
     runc_root = Path(server.workdir) / "run" / "runc"
     containers = sorted(p.name for p in runc_root.iterdir()) if runc_root.exists() else []
-    sandboxes_dir = Path("/var/lib/sandlot/runtime") / instance / "sandboxes"
+    sandboxes_dir = (data_dir() / "runtime") / instance / "sandboxes"
     mounts = [line for line in Path("/proc/self/mounts").read_text().splitlines() if f"/runtime/{instance}/" in line]
     cgroups = []
     for controller in ("memory", "pids", "cpu", "freezer"):

@@ -19,7 +19,7 @@ import pytest
 from e2b import Sandbox, Template, wait_for_port
 
 from sandlot import ids
-from tests.e2e.server import Server, unique_instance, unique_subnet
+from tests.e2e.server import data_dir, Server, unique_instance, unique_subnet
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -179,7 +179,7 @@ def test_sandboxes_restore_the_post_ready_state(server: Server) -> None:
     assert not snapshot.exists()
     # nor do warm-pool sandboxes of the deleted template stay around
     top_layer = str(Path(template_layers[0]))
-    runtime_files = (Path("/var/lib/sandlot/runtime") / server.instance / "sandboxes").glob("*/runtime.json")
+    runtime_files = ((data_dir() / "runtime") / server.instance / "sandboxes").glob("*/runtime.json")
     assert not [f for f in runtime_files if top_layer in f.read_text()]
 
 
