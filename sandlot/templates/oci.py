@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandlot.templates import gc
+from sandlot.templates import gc, pull_proxy
 from sandlot.templates.registries import DIGEST, Reference, ReferenceError, RegistryPolicy, parse
 from sandlot.templates.steps import BuildConfig
 
@@ -147,58 +148,69 @@ class ImageStore:
         self.staging.mkdir(parents=True, exist_ok=True)
         home = Path(tempfile.mkdtemp(prefix="skopeo-", dir=self.staging))
         try:
-            skopeo = _Skopeo(home, ref, creds, plain_http)
-            raw = await skopeo.inspect_raw(str(ref))
-            top = _json(raw, "manifest")
-            if ref.digest and _sha256(raw) != ref.digest:
-                raise PullError(f"the registry answered a manifest whose digest is not {ref.digest}")
-            if _is_index(top):
-                digest = _pick_platform(top)
-                raw = await skopeo.inspect_raw(ref.by_digest(digest))
-                if _sha256(raw) != digest:
-                    raise PullError(f"the registry answered a manifest for {digest} whose content hashes to "
-                                    f"{_sha256(raw)}")
-                manifest = _json(raw, "manifest")
-                if _is_index(manifest):
-                    raise PullError("the registry's image index points at another index")
-            else:
-                digest, manifest = _sha256(raw), top
-            config_digest, layer_digests = _blobs(manifest)
-            target = self.root / digest.replace(":", "-")
-            if (target / "config.json").is_file() and gc.keep_alive(target, "images"):
-                progress(f"Image {ref} already unpacked")
-                return Pulled(digest, target / "rootfs", _config(json.loads((target / "config.json").read_text())))
-            work = self.staging / f"img-{uuid.uuid4().hex}"
-            work.mkdir(parents=True)
-            try:
-                progress(f"Pulling {ref} ({digest})")
-                await skopeo.copy(ref.by_digest(digest), work / "oci")
-                progress("Verifying blobs")
-                image_config = await asyncio.to_thread(_verified_layout, work / "oci", config_digest, layer_digests)
-                progress("Unpacking layers")
-                (work / "out").mkdir()
-                await _run([UMOCI, "raw", "unpack", "--image", f"{work / 'oci'}:img", str(work / "out" / "rootfs")],
-                           "umoci unpack", _env(home))
-                (work / "out" / "config.json").write_text(json.dumps(image_config))
-                self.root.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.rename(work / "out", target)
-                except OSError:
-                    if not (target / "config.json").is_file():
-                        raise
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-            return Pulled(digest, target / "rootfs", _config(image_config))
+            async with contextlib.AsyncExitStack() as stack:
+                proxy = None if _operator_proxy() else await stack.enter_async_context(pull_proxy.running(self.policy))
+                skopeo = _Skopeo(home, ref, creds, plain_http, proxy, self.policy.no_proxy)
+                return await self._pull(ref, skopeo, progress)
         finally:
             shutil.rmtree(home, ignore_errors=True)
+
+    async def _pull(self, ref: Reference, skopeo: "_Skopeo", progress: Callable[[str], None]) -> Pulled:
+        raw = await skopeo.inspect_raw(str(ref))
+        top = _json(raw, "manifest")
+        if ref.digest and _sha256(raw) != ref.digest:
+            raise PullError(f"the registry answered a manifest whose digest is not {ref.digest}")
+        if _is_index(top):
+            digest = _pick_platform(top)
+            raw = await skopeo.inspect_raw(ref.by_digest(digest))
+            if _sha256(raw) != digest:
+                raise PullError(f"the registry answered a manifest for {digest} whose content hashes to "
+                                f"{_sha256(raw)}")
+            manifest = _json(raw, "manifest")
+            if _is_index(manifest):
+                raise PullError("the registry's image index points at another index")
+        else:
+            digest, manifest = _sha256(raw), top
+        config_digest, layer_digests = _blobs(manifest)
+        target = self.root / digest.replace(":", "-")
+        if (target / "config.json").is_file() and gc.keep_alive(target, "images"):
+            progress(f"Image {ref} already unpacked")
+            return Pulled(digest, target / "rootfs", _config(json.loads((target / "config.json").read_text())))
+        work = self.staging / f"img-{uuid.uuid4().hex}"
+        work.mkdir(parents=True)
+        try:
+            progress(f"Pulling {ref} ({digest})")
+            await skopeo.copy(ref.by_digest(digest), work / "oci")
+            progress("Verifying blobs")
+            image_config = await asyncio.to_thread(_verified_layout, work / "oci", config_digest, layer_digests)
+            progress("Unpacking layers")
+            (work / "out").mkdir()
+            await _run([UMOCI, "raw", "unpack", "--image", f"{work / 'oci'}:img", str(work / "out" / "rootfs")],
+                       "umoci unpack", skopeo.env)
+            (work / "out" / "config.json").write_text(json.dumps(image_config))
+            self.root.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(work / "out", target)
+            except OSError:
+                if not (target / "config.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return Pulled(digest, target / "rootfs", _config(image_config))
 
 
 class _Skopeo:
     """skopeo with a private HOME: an auth file holding only the request's credentials
     (``--no-creds`` without), TLS verified unless the registry is an allow-listed private one."""
 
-    def __init__(self, home: Path, ref: Reference, creds: tuple[str, str] | None, plain_http: bool) -> None:
+    def __init__(self, home: Path, ref: Reference, creds: tuple[str, str] | None, plain_http: bool,
+                 proxy: pull_proxy.PullProxy | None, allowed: list[str]) -> None:
         self.home = home
+        self.proxy = proxy
+        self.env = _env(home)
+        if proxy is not None:  # every connection but the operator's allow-listed registries is policed
+            self.env.update(HTTPS_PROXY=proxy.url, HTTP_PROXY=proxy.url, https_proxy=proxy.url, http_proxy=proxy.url)
+            self.env["NO_PROXY"] = self.env["no_proxy"] = ",".join(["localhost", "127.0.0.1", "::1", *allowed])
         os.chmod(home, 0o700)
         auths = {}
         if creds:
@@ -216,12 +228,25 @@ class _Skopeo:
         return args if self.creds else [*args, f"--{prefix}no-creds"]
 
     async def inspect_raw(self, ref: str) -> bytes:
-        return await _run([SKOPEO, "--insecure-policy", "inspect", "--raw", *self._auth(), f"docker://{ref}"],
-                          f"inspect {ref}", _env(self.home))
+        return await self._run([SKOPEO, "--insecure-policy", "inspect", "--raw", *self._auth(), f"docker://{ref}"],
+                               f"inspect {ref}")
 
     async def copy(self, ref: str, layout: Path) -> None:
-        await _run([SKOPEO, "--insecure-policy", "copy", *self._auth("src-"), f"docker://{ref}", f"oci:{layout}:img"],
-                   f"copy {ref}", _env(self.home))
+        await self._run([SKOPEO, "--insecure-policy", "copy", *self._auth("src-"), f"docker://{ref}",
+                         f"oci:{layout}:img"], f"copy {ref}")
+
+    async def _run(self, argv: list[str], what: str) -> bytes:
+        try:
+            return await _run(argv, what, self.env)
+        except PullError:
+            if self.proxy is not None and self.proxy.refused:
+                raise PullError(f"{what}: refused {self.proxy.refused[0]}") from None
+            raise
+
+
+def _operator_proxy() -> bool:
+    """The operator routes registry traffic through their own proxy: it decides, not ours."""
+    return any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"))
 
 
 def _env(home: Path) -> dict[str, str]:

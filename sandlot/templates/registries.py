@@ -149,11 +149,32 @@ class RegistryPolicy:
                 raise ValueError(f"SANDLOT_REGISTRY_ALLOW_PRIVATE: {entry!r} is not a host, host:port or CIDR") from None
             self.names.add(entry)
 
-    def _allowed(self, ref: Reference, addresses: list) -> bool:
-        if ref.registry.lower() in self.names or ref.host.lower() in self.names:
+    def _allowed(self, registry: str, host: str, addresses: list) -> bool:
+        if registry.lower() in self.names or host.lower() in self.names:
             return True
         return bool(addresses) and all(any(a in net for net in self.networks if net.version == a.version)
                                        for a in addresses)
+
+    @property
+    def no_proxy(self) -> list[str]:
+        """The allow-list as ``NO_PROXY`` entries (Go understands hosts, host:port and CIDRs)."""
+        return sorted(self.names) + [str(net) for net in self.networks]
+
+    def vet(self, host: str, port: int | None, addresses: list, what: str = "registry") -> bool:
+        """``True`` for an allow-listed private destination, ``False`` for a public one,
+        ``ReferenceError`` otherwise: every address must be public, or all be allow-listed."""
+        registry = host if port is None else (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        private = [a for a in addresses if not _public(a)]
+        if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+            private = private or addresses
+        if not private and addresses:
+            return False
+        if self._allowed(registry, host, addresses):
+            return True
+        shown = ", ".join(str(a) for a in private[:3]) or "no address"
+        raise ReferenceError(f"{what} '{registry}' is at {shown}, a loopback/private/link-local address; "
+                             "this server only pulls from such registries when its operator allow-lists them "
+                             "(SANDLOT_REGISTRY_ALLOW_PRIVATE)")
 
     def check(self, ref: Reference) -> bool:
         """``True`` when the registry is an allow-listed private one (plain HTTP), ``False`` for a
@@ -172,15 +193,10 @@ class RegistryPolicy:
                     return False  # the operator's HTTPS proxy resolves and connects, from its own network
                 else:
                     raise ReferenceError(f"registry host '{host}' does not resolve: {exc.strerror or exc}") from None
-            addresses = sorted({ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos}, key=str)
-        private = [a for a in addresses if not _public(a)]
-        if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-            private = private or addresses
-        if not private:
-            return False
-        if self._allowed(ref, addresses):
-            return True
-        shown = ", ".join(str(a) for a in private[:3])
-        raise ReferenceError(f"registry '{ref.registry}' is at {shown}, a loopback/private/link-local address; "
-                             "this server only pulls from such registries when its operator allow-lists them "
-                             "(SANDLOT_REGISTRY_ALLOW_PRIVATE)")
+            addresses = addresses_of(infos)
+        return self.vet(host, ref.port, addresses)
+
+
+def addresses_of(infos: list) -> list:
+    """``getaddrinfo`` results as addresses (scope ids dropped), sorted."""
+    return sorted({ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos}, key=str)

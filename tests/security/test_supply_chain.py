@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -209,6 +210,10 @@ class FakeRegistry:
                     data = json.dumps({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "unknown"}]}).encode()
                     self.send_response(404)
                     self.send_header("Content-Type", "application/json")
+                elif found[0] == "redirect":
+                    data = b""
+                    self.send_response(307)
+                    self.send_header("Location", found[1].decode())
                 else:
                     media, data = found
                     self.send_response(200)
@@ -376,6 +381,81 @@ def test_skopeo_itself_refuses_a_blob_that_does_not_match_its_digest(registries,
                            f"docker://{reg.host}/selfcheck:real", f"oci:{tmp_path / 'oci'}:x"],
                           capture_output=True, text=True, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
     assert done.returncode != 0 and "digest" in done.stderr.lower(), done.stderr
+
+
+# --- redirects to private addresses -------------------------------------------------------------
+
+CANARY_SERVER = r"""
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def _hit(self):
+        with open(sys.argv[2], "a") as log:
+            log.write(self.path + "\n")
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    do_GET = do_HEAD = _hit
+http.server.HTTPServer((sys.argv[1], 8080), H).serve_forever()
+"""
+
+
+@pytest.fixture(scope="module")
+def lan_canary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """An HTTP service on a private address (a network namespace the test creates, like a
+    metadata service or a LAN host would be) that logs every request it gets."""
+    work = tmp_path_factory.mktemp("lan")
+    tag = f"{os.getpid() % 100000:05d}"
+    ns, host_if, ns_if = f"scl{tag}", f"sclh{tag}", f"scln{tag}"
+    prefix = ".".join(unique_subnet(15).split(".")[:2])  # this test process's 10.X block
+    host_ip, ns_ip = f"{prefix}.255.253", f"{prefix}.255.254"
+
+    def ip(*argv: str) -> None:
+        subprocess.run(["ip", *argv], check=True, capture_output=True)
+
+    ip("netns", "add", ns)
+    proc = None
+    try:
+        ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        ip("link", "set", ns_if, "netns", ns)
+        ip("addr", "add", f"{host_ip}/30", "dev", host_if)
+        ip("link", "set", host_if, "up")
+        ip("-n", ns, "addr", "add", f"{ns_ip}/30", "dev", ns_if)
+        ip("-n", ns, "link", "set", ns_if, "up")
+        (work / "server.py").write_text(CANARY_SERVER)
+        log = work / "requests.log"
+        log.touch()
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, str(work / "server.py"), ns_ip, str(log)])
+        deadline = time.monotonic() + 20
+        while True:  # reachable from the host directly: only the pull proxy stands in between
+            try:
+                if httpx.get(f"http://{ns_ip}:8080/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield ns_ip, log
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+
+
+def test_redirects_to_private_addresses_are_refused(pull_server: Server, registries, lan_canary) -> None:
+    """The registry (allow-listed) redirects a blob to a private address: skopeo's connection
+    goes through the pull proxy, which refuses it; the LAN service never sees a request."""
+    reg, _ = registries
+    ns_ip, log = lan_canary
+    builds = Builds(pull_server, pull_server.api_key)
+    for scheme in ("http", "https"):
+        _, manifest = reg.image(f"redir-{scheme}", "1", {"hello.txt": scheme.encode()})
+        layer = manifest["layers"][0]["digest"]
+        reg.routes[f"/v2/redir-{scheme}/blobs/{layer}"] = ("redirect", f"{scheme}://{ns_ip}:8080/{layer}".encode())
+        _, status = builds.build("redirect", fromImage=f"{reg.host}/redir-{scheme}:1")
+        assert status["status"] == "error", status
+        assert "refused" in status["reason"]["message"] and ns_ip in status["reason"]["message"], status["reason"]
+    assert [line for line in log.read_text().splitlines() if line != "/ready"] == []
 
 
 # --- (c) loopback registries need the operator ------------------------------------------------------
