@@ -230,7 +230,8 @@ async def _create_sandbox(body: NewSandbox, request: Request, team_id: str) -> d
     if snap is not None:
         try:
             row = await snapshots.start_from(
-                _manager(request), snap, snapshots.CloneRequest(team_id, timeout, body.metadata, body.env_vars))
+                _manager(request), snap, snapshots.CloneRequest(team_id, timeout, body.metadata, body.env_vars,
+                                                                 body.allow_internet_access, network))
         except SandboxError as exc:
             _raise(exc)
         return _sandbox_json(row, services.settings.domain)

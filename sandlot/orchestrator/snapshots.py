@@ -5,6 +5,11 @@ and a copy of its overlay upper dir. New sandboxes restore that image into a new
 container id, a copy of the disk and a new netns (new IP); envd's access token, baked
 into the image's memory, is rotated through envd ``/init`` right after the restore.
 A fork is a snapshot that only lives for the duration of the call.
+
+Every clone keeps its source's network policy (egress rules, ``allowPublicTraffic``,
+``maskRequestHost``): a no-internet, private sandbox never has a copy with internet or
+public ports. Options given explicitly when creating from a snapshot override it field by
+field, as they would on any create.
 """
 
 from __future__ import annotations
@@ -40,6 +45,18 @@ class CloneRequest:
     timeout_s: int
     metadata: dict[str, str] | None = None
     env_vars: dict[str, str] | None = None
+    allow_internet_access: bool | None = None
+    """``None``: the source's."""
+    network: dict | None = None
+    """Stored (camelCase) ``network`` keys given at create; the others are the source's."""
+
+
+def clone_policy(source: Snapshot | Sandbox, request: CloneRequest) -> tuple[bool | None, dict | None]:
+    """The clone's (allow_internet_access, network): the source's, with explicit create options on top."""
+    allow = source.allow_internet_access if request.allow_internet_access is None else request.allow_internet_access
+    network = dict(source.network or {})
+    network.update(request.network or {})
+    return allow, (network or None)
 
 
 def _error(status: int, message: str) -> Exception:
@@ -84,6 +101,7 @@ async def create_snapshot(mgr: "SandboxManager", team_id: str, sandbox_id: str, 
             old_path, snap.path, snap.memory = snap.path, str(dest), memory
             snap.source_sandbox_id, snap.envd_access_token = sandbox_id, row.envd_access_token
             snap.env_vars = row.env_vars or {}
+            snap.allow_internet_access, snap.network = row.allow_internet_access, row.network
         await asyncio.to_thread(shutil.rmtree, old_path, True)
         with mgr.db.session() as session:
             return session.get(Snapshot, existing.id)
@@ -93,6 +111,7 @@ async def create_snapshot(mgr: "SandboxManager", team_id: str, sandbox_id: str, 
         template_id=row.template_id, build_id=row.build_id, alias=row.alias, cpu_count=row.cpu_count,
         memory_mb=row.memory_mb, disk_mb=row.disk_mb, envd_version=row.envd_version,
         envd_access_token=row.envd_access_token, env_vars=row.env_vars or {}, memory=memory, path=str(dest),
+        allow_internet_access=row.allow_internet_access, network=row.network,
     )
     try:
         with mgr.db.session() as session, session.begin():
@@ -123,6 +142,8 @@ async def start_from(mgr: "SandboxManager", snap: Snapshot, request: CloneReques
 
 
 async def _clone(mgr: "SandboxManager", path: Path, source: Snapshot | Sandbox, request: CloneRequest) -> Sandbox:
+    allow_internet_access, network = clone_policy(source, request)
+    policy = mgr.egress_policy(allow_internet_access, network)   # a bad combination: 400 before any work
     sandbox_id = ids.new_sandbox_id()
     now = datetime.now(timezone.utc)
     env_vars = dict(source.env_vars or {})
@@ -133,15 +154,15 @@ async def _clone(mgr: "SandboxManager", path: Path, source: Snapshot | Sandbox, 
         cpu_count=source.cpu_count, memory_mb=source.memory_mb, disk_mb=source.disk_mb,
         envd_version=source.envd_version, envd_access_token=ids.new_access_token(),
         metadata_=request.metadata or {}, env_vars=env_vars, auto_pause=False,
-        allow_internet_access=getattr(source, "allow_internet_access", None),
-        network=getattr(source, "network", None),
+        allow_internet_access=allow_internet_access, network=network,
     )
     with mgr.db.session() as session, session.begin():
         reserve_sandbox(session, mgr.settings, request.team_id, error=_error)
         session.add(row)
     try:
         async with mgr._lock(sandbox_id):
-            handle = await mgr.runtime.clone(path, sandbox_id)
+            # the policy is on the new slot before the image's processes run again
+            handle = await mgr.runtime.clone(path, sandbox_id, egress=policy)
             try:
                 port = mgr.settings.envd_port
                 await wait_healthy(mgr._http, handle.ip, port, mgr.settings.envd_start_timeout_s)
@@ -151,8 +172,8 @@ async def _clone(mgr: "SandboxManager", path: Path, source: Snapshot | Sandbox, 
                     json={"accessToken": row.envd_access_token, "envVars": env_vars})
                 if response.status_code >= 300:
                     raise RuntimeError(f"envd /init answered {response.status_code}")
-                await mgr.apply_network(handle.ip, row.allow_internet_access, row.network)
             except BaseException:
+                await mgr._clear_network(handle.ip)
                 await mgr.runtime.kill(sandbox_id)
                 raise
     except BaseException as exc:

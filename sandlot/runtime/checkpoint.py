@@ -32,6 +32,7 @@ from .network import NetSlot
 
 if TYPE_CHECKING:
     from .runc import RuncRuntime
+    from .egress import EgressPolicy
 
 log = logging.getLogger(__name__)
 
@@ -396,8 +397,10 @@ class CheckpointMixin:
         except (OSError, tenant_fs.TreeError) as exc:
             log.warning("clone: /etc/hosts not written (the snapshot's /etc is unusual): %s", exc)
 
-    async def clone(self: "RuncRuntime", snapshot: Path, sandbox_id: str, hostname: str = "e2b") -> SandboxHandle:
-        """Start a new sandbox from a snapshot: copy of its disk, new netns and IP, restored memory."""
+    async def clone(self: "RuncRuntime", snapshot: Path, sandbox_id: str, hostname: str = "e2b",
+                    egress: "EgressPolicy | None" = None) -> SandboxHandle:
+        """Start a new sandbox from a snapshot: copy of its disk, new netns and IP, restored memory.
+        ``egress`` is in force on the new slot before any restored process runs."""
         validate_sandbox_id(sandbox_id)
         meta = json.loads((snapshot / "snapshot.json").read_text())
         sdir = self.sandbox_dir(sandbox_id)
@@ -405,6 +408,8 @@ class CheckpointMixin:
         sdir.mkdir()
         try:
             slot = await self.network.acquire()
+            if egress is not None:
+                await self.network.set_policy(slot.sandbox_ip, egress)
             self._write_atomic(sdir / "runtime.json", json.dumps({
                 "sandbox_id": sandbox_id, "runtime": self.name, "netns": slot.netns,
                 "slot": slot.index, "ip": slot.sandbox_ip, "host_ip": slot.host_ip,

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .dns_filter import DNS_PORT, DnsFilter
-from .egress import EgressPolicy, chain_name, policy_commands
+from .egress import ALL_IPV4, EgressPolicy, chain_name, policy_commands
 
 log = logging.getLogger(__name__)
 
@@ -428,10 +428,10 @@ table arp {self.table} {{
             self._dns_filters[idx] = flt
 
     async def clear_policy(self, sandbox_ip: str) -> None:
-        """Back to open egress (used when a sandbox goes away, so its slot is clean)."""
-        idx = self.index_of(sandbox_ip)
-        if idx in self._policies or idx in self._dns_filters:
-            await self.set_policy(sandbox_ip, EgressPolicy())
+        """The sandbox is going away: no egress at all (and no DNS filter) until its slot is
+        made again (``make_slot`` opens it). Not "open": its processes may still run for a
+        moment, and a no-internet sandbox must not get the internet while it dies."""
+        await self.set_policy(sandbox_ip, EgressPolicy(deny=(ALL_IPV4,)))
 
     def _reset_slot(self, s: NetSlot, own: str | None = None) -> None:
         """Open egress and no DNS redirect for a slot, without knowing its previous policy

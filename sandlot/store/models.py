@@ -206,6 +206,9 @@ class Snapshot(Base):
     memory: Mapped[bool] = mapped_column(Boolean, default=True)
     path: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # --- the source's network policy, which every clone keeps (migration 0009) ---
+    allow_internet_access: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    network: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 # --- Prime Intellect façade (migration 0005) -------------------------------------------------
