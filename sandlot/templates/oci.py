@@ -11,7 +11,9 @@ Everything a registry answers is hostile (docs/security/supply-chain.md): a dige
 hashed here, then pulled *by that digest*, and every blob skopeo wrote is re-hashed and
 must be the one the verified manifest names before umoci unpacks it. skopeo runs with an
 environment of its own: no host credentials (only the ones the request supplied, in a
-private auth file), no other transport than ``docker://`` (``registries.py``).
+private auth file), no other transport than ``docker://``, registries public unless the
+operator allow-listed them (``registries.py``), and every connection — redirects included —
+through a proxy that applies the same rule (``pull_proxy.py``).
 """
 
 from __future__ import annotations
@@ -53,14 +55,6 @@ class Pulled:
     digest: str
     rootfs: Path
     config: BuildConfig
-
-
-def normalize(image: str) -> str:
-    """Docker's short names: ``busybox`` → ``docker.io/library/busybox:latest`` (``PullError`` if refused)."""
-    try:
-        return str(parse(image))
-    except ReferenceError as exc:
-        raise PullError(str(exc)) from None
 
 
 def credentials(registry: dict | None) -> tuple[str, str] | None:
