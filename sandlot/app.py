@@ -22,6 +22,7 @@ from sandlot.code_interpreter import template as code_interpreter_template
 from sandlot.orchestrator.oom_guard import OomGuard
 from sandlot.orchestrator.sandboxes import EnvdLauncher, SandboxManager
 from sandlot.proxy.frontdoor import FrontDoor
+from sandlot.runtime import log_drain
 from sandlot.runtime.base import Runtime
 from sandlot.settings import Settings
 from sandlot.store.database import Database
@@ -46,6 +47,7 @@ def build_services(settings: Settings, runtime: Runtime | None = None, launcher:
     from sandlot.runtime.envd_bundle import envd_launch
     from sandlot.runtime.runc import RuncRuntime
 
+    log_drain.MAX_BYTES = settings.sandbox_log_max_mb * 1024 * 1024
     db = Database(settings.effective_database_url)
     if runtime is None:
         runtime = RuncRuntime(

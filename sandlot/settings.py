@@ -73,6 +73,8 @@ class Settings(BaseSettings):
 
     criu_path: str = "/usr/local/sbin/criu"
     """CRIU 4.2.x (scripts/install-criu.sh); checked with `criu check` at start-up."""
+    sandbox_log_max_mb: int = 4
+    """Host-side cap of a sandbox's init output (``envd.log``, rotated once to ``envd.log.1``)."""
     checkpoint_min_free_mb: int = 64
     """Pause/snapshot refuse (507) when the data dir has less free space than memory + this."""
 

@@ -20,13 +20,14 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sandlot import tenant_fs
 
-from . import cgroups, disk, overlay
+from . import cgroups, disk, log_drain, overlay
 from .base import SandboxHandle, SandboxRuntimeError, validate_sandbox_id
 from .network import NetSlot
 
@@ -87,7 +88,8 @@ class InitStdio:
     A host file or ``/dev/null`` as stdio cannot be checkpointed (CRIU cannot find its
     mount inside the container); pipes are external to CRIU and runc re-attaches new
     ones at restore. The read end of stdout/stderr is drained into ``envd.log`` by a
-    detached ``cat``, which exits by itself when the container is gone."""
+    detached ``log_drain`` (capped and rotated: the sandbox controls those bytes), which
+    exits by itself when the container is gone."""
 
     def __init__(self, log_path: Path) -> None:
         self.log_path = log_path
@@ -96,10 +98,10 @@ class InitStdio:
         self.out_r, self.out_w = os.pipe()
 
     async def start_drain(self) -> None:
-        with open(self.log_path, "ab") as logf:
-            proc = await asyncio.create_subprocess_exec(
-                "/bin/cat", stdin=self.out_r, stdout=logf, stderr=asyncio.subprocess.DEVNULL,
-                start_new_session=True)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-S", "-I", log_drain.__file__, str(self.log_path), str(log_drain.MAX_BYTES),
+            stdin=self.out_r, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True)
         self.drain_pid = proc.pid
         os.close(self.out_r)
 
