@@ -14,6 +14,7 @@ from sandlot.api import builds as build_routes
 from sandlot.api import errors
 from sandlot.api.idempotency import IdempotencyCache
 from sandlot.api import observability as observability_routes
+from sandlot.api import openapi
 from sandlot.api import sandboxes as sandbox_routes
 from sandlot.api import snapshots as snapshot_routes
 from sandlot.api import templates as template_routes
@@ -98,6 +99,7 @@ def create_app(services: Services) -> FrontDoor:
     api.state.services = services
     api.state.idempotency = IdempotencyCache()
     errors.install(api)
+    openapi.install(api)   # error statuses and bodies as served (sandlot/api/openapi.py)
 
     @api.get("/health", include_in_schema=False)
     async def health() -> JSONResponse:

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
+from sandlot.api import openapi
 from sandlot.api.auth import TeamId
 from sandlot import quotas
 from sandlot.api.errors import APIError
@@ -98,7 +99,7 @@ class BuildRequestV3(BaseModel):
     min_free_disk_mb: int | None = Field(default=None, alias="minFreeDiskMb")
 
 
-@router.post("/v3/templates", status_code=202)
+@router.post("/v3/templates", status_code=202, responses=openapi.errors(409))
 async def request_build(body: BuildRequestV3, request: Request, team_id: TeamId) -> dict[str, Any]:
     settings = request.app.state.services.settings
     raw = body.name or body.alias
@@ -133,7 +134,7 @@ async def request_build(body: BuildRequestV3, request: Request, team_id: TeamId)
 
 # --- 2. COPY files ------------------------------------------------------------------------------
 
-@router.get("/templates/{template_id}/files/{files_hash}", status_code=201)
+@router.get("/templates/{template_id}/files/{files_hash}", status_code=201, responses=openapi.errors(400, 404))
 async def file_upload_link(template_id: str, files_hash: str, request: Request, team_id: TeamId) -> dict[str, Any]:
     if not FILES_HASH.match(files_hash):
         raise APIError(400, "files hash must be 64 lowercase hex characters (SHA-256)")
@@ -147,7 +148,7 @@ async def file_upload_link(template_id: str, files_hash: str, request: Request, 
     return {"present": False, "url": f"{base}/templates/{quote(template.id, safe='')}/files/{files_hash}/upload?token={token}"}
 
 
-@router.put("/templates/{template_id}/files/{files_hash}/upload", status_code=201)
+@router.put("/templates/{template_id}/files/{files_hash}/upload", status_code=201, responses=openapi.errors(403, 404, 413, 429))
 async def upload_files(template_id: str, files_hash: str, token: str, request: Request) -> Response:
     """Authenticated by the URL's token only: the SDK sends no API key here."""
     store = builder(request).uploads
@@ -184,7 +185,7 @@ class BuildStartV2(BaseModel):
     ready_cmd: str | None = Field(default=None, alias="readyCmd")
 
 
-@router.post("/v2/templates/{template_id}/builds/{build_id}", status_code=202)
+@router.post("/v2/templates/{template_id}/builds/{build_id}", status_code=202, responses=openapi.errors(404, 409, 429))
 async def start_build(template_id: str, build_id: str, body: BuildStartV2, request: Request, team_id: TeamId) -> dict:
     if body.from_image and body.from_template:
         raise APIError(400, "Set either fromImage or fromTemplate, not both")
@@ -230,7 +231,7 @@ def _line(row: BuildLogEntry) -> str:
     return f"[{_iso(row.timestamp)}] {row.message}"
 
 
-@router.get("/templates/{template_id}/builds/{build_id}/status")
+@router.get("/templates/{template_id}/builds/{build_id}/status", responses=openapi.errors(404))
 async def build_status(template_id: str, build_id: str, request: Request, team_id: TeamId, logsOffset: int = 0,
                        limit: int = MAX_LOG_PAGE, level: str | None = None) -> dict[str, Any]:
     limit = max(0, min(limit, MAX_LOG_PAGE))
@@ -246,7 +247,7 @@ async def build_status(template_id: str, build_id: str, request: Request, team_i
         return data
 
 
-@router.get("/templates/{template_id}/builds/{build_id}/logs")
+@router.get("/templates/{template_id}/builds/{build_id}/logs", responses=openapi.errors(404))
 async def build_logs(template_id: str, build_id: str, request: Request, team_id: TeamId, cursor: int | None = None,
                      limit: int = MAX_LOG_PAGE, direction: str = "forward", level: str | None = None) -> JSONResponse:
     if direction not in ("forward", "backward"):
@@ -260,7 +261,7 @@ async def build_logs(template_id: str, build_id: str, request: Request, team_id:
 
 # --- legacy flows -------------------------------------------------------------------------------
 
-@router.post("/v2/templates", status_code=202)
+@router.post("/v2/templates", status_code=202, responses=openapi.errors(409))
 async def request_build_v2(body: BuildRequestV3, request: Request, team_id: TeamId) -> dict[str, Any]:
     """v2 create (``alias``): same as v3; the build is then started with ``POST /v2/.../builds/{id}``."""
     return await request_build(body, request, team_id)
@@ -294,7 +295,7 @@ def dockerfile_steps(dockerfile: str) -> dict[str, Any]:
     return data
 
 
-@router.post("/templates", status_code=202)
+@router.post("/templates", status_code=202, responses=openapi.errors(404, 409, 429))
 async def request_build_v1(body: BuildRequestV1, request: Request, team_id: TeamId) -> dict[str, Any]:
     """v1: an inline Dockerfile, built right away (there is no image push to wait for)."""
     start = dockerfile_steps(body.dockerfile)
@@ -307,7 +308,7 @@ async def request_build_v1(body: BuildRequestV1, request: Request, team_id: Team
     return {**created, "status": "building"}
 
 
-@router.post("/templates/{template_id}/builds/{build_id}", status_code=202)
+@router.post("/templates/{template_id}/builds/{build_id}", status_code=202, responses=openapi.errors(404))
 async def start_build_v1(template_id: str, build_id: str, request: Request, team_id: TeamId) -> Response:
     """v1 start: the build already runs since ``POST /templates``; accepted for old clients."""
     with request.app.state.services.db.session() as session:

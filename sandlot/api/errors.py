@@ -13,6 +13,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
+from starlette.routing import compile_path
+
+from sandlot.api.prime import errors as prime_errors
 
 log = structlog.get_logger("sandlot.api")
 
@@ -43,24 +47,45 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "Invalid request: " + "; ".join(parts)
 
 
+def _respond(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """E2B's shape, or Prime's under ``/api/v1`` (one shape per API, whoever raised)."""
+    if prime_errors.applies(request):
+        return prime_errors.response(status, message, headers)
+    return error_response(status, message, headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette's 405 names one route's only)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):
+        if route.methods and route.path and compile_path(route.path)[0].match(request.url.path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
-    async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.headers)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return _respond(request, exc.status, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if prime_errors.applies(request):   # Prime's FastAPI: 422 with the field errors
+            return prime_errors.response(422, prime_errors.field_errors(exc.errors()))
         return error_response(400, _describe_validation(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        if exc.status_code == 404 and message == "Not Found":
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 404 and message == "Not Found" and not prime_errors.applies(request):
             message = "Not found"
-        return error_response(exc.status_code, message, getattr(exc, "headers", None))
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
+        return _respond(request, exc.status_code, message, headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         request_id = uuid.uuid4().hex[:12]
         log.exception("unhandled error", request_id=request_id, path=request.url.path, method=request.method)
-        return error_response(500, f"Internal server error (request id {request_id})")
+        return _respond(request, 500, f"Internal server error (request id {request_id})")

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
+from sandlot.api import openapi
 from sandlot.api.auth import TeamId
 from sandlot.api.errors import APIError, not_found_sandbox
 from sandlot.orchestrator.events import LogEntry
@@ -35,7 +36,7 @@ def _from_unix(value: int | None) -> datetime | None:
     return datetime.fromtimestamp(value, timezone.utc) if value is not None else None
 
 
-@router.get("/sandboxes/metrics")
+@router.get("/sandboxes/metrics", responses=openapi.errors(400))
 async def many_metrics(
     request: Request, team_id: TeamId, sandbox_ids: str = Query(..., min_length=1)
 ) -> dict[str, Any]:
@@ -53,7 +54,7 @@ async def many_metrics(
     return {"sandboxes": result}
 
 
-@router.get("/sandboxes/{sandbox_id}/metrics")
+@router.get("/sandboxes/{sandbox_id}/metrics", responses=openapi.errors(404))
 async def metrics(
     sandbox_id: str, request: Request, team_id: TeamId, start: int | None = None, end: int | None = None
 ) -> list[dict[str, Any]]:
@@ -77,7 +78,7 @@ def _json_line(entry: LogEntry) -> str:
     return json.dumps({"level": entry.level, "logger": "sandlot.lifecycle", "message": entry.message, **entry.fields})
 
 
-@router.get("/sandboxes/{sandbox_id}/logs")
+@router.get("/sandboxes/{sandbox_id}/logs", responses=openapi.errors(404))
 async def logs_v1(
     sandbox_id: str, request: Request, team_id: TeamId, start: int | None = None, limit: int = Query(1000, ge=1, le=10_000)
 ) -> dict[str, Any]:
@@ -91,7 +92,7 @@ async def logs_v1(
     }
 
 
-@router.get("/v2/sandboxes/{sandbox_id}/logs")
+@router.get("/v2/sandboxes/{sandbox_id}/logs", responses=openapi.errors(404))
 async def logs_v2(
     sandbox_id: str,
     request: Request,

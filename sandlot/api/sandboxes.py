@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from sandlot.api import openapi
 from sandlot.api.auth import TeamId
 from sandlot.api.errors import APIError, not_found_sandbox
 from sandlot.orchestrator import pausing, snapshots
@@ -207,8 +208,8 @@ def parse_metadata_filter(raw: str | None) -> dict[str, str]:
 # --- routes -------------------------------------------------------------------------------------
 
 
-@router.post("/sandboxes", status_code=201)
-@router.post("/v2/sandboxes", status_code=201)
+@router.post("/sandboxes", status_code=201, responses=openapi.errors(404, 409, 429, 507))
+@router.post("/v2/sandboxes", status_code=201, responses=openapi.errors(404, 409, 429, 507))
 async def create_sandbox(body: NewSandbox, request: Request, team_id: TeamId) -> dict[str, Any]:
     cache = request.app.state.idempotency
     fingerprint = cache.fingerprint(body.model_dump(mode="json"))
@@ -295,7 +296,7 @@ async def list_sandboxes(
     order: str = "desc",
     limit: int = Query(100, ge=1, le=100),
     next_token: str | None = Query(None, alias="nextToken"),
-    started_after: datetime | None = Query(None, alias="startedAfter"),
+    started_after: openapi.DateTime | None = Query(None, alias="startedAfter"),
     template: str | None = None,
 ) -> list[dict[str, Any]]:
     filters = parse_metadata_filter(metadata)
@@ -333,7 +334,7 @@ async def list_sandboxes(
     return [_listed_json(r) for r in rows]
 
 
-@router.get("/sandboxes/{sandbox_id}")
+@router.get("/sandboxes/{sandbox_id}", responses=openapi.errors(404))
 async def get_sandbox(sandbox_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
     services = request.app.state.services
     with services.db.session() as session:
@@ -343,14 +344,14 @@ async def get_sandbox(sandbox_id: str, request: Request, team_id: TeamId) -> dic
     return _detail_json(row, services.settings.domain)
 
 
-@router.delete("/sandboxes/{sandbox_id}", status_code=204)
+@router.delete("/sandboxes/{sandbox_id}", status_code=204, responses=openapi.errors(404))
 async def kill_sandbox(sandbox_id: str, request: Request, team_id: TeamId) -> Response:
     if not await _manager(request).kill(team_id, _short_id(sandbox_id)):
         raise not_found_sandbox(sandbox_id)
     return Response(status_code=204)
 
 
-@router.post("/sandboxes/{sandbox_id}/timeout", status_code=204)
+@router.post("/sandboxes/{sandbox_id}/timeout", status_code=204, responses=openapi.errors(404, 409))
 async def set_timeout(sandbox_id: str, body: TimeoutBody, request: Request, team_id: TeamId) -> Response:
     timeout = _checked_timeout(request, body.timeout, allow_zero=True)
     try:
@@ -360,7 +361,7 @@ async def set_timeout(sandbox_id: str, body: TimeoutBody, request: Request, team
     return Response(status_code=204)
 
 
-@router.post("/sandboxes/{sandbox_id}/refreshes", status_code=204)
+@router.post("/sandboxes/{sandbox_id}/refreshes", status_code=204, responses=openapi.errors(404, 409))
 async def refresh(sandbox_id: str, request: Request, team_id: TeamId, body: RefreshBody | None = None) -> Response:
     duration = max(15, body.duration if body and body.duration is not None else 15)
     timeout = _checked_timeout(request, duration)
@@ -371,8 +372,8 @@ async def refresh(sandbox_id: str, request: Request, team_id: TeamId, body: Refr
     return Response(status_code=204)
 
 
-@router.post("/sandboxes/{sandbox_id}/connect")
-@router.post("/v2/sandboxes/{sandbox_id}/connect")
+@router.post("/sandboxes/{sandbox_id}/connect", responses=openapi.CONNECT)
+@router.post("/v2/sandboxes/{sandbox_id}/connect", responses=openapi.CONNECT)
 async def connect(
     sandbox_id: str, request: Request, response: Response, team_id: TeamId, body: ConnectBody | None = None
 ) -> dict[str, Any]:
@@ -385,7 +386,7 @@ async def connect(
     return _sandbox_json(row, request.app.state.services.settings.domain)
 
 
-@router.put("/sandboxes/{sandbox_id}/network")
+@router.put("/sandboxes/{sandbox_id}/network", status_code=204, responses=openapi.errors(404, 409))
 async def update_network(sandbox_id: str, body: NetworkUpdate, request: Request, team_id: TeamId) -> Response:
     _reject_unsupported_network(body.egress_proxy, body.rules)
     egress = {"allowOut": body.allow_out, "denyOut": body.deny_out, "dnsServers": body.dns_servers}

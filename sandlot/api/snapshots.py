@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from sandlot.api import openapi
 from sandlot.api.auth import TeamId
 from sandlot.api.errors import APIError
 from sandlot.api.sandboxes import _checked_timeout, _manager, _raise, _sandbox_json, _short_id
@@ -48,7 +49,7 @@ def _snapshot_json(snap: Snapshot) -> dict[str, Any]:
     return {"snapshotID": snap.id, "names": [snap.name] if snap.name else []}
 
 
-@router.post("/sandboxes/{sandbox_id}/pause", status_code=204)
+@router.post("/sandboxes/{sandbox_id}/pause", status_code=204, responses=openapi.errors(404, 409, 507))
 async def pause(sandbox_id: str, request: Request, team_id: TeamId, body: PauseBody | None = None) -> Response:
     try:
         await pausing.pause(_manager(request), team_id, _short_id(sandbox_id), body.memory if body else None)
@@ -57,7 +58,7 @@ async def pause(sandbox_id: str, request: Request, team_id: TeamId, body: PauseB
     return Response(status_code=204)
 
 
-@router.post("/sandboxes/{sandbox_id}/resume", status_code=201)
+@router.post("/sandboxes/{sandbox_id}/resume", status_code=201, responses=openapi.errors(404, 409, 429, 507))
 async def resume(sandbox_id: str, request: Request, response: Response, team_id: TeamId,
                  body: ResumeBody | None = None) -> dict[str, Any]:
     timeout = _checked_timeout(request, body.timeout if body else None)
@@ -70,7 +71,7 @@ async def resume(sandbox_id: str, request: Request, response: Response, team_id:
     return _sandbox_json(row, request.app.state.services.settings.domain)
 
 
-@router.post("/sandboxes/{sandbox_id}/snapshots", status_code=201)
+@router.post("/sandboxes/{sandbox_id}/snapshots", status_code=201, responses=openapi.errors(404, 409, 429, 507))
 async def create_snapshot(sandbox_id: str, request: Request, team_id: TeamId,
                           body: SnapshotBody | None = None) -> dict[str, Any]:
     name = body.name if body else None
@@ -108,14 +109,14 @@ async def list_snapshots(
     return [_snapshot_json(r) for r in rows]
 
 
-@router.delete("/templates/{snapshot_id:path}", status_code=204)
+@router.delete("/templates/{snapshot_id:path}", status_code=204, include_in_schema=False)  # templates.py serves it
 async def delete_snapshot(snapshot_id: str, request: Request, team_id: TeamId) -> Response:
     if not await snapshots.delete_snapshot(_manager(request), team_id, snapshot_id):
         raise APIError(404, f"Snapshot '{snapshot_id}' not found")
     return Response(status_code=204)
 
 
-@router.post("/sandboxes/{sandbox_id}/fork", status_code=201)
+@router.post("/sandboxes/{sandbox_id}/fork", status_code=201, responses=openapi.errors(404, 409, 429, 507))
 async def fork(sandbox_id: str, request: Request, team_id: TeamId, body: ForkBody | None = None) -> list[dict[str, Any]]:
     timeout = _checked_timeout(request, body.timeout if body else None)
     count = 1 if body is None or body.count is None else body.count

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from sandlot.api import openapi
 from sandlot.api.auth import TeamId
 from sandlot.api.errors import APIError
 from sandlot.store import templates as template_store
@@ -76,7 +77,7 @@ async def list_templates(request: Request, team_id: TeamId) -> list[dict[str, An
         return [_template_json(session, t) for t in template_store.visible(session, team_id)]
 
 
-@router.get("/templates/aliases/{alias:path}")
+@router.get("/templates/aliases/{alias:path}", responses=openapi.errors(404))
 async def get_alias(alias: str, request: Request, team_id: TeamId) -> dict[str, Any]:
     """``Template.exists``/``alias_exists``: a bare name is looked up in the caller's namespace
     (then the built-ins), ``team-slug/name`` in that team's; another team's private template
@@ -107,7 +108,7 @@ def _owned(session: Session, team_id: str, name_or_id: str) -> Template:
     return template
 
 
-@router.post("/templates/tags", status_code=201)
+@router.post("/templates/tags", status_code=201, responses=openapi.errors(404))
 async def assign_tags(body: AssignTags, request: Request, team_id: TeamId) -> dict[str, Any]:
     """``target`` is ``name[:tag-or-buildID]``; the new tags point at that build."""
     from sandlot.api.builds import TAG
@@ -128,7 +129,7 @@ async def assign_tags(body: AssignTags, request: Request, team_id: TeamId) -> di
         return {"buildID": build.id, "tags": body.tags}
 
 
-@router.delete("/templates/tags", status_code=204)
+@router.delete("/templates/tags", status_code=204, responses=openapi.errors(404))
 async def delete_tags(body: RemoveTags, request: Request, team_id: TeamId) -> Response:
     with request.app.state.services.db.session() as session, session.begin():
         template = _owned(session, team_id, template_store.split_tag(body.name)[0])
@@ -139,7 +140,7 @@ async def delete_tags(body: RemoveTags, request: Request, team_id: TeamId) -> Re
     return Response(status_code=204)
 
 
-@router.get("/templates/{template_id}/tags")
+@router.get("/templates/{template_id}/tags", responses=openapi.errors(404))
 async def list_tags(template_id: str, request: Request, team_id: TeamId) -> list[dict[str, Any]]:
     with request.app.state.services.db.session() as session:
         template = template_store.resolve(session, team_id, template_id)
@@ -163,17 +164,17 @@ async def _update(template_id: str, body: UpdateTemplate, request: Request, team
     return Response(status_code=200)
 
 
-@router.patch("/templates/{template_id:path}")
+@router.patch("/templates/{template_id:path}", response_class=Response, responses=openapi.errors(404))
 async def update_template(template_id: str, body: UpdateTemplate, request: Request, team_id: TeamId) -> Response:
     return await _update(template_id, body, request, team_id)
 
 
-@router.patch("/v2/templates/{template_id:path}")
+@router.patch("/v2/templates/{template_id:path}", response_class=Response, responses=openapi.errors(404))
 async def update_template_v2(template_id: str, body: UpdateTemplate, request: Request, team_id: TeamId) -> Response:
     return await _update(template_id, body, request, team_id)
 
 
-@router.delete("/templates/{template_id:path}", status_code=204)
+@router.delete("/templates/{template_id:path}", status_code=204, responses=openapi.errors(404, 409))
 async def delete_template(template_id: str, request: Request, team_id: TeamId) -> Response:
     """Refuses (409) while sandboxes or a build use the template; snapshot ids go to the snapshot route.
 
@@ -200,7 +201,7 @@ async def delete_template(template_id: str, request: Request, team_id: TeamId) -
     return await snapshot_routes.delete_snapshot(template_id, request, team_id)
 
 
-@router.get("/templates/{template_id:path}")
+@router.get("/templates/{template_id:path}", responses=openapi.errors(404))
 async def get_template(template_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
     with request.app.state.services.db.session() as session:
         template = template_store.resolve(session, team_id, template_id)

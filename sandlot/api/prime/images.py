@@ -12,6 +12,7 @@ from sqlalchemy import select
 from starlette.responses import JSONResponse
 
 from sandlot import quotas
+from sandlot.api import openapi
 from sandlot.api.auth import TeamId
 from sandlot.api.prime import image_builds
 from sandlot.api.prime.context import PrimeContext, prime
@@ -97,7 +98,7 @@ def _check_platform(platform: str) -> None:
         raise PrimeError(400, "linux/arm64 images cannot run on this Sandlot server (it is not arm64)")
 
 
-@router.post("/images/build", status_code=201)
+@router.post("/images/build", status_code=201, responses=openapi.prime_errors(400, 429), openapi_extra=openapi.body(BuildBody))
 async def initiate_build(request: Request, team_id: TeamId) -> JSONResponse:
     body = await parse_body(request, BuildBody)
     _check_platform(body.platform)
@@ -138,7 +139,7 @@ async def initiate_build(request: Request, team_id: TeamId) -> JSONResponse:
     return JSONResponse(response, 201)
 
 
-@router.put("/images/build/{build_id}/context", status_code=200)
+@router.put("/images/build/{build_id}/context", status_code=200, responses=openapi.prime_errors(403, 404, 409, 413, 429))
 async def upload_context(build_id: str, token: str, request: Request) -> dict[str, Any]:
     """The presigned upload: authenticated by the URL's token alone (the CLI sends no API key)."""
     ctx = prime(request)
@@ -187,7 +188,8 @@ def _owned(ctx: PrimeContext, team_id: str, build_id: str) -> dict[str, Any]:
         return build_json(image_builds.sync(session, row))
 
 
-@router.post("/images/build/{build_id}/start")
+@router.post("/images/build/{build_id}/start", responses=openapi.prime_errors(404, 409, 429),
+              openapi_extra=openapi.body(StartBody))
 async def start_build(build_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
     await parse_body(request, StartBody)
     ctx = prime(request)
@@ -201,7 +203,7 @@ async def start_build(build_id: str, request: Request, team_id: TeamId) -> dict[
     return _owned(ctx, team_id, build_id)
 
 
-@router.get("/images/build/{build_id}")
+@router.get("/images/build/{build_id}", responses=openapi.prime_errors(404))
 async def get_build(build_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
     return _owned(prime(request), team_id, build_id)
 
@@ -242,7 +244,7 @@ async def list_images(
     return {"data": [image_json(r) for r in rows[offset : offset + limit]], "totalCount": len(rows), "offset": offset, "limit": limit}
 
 
-@router.delete("/images/{image_name}/{image_tag}")
+@router.delete("/images/{image_name}/{image_tag}", responses=openapi.prime_errors(404))
 async def delete_image(image_name: str, image_tag: str, request: Request, team_id: TeamId) -> dict[str, Any]:
     ctx = prime(request)
     with ctx.services.db.session() as session, session.begin():

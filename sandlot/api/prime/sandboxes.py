@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
 from sandlot import ids
+from sandlot.api import openapi
 from sandlot.api.auth import TeamId
 from sandlot.api.prime import image_builds, image_refs, records
 from sandlot.api.prime.context import PrimeContext, prime
@@ -96,7 +97,8 @@ def _check_supported(body: CreateBody) -> None:
         raise PrimeError(400, "Sandbox volumes are not supported by this Sandlot server")
 
 
-@router.post("/sandbox", status_code=201)
+@router.post("/sandbox", status_code=201, responses=openapi.prime_errors(400, 404, 409, 429),
+             openapi_extra=openapi.body(CreateBody))
 async def create_sandbox(request: Request, team_id: TeamId) -> JSONResponse:
     body = await parse_body(request, CreateBody)
     _check_supported(body)
@@ -204,7 +206,7 @@ async def list_sandboxes(
     return {"sandboxes": chosen, "total": len(items), "page": page, "per_page": per_page, "has_next": start + per_page < len(items)}
 
 
-@router.post("/sandbox/status:batchGet")
+@router.post("/sandbox/status:batchGet", openapi_extra=openapi.body(BatchStatusBody))
 async def batch_status(request: Request, team_id: TeamId) -> dict[str, Any]:
     body = await parse_body(request, BatchStatusBody)
     ctx = prime(request)
@@ -228,7 +230,7 @@ def _require(request: Request, team_id: str, sandbox_id: str) -> dict[str, Any]:
         return sandbox_json(v)
 
 
-@router.get("/sandbox/{sandbox_id}")
+@router.get("/sandbox/{sandbox_id}", responses=openapi.prime_errors(404))
 async def get_sandbox(sandbox_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
     return _require(request, team_id, sandbox_id)
 
@@ -247,14 +249,14 @@ async def _delete(ctx: PrimeContext, team_id: str, sandbox_id: str) -> bool:
     return True
 
 
-@router.delete("/sandbox/{sandbox_id}")
+@router.delete("/sandbox/{sandbox_id}", responses=openapi.prime_errors(404))
 async def delete_sandbox(sandbox_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
     if not await _delete(prime(request), team_id, sandbox_id):
         raise not_found("Sandbox", sandbox_id)
     return {"success": True, "message": f"Sandbox {sandbox_id} deleted"}
 
 
-@router.delete("/sandbox")
+@router.delete("/sandbox", openapi_extra=openapi.body(BulkDeleteBody))
 async def bulk_delete(request: Request, team_id: TeamId) -> dict[str, Any]:
     body = await parse_body(request, BulkDeleteBody)
     if not body.sandbox_ids and not body.labels:
@@ -283,13 +285,13 @@ async def bulk_delete(request: Request, team_id: TeamId) -> dict[str, Any]:
     return {"succeeded": succeeded, "failed": failed, "message": f"Deleted {len(succeeded)} sandbox(es), {len(failed)} failed"}
 
 
-@router.get("/sandbox/{sandbox_id}/error-context")
+@router.get("/sandbox/{sandbox_id}/error-context", responses=openapi.prime_errors(404))
 async def error_context(sandbox_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
     data = _require(request, team_id, sandbox_id)
     return {"status": data["status"], "errorType": data["errorType"], "errorMessage": data["errorMessage"]}
 
 
-@router.get("/sandbox/{sandbox_id}/logs")
+@router.get("/sandbox/{sandbox_id}/logs", responses=openapi.prime_errors(404))
 async def logs(sandbox_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
     """The start command's output (empty when the sandbox has none or is gone)."""
     data = _require(request, team_id, sandbox_id)
@@ -303,7 +305,7 @@ async def logs(sandbox_id: str, request: Request, team_id: TeamId) -> dict[str, 
     return {"logs": response.content.decode("utf-8", "replace") if response.status_code == 200 else ""}
 
 
-@router.post("/sandbox/{sandbox_id}/auth")
+@router.post("/sandbox/{sandbox_id}/auth", responses=openapi.prime_errors(404, 410))
 async def gateway_auth(sandbox_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
     data = _require(request, team_id, sandbox_id)
     if data["status"] in records.TERMINAL:
