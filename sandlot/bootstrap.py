@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from sandlot.runtime import idmap
 from sandlot.settings import Settings
 from sandlot.store import keys
 from sandlot.store import templates as template_store
@@ -23,7 +24,10 @@ Progress = Callable[[str], None]
 def prepare_store(settings: Settings, db: Database) -> str | None:
     """Migrate and make sure an API key exists; returns a key that was created just now."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(settings.data_dir, 0o700)
+    if settings.userns:   # sandbox root (an unprivileged uid) must traverse it: docs/security/userns.md
+        idmap.open_dir_to_range(settings.data_dir, idmap.IdRange.parse(settings.userns_range))
+    else:   # 0710 to a range's group stays for the user-namespaced servers sharing the data dir
+        os.chmod(settings.data_dir, 0o710 if settings.data_dir.stat().st_gid != 0 else 0o700)
     db.migrate()
     created: str | None = None
     generated = False

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     """Off by default: E2B's contract includes passwordless sudo for ``user``."""
     seccomp: bool = True
     lxcfs: bool = True
+    userns: bool = False
+    """Sandboxes run in a user namespace: their root is ``userns_range``'s base on the host
+    (docs/security/userns.md). Off: sandbox root is host root (as before)."""
+    userns_range: str = "1000000000:65536"
+    """``BASE:SIZE`` host ids that sandbox ids 0..SIZE-1 map to (SIZE >= 65536), one range per server."""
     """Sandboxes see their own memory, CPUs and uptime in /proc (``runtime/lxcfs.py``)."""
     """Sandboxes get ``runtime/seccomp.py``'s filter (no user namespaces, io_uring, BPF, …)."""
 
@@ -127,6 +132,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"SANDLOT_EGRESS_ALLOW_PRIVATE: {entry!r} is not an IPv4 address or CIDR") from None
             out.append(str(net))
         return out
+
+    @field_validator("userns_range")
+    @classmethod
+    def _check_userns_range(cls, value: str) -> str:
+        from sandlot.runtime.idmap import IdRange
+
+        IdRange.parse(value)   # raises a ValueError naming the setting
+        return value
 
     @field_validator("instance")
     @classmethod

@@ -5,6 +5,8 @@ from pathlib import Path
 
 from . import oom, seccomp
 from .base import SandboxSpec
+from . import idmap
+from .idmap import IdRange
 
 # Docker's default capability set
 DEFAULT_CAPS = [
@@ -37,7 +39,10 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 def oci_config(spec: SandboxSpec, *, rootfs: str, netns_path: str, cgroups_path: str,
                no_new_privileges: bool = False, oom_score_adj: int | None = -900,
-               nofile: int = 65536, seccomp_filter: bool = True) -> dict:
+               nofile: int = 65536, seccomp_filter: bool = True, userns: "IdRange | None" = None,
+               userns_sysfs: Path | None = None) -> dict:
+    """``userns``: the sandbox's id range; its ``/sys`` is then a bind of ``userns_sysfs``,
+    a sysfs the host mounted for the sandbox's netns (``idmap.prepare_netns``)."""
     env = dict(spec.env)
     env.setdefault("PATH", DEFAULT_PATH)
     env.setdefault("HOSTNAME", spec.hostname)
@@ -99,6 +104,16 @@ def oci_config(spec: SandboxSpec, *, rootfs: str, netns_path: str, cgroups_path:
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+    if userns is not None:
+        # root inside is ``userns.base`` outside (``runtime/idmap.py``); the netns stays the
+        # init namespace's, joined by path, so the sandbox has no CAP_NET_* over it
+        cfg["linux"]["namespaces"].append({"type": "user"})
+        cfg["linux"]["uidMappings"] = userns.oci_mappings()
+        cfg["linux"]["gidMappings"] = userns.oci_mappings()
+        if userns_sysfs is None:
+            raise ValueError("a user-namespaced sandbox needs the host-mounted sysfs of its netns")
+        cfg["mounts"] = [idmap.sysfs_mount(userns_sysfs) if m["destination"] == "/sys" else m
+                         for m in cfg["mounts"]]
     if seccomp_filter:
         cfg["linux"]["seccomp"] = seccomp.profile(caps)
     if oom_score_adj is not None:

@@ -29,6 +29,8 @@ from sandlot import tenant_fs
 
 from . import cgroups, disk, log_drain, overlay
 from .base import SandboxHandle, SandboxRuntimeError, validate_sandbox_id
+from . import idmap
+from .idmap import IdRange
 from .network import NetSlot
 
 if TYPE_CHECKING:
@@ -55,6 +57,8 @@ CRIU_CONFIG_FILE = "criu.conf"
 a snapshot can switch its own sandbox to ``CRIU_CONFIG_COPY`` for the length of a dump."""
 
 MIN_CRIU = (4, 0)
+SYSFS_DIR = "sys"
+"""Per userns sandbox: the host-mounted sysfs of its netns, bound at ``/sys`` (``idmap.prepare_netns``)."""
 
 
 async def check_criu(criu: str) -> str:
@@ -212,7 +216,14 @@ class CheckpointMixin:
         work = fs / "work"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
-        overlay.mount_overlay([Path(p) for p in info["layers"]], fs / "upper", work, sdir / "rootfs")
+        # sandboxes from before user namespaces have no "userns": their layers stay unmapped
+        rng = IdRange.from_json(info.get("userns"))
+        if rng is not None:   # the netns's sysfs and sysctls (gone after a host reboot)
+            self._check_traversable(rng)
+            await asyncio.to_thread(idmap.prepare_netns, self.network.slot(info["slot"]).netns_path,
+                                    sdir / SYSFS_DIR)
+        overlay.mount_overlay([Path(p) for p in info["layers"]], fs / "upper", work, sdir / "rootfs",
+                              idmap=rng)
 
     # --- pause / resume ----------------------------------------------------------------
 
@@ -363,6 +374,12 @@ class CheckpointMixin:
         sdir = self.sandbox_dir(sandbox_id)
         dest.mkdir(parents=True)
         try:
+            rng = IdRange.from_json((self._read_runtime_json(sandbox_id) or {}).get("userns"))
+            if memory and rng is not None:
+                # runc would make it 0600; CRIU's restored tasks (the range's root) open
+                # their images in it: searchable by the range's group only
+                (dest / "image").mkdir()
+                idmap.open_dir_to_range(dest / "image", rng)
             await self._runc("pause", sandbox_id)
             try:
                 # the disk copy is taken while frozen so it matches the memory image
@@ -399,6 +416,15 @@ class CheckpointMixin:
         except (OSError, tenant_fs.TreeError) as exc:
             log.warning("clone: /etc/hosts not written (the snapshot's /etc is unusual): %s", exc)
 
+    @staticmethod
+    def _own_clone_hosts(upper: Path, rng: IdRange) -> None:
+        """The clone's fresh ``/etc/hosts`` belongs to the sandbox's root (the range's base)."""
+        try:
+            with tenant_fs.Tree(upper) as tree:
+                tree.set_attrs("etc/hosts", uid=rng.to_host(0), gid=rng.to_host(0))
+        except (OSError, tenant_fs.TreeError) as exc:
+            log.warning("clone: /etc/hosts not re-owned: %s", exc)
+
     async def clone(self: "RuncRuntime", snapshot: Path, sandbox_id: str, hostname: str = "e2b",
                     egress: "EgressPolicy | None" = None) -> SandboxHandle:
         """Start a new sandbox from a snapshot: copy of its disk, new netns and IP, restored memory.
@@ -407,6 +433,8 @@ class CheckpointMixin:
         meta = json.loads((snapshot / "snapshot.json").read_text())
         sdir = self.sandbox_dir(sandbox_id)
         slot: NetSlot | None = None
+        cfg = json.loads((snapshot / "config.json").read_text())
+        rng = IdRange.from_oci(cfg)   # the snapshot's own: its upper holds ids of that range
         sdir.mkdir()
         try:
             slot = await self.network.acquire()
@@ -416,12 +444,13 @@ class CheckpointMixin:
                 "sandbox_id": sandbox_id, "runtime": self.name, "netns": slot.netns,
                 "slot": slot.index, "ip": slot.sandbox_ip, "host_ip": slot.host_ip,
                 "layers": meta["layers"], "created_at": time.time(), "snapshot": str(snapshot),
-                "disk_mb": meta.get("disk_mb")}))
+                "disk_mb": meta.get("disk_mb"), "userns": rng.to_json() if rng else None}))
             fs = await disk.create(sdir, meta.get("disk_mb"))
             await disk.copy_upper(snapshot / "upper", fs / "upper")
             self._write_clone_hosts(fs / "upper", slot.sandbox_ip, hostname)
+            if rng is not None:
+                self._own_clone_hosts(fs / "upper", rng)
             (sdir / "rootfs").mkdir()
-            cfg = json.loads((snapshot / "config.json").read_text())
             cfg["linux"]["cgroupsPath"] = cgroups.cgroups_path(sandbox_id, self.cgroup_parent)
             # the clone's own CRIU config (the snapshot's names its source sandbox's): the
             # image was dumped with its connections closed, which restore must repeat
@@ -429,6 +458,9 @@ class CheckpointMixin:
             for ns in cfg["linux"]["namespaces"]:
                 if ns["type"] == "network":
                     ns["path"] = slot.netns_path
+            if rng is not None:   # its own netns's sysfs, not the source sandbox's
+                cfg["mounts"] = [idmap.sysfs_mount(sdir / SYSFS_DIR) if m["destination"] == "/sys" else m
+                                 for m in cfg["mounts"]]
             (sdir / "config.json").write_text(json.dumps(cfg))
             await self._mount_rootfs(sandbox_id)
             if meta.get("memory"):

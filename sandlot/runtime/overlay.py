@@ -6,6 +6,10 @@ import ctypes.util
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .idmap import IdRange
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
@@ -21,12 +25,31 @@ def _esc(p: Path | str) -> str:
     return str(p).replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
 
-def mount_overlay(lower: list[Path], upper: Path, work: Path, merged: Path) -> None:
+def mount_overlay(lower: list[Path], upper: Path, work: Path, merged: Path, *,
+                  idmap: "IdRange | None" = None) -> None:
+    """Mount the overlay; with ``idmap`` its lower layers are seen through the range
+    (``runtime/idmap.py``): each is bound idmapped under ``<merged>.lower/<i>`` for the
+    mount(2) call only, since overlay keeps private clones of its layers' mounts."""
     if not lower:
         raise ValueError("overlay needs at least one lower layer")
     for p in lower:
         if not Path(p).is_dir():
             raise FileNotFoundError(f"layer {p} is not a directory")
+    staged: list[Path] = []
+    if idmap is not None:
+        from . import idmap as _idmap
+        base = merged.with_name(merged.name + ".lower")
+        base.mkdir(exist_ok=True)
+        try:
+            for i, p in enumerate(lower):
+                target = base / str(i)
+                target.mkdir(exist_ok=True)
+                _idmap.idmapped_bind(Path(p), target, idmap)
+                staged.append(target)
+        except BaseException:
+            _drop_staged(staged, base)
+            raise
+        lower = staged
     fds: list[int] = []
     try:
         # every mountinfo the sandbox can read shows these strings: fd paths, not host paths
@@ -40,6 +63,16 @@ def mount_overlay(lower: list[Path], upper: Path, work: Path, merged: Path) -> N
     finally:
         for fd in fds:
             os.close(fd)
+        if staged:
+            _drop_staged(staged, staged[0].parent)
+
+
+def _drop_staged(staged: list[Path], base: Path) -> None:
+    from . import idmap as _idmap
+    for target in staged:
+        _idmap.detach(target)
+        target.rmdir()
+    base.rmdir()
 
 
 def umount(path: Path | str, *, lazy_fallback: bool = True) -> bool:

@@ -22,11 +22,12 @@ from pathlib import Path
 
 from sandlot import tenant_fs
 
-from . import cgroups, disk, overlay, seccomp
+from . import cgroups, disk, idmap, overlay, seccomp
 from .usage import Usage, oom_killed, read_usage
 from .base import SandboxHandle, SandboxRuntimeError, SandboxSpec, validate_sandbox_id
 from .bundle import DEFAULT_CAPS, oci_config
-from .checkpoint import CheckpointMixin, check_criu, run_with_stdio
+from .idmap import IdRange
+from .checkpoint import SYSFS_DIR, CheckpointMixin, check_criu, run_with_stdio
 from .network import Network, NetSlot, host_nameservers, release_netns
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ class RuncRuntime(CheckpointMixin):
                  no_new_privileges: bool = False, nameservers: list[str] | None = None,
                  oom_score_adj: int = -900, net_prefix: str = "sl",
                  nft_table: str = "sandlot", cgroup_parent: str | None = None,
-                 criu: str = "/usr/local/sbin/criu", seccomp_filter: bool = True) -> None:
+                 criu: str = "/usr/local/sbin/criu", seccomp_filter: bool = True,
+                 userns: IdRange | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.sandboxes_dir = self.data_dir / "sandboxes"
         self.state_dir = Path(state_dir)
@@ -61,6 +63,10 @@ class RuncRuntime(CheckpointMixin):
         self.criu_error: str | None = None   # set at start() when CRIU is missing/broken
         self.no_new_privileges = no_new_privileges
         self.seccomp_filter = seccomp_filter
+        self.userns = userns
+        """Id range of new sandboxes' user namespace (``None``: sandbox root is host root).
+        Each sandbox records its own in ``runtime.json``, so one paused or snapshotted under
+        another setting comes back as it was."""
         # one cgroup parent per instance (default: the nft table name, i.e. the instance)
         self.cgroup_parent = cgroup_parent or nft_table
         # Lowering oom_score_adj and raising RLIMIT_NOFILE past our hard limit need
@@ -200,6 +206,32 @@ class RuncRuntime(CheckpointMixin):
                  f"{slot.sandbox_ip}\t{spec.hostname}\n")
         return {"resolv.conf": ns, "hosts": hosts, "hostname": spec.hostname + "\n"}
 
+    def _check_traversable(self, rng: IdRange) -> None:
+        """runc sets up a userns sandbox's mounts as its root (an unprivileged host uid), so
+        every dir above the sandbox dir must be searchable by it: a clear error, not runc's EACCES."""
+        blocked = idmap.untraversable(self.sandboxes_dir, rng)
+        if blocked is not None and blocked in (self.data_dir.resolve(), *self.data_dir.resolve().parents[:2]):
+            # our own data dirs (a server without user namespaces sharing them made them 0700)
+            log.warning("user namespaces: opening %s to group %s (0710) again", blocked, rng.base)
+            idmap.open_dir_to_range(blocked, rng)
+            blocked = idmap.untraversable(self.sandboxes_dir, rng)
+        if blocked is not None:
+            raise SandboxRuntimeError(
+                f"user namespaces: {blocked} is not searchable by the sandboxes' root (host uid {rng.base}); "
+                f"make it 0711, or group {rng.base} with 0710 (sandlot serve does this for its data dir)")
+
+    @staticmethod
+    def _own_runtime_files(upper: Path, rng: IdRange) -> None:
+        """The upper dir (the merged ``/``) and the ``/etc`` files the runtime wrote belong
+        to the sandbox's root, i.e. the range's base: a fresh tree only we have touched."""
+        root = rng.to_host(0)
+        os.chown(upper, root, root, follow_symlinks=False)
+        etc = upper / "etc"
+        if etc.is_dir() and not etc.is_symlink():
+            os.chown(etc, root, root, follow_symlinks=False)
+            for entry in os.scandir(etc):
+                os.chown(entry.path, root, root, follow_symlinks=False)
+
     # --- create / kill --------------------------------------------------------------------
 
     async def create(self, spec: SandboxSpec) -> SandboxHandle:
@@ -213,13 +245,15 @@ class RuncRuntime(CheckpointMixin):
             raise SandboxRuntimeError(f"container {sid} already exists")
         sdir.mkdir()   # FileExistsError if the sandbox exists: nothing to undo
         try:
+            if self.userns is not None:
+                self._check_traversable(self.userns)
             slot = await self.network.acquire()
             t["net"] = time.perf_counter()
             self._write_atomic(sdir / "runtime.json", json.dumps({
                 "sandbox_id": sid, "runtime": self.name, "netns": slot.netns,
                 "slot": slot.index, "ip": slot.sandbox_ip, "host_ip": slot.host_ip,
                 "layers": [str(p) for p in spec.layers], "created_at": time.time(),
-                "disk_mb": spec.disk_mb}))
+                "disk_mb": spec.disk_mb, "userns": self.userns.to_json() if self.userns else None}))
             fs = await disk.create(sdir, spec.disk_mb)
             t["disk"] = time.perf_counter()
             upper, work, rootfs = fs / "upper", fs / "work", sdir / "rootfs"
@@ -228,13 +262,17 @@ class RuncRuntime(CheckpointMixin):
             with tenant_fs.Tree(upper) as tree:   # the sandbox's tree: only through tenant_fs
                 for name, content in self._etc_files(spec, slot).items():
                     tree.write_file(f"etc/{name}", content, 0o644, 0, 0)
-            overlay.mount_overlay([Path(p) for p in spec.layers], upper, work, rootfs)
+            if self.userns is not None:
+                self._own_runtime_files(upper, self.userns)
+                await asyncio.to_thread(idmap.prepare_netns, slot.netns_path, sdir / SYSFS_DIR)
+            overlay.mount_overlay([Path(p) for p in spec.layers], upper, work, rootfs, idmap=self.userns)
             t["overlay"] = time.perf_counter()
             cfg = oci_config(spec, rootfs="rootfs", netns_path=slot.netns_path,
                              cgroups_path=cgroups.cgroups_path(sid, self.cgroup_parent),
                              no_new_privileges=self.no_new_privileges,
                              oom_score_adj=self.oom_score_adj, nofile=self.nofile,
-                             seccomp_filter=self.seccomp_filter)
+                             seccomp_filter=self.seccomp_filter, userns=self.userns,
+                             userns_sysfs=sdir / SYSFS_DIR)
             cfg.setdefault("annotations", {})["org.criu.config"] = str(self._criu_conf(sdir))
             (sdir / "config.json").write_text(json.dumps(cfg))
             # stdio are pipes (drained into envd.log) so CRIU can checkpoint the init
@@ -278,8 +316,13 @@ class RuncRuntime(CheckpointMixin):
         sdir = self.sandbox_dir(sandbox_id)
         for mp in sorted(overlay.mounts_under(sdir), key=len, reverse=True):
             overlay.umount(mp)
+        rng = IdRange.from_json((self._read_runtime_json(sandbox_id) or {}).get("userns"))
         os.rename(disk.mount_path(sdir) / "upper", dest)
-        await self._teardown(sandbox_id, None)
+        try:
+            if rng is not None:   # layers are 0-based on disk: shift the step's files back
+                await asyncio.to_thread(idmap.unshift_tree, dest, rng)
+        finally:
+            await self._teardown(sandbox_id, None)
 
     async def _teardown(self, sid: str, slot: NetSlot | None) -> None:
         errors: list[str] = []

@@ -8,6 +8,7 @@ crashed build's container is recognised and removed as an orphan at start-up.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from sandlot.orchestrator.envd_client import EnvdShell, Target, wait_healthy
+from sandlot.runtime import idmap
 from sandlot.runtime.base import BindMount, Runtime, SandboxSpec
 from sandlot.runtime.overlay import has_bash
 from sandlot.settings import Settings
@@ -62,6 +64,15 @@ class BuildSandboxes:
         (only if the body succeeded) and the sandbox is always removed."""
         sandbox_id = new_build_sandbox_id()
         token = secrets.token_hex(16)
+        rng = getattr(self.runtime, "userns", None)
+        if rng is not None:
+            # RUN steps are tenant code too: the build sandbox has the user namespace as well
+            # (its upper is shifted back to 0-based when it becomes a layer, runtime side).
+            # A COPY context is host-extracted: its owners move into the range so the
+            # sandbox's root reads even 0600 files and ``cp -a`` keeps the archive's owners.
+            for m in mounts or []:
+                if Path(m.source).is_dir():
+                    await asyncio.to_thread(idmap.shift_tree, Path(m.source), rng)
         spec = self._spec(sandbox_id, layers, config, token, cpu_count, memory_mb, mounts or [])
         handle = await self.runtime.create(spec)
         ok = False
