@@ -46,6 +46,7 @@ def build_services(settings: Settings, runtime: Runtime | None = None, launcher:
     from functools import partial
 
     from sandlot.runtime.envd_bundle import envd_launch
+    from sandlot.runtime.idmap import IdRange
     from sandlot.runtime.runc import RuncRuntime
 
     log_drain.MAX_BYTES = settings.sandbox_log_max_mb * 1024 * 1024
@@ -61,6 +62,7 @@ def build_services(settings: Settings, runtime: Runtime | None = None, launcher:
             nft_table=settings.instance,
             criu=settings.criu_path,
             seccomp_filter=settings.seccomp,
+            userns=IdRange.parse(settings.userns_range) if settings.userns else None,
         )
         runtime.network.allow_private = tuple(settings.egress_allow_private)   # read by its start()
     default_launcher = partial(envd_launch, runtime_dir=settings.envd_runtime_dir)
