@@ -43,6 +43,18 @@ class QuotaExceeded(Exception):
 ErrorFactory = Callable[[int, str], Exception]
 
 
+KINDS = ("concurrent_sandboxes", "snapshots", "concurrent_builds", "upload_bytes")
+"""Keys of ``teams.quotas`` overrides, each a ``SANDLOT_QUOTA_*`` setting."""
+
+
+def team_limit(session: Session, settings: Settings, team_id: str, kind: str) -> int:
+    """The team's limit of ``kind``: its override (``sandlot keys quota``), else the setting; 0 = none."""
+    team = session.get(Team, team_id)
+    overrides = (team.quotas or {}) if team is not None else {}
+    value = overrides.get(kind)
+    return int(value) if value is not None else int(getattr(settings, f"quota_{kind}"))
+
+
 def lock_team(session: Session, team_id: str) -> None:
     """Serialize quota decisions of one team until the transaction ends (see module doc)."""
     session.execute(update(Team).where(Team.id == team_id).values(name=Team.name))
@@ -69,26 +81,26 @@ def reserve_sandbox(session: Session, settings: Settings, team_id: str, sandbox_
     """Raise :class:`QuotaExceeded` unless the team may start one more sandbox; the caller
     inserts its row (or PENDING Prime row) in the same transaction. ``sandbox_id``: a
     pre-assigned id whose PENDING Prime row already holds the slot being used."""
-    limit = settings.quota_concurrent_sandboxes
-    if limit <= 0:
-        return
     lock_team(session, team_id)
-    if running_sandboxes(session, team_id, sandbox_id) >= limit:
+    most = team_limit(session, settings, team_id, "concurrent_sandboxes")
+    if most <= 0:
+        return
+    if running_sandboxes(session, team_id, sandbox_id) >= most:
         raise error(
-            429, f"you have reached the maximum number of concurrent E2B sandboxes ({limit}). "
+            429, f"you have reached the maximum number of concurrent E2B sandboxes ({most}). "
             + CONTACT.format(name="CONCURRENT_SANDBOXES")
         )
 
 
 def reserve_snapshot(session: Session, settings: Settings, team_id: str, *, error: ErrorFactory = QuotaExceeded) -> None:
-    limit = settings.quota_snapshots
-    if limit <= 0:
-        return
     lock_team(session, team_id)
+    most = team_limit(session, settings, team_id, "snapshots")
+    if most <= 0:
+        return
     count = session.scalar(select(func.count()).select_from(Snapshot).where(Snapshot.team_id == team_id)) or 0
-    if count >= limit:
+    if count >= most:
         raise error(
-            429, f"you have reached the maximum number of snapshots ({limit}); delete some first. "
+            429, f"you have reached the maximum number of snapshots ({most}); delete some first. "
             + CONTACT.format(name="SNAPSHOTS")
         )
 
@@ -103,13 +115,13 @@ def running_builds(session: Session, team_id: str) -> int:
 
 def reserve_build(session: Session, settings: Settings, team_id: str, *, error: ErrorFactory = QuotaExceeded) -> None:
     """Before a build goes ``waiting → building`` in this transaction."""
-    limit = settings.quota_concurrent_builds
-    if limit <= 0:
-        return
     lock_team(session, team_id)
-    if running_builds(session, team_id) >= limit:
+    most = team_limit(session, settings, team_id, "concurrent_builds")
+    if most <= 0:
+        return
+    if running_builds(session, team_id) >= most:
         raise error(
-            429, f"you have reached the maximum number of concurrent template builds ({limit}); "
+            429, f"you have reached the maximum number of concurrent template builds ({most}); "
             "wait for one to finish. " + CONTACT.format(name="CONCURRENT_BUILDS")
         )
 
@@ -140,6 +152,11 @@ def stored_upload_bytes(session: Session, settings: Settings, team_id: str) -> i
         except OSError:
             pass
     return total
+
+
+def upload_budget(session: Session, settings: Settings, team_id: str) -> tuple[int, int]:
+    """``(stored bytes, limit)`` for :meth:`UploadMeter.metered`."""
+    return stored_upload_bytes(session, settings, team_id), team_limit(session, settings, team_id, "upload_bytes")
 
 
 class UploadMeter:

@@ -104,6 +104,24 @@ def test_forty_concurrent_creates_admit_exactly_the_limit(quota_server: Server, 
             _kill(quota_server, key, sandbox_id)
 
 
+def test_operator_override_for_one_team(quota_server: Server, other_key: str) -> None:
+    """`sandlot keys quota TEAM --concurrent-sandboxes N` (a column on the team) beats the setting."""
+    def quota(*args: str) -> str:
+        return subprocess.run([str(SANDLOT), "keys", "quota", "quota-other", *args], env=quota_server.env(),
+                              check=True, capture_output=True, text=True).stdout
+
+    assert "team" in quota("--concurrent-sandboxes", "1")
+    first = Sandbox.create(timeout=60, api_key=other_key)
+    try:
+        with pytest.raises(RateLimitException, match=r"concurrent E2B sandboxes \(1\)"):
+            Sandbox.create(timeout=60, api_key=other_key)
+        mine = Sandbox.create(timeout=60)   # the other team's setting is the server's LIMIT
+        mine.kill()
+    finally:
+        first.kill()
+        assert "SANDLOT_QUOTA_CONCURRENT_SANDBOXES" in quota("--reset")
+
+
 def test_paused_sandboxes_do_not_count_but_resuming_one_does(quota_server: Server) -> None:
     """E2B counts running sandboxes only: pausing frees the slot, resuming needs one."""
     made = [Sandbox.create(timeout=120) for _ in range(LIMIT)]
@@ -140,6 +158,11 @@ def test_prime_pending_sandboxes_hold_their_slot(quota_server: Server) -> None:
         with httpx.Client(base_url=f"{quota_server.url}/api/v1", headers=headers, timeout=60) as client:
             for sandbox_id in made:
                 client.delete(f"/sandbox/{sandbox_id}")
+        # a Prime delete answers before a launch still in flight has stopped its sandbox
+        deadline = time.monotonic() + 120
+        while _running(quota_server, quota_server.api_key) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _running(quota_server, quota_server.api_key) == []
 
 
 def test_snapshot_quota(quota_server: Server) -> None:
@@ -194,7 +217,7 @@ def test_upload_bytes_quota(quota_server: Server, other_key: str) -> None:
 @pytest.mark.slow
 def test_concurrent_build_quota(quota_server: Server, other_key: str) -> None:
     name = f"slow-{uuid.uuid4().hex[:8]}"
-    slow = Template().from_template("base").run_cmd("sleep 20")
+    slow = Template().from_template("base").run_cmd(f"sleep 20; echo {name}")   # unique: never a cached layer
     info = Template.build_in_background(slow, name)
     headers = {"X-API-Key": quota_server.api_key}
     second = httpx.post(f"{quota_server.url}/v3/templates", json={"name": f"{name}-2"}, headers=headers).json()

@@ -157,9 +157,8 @@ async def upload_context(build_id: str, token: str, request: Request) -> dict[st
     partial = final.with_name(final.name + f".{secrets.token_hex(4)}.part")
     size = 0
     with ctx.services.db.session() as session:
-        stored = quotas.stored_upload_bytes(session, ctx.services.settings, claims.team_id)
-    chunks = quotas.UPLOADS.metered(claims.team_id, stored, ctx.services.settings.quota_upload_bytes, request.stream(),
-                                    error=PrimeError)
+        stored, limit = quotas.upload_budget(session, ctx.services.settings, claims.team_id)
+    chunks = quotas.UPLOADS.metered(claims.team_id, stored, limit, request.stream(), error=PrimeError)
     try:
         with open(partial, "wb") as handle:
             async for chunk in chunks:
