@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sandlot.quotas_cli import quota_command
 from sandlot.settings import Settings
 from sandlot.templates.cli import template_app
 
@@ -19,6 +20,7 @@ app = typer.Typer(help="Sandlot: self-hosted sandboxes for AI agents that speak 
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(template_app, name="template")  # issue 6: template build|list|delete|tag
+keys_app.command("quota")(quota_command)  # per-team quotas (sandlot/quotas_cli.py)
 console = Console(stderr=True)
 
 

@@ -81,9 +81,8 @@ def metered_upload(request: Request, team_id: str) -> AsyncIterator[bytes]:
     """The request body, cut with a 429 once the team's stored upload bytes would pass its quota."""
     services = request.app.state.services
     with services.db.session() as session:
-        stored = quotas.stored_upload_bytes(session, services.settings, team_id)
-    return quotas.UPLOADS.metered(team_id, stored, services.settings.quota_upload_bytes, request.stream(),
-                                  error=_quota_error)
+        stored, limit = quotas.upload_budget(session, services.settings, team_id)
+    return quotas.UPLOADS.metered(team_id, stored, limit, request.stream(), error=_quota_error)
 
 
 # --- 1. request a build -------------------------------------------------------------------------

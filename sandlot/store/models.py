@@ -49,6 +49,10 @@ class Team(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # --- migration 0010 ---
+    quotas: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    """The operator's per-team overrides of ``SANDLOT_QUOTA_*`` (``sandlot keys quota``), e.g.
+    ``{"concurrent_sandboxes": 100}``; absent keys use the server's settings."""
 
 
 class ApiKey(Base):
