@@ -104,6 +104,7 @@ class FrontDoor:
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=5.0, read=None, write=None, pool=None),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=60),
+            trust_env=False,   # always straight to the sandbox IP, whatever HTTP_PROXY says
         )
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -7,6 +7,7 @@ import ipaddress
 
 import httpx
 from pyqwest import Client as RPCHTTPClient
+from pyqwest import HTTPTransport
 
 from sandlot.envd.gen.process.process_connect import ProcessClient
 from sandlot.orchestrator.sandboxes import Route
@@ -20,8 +21,10 @@ class EnvdAccess:
 
     def __init__(self, envd_port: int) -> None:
         self.port = envd_port
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=300.0))
-        self._rpc_http = RPCHTTPClient()
+        # straight to the sandbox IP: no proxy from the environment, and a redirect from the
+        # sandbox is an answer, never a place to go
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=300.0), trust_env=False)
+        self._rpc_http = RPCHTTPClient(HTTPTransport(follow_redirects=False))
 
     def base_url(self, route: Route) -> str:
         """Always the sandbox's own IP (never a name or anything a request carried)."""
