@@ -13,7 +13,8 @@ must be the one the verified manifest names before umoci unpacks it. skopeo runs
 environment of its own: no host credentials (only the ones the request supplied, in a
 private auth file), no other transport than ``docker://``, registries public unless the
 operator allow-listed them (``registries.py``), and every connection — redirects included —
-through a proxy that applies the same rule (``pull_proxy.py``).
+through a proxy that applies the same rule (``pull_proxy.py``), from a network namespace
+where nothing else is reachable (``pull_netns.py``).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import ipaddress
 import json
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -36,6 +39,7 @@ from sandlot.templates.registries import DIGEST, Reference, ReferenceError, Regi
 from sandlot.templates.steps import BuildConfig
 
 SKOPEO = "/usr/bin/skopeo"
+UNSHARE = "/usr/bin/unshare"
 UMOCI = "/usr/bin/umoci"
 PULL_TIMEOUT_S = 1800
 MAX_MANIFEST_BYTES = 4 << 20
@@ -143,8 +147,16 @@ class ImageStore:
         home = Path(tempfile.mkdtemp(prefix="skopeo-", dir=self.staging))
         try:
             async with contextlib.AsyncExitStack() as stack:
-                proxy = None if _operator_proxy() else await stack.enter_async_context(pull_proxy.running(self.policy))
-                skopeo = _Skopeo(home, ref, creds, plain_http, proxy, self.policy.no_proxy)
+                skopeo = _Skopeo(home, ref, creds, plain_http)
+                if _operator_proxy():
+                    pass  # the operator's proxy decides where pulls may go
+                elif plain_http and not _literal_or_localhost(ref.host):
+                    # an allow-listed registry by DNS name: skopeo must resolve it, so no namespace
+                    skopeo.via(await stack.enter_async_context(pull_proxy.running(self.policy)), self.policy.no_proxy)
+                else:
+                    sock = home / "proxy.sock"
+                    skopeo.via(await stack.enter_async_context(pull_proxy.running(self.policy, sock)),
+                               self.policy.no_proxy, netns=_netns_wrapper(sock, ref if plain_http else None))
                 return await self._pull(ref, skopeo, progress)
         finally:
             shutil.rmtree(home, ignore_errors=True)
@@ -197,14 +209,11 @@ class _Skopeo:
     """skopeo with a private HOME: an auth file holding only the request's credentials
     (``--no-creds`` without), TLS verified unless the registry is an allow-listed private one."""
 
-    def __init__(self, home: Path, ref: Reference, creds: tuple[str, str] | None, plain_http: bool,
-                 proxy: pull_proxy.PullProxy | None, allowed: list[str]) -> None:
+    def __init__(self, home: Path, ref: Reference, creds: tuple[str, str] | None, plain_http: bool) -> None:
         self.home = home
-        self.proxy = proxy
+        self.proxy: pull_proxy.PullProxy | None = None
+        self.wrapper: list[str] = []
         self.env = _env(home)
-        if proxy is not None:  # every connection but the operator's allow-listed registries is policed
-            self.env.update(HTTPS_PROXY=proxy.url, HTTP_PROXY=proxy.url, https_proxy=proxy.url, http_proxy=proxy.url)
-            self.env["NO_PROXY"] = self.env["no_proxy"] = ",".join(["localhost", "127.0.0.1", "::1", *allowed])
         os.chmod(home, 0o700)
         auths = {}
         if creds:
@@ -216,6 +225,16 @@ class _Skopeo:
             json.dump({"auths": auths}, handle)
         self.creds = creds is not None
         self.tls = "false" if plain_http else "true"
+
+    def via(self, proxy: pull_proxy.PullProxy, allowed: list[str], netns: list[str] | None = None) -> None:
+        """Every connection but to the operator's allow-listed registries goes through ``proxy``;
+        with ``netns`` (``pull_netns``) skopeo runs where nothing else is reachable at all."""
+        self.proxy = proxy
+        self.env["NO_PROXY"] = self.env["no_proxy"] = ",".join(["localhost", "127.0.0.1", "::1", *allowed])
+        if netns is None:
+            self.env.update(HTTPS_PROXY=proxy.url, HTTP_PROXY=proxy.url, https_proxy=proxy.url, http_proxy=proxy.url)
+        else:
+            self.wrapper = netns
 
     def _auth(self, prefix: str = "") -> list[str]:
         args = [f"--{prefix}authfile", str(self.authfile), f"--{prefix}tls-verify={self.tls}"]
@@ -230,12 +249,35 @@ class _Skopeo:
                          f"oci:{layout}:img"], f"copy {ref}")
 
     async def _run(self, argv: list[str], what: str) -> bytes:
+        if not Path(argv[0]).exists():
+            raise PullError(f"{Path(argv[0]).name} is not installed (apt-get install skopeo umoci)")
         try:
-            return await _run(argv, what, self.env)
+            return await _run([*self.wrapper, *argv], what, self.env)
         except PullError:
             if self.proxy is not None and self.proxy.refused:
                 raise PullError(f"{what}: refused {self.proxy.refused[0]}") from None
             raise
+
+
+def _literal_or_localhost(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return host.lower() == "localhost"
+
+
+def _netns_wrapper(sock: Path, allowed_registry: Reference | None) -> list[str]:
+    """``unshare --net`` + ``pull_netns``; an allow-listed registry (an address or
+    ``localhost``) is forwarded into the namespace through the proxy."""
+    forwards: list[str] = []
+    if allowed_registry is not None:
+        host = allowed_registry.host
+        named = f"[{host}]" if ":" in host else host
+        for address in ["127.0.0.1", "::1"] if host.lower() == "localhost" else [host]:
+            for port in [allowed_registry.port] if allowed_registry.port else [443, 80]:
+                forwards += ["--forward", f"{address}|{port}|{named}:{port}"]
+    return [UNSHARE, "--net", sys.executable, "-m", "sandlot.templates.pull_netns", str(sock), *forwards, "--"]
 
 
 def _operator_proxy() -> bool:

@@ -9,8 +9,8 @@ honours ``HTTPS_PROXY``/``HTTP_PROXY``, so each pull gets this proxy: it resolve
 ``http://`` requests through it (absolute-form) are refused: public registries are
 spoken to over HTTPS, and the operator's allow-listed ones are in ``NO_PROXY``.
 
-What it cannot see: Go never proxies ``localhost`` or loopback literals, so a redirect to
-``http://127.0.0.1:…`` still goes direct (docs/security/supply-chain.md).
+Go never proxies ``localhost`` or loopback literals: ``pull_netns`` runs skopeo in a network
+namespace where those lead nowhere and reaches this proxy through its unix socket.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import contextlib
 import ipaddress
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from sandlot.templates.registries import ReferenceError, RegistryPolicy, addresses_of
 
@@ -40,8 +41,13 @@ class PullProxy:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+    async def start(self, unix_path: Path | None = None) -> None:
+        """On loopback TCP, or on a unix socket (which ``pull_netns`` reaches from skopeo's
+        own network namespace)."""
+        if unix_path is None:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        else:
+            self._server = await asyncio.start_unix_server(self._handle, str(unix_path))
 
     async def close(self) -> None:
         if self._server is not None:
@@ -118,9 +124,9 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 @contextlib.asynccontextmanager
-async def running(policy: RegistryPolicy) -> AsyncIterator[PullProxy]:
+async def running(policy: RegistryPolicy, unix_path: Path | None = None) -> AsyncIterator[PullProxy]:
     proxy = PullProxy(policy)
-    await proxy.start()
+    await proxy.start(unix_path)
     try:
         yield proxy
     finally:

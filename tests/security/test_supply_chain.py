@@ -458,6 +458,28 @@ def test_redirects_to_private_addresses_are_refused(pull_server: Server, registr
     assert [line for line in log.read_text().splitlines() if line != "/ready"] == []
 
 
+def test_redirects_to_host_loopback_reach_nothing(pull_server: Server, registries) -> None:
+    """Go never proxies loopback literals or ``localhost``: skopeo runs in a network namespace
+    of its own, so such a redirect finds no host service (a loopback canary logs requests)."""
+    reg, _ = registries
+    canary = FakeRegistry()  # any loopback HTTP service of the host; it logs every request
+    try:
+        builds = Builds(pull_server, pull_server.api_key)
+        port = canary.host.split(":")[1]
+        for i, target in enumerate((f"http://127.0.0.1:{port}/secret", f"http://localhost:{port}/secret",
+                                    f"https://127.0.0.1:{port}/secret")):
+            _, manifest = reg.image(f"loop{i}", "1", {"hello.txt": target.encode()})
+            reg.routes[f"/v2/loop{i}/blobs/{manifest['layers'][0]['digest']}"] = ("redirect", target.encode())
+            _, status = builds.build("loopback-redirect", fromImage=f"{reg.host}/loop{i}:1")
+            assert status["status"] == "error", (target, status)
+        assert canary.requests == []
+        # the registry itself (allow-listed, on loopback) is still reachable from that namespace
+        reg.image("loopok", "1", {"hello.txt": b"ok\n"})
+        assert builds.build("loopback-ok", fromImage=f"{reg.host}/loopok:1")[1]["status"] == "ready"
+    finally:
+        canary.close()
+
+
 # --- (c) loopback registries need the operator ------------------------------------------------------
 
 def test_loopback_registry_needs_the_operator_allow_list(server: Server, pull_server: Server, registries) -> None:
