@@ -94,7 +94,10 @@ def resolve(session: Session, team_id: str, name_or_id: str) -> Template | None:
         namespace, rest = split_namespace(name)
         own = team_slug(team_id) if team_id else None
         if namespace is None:
-            template = (_named(session, own, name) if own else None) or builtin(session, name)
+            mine = _named(session, own, name) if own else None
+            if mine is not None and mine.team_id != team_id:
+                mine = None  # a slug collision (48 bits of two team ids) never lends a bare name
+            template = mine or builtin(session, name)
         else:
             template = _named(session, namespace, rest)
             if template is None and own:   # a pre-0007 name with a '/' of the team's own
@@ -236,6 +239,8 @@ def request_build(
     if name in BUILTIN_NAMES and not _system_team(session, team_id):
         raise NameTaken(name)   # reserved even before the server built it
     template = find_named(session, team_id, name)
+    if template is not None and template.team_id != team_id:
+        raise NameTaken(name)  # two teams whose slugs collide: first come, first served
     if template is None:
         template = Template(
             id=ids.new_template_id(), team_id=team_id, public=False, cpu_count=cpu_count, memory_mb=memory_mb,
