@@ -14,13 +14,16 @@ the same policy as to everything else.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import ipaddress
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
 CHUNK = 1 << 16
+PR_SET_PDEATHSIG = 1
 IP = shutil.which("ip", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") or "ip"
 
 
@@ -60,6 +63,11 @@ async def _relay(socket_path: str, connect: str | None, reader: asyncio.StreamRe
         writer.close()
 
 
+def _die_with_parent() -> None:
+    """The server kills this wrapper on a pull's timeout: skopeo must not outlive it."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 async def main(argv: list[str]) -> int:
     split = argv.index("--")
     options, command = argv[:split], argv[split + 1:]
@@ -83,7 +91,8 @@ async def main(argv: list[str]) -> int:
             print(f"pull_netns: cannot listen on {listen}:{port}: {exc}", file=sys.stderr)
     url = f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}"
     env = dict(os.environ, HTTPS_PROXY=url, HTTP_PROXY=url, https_proxy=url, http_proxy=url)
-    process = await asyncio.create_subprocess_exec(*command, env=env, stdin=subprocess.DEVNULL)
+    process = await asyncio.create_subprocess_exec(*command, env=env, stdin=subprocess.DEVNULL,
+                                                   preexec_fn=_die_with_parent)
     code = await process.wait()
     for server in servers:
         server.close()
