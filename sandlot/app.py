@@ -73,6 +73,15 @@ def build_services(settings: Settings, runtime: Runtime | None = None, launcher:
     return Services(settings=settings, db=db, runtime=runtime, sandboxes=manager, builder=builder)
 
 
+def health_problems(services: Services) -> list[str]:
+    """Features this server cannot offer right now (``GET /health`` lists them)."""
+    problems = []
+    criu_error = getattr(services.runtime, "criu_error", None)
+    if criu_error:
+        problems.append(f"memory pause/resume, snapshots and fork are unavailable (503): {criu_error}")
+    return problems
+
+
 def create_app(services: Services) -> FrontDoor:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -107,6 +116,9 @@ def create_app(services: Services) -> FrontDoor:
     async def health() -> JSONResponse:
         if not services.ready:
             return JSONResponse({"code": 503, "message": "starting"}, status_code=503)
+        problems = health_problems(services)
+        if problems:   # still serving: what does not work, and why
+            return JSONResponse({"status": "degraded", "problems": problems})
         return JSONResponse({"status": "ok"})
 
     api.include_router(observability_routes.router)  # before /sandboxes/{id}: owns /sandboxes/metrics

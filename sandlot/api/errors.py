@@ -17,6 +17,7 @@ from fastapi.routing import iter_route_contexts
 from starlette.routing import compile_path
 
 from sandlot.api.prime import errors as prime_errors
+from sandlot.runtime.checkpoint import CriuUnavailable
 
 log = structlog.get_logger("sandlot.api")
 
@@ -63,9 +64,25 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
+def _criu_unavailable(exc: BaseException) -> str | None:
+    """The CRIU problem behind an error, however the layers in between wrapped it."""
+    seen = exc
+    for _ in range(8):
+        if isinstance(seen, CriuUnavailable):
+            return str(seen)
+        if seen.__cause__ is None:
+            return None
+        seen = seen.__cause__
+    return None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        criu = _criu_unavailable(exc)
+        if criu is not None:
+            return _respond(request, 503, "Unavailable on this server: memory pause/resume, snapshots and "
+                                          f"fork need CRIU, which is missing or broken ({criu})")
         return _respond(request, exc.status, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -57,6 +57,10 @@ CRIU_CONFIG_FILE = "criu.conf"
 a snapshot can switch its own sandbox to ``CRIU_CONFIG_COPY`` for the length of a dump."""
 
 MIN_CRIU = (4, 0)
+
+
+class CriuUnavailable(SandboxRuntimeError):
+    """No working CRIU on this host: the API answers 503 (``sandlot/api/errors.py``)."""
 SYSFS_DIR = "sys"
 """Per userns sandbox: the host-mounted sysfs of its netns, bound at ``/sys`` (``idmap.prepare_netns``)."""
 
@@ -159,7 +163,7 @@ class CheckpointMixin:
 
     def _require_criu(self) -> None:
         if self.criu_error:
-            raise SandboxRuntimeError(self.criu_error)
+            raise CriuUnavailable(self.criu_error)
 
     async def _runc_criu(self: "RuncRuntime", *args: str, log_path: Path | None = None) -> None:
         """runc with our CRIU binary; on failure the error carries the tail of CRIU's log.

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from e2b import Sandbox
 from e2b.sandbox.commands.command_handle import CommandExitException
 
-from tests.e2e.server import Server
+from sandlot import ids
+from tests.e2e.server import Server, sdk_pointed_at, unique_instance, unique_subnet
 
 SHELL_BOMB = ":(){ :|:& };:"
 PY_BOMB = (
@@ -115,3 +117,36 @@ def test_new_commands_fail_clearly_when_pids_are_exhausted(server: Server) -> No
         assert _answers(sbx).split()[0] == "alive"
     finally:
         sbx.kill()
+
+
+def test_a_server_without_criu_serves_and_says_why(tmp_path: Path) -> None:
+    """No CRIU (a fresh machine where none could be built): sandboxes work, pause/snapshot/fork
+    answer a clear 503, a filesystem-only pause still works, and /health names the problem."""
+    srv = Server(workdir=tmp_path, api_key=ids.new_api_key(), instance=unique_instance("c"),
+                 subnet=unique_subnet(13), extra_env={"SANDLOT_CRIU_PATH": "/nonexistent/criu",
+                                                      "SANDLOT_WARM_POOL_SIZE": "0"})
+    srv.start()
+    try:
+        health = httpx.get(f"{srv.url}/health").json()
+        assert health["status"] == "degraded" and "CRIU not found at /nonexistent/criu" in health["problems"][0]
+        with sdk_pointed_at(srv):
+            sbx = Sandbox.create(timeout=120)
+            try:
+                key = {"X-API-Key": srv.api_key}
+                for path, body in (("pause", {}), ("snapshots", {}), ("fork", {})):
+                    resp = httpx.post(f"{srv.url}/sandboxes/{sbx.sandbox_id}/{path}", json=body, headers=key, timeout=60)
+                    assert resp.status_code == 503, (path, resp.text)
+                    assert "need CRIU" in resp.json()["message"] and resp.json()["code"] == 503
+                assert sbx.commands.run("echo still-here").stdout.strip() == "still-here"
+                sbx.files.write("/home/user/kept.txt", "kept")
+                resp = httpx.post(f"{srv.url}/sandboxes/{sbx.sandbox_id}/pause", json={"memory": False},
+                                  headers=key, timeout=60)
+                assert resp.status_code == 204, resp.text   # a filesystem-only pause needs no CRIU
+                resp = httpx.post(f"{srv.url}/sandboxes/{sbx.sandbox_id}/resume", json={"timeout": 60},
+                                  headers=key, timeout=60)
+                assert resp.status_code == 201, resp.text
+                assert Sandbox.connect(sbx.sandbox_id).files.read("/home/user/kept.txt") == "kept"
+            finally:
+                sbx.kill()
+    finally:
+        srv.stop()
