@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.responses import JSONResponse
 
 from sandlot.api import builds as build_routes
@@ -106,7 +106,8 @@ def create_app(services: Services) -> FrontDoor:
             services.db.dispose()
 
     oom_guard = OomGuard(services.runtime)
-    api = FastAPI(title="Sandlot", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    api = FastAPI(title="Sandlot", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  dependencies=[Depends(errors.most_specific_route)])   # a wrong method is a 405 (sandlot/api/errors.py)
     api.state.services = services
     api.state.idempotency = IdempotencyCache()
     errors.install(api)

@@ -6,6 +6,8 @@ crashes on anything else, so no handler may ever emit HTML or plain text.
 
 from __future__ import annotations
 
+import functools
+import re
 import uuid
 
 import structlog
@@ -55,13 +57,39 @@ def _respond(request: Request, status: int, message: str, headers: dict[str, str
     return error_response(status, message, headers)
 
 
-def _allowed_methods(request: Request) -> str:
-    """Every method some route serves at this path (Starlette's 405 names one route's only)."""
-    methods: set[str] = set()
+@functools.lru_cache(maxsize=512)
+def _route_pattern(path: str) -> tuple[re.Pattern[str], int]:
+    """The path's regex and its specificity: how many literal characters it has."""
+    return compile_path(path)[0], len(re.sub(r"\{[^}]*\}", "", path))
+
+
+def _candidates(request: Request) -> list[tuple[int, set[str]]]:
+    """(specificity, methods) of every route whose path matches this request's."""
+    found = []
     for route in iter_route_contexts(request.app.router.routes):
-        if route.methods and route.path and compile_path(route.path)[0].match(request.url.path):
-            methods |= route.methods
-    return ", ".join(sorted(methods))
+        if route.methods and route.path:
+            pattern, specificity = _route_pattern(route.path)
+            if pattern.match(request.url.path):
+                found.append((specificity, set(route.methods)))
+    return found
+
+
+def _allowed_methods(request: Request) -> str:
+    """The methods of the most specific routes at this path (Starlette's 405 names one route's only)."""
+    found = _candidates(request)
+    top = max((specificity for specificity, _ in found), default=0)
+    return ", ".join(sorted(set().union(*(methods for specificity, methods in found if specificity == top))))
+
+
+def most_specific_route(request: Request) -> None:
+    """App-wide dependency: a path that a more specific route serves belongs to that route.
+
+    Without it ``PATCH /templates/x/builds/y`` reached the catch-all ``PATCH /templates/{id:path}``
+    and answered 400 "Field required" for template "x/builds/y"; now it is a 405 with ``Allow``."""
+    found = _candidates(request)
+    top = max((specificity for specificity, _ in found), default=0)
+    if not any(specificity == top and request.method in methods for specificity, methods in found):
+        raise StarletteHTTPException(405)
 
 
 def _criu_unavailable(exc: BaseException) -> str | None:

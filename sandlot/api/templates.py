@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 from sqlalchemy.orm import Session
 
 from sandlot.api import openapi
@@ -153,7 +153,7 @@ async def list_tags(template_id: str, request: Request, team_id: TeamId) -> list
 # --- management ------------------------------------------------------------------------------
 
 class UpdateTemplate(BaseModel):
-    public: bool | None = None
+    public: StrictBool | None = None   # 0/"yes" are not booleans (the contract run sends them)
 
 
 async def _update(template_id: str, body: UpdateTemplate, request: Request, team_id: str) -> Response:

@@ -56,6 +56,16 @@ def test_a_wrong_method_never_reaches_validation(api: httpx.Client) -> None:
     """The legitimate method still validates its body (400), the wrong one is a 405."""
     assert "templateID" in _e2b_error(api.post("/sandboxes", json={}), 400)
     _e2b_error(api.patch("/sandboxes", json={}), 405)
+    # a catch-all (PATCH /templates/{id:path}) does not swallow a more specific route's path:
+    # this used to be 400 "Field required" for a template called "x/builds/y"
+    for path, allow in (("/templates/x/builds/y", "POST"), ("/templates/x/tags", "GET"),
+                        ("/templates/aliases/a", "GET")):
+        response = api.patch(path)
+        _e2b_error(response, 405)
+        assert response.headers["allow"] == allow, path
+    assert api.patch("/templates/nosuchtemplate", json={"public": True}).status_code == 404   # the real PATCH
+    assert api.get("/sandboxes/metrics", params={"sandbox_ids": "x"}).status_code == 200
+    _e2b_error(api.delete("/sandboxes/metrics"), 405)     # not "kill the sandbox called metrics"
 
 
 def test_prime_errors_are_prime_shaped_whoever_raises_them(server: Server, api: httpx.Client) -> None:
