@@ -140,6 +140,8 @@ async def resume_now(mgr: "SandboxManager", sandbox_id: str, timeout_s: int) -> 
             handle = await mgr.runtime.resume(sandbox_id)
             try:
                 await wait_healthy(mgr._http, handle.ip, mgr.settings.envd_port, mgr.settings.envd_start_timeout_s)
+                if handle.rebooted:
+                    await mgr.reidentify(row, handle.ip)
             except BaseException:
                 await mgr.runtime.abort_resume(sandbox_id)
                 raise

@@ -253,6 +253,25 @@ class SandboxManager:
         if build.ready_cmd:
             await wait_ready(shell, build.ready_cmd, self.settings.build_ready_timeout_s)
 
+    async def reidentify(self, row: Sandbox, ip: str) -> None:
+        """Give a rebooted sandbox (filesystem-only resume) its identity again: envd started
+        from the container's config, which for a sandbox claimed from the warm pool holds the
+        pool's boot token and none of the create's env vars."""
+        with self.db.session() as session:
+            build = session.get(Build, row.build_id)
+        if build is None:
+            raise RuntimeError(f"the build of sandbox {row.id} is gone")
+        init = self._envd_init(row, build)
+        url = f"http://{ip}:{self.settings.envd_port}/init"
+        for token in (row.envd_access_token, self.pool.boot_token(build)):
+            response = await self._http.post(url, json=init, timeout=10,
+                                             headers={"X-Access-Token": token} if token else {})
+            if response.status_code < 300:
+                return
+            if response.status_code != 401:
+                break
+        raise RuntimeError(f"envd /init answered {response.status_code}: {response.text[:200]}")
+
     @staticmethod
     def _envd_init(row: Sandbox, build: Build) -> dict[str, object]:
         """envd's ``/init`` body: a built template's ENV/USER/WORKDIR (issue 6); the create request's envs win."""

@@ -39,6 +39,7 @@ class SandboxSpec:
 class SandboxHandle:
     sandbox_id: str
     ip: str                         # where the host reaches the sandbox (envd on :49983)
+    rebooted: bool = False          # a filesystem-only resume: envd started afresh from the config
 
 
 class SandboxRuntimeError(Exception):

@@ -296,7 +296,7 @@ class CheckpointMixin:
         except BaseException:
             await asyncio.shield(self._release_container(sandbox_id))
             raise
-        return SandboxHandle(sandbox_id, info["ip"])
+        return SandboxHandle(sandbox_id, info["ip"], rebooted=not marker.get("memory"))
 
     def finish_resume(self: "RuncRuntime", sandbox_id: str) -> None:
         """The restored sandbox is healthy: drop the pause marker and its image."""

@@ -110,6 +110,23 @@ def test_filesystem_only_pause_restarts_processes(server: Server) -> None:
         sbx.kill()
 
 
+def test_filesystem_only_resume_keeps_identity_of_warm_pool_sandboxes(server: Server) -> None:
+    """A sandbox claimed from the warm pool booted with the pool's token and no env vars;
+    after a reboot (filesystem-only resume) it must have its own token and envs again."""
+    Sandbox.create(timeout=30).kill()   # the template is now wanted: its pool fills
+    for _ in range(3):
+        sbx = Sandbox.create(timeout=120, envs={"MARK": "mine"})
+        try:
+            resp = _api(server, "POST", f"/sandboxes/{sbx.sandbox_id}/pause", json={"memory": False})
+            assert resp.status_code == 204, resp.text
+            resp = _api(server, "POST", f"/sandboxes/{sbx.sandbox_id}/resume", json={"timeout": 60})
+            assert resp.status_code == 201, resp.text
+            same = Sandbox.connect(sbx.sandbox_id)
+            assert same.commands.run("echo $MARK").stdout.strip() == "mine"
+        finally:
+            sbx.kill()
+
+
 @pytest.mark.asyncio
 async def test_async_pause_resume(server: Server) -> None:
     sbx = await AsyncSandbox.create(timeout=120)
