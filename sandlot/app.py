@@ -20,6 +20,7 @@ from sandlot.api import snapshots as snapshot_routes
 from sandlot.api import templates as template_routes
 from sandlot.api.prime import facade as prime_facade
 from sandlot.code_interpreter import template as code_interpreter_template
+from sandlot.orchestrator.disk_guard import DiskGuard, DiskGuardMiddleware
 from sandlot.orchestrator.oom_guard import OomGuard
 from sandlot.orchestrator.sandboxes import EnvdLauncher, SandboxManager
 from sandlot.proxy.frontdoor import FrontDoor
@@ -73,9 +74,11 @@ def build_services(settings: Settings, runtime: Runtime | None = None, launcher:
     return Services(settings=settings, db=db, runtime=runtime, sandboxes=manager, builder=builder)
 
 
-def health_problems(services: Services) -> list[str]:
+def health_problems(services: Services, disk_guard: DiskGuard | None = None) -> list[str]:
     """Features this server cannot offer right now (``GET /health`` lists them)."""
     problems = []
+    if disk_guard is not None and disk_guard.problem():
+        problems.append(str(disk_guard.problem()))
     criu_error = getattr(services.runtime, "criu_error", None)
     if criu_error:
         problems.append(f"memory pause/resume, snapshots and fork are unavailable (503): {criu_error}")
@@ -91,12 +94,14 @@ def create_app(services: Services) -> FrontDoor:
             await services.builder.start()
         code_interpreter_template.ensure_built(services)  # background build of code-interpreter-v1
         oom_guard.start()  # a sandbox's fork bomb kills the bomb, not the sandbox (issue 12)
+        disk_guard.start()  # 507 for new sandboxes and builds before the host's disk fills
         services.ready = True
         try:
             yield
         finally:
             services.ready = False
             await oom_guard.close()
+            await disk_guard.close()
             await prime_ctx.aclose()  # Prime façade (issue 7): launch tasks and envd clients
             if services.builder is not None:
                 await services.builder.close()
@@ -106,18 +111,20 @@ def create_app(services: Services) -> FrontDoor:
             services.db.dispose()
 
     oom_guard = OomGuard(services.runtime)
+    disk_guard = DiskGuard(services.settings.data_dir, services.settings.disk_min_free_mb)
     api = FastAPI(title="Sandlot", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   dependencies=[Depends(errors.most_specific_route)])   # a wrong method is a 405 (sandlot/api/errors.py)
     api.state.services = services
     api.state.idempotency = IdempotencyCache()
     errors.install(api)
+    api.add_middleware(DiskGuardMiddleware, guard=disk_guard)
     openapi.install(api)   # error statuses and bodies as served (sandlot/api/openapi.py)
 
     @api.get("/health", include_in_schema=False)
     async def health() -> JSONResponse:
         if not services.ready:
             return JSONResponse({"code": 503, "message": "starting"}, status_code=503)
-        problems = health_problems(services)
+        problems = health_problems(services, disk_guard)
         if problems:   # still serving: what does not work, and why
             return JSONResponse({"status": "degraded", "problems": problems})
         return JSONResponse({"status": "ok"})

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
 
     criu_path: str = "/usr/local/sbin/criu"
     """CRIU 4.2.x (scripts/install-criu.sh); checked with `criu check` at start-up."""
+    disk_min_free_mb: int = 2048
+    """Below this much free space in the data dir, new sandboxes, snapshots and builds get 507
+    (sandbox disks are sparse, so the disk is overcommitted: ``orchestrator/disk_guard.py``)."""
     sandbox_log_max_mb: int = 4
     """Host-side cap of a sandbox's init output (``envd.log``, rotated once to ``envd.log.1``)."""
     checkpoint_min_free_mb: int = 64

@@ -150,3 +150,28 @@ def test_a_server_without_criu_serves_and_says_why(tmp_path: Path) -> None:
                 sbx.kill()
     finally:
         srv.stop()
+
+
+def test_a_nearly_full_disk_refuses_new_sandboxes_and_builds(tmp_path: Path) -> None:
+    """Injected: a free-space floor above what the host has. Everything that takes new disk
+    answers 507 with a clear message (E2B and Prime shapes); the rest of the API works."""
+    srv = Server(workdir=tmp_path, api_key=ids.new_api_key(), instance=unique_instance("g"),
+                 subnet=unique_subnet(11), extra_env={"SANDLOT_DISK_MIN_FREE_MB": str(10**9),
+                                                      "SANDLOT_WARM_POOL_SIZE": "0"})
+    srv.start()
+    try:
+        key = {"X-API-Key": srv.api_key}
+        for path, body in (("/sandboxes", {"templateID": "base"}), ("/v2/sandboxes", {"templateID": "base"}),
+                           ("/v3/templates", {"name": "t"}), ("/templates", {"dockerfile": "FROM base"})):
+            resp = httpx.post(f"{srv.url}{path}", json=body, headers=key, timeout=30)
+            assert resp.status_code == 507, (path, resp.text)
+            assert resp.json()["code"] == 507 and "SANDLOT_DISK_MIN_FREE_MB" in resp.json()["message"]
+        prime = httpx.post(f"{srv.url}/api/v1/sandbox", json={"name": "x", "docker_image": "base"},
+                           headers={"Authorization": f"Bearer {srv.api_key}"}, timeout=30)
+        assert prime.status_code == 507 and "Insufficient storage" in prime.json()["detail"]
+        assert httpx.get(f"{srv.url}/sandboxes", headers=key).status_code == 200
+        health = httpx.get(f"{srv.url}/health").json()
+        assert health["status"] == "degraded" and any("disk nearly full" in p for p in health["problems"])
+        assert "host disk nearly full" in srv.log_tail(100)
+    finally:
+        srv.stop()
