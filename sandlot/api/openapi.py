@@ -36,7 +36,7 @@ _WHY = {
     500: "Internal server error (the message carries a request id for the server log)",
     501: "Not implemented by this server",
     502: "The sandbox's agent did not answer",
-    503: "Not ready yet (starting up or shutting down)",
+    503: "Unavailable here: the server is starting, or this host cannot offer the feature (GET /health says why)",
     507: "Not enough disk space on the server",
 }
 
@@ -80,7 +80,7 @@ def prime_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 CONNECT = {
     201: {"description": "A paused sandbox was resumed (200: it was running)",
           "content": {"application/json": {"schema": {"type": "object"}}}},
-    **errors(404, 409, 429, 507),
+    **errors(404, 409, 429, 503, 507),
 }
 """``POST /sandboxes/{id}/connect``: E2B's two success statuses."""
 

@@ -208,8 +208,8 @@ def parse_metadata_filter(raw: str | None) -> dict[str, str]:
 # --- routes -------------------------------------------------------------------------------------
 
 
-@router.post("/sandboxes", status_code=201, responses=openapi.errors(404, 409, 429, 507))
-@router.post("/v2/sandboxes", status_code=201, responses=openapi.errors(404, 409, 429, 507))
+@router.post("/sandboxes", status_code=201, responses=openapi.errors(404, 409, 429, 503, 507))
+@router.post("/v2/sandboxes", status_code=201, responses=openapi.errors(404, 409, 429, 503, 507))
 async def create_sandbox(body: NewSandbox, request: Request, team_id: TeamId) -> dict[str, Any]:
     cache = request.app.state.idempotency
     fingerprint = cache.fingerprint(body.model_dump(mode="json"))

@@ -49,7 +49,7 @@ def _snapshot_json(snap: Snapshot) -> dict[str, Any]:
     return {"snapshotID": snap.id, "names": [snap.name] if snap.name else []}
 
 
-@router.post("/sandboxes/{sandbox_id}/pause", status_code=204, responses=openapi.errors(404, 409, 507))
+@router.post("/sandboxes/{sandbox_id}/pause", status_code=204, responses=openapi.errors(404, 409, 503, 507))
 async def pause(sandbox_id: str, request: Request, team_id: TeamId, body: PauseBody | None = None) -> Response:
     try:
         await pausing.pause(_manager(request), team_id, _short_id(sandbox_id), body.memory if body else None)
@@ -58,7 +58,7 @@ async def pause(sandbox_id: str, request: Request, team_id: TeamId, body: PauseB
     return Response(status_code=204)
 
 
-@router.post("/sandboxes/{sandbox_id}/resume", status_code=201, responses=openapi.errors(404, 409, 429, 507))
+@router.post("/sandboxes/{sandbox_id}/resume", status_code=201, responses=openapi.errors(404, 409, 429, 503, 507))
 async def resume(sandbox_id: str, request: Request, response: Response, team_id: TeamId,
                  body: ResumeBody | None = None) -> dict[str, Any]:
     timeout = _checked_timeout(request, body.timeout if body else None)
@@ -71,7 +71,7 @@ async def resume(sandbox_id: str, request: Request, response: Response, team_id:
     return _sandbox_json(row, request.app.state.services.settings.domain)
 
 
-@router.post("/sandboxes/{sandbox_id}/snapshots", status_code=201, responses=openapi.errors(404, 409, 429, 507))
+@router.post("/sandboxes/{sandbox_id}/snapshots", status_code=201, responses=openapi.errors(404, 409, 429, 503, 507))
 async def create_snapshot(sandbox_id: str, request: Request, team_id: TeamId,
                           body: SnapshotBody | None = None) -> dict[str, Any]:
     name = body.name if body else None
@@ -116,7 +116,7 @@ async def delete_snapshot(snapshot_id: str, request: Request, team_id: TeamId) -
     return Response(status_code=204)
 
 
-@router.post("/sandboxes/{sandbox_id}/fork", status_code=201, responses=openapi.errors(404, 409, 429, 507))
+@router.post("/sandboxes/{sandbox_id}/fork", status_code=201, responses=openapi.errors(404, 409, 429, 503, 507))
 async def fork(sandbox_id: str, request: Request, team_id: TeamId, body: ForkBody | None = None) -> list[dict[str, Any]]:
     timeout = _checked_timeout(request, body.timeout if body else None)
     count = 1 if body is None or body.count is None else body.count

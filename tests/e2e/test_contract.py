@@ -112,6 +112,7 @@ def test_openapi_documents_served_errors(schema: dict[str, Any]) -> None:
                     assert ref.endswith("/PrimeError" if prime else "/Error"), where
     assert {"400", "401", "404", "409", "429"} <= set(schema["paths"]["/sandboxes"]["post"]["responses"])
     assert {"401", "404"} <= set(schema["paths"]["/sandboxes/{sandbox_id}"]["get"]["responses"])
+    assert {"404", "409", "503", "507"} <= set(schema["paths"]["/sandboxes/{sandbox_id}/pause"]["post"]["responses"])
     assert "400" not in schema["paths"]["/sandboxes/{sandbox_id}"]["get"]["responses"]   # nothing to reject there
     assert {"401", "404", "422", "429"} <= set(schema["paths"]["/api/v1/sandbox"]["post"]["responses"])
 
