@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from sandlot.api import openapi
+from sandlot.api import limits, openapi
 from sandlot.api.auth import TeamId
 from sandlot import quotas
 from sandlot.api.errors import APIError
@@ -92,7 +92,7 @@ class BuildRequestV3(BaseModel):
 
     name: str | None = Field(default=None, max_length=255)
     alias: str | None = Field(default=None, max_length=255)
-    tags: list[str] | None = None
+    tags: limits.texts(32, 128) | None = None
     cpu_count: int | None = Field(default=None, alias="cpuCount")
     memory_mb: int | None = Field(default=None, alias="memoryMB")
     min_free_disk_mb: int | None = Field(default=None, alias="minFreeDiskMb")
@@ -175,13 +175,13 @@ async def upload_files(template_id: str, files_hash: str, token: str, request: R
 class BuildStartV2(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
-    from_image: str | None = Field(default=None, alias="fromImage")
-    from_template: str | None = Field(default=None, alias="fromTemplate")
-    from_image_registry: dict[str, Any] | None = Field(default=None, alias="fromImageRegistry")
+    from_image: str | None = Field(default=None, alias="fromImage", max_length=1024)
+    from_template: str | None = Field(default=None, alias="fromTemplate", max_length=limits.NAME)
+    from_image_registry: limits.JsonObject | None = Field(default=None, alias="fromImageRegistry")
     force: bool = False
-    steps: list[dict[str, Any]] = Field(default_factory=list)
-    start_cmd: str | None = Field(default=None, alias="startCmd")
-    ready_cmd: str | None = Field(default=None, alias="readyCmd")
+    steps: list[limits.JsonObject] = Field(default_factory=list, max_length=1000)
+    start_cmd: str | None = Field(default=None, alias="startCmd", max_length=limits.COMMAND)
+    ready_cmd: str | None = Field(default=None, alias="readyCmd", max_length=limits.COMMAND)
 
 
 @router.post("/v2/templates/{template_id}/builds/{build_id}", status_code=202, responses=openapi.errors(404, 409, 429))
@@ -268,8 +268,8 @@ async def request_build_v2(body: BuildRequestV3, request: Request, team_id: Team
 
 class BuildRequestV1(BuildRequestV3):
     dockerfile: str = Field(min_length=1, max_length=200_000)
-    start_cmd: str | None = Field(default=None, alias="startCmd")
-    ready_cmd: str | None = Field(default=None, alias="readyCmd")
+    start_cmd: str | None = Field(default=None, alias="startCmd", max_length=limits.COMMAND)
+    ready_cmd: str | None = Field(default=None, alias="readyCmd", max_length=limits.COMMAND)
 
 
 def dockerfile_steps(dockerfile: str) -> dict[str, Any]:

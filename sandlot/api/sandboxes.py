@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from sandlot.api import openapi
+from sandlot.api import limits, openapi
 from sandlot.api.auth import TeamId
 from sandlot.api.errors import APIError, not_found_sandbox
 from sandlot.orchestrator import pausing, snapshots
@@ -36,13 +36,13 @@ class _Body(BaseModel):
 
 class NetworkConfig(_Body):
     allow_public_traffic: bool | None = Field(None, alias="allowPublicTraffic")
-    allow_out: list[str] | None = Field(None, alias="allowOut")
-    deny_out: list[str] | None = Field(None, alias="denyOut")
-    mask_request_host: str | None = Field(None, alias="maskRequestHost")
-    dns_servers: list[str] | None = Field(None, alias="dnsServers")
-    https_ports: list[int] | None = Field(None, alias="httpsPorts")
-    egress_proxy: dict[str, Any] | None = Field(None, alias="egressProxy")
-    rules: dict[str, Any] | None = None
+    allow_out: limits.NetworkList | None = Field(None, alias="allowOut")
+    deny_out: limits.NetworkList | None = Field(None, alias="denyOut")
+    mask_request_host: str | None = Field(None, alias="maskRequestHost", max_length=limits.NAME)
+    dns_servers: limits.texts(8) | None = Field(None, alias="dnsServers")
+    https_ports: list[int] | None = Field(None, alias="httpsPorts", max_length=64)
+    egress_proxy: limits.JsonObject | None = Field(None, alias="egressProxy")
+    rules: limits.JsonObject | None = None
 
     def stored(self) -> dict[str, Any]:
         """The camelCase form kept in the store and applied by the orchestrator."""
@@ -52,11 +52,11 @@ class NetworkConfig(_Body):
 class NetworkUpdate(_Body):
     """``PUT /sandboxes/{id}/network``: replaces the egress rules; omitted fields are cleared."""
 
-    allow_out: list[str] | None = Field(None, alias="allowOut")
-    deny_out: list[str] | None = Field(None, alias="denyOut")
-    dns_servers: list[str] | None = Field(None, alias="dnsServers")
-    egress_proxy: dict[str, Any] | None = Field(None, alias="egressProxy")
-    rules: dict[str, Any] | None = None
+    allow_out: limits.NetworkList | None = Field(None, alias="allowOut")
+    deny_out: limits.NetworkList | None = Field(None, alias="denyOut")
+    dns_servers: limits.texts(8) | None = Field(None, alias="dnsServers")
+    egress_proxy: limits.JsonObject | None = Field(None, alias="egressProxy")
+    rules: limits.JsonObject | None = None
     allow_internet_access: StrictBool | None = None
 
 
@@ -82,10 +82,10 @@ class NewSandbox(_Body):
     auto_resume: AutoResume | None = Field(None, alias="autoResume")
     allow_internet_access: StrictBool | None = None
     network: NetworkConfig | None = None
-    metadata: dict[str, str] | None = None
-    env_vars: dict[str, str] | None = Field(None, alias="envVars")
-    mcp: dict[str, Any] | None = None
-    volume_mounts: list[dict[str, Any]] | None = Field(None, alias="volumeMounts")
+    metadata: limits.Metadata | None = None
+    env_vars: limits.EnvVars | None = Field(None, alias="envVars")
+    mcp: limits.JsonObject | None = None
+    volume_mounts: limits.JsonObjects | None = Field(None, alias="volumeMounts")
     secure: bool | None = None
 
 

@@ -29,13 +29,15 @@ MAX_CONTEXT_BYTES = 4 << 30
 
 class BuildBody(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    image_name: str | None = Field(None, validation_alias=AliasChoices("image_name", "imageName"))
-    image_tag: str | None = Field(None, validation_alias=AliasChoices("image_tag", "imageTag"))
-    dockerfile_path: str = Field("Dockerfile", validation_alias=AliasChoices("dockerfile_path", "dockerfilePath"))
-    source_image: str | None = Field(None, validation_alias=AliasChoices("source_image", "sourceImage"))
-    platform: str = "linux/amd64"
-    visibility: str | None = None
-    team_id: str | None = Field(None, validation_alias=AliasChoices("team_id", "teamId"))
+    image_name: str | None = Field(None, validation_alias=AliasChoices("image_name", "imageName"), max_length=255)
+    image_tag: str | None = Field(None, validation_alias=AliasChoices("image_tag", "imageTag"), max_length=128)
+    dockerfile_path: str = Field("Dockerfile", validation_alias=AliasChoices("dockerfile_path", "dockerfilePath"),
+                                 max_length=1024)
+    source_image: str | None = Field(None, validation_alias=AliasChoices("source_image", "sourceImage"),
+                                     max_length=1024)
+    platform: str = Field("linux/amd64", max_length=64)
+    visibility: str | None = Field(None, max_length=32)
+    team_id: str | None = Field(None, validation_alias=AliasChoices("team_id", "teamId"), max_length=64)
 
 
 class StartBody(BaseModel):

@@ -7,11 +7,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import JSONResponse
 
 from sandlot import ids
-from sandlot.api import openapi
+from sandlot.api import limits, openapi
 from sandlot.api.auth import TeamId
 from sandlot.api.prime import image_builds, image_refs, records
 from sandlot.api.prime.context import PrimeContext, prime
@@ -31,37 +31,44 @@ class _Body(BaseModel):
 
 class StartCommand(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    executable: str = Field(min_length=1)
-    args: list[str] = Field(default_factory=list)
+    executable: str = Field(min_length=1, max_length=4096)
+    args: list[str] = Field(default_factory=list, max_length=1024)
+
+    @field_validator("args")
+    @classmethod
+    def _args_size(cls, args: list[str]) -> list[str]:
+        if sum(len(a.encode()) for a in args) > limits.COMMAND * 4:
+            raise ValueError(f"start_command.args take more than {limits.COMMAND * 4} bytes")
+        return args
 
 
 class CreateBody(_Body):
     name: str = Field(min_length=1, max_length=100)
-    docker_image: str | None = Field(None, min_length=1)
-    checkpoint_id: str | None = None
+    docker_image: str | None = Field(None, min_length=1, max_length=1024)
+    checkpoint_id: str | None = Field(None, max_length=limits.NAME)
     start_command: StartCommand | None = None
     cpu_cores: float = Field(1.0, gt=0, le=16)
     memory_gb: float = Field(1.0, gt=0, le=64)
     disk_size_gb: float = Field(5.0, gt=0, le=1000)
     gpu_count: int = Field(0, ge=0)
     timeout_minutes: int = Field(60, ge=1, le=1440)
-    environment_vars: dict[str, str] | None = None
-    secrets: dict[str, str] | None = None
-    labels: list[str] = Field(default_factory=list)
-    network_allowlist: list[str] | None = Field(None, max_length=1024)
-    network_denylist: list[str] | None = Field(None, max_length=1024)
-    region: str | None = None
-    volumes: list[dict[str, Any]] | None = None
+    environment_vars: limits.EnvVars | None = None
+    secrets: limits.EnvVars | None = None
+    labels: limits.Labels = Field(default_factory=list)
+    network_allowlist: limits.NetworkList | None = None
+    network_denylist: limits.NetworkList | None = None
+    region: str | None = Field(None, max_length=64)
+    volumes: limits.JsonObjects | None = None
     idempotency_key: str | None = Field(None, min_length=1, max_length=128)
 
 
 class BulkDeleteBody(_Body):
-    sandbox_ids: list[str] | None = Field(None, max_length=500)
-    labels: list[str] | None = Field(None, max_length=50)
+    sandbox_ids: limits.texts(500, 64) | None = None
+    labels: limits.texts(50, limits.LABEL) | None = None
 
 
 class BatchStatusBody(_Body):
-    sandbox_ids: list[str] = Field(max_length=100)
+    sandbox_ids: limits.texts(100, 64)
 
 
 def _auth_json(ctx: PrimeContext, request: Request, sandbox_id: str, team_id: str) -> dict[str, Any]:
