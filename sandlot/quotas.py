@@ -57,7 +57,8 @@ def team_limit(session: Session, settings: Settings, team_id: str, kind: str) ->
 
 def lock_team(session: Session, team_id: str) -> None:
     """Serialize quota decisions of one team until the transaction ends (see module doc)."""
-    session.execute(update(Team).where(Team.id == team_id).values(name=Team.name))
+    stmt = update(Team).where(Team.id == team_id).values(name=Team.name)
+    session.execute(stmt.execution_options(synchronize_session=False))
 
 
 def running_sandboxes(session: Session, team_id: str, exclude_id: str | None = None) -> int:

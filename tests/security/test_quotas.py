@@ -15,12 +15,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
 from e2b import RateLimitException, Sandbox, Template
 
 from sandlot import ids
+from tests.e2e.prime_clients import call
 from tests.e2e.server import SANDLOT, Server, sdk_pointed_at
 
 pytestmark = pytest.mark.timeout(600)
@@ -239,3 +241,17 @@ def test_concurrent_build_quota(quota_server: Server, other_key: str) -> None:
         status = Template.get_build_status(info, logs_offset=0)
     assert status.status.value == "ready"
     assert httpx.post(start, json=steps, headers=headers).status_code == 202
+
+
+@pytest.mark.slow
+def test_unmodified_prime_sdk_reports_the_quota(quota_server: Server, tmp_path: Path) -> None:
+    """The Prime SDK retries a 429 (after 10 s and 30 s) and then raises with the server's detail."""
+    made = [Sandbox.create(timeout=120) for _ in range(LIMIT)]
+    try:
+        home = tmp_path / "home"
+        home.mkdir()
+        out = call(quota_server, home, "create", {"name": "over", "docker_image": "base"}, timeout=180)
+        assert out["error"] == "APIError" and out["message"].startswith(f"HTTP 429: {MESSAGE}"), out
+    finally:
+        for sbx in made:
+            sbx.kill()
