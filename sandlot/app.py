@@ -21,6 +21,7 @@ from sandlot.api import templates as template_routes
 from sandlot.api.prime import facade as prime_facade
 from sandlot.code_interpreter import template as code_interpreter_template
 from sandlot.orchestrator.disk_guard import DiskGuard, DiskGuardMiddleware
+from sandlot.orchestrator.lxcfs_watch import LxcfsWatch
 from sandlot.orchestrator.oom_guard import OomGuard
 from sandlot.orchestrator.sandboxes import EnvdLauncher, SandboxManager
 from sandlot.proxy.frontdoor import FrontDoor
@@ -95,6 +96,8 @@ def create_app(services: Services) -> FrontDoor:
         code_interpreter_template.ensure_built(services)  # background build of code-interpreter-v1
         oom_guard.start()  # a sandbox's fork bomb kills the bomb, not the sandbox (issue 12)
         disk_guard.start()  # 507 for new sandboxes and builds before the host's disk fills
+        if services.settings.lxcfs:
+            lxcfs_watch.start()  # a dead lxcfs is restarted under the running sandboxes
         services.ready = True
         try:
             yield
@@ -102,6 +105,7 @@ def create_app(services: Services) -> FrontDoor:
             services.ready = False
             await oom_guard.close()
             await disk_guard.close()
+            await lxcfs_watch.close()
             await prime_ctx.aclose()  # Prime façade (issue 7): launch tasks and envd clients
             if services.builder is not None:
                 await services.builder.close()
@@ -111,6 +115,7 @@ def create_app(services: Services) -> FrontDoor:
             services.db.dispose()
 
     oom_guard = OomGuard(services.runtime)
+    lxcfs_watch = LxcfsWatch(services.settings.lxcfs_dir, services.runtime)
     disk_guard = DiskGuard(services.settings.data_dir, services.settings.disk_min_free_mb)
     api = FastAPI(title="Sandlot", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   dependencies=[Depends(errors.most_specific_route)])   # a wrong method is a 405 (sandlot/api/errors.py)

@@ -78,6 +78,8 @@ class Settings(BaseSettings):
 
     criu_path: str = "/usr/local/sbin/criu"
     """CRIU 4.2.x (scripts/install-criu.sh); checked with `criu check` at start-up."""
+    lxcfs_path: Path | None = None
+    """Where lxcfs is mounted (default ``<data dir>/lxcfs``, shared by the servers of a data dir)."""
     disk_min_free_mb: int = 2048
     """Below this much free space in the data dir, new sandboxes, snapshots and builds get 507
     (sandbox disks are sparse, so the disk is overcommitted: ``orchestrator/disk_guard.py``)."""
@@ -185,7 +187,7 @@ class Settings(BaseSettings):
     @property
     def lxcfs_dir(self) -> Path:
         """One lxcfs mount for every server sharing the data dir."""
-        return self.data_dir / "lxcfs"
+        return self.lxcfs_path or self.data_dir / "lxcfs"
 
     @property
     def envd_runtime_dir(self) -> Path:

@@ -7,7 +7,10 @@ printed (``-s``) for docs/reliability.md, never asserted on.
 
 from __future__ import annotations
 
+import os
+import signal
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -175,3 +178,45 @@ def test_a_nearly_full_disk_refuses_new_sandboxes_and_builds(tmp_path: Path) -> 
         assert "host disk nearly full" in srv.log_tail(100)
     finally:
         srv.stop()
+
+
+def _memtotal_kb(sbx: Sandbox) -> int | None:
+    try:
+        out = sbx.commands.run("cat /proc/meminfo", timeout=30).stdout
+    except CommandExitException:
+        return None   # ENOTCONN: the view is dead
+    return int(out.split("MemTotal:")[1].split()[0])
+
+
+@pytest.mark.slow
+def test_a_killed_lxcfs_is_repaired_under_running_sandboxes(tmp_path: Path) -> None:
+    """Injected: SIGKILL to lxcfs (this server's own one, not the machine's shared one)."""
+    mount = tmp_path / "lxcfs"
+    srv = Server(workdir=tmp_path, api_key=ids.new_api_key(), instance=unique_instance("x"),
+                 subnet=unique_subnet(9), extra_env={"SANDLOT_LXCFS_PATH": str(mount), "SANDLOT_WARM_POOL_SIZE": "0"})
+    srv.start()
+    try:
+        with sdk_pointed_at(srv):
+            sbx = Sandbox.create(timeout=180)
+            try:
+                assert _memtotal_kb(sbx) == 512 * 1024   # its own memory, not the host's
+                daemon = int((tmp_path / "lxcfs.pid").read_text())
+                os.kill(daemon, signal.SIGKILL)
+                seen = []
+                for _ in range(40):   # the server checks every 2 s
+                    seen.append(_memtotal_kb(sbx))
+                    if seen[-1] == 512 * 1024 and "lxcfs repaired" in srv.log_tail(200):
+                        break
+                    time.sleep(0.5)
+                assert seen[-1] == 512 * 1024, seen
+                assert "live_views=1" in srv.log_tail(200)
+                fresh = Sandbox.create(timeout=60)   # and new sandboxes get the new lxcfs
+                try:
+                    assert _memtotal_kb(fresh) == 512 * 1024
+                finally:
+                    fresh.kill()
+            finally:
+                sbx.kill()
+    finally:
+        srv.stop()
+        subprocess.run(["umount", "-l", str(mount)], check=False)   # its lxcfs exits with the mount
