@@ -58,9 +58,9 @@ class Settings(BaseSettings):
     """Off by default: E2B's contract includes passwordless sudo for ``user``."""
     seccomp: bool = True
     lxcfs: bool = True
-    userns: bool = False
+    userns: bool = True
     """Sandboxes run in a user namespace: their root is ``userns_range``'s base on the host
-    (docs/security/userns.md). Off: sandbox root is host root (as before)."""
+    (docs/security/userns.md). Off: sandbox root is host root."""
     userns_range: str = "1000000000:65536"
     """``BASE:SIZE`` host ids that sandbox ids 0..SIZE-1 map to (SIZE >= 65536), one range per server."""
     """Sandboxes see their own memory, CPUs and uptime in /proc (``runtime/lxcfs.py``)."""

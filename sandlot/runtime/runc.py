@@ -53,7 +53,7 @@ class RuncRuntime(CheckpointMixin):
                  oom_score_adj: int = -900, net_prefix: str = "sl",
                  nft_table: str = "sandlot", cgroup_parent: str | None = None,
                  criu: str = "/usr/local/sbin/criu", seccomp_filter: bool = True,
-                 userns: IdRange | None = None) -> None:
+                 userns: IdRange | None = idmap.DEFAULT_RANGE) -> None:
         self.data_dir = Path(data_dir)
         self.sandboxes_dir = self.data_dir / "sandboxes"
         self.state_dir = Path(state_dir)

@@ -191,3 +191,66 @@ def test_owners_survive_pause_resume_and_fork(userns_server: Server) -> None:
         for clone in clones:
             clone.kill()
         src.kill()
+
+
+@pytest.mark.slow
+def test_sandbox_paused_without_userns_resumes_as_it_was(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A sandbox paused by a server without user namespaces (or before them) comes back as
+    it was under a server that has them, and new sandboxes there get the range."""
+    srv = Server(workdir=tmp_path_factory.mktemp("userns-upgrade"), api_key=ids.new_api_key(),
+                 extra_env={"SANDLOT_USERNS": "false"})
+    srv.start()
+    try:
+        with sdk_pointed_at(srv):
+            old = Sandbox.create(timeout=300)
+            old.files.write("/home/user/old.txt", "old", user="user")
+            assert " ".join(old.commands.run("cat /proc/self/uid_map").stdout.split()) == "0 0 4294967295"
+            assert old.pause() is True
+        srv.stop()
+        srv.extra_env["SANDLOT_USERNS"] = "true"
+        srv.start()
+        with sdk_pointed_at(srv):
+            resumed = Sandbox.connect(old.sandbox_id, timeout=300)
+            assert resumed.files.read("/home/user/old.txt") == "old"
+            assert " ".join(resumed.commands.run("cat /proc/self/uid_map").stdout.split()) == "0 0 4294967295"
+            assert os.lstat(_upper(srv, old.sandbox_id) / "home" / "user" / "old.txt").st_uid == 1000
+            new = Sandbox.create(timeout=120)
+            assert " ".join(new.commands.run("cat /proc/self/uid_map").stdout.split()) == f"0 {BASE} {RANGE.size}"
+            new.kill()
+            resumed.kill()
+    finally:
+        srv.reset()
+
+
+@pytest.mark.slow
+def test_template_build_steps_run_in_the_range_and_layers_stay_0_based(userns_server: Server,
+                                                                     tmp_path: Path) -> None:
+    """A RUN step is tenant code: it runs as the range's root too. Its layer is stored
+    0-based (set-id bits kept), so sandboxes of the template see the owners the step made,
+    and a COPY'd 0600 file of the context is readable by the step's root."""
+    from e2b import Template
+
+    (tmp_path / "secret.txt").write_text("ctx")
+    os.chmod(tmp_path / "secret.txt", 0o600)
+    tag = ids.new_api_key()[-10:]
+    tpl = (Template(file_context_path=str(tmp_path)).from_template("base").set_user("root")
+           .run_cmd(f"cat /proc/self/uid_map > /opt/build-map && mkdir -p /opt/owned && chown 1000:1000 /opt/owned "
+                    f"&& cp /bin/cat /opt/suid && chmod 4755 /opt/suid && echo {tag} > /opt/tag")
+           .copy("secret.txt", "/opt/secret.txt", user="user"))
+    name = f"userns-{tag}"
+    Template.build(tpl, name, cpu_count=1, memory_mb=512)
+    s = Sandbox.create(name, timeout=120)
+    try:
+        assert " ".join(s.commands.run("cat /opt/build-map").stdout.split()) == f"0 {BASE} {RANGE.size}"
+        assert s.commands.run("stat -c '%U %a' /opt/owned /opt/suid /opt/secret.txt").stdout.split() == \
+            ["user", "755", "root", "4755", "user", "600"]
+        assert s.commands.run("cat /opt/secret.txt", user="user").stdout == "ctx"
+        assert s.commands.run(f"cat /opt/tag").stdout.strip() == tag
+    finally:
+        s.kill()
+    # on the host, the committed layer holding /opt/tag is 0-based
+    layers = [p for p in (DATA_DIR / "templates" / "layers").glob("*/fs/opt/tag") if tag in p.read_text()]
+    assert layers, "layer not found"
+    opt = layers[0].parent
+    assert (os.lstat(opt / "owned").st_uid, os.lstat(opt / "suid").st_uid) == (1000, 0)
+    assert stat.S_IMODE(os.lstat(opt / "suid").st_mode) == 0o4755
