@@ -19,6 +19,7 @@ from fastapi.routing import iter_route_contexts
 from starlette.routing import compile_path
 
 from sandlot.api.prime import errors as prime_errors
+from sandlot.api.prime.errors import route_path
 from sandlot.runtime.checkpoint import CriuUnavailable
 
 log = structlog.get_logger("sandlot.api")
@@ -69,7 +70,7 @@ def _candidates(request: Request) -> list[tuple[int, set[str]]]:
     for route in iter_route_contexts(request.app.router.routes):
         if route.methods and route.path:
             pattern, specificity = _route_pattern(route.path)
-            if pattern.match(request.url.path):
+            if pattern.match(route_path(request)):
                 found.append((specificity, set(route.methods)))
     return found
 

@@ -19,9 +19,17 @@ M = TypeVar("M", bound=BaseModel)
 PREFIX = "/api/v1"
 
 
+def route_path(request: Request) -> str:
+    """The path the router matched, as Starlette sees it: ``request.url.path`` goes through
+    ``urlsplit``, which drops control characters (``/sandbox/%0D`` would read as ``/sandbox/``)."""
+    path: str = request.scope["path"]
+    root = request.scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root + "/") else path
+
+
 def applies(request: Request) -> bool:
     """Whether ``request`` is a Prime API call (its errors answer in Prime's shape)."""
-    path = request.url.path
+    path = route_path(request)
     return path == PREFIX or path.startswith(PREFIX + "/")
 
 
