@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import oom, seccomp
+from . import host_limits, oom, seccomp
 from .base import SandboxSpec
 from . import idmap
 from .idmap import IdRange
@@ -78,7 +78,7 @@ def oci_config(spec: SandboxSpec, *, rootfs: str, netns_path: str, cgroups_path:
             "env": [f"{k}={v}" for k, v in env.items()],
             "cwd": "/",
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+            "rlimits": host_limits.sandbox_rlimits(nofile),   # shared per-uid limits: see host_limits.py
             "noNewPrivileges": bool(no_new_privileges),
         },
         "root": {"path": rootfs, "readonly": False},

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sandlot import tenant_fs
 
-from . import cgroups, disk, idmap, overlay, seccomp
+from . import cgroups, disk, host_limits, idmap, overlay, seccomp
 from .usage import Usage, oom_killed, read_usage
 from .base import SandboxHandle, SandboxRuntimeError, SandboxSpec, validate_sandbox_id
 from .bundle import DEFAULT_CAPS, oci_config
@@ -107,6 +107,7 @@ class RuncRuntime(CheckpointMixin):
             self.criu_error = str(e)
             log.error("pause/resume, snapshots and fork are unavailable: %s", e)
         await self.cleanup_stale()
+        host_limits.raise_host_limits()   # before any sandbox inherits the server's rlimits
         # a host reboot took their netns; a paused sandbox resumes at its own IP
         await self.network.start(recreate=self._paused_without_netns())
 
