@@ -393,6 +393,16 @@ table arp {self.table} {{
                 Path("/proc/sys/net/ipv4/ip_forward").write_text(self._old_ip_forward)
         self._started = False
 
+    def set_allow_private(self, cidrs: tuple[str, ...] | list[str]) -> None:
+        """Replace the operator's allow-list of private CIDRs (in force at once if started)."""
+        self.allow_private = tuple(str(ipaddress.IPv4Network(c, strict=False)) for c in cidrs)
+        if self._started:
+            t = f"inet {self.table}"
+            cmd = f"flush set {t} lan_allow\n"
+            if self.allow_private:
+                cmd += f"add element {t} lan_allow {{ {', '.join(self.allow_private)} }}\n"
+            self._nft_cmd(cmd)
+
     # --- egress policies --------------------------------------------------------------
 
     def index_of(self, sandbox_ip: str) -> int:

@@ -441,6 +441,7 @@ async def test_egress_is_forwarded_and_masqueraded(runtime, base_rootfs):
             "open('/tmp/peer.txt', 'w').write(c.recv(100).decode())\n"
             "time.sleep(1000)\n")
     s = spec([base_rootfs], ["python3", "-c", code])
+    runtime.network.set_allow_private([up_ip])   # a private address: only an operator's allow-list opens it
     try:
         await runtime.create(s)
         peer = await wait_file(rootfs_of(runtime, s.sandbox_id) / "tmp/peer.txt", timeout=20)
