@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     # --- template builds ---
     build_max_concurrent: int = 2
     build_min_memory_mb: int = 1024
+    build_disk_mb: int = 20 * 1024
+    """Disk of a build sandbox (a sparse image, like ``diskSizeMB``): what one build step may write."""
     """Build sandboxes get at least this much memory (pip/apt need more than a small template)."""
     build_step_timeout_s: float = 1800.0
     build_ready_timeout_s: float = 120.0

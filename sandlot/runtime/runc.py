@@ -306,20 +306,29 @@ class RuncRuntime(CheckpointMixin):
         await self._teardown(sandbox_id, None)
 
     async def kill_keeping_upper(self, sandbox_id: str, dest: Path) -> None:
-        """Kill the sandbox but first move its overlay upper dir to ``dest`` (same
-        filesystem, so the sandbox must have no disk image): template builds keep each
-        step's changes as a layer."""
+        """Kill the sandbox but first move its overlay upper dir to ``dest``: template
+        builds keep each step's changes as a layer. A sandbox with a disk image (a build
+        sandbox's disk limit) has its upper copied out of the image instead."""
         validate_sandbox_id(sandbox_id)
         state = self._read_state(sandbox_id) or {}
         await self._runc("kill", sandbox_id, "KILL", check=False)
         if state.get("init_process_pid"):
             await self._wait_exit(int(state["init_process_pid"]), state.get("init_process_start"))
         sdir = self.sandbox_dir(sandbox_id)
+        in_image = disk.image_path(sdir).exists()
         for mp in sorted(overlay.mounts_under(sdir), key=len, reverse=True):
-            overlay.umount(mp)
+            if not (in_image and Path(mp) == disk.mount_path(sdir)):   # the image: after the copy
+                overlay.umount(mp)
         rng = IdRange.from_json((self._read_runtime_json(sandbox_id) or {}).get("userns"))
-        os.rename(disk.mount_path(sdir) / "upper", dest)
         try:
+            if in_image:
+                upper = disk.mount_path(sdir) / "upper"
+                await disk.copy_upper(upper, dest)
+                st = upper.stat()   # the copy's top dir is new: give it the upper's owner and mode
+                os.chown(dest, st.st_uid, st.st_gid)
+                os.chmod(dest, st.st_mode & 0o7777)
+            else:
+                os.rename(disk.mount_path(sdir) / "upper", dest)
             if rng is not None:   # layers are 0-based on disk: shift the step's files back
                 await asyncio.to_thread(idmap.unshift_tree, dest, rng)
         finally:

@@ -54,6 +54,7 @@ class BuildSandboxes:
         return SandboxSpec(
             sandbox_id=sandbox_id, layers=layers, cpu_count=cpu_count,
             memory_mb=max(memory_mb, self.settings.build_min_memory_mb), pids_limit=self.settings.pids_limit,
+            disk_mb=self.settings.build_disk_mb,   # a build's RUN steps fill their own disk, not the host's
             args=argv, env=env, mounts=all_mounts + mounts, hostname="e2b",
         )
 

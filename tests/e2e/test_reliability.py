@@ -220,3 +220,30 @@ def test_a_killed_lxcfs_is_repaired_under_running_sandboxes(tmp_path: Path) -> N
     finally:
         srv.stop()
         subprocess.run(["umount", "-l", str(mount)], check=False)   # its lxcfs exits with the mount
+
+
+@pytest.mark.slow
+def test_a_build_step_fills_its_own_disk_not_the_hosts(tmp_path: Path) -> None:
+    """A RUN step that writes past the build disk (SANDLOT_BUILD_DISK_MB) fails with ENOSPC;
+    a step within it becomes a layer as before (copied out of the disk image), owners kept."""
+    from e2b import Template
+    from e2b.exceptions import BuildException
+
+    srv = Server(workdir=tmp_path, api_key=ids.new_api_key(), instance=unique_instance("u"),
+                 subnet=unique_subnet(15), extra_env={"SANDLOT_BUILD_DISK_MB": "96", "SANDLOT_WARM_POOL_SIZE": "0"})
+    srv.start()
+    tag = os.urandom(5).hex()
+    try:
+        with sdk_pointed_at(srv):
+            big = Template().from_template("base").run_cmd(f"echo {tag}; dd if=/dev/zero of=/home/user/big bs=1M count=200")
+            with pytest.raises(BuildException) as err:
+                Template.build(big, f"disk-full-{tag}")
+            assert "No space left on device" in str(err.value)
+            small = (Template().from_template("base")
+                     .run_cmd(f"echo {tag} > /home/user/kept && mkfifo /tmp/fifo"))
+            Template.build(small, f"disk-ok-{tag}")
+            with Sandbox.create(f"disk-ok-{tag}", timeout=60) as sbx:
+                out = sbx.commands.run("cat /home/user/kept; stat -c '%U %F' /home/user/kept /tmp/fifo").stdout
+                assert out.split("\n")[:3] == [tag, "user regular file", "user fifo"]
+    finally:
+        srv.stop()
