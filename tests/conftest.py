@@ -1,4 +1,4 @@
-"""Fixtures: one real server per test session, SDK environment pointing at it."""
+"""Fixtures: one real server per test session (e2e and security tests share it), SDK environment pointing at it."""
 
 from __future__ import annotations
 
