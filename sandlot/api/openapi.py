@@ -42,6 +42,10 @@ _WHY = {
 
 
 _BODIES: list[type[BaseModel]] = []
+SECURITY_SCHEMES = {   # sandlot/api/auth.py: either header carries the team's API key
+    "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "BearerAuth": {"type": "http", "scheme": "bearer"},
+}
 
 
 class Error(BaseModel):
@@ -141,6 +145,7 @@ def _complete(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
             shared = [500]
             if _needs_key(route):
                 shared.append(401)
+                operation["security"] = [{"ApiKeyAuth": []}, {"BearerAuth": []}]
             if _has_input(operation):
                 shared.append(422 if prime else 400)
             for status in shared:
@@ -150,6 +155,7 @@ def _complete(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
         for name, definition in {**generated.pop("$defs", {}), model.__name__: generated}.items():
             if components.setdefault(name, definition) != definition:
                 raise RuntimeError(f"two request models are both called {name} in the OpenAPI schema")
+    schema["components"]["securitySchemes"] = SECURITY_SCHEMES
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
     return schema

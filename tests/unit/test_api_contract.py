@@ -74,5 +74,7 @@ def test_schema_is_completed_once_and_consistently(app: FastAPI) -> None:
     prime_list = schema["paths"]["/api/v1/sandbox"]["get"]["responses"]
     assert prime_list["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/PrimeError"}
     upload = schema["paths"]["/templates/{template_id}/files/{files_hash}/upload"]["put"]["responses"]
-    assert "401" not in upload    # authenticated by its signed token, not an API key
+    assert "401" not in upload and "security" not in schema["paths"]["/templates/{template_id}/files/{files_hash}/upload"]["put"]
+    assert schema["paths"]["/sandboxes/{sandbox_id}"]["get"]["security"] == [{"ApiKeyAuth": []}, {"BearerAuth": []}]
+    assert schema["components"]["securitySchemes"]["ApiKeyAuth"]["name"] == "X-API-Key"
     assert "/templates/{snapshot_id}" not in schema["paths"]   # the duplicate route is served by /templates/{id}
