@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import re
 import signal
@@ -27,9 +28,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+_INSTANCES = itertools.count()
+_SUBNETS = itertools.count()
+
+
 def unique_instance(letter: str) -> str:
-    """Host-resource prefix unique to this test process (``letter`` tells servers apart)."""
-    return f"{letter}{os.getpid() % 1_000_000:06d}"
+    """Host-resource prefix unique to this test process *and call*: two servers of one
+    session must never share an nft table, netns or cgroup names (``letter`` is for people)."""
+    return f"{letter}{os.getpid() % 10_000:04d}{next(_INSTANCES) % 100:02d}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -47,9 +53,11 @@ def _process_octet() -> int:
     return 100 + start
 
 
-def unique_subnet(block: int) -> str:
-    """A /20 for sandbox links, unique to this test process and ``block`` (0-15)."""
-    return f"10.{_process_octet()}.{block * 16}.0/20"
+def unique_subnet(block: int | None = None) -> str:
+    """A /22 for sandbox links (256 slots), unique to this test process and call, so no two
+    servers of a session route each other's sandboxes. ``block`` is ignored (kept for old
+    callers). ``10.X.252.0/22`` is left to tests' own lab hosts (``tests/security/labhost.py``)."""
+    return f"10.{_process_octet()}.{(next(_SUBNETS) % 63) * 4}.0/22"
 
 
 def data_dir() -> Path:

@@ -18,7 +18,7 @@ import pytest
 from e2b import Sandbox
 
 from sandlot import ids
-from tests.e2e.server import Server, _process_octet, sdk_pointed_at, unique_instance
+from tests.e2e.server import Server, sdk_pointed_at, unique_instance, unique_subnet
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root"), pytest.mark.slow]
 
@@ -132,7 +132,7 @@ RESOURCES = {
 @pytest.fixture(scope="module")
 def limits_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = Server(workdir=tmp_path_factory.mktemp("sandlot-limits"), api_key=ids.new_api_key(),
-                 instance=unique_instance("l"), subnet=f"10.{_process_octet()}.248.0/22",
+                 instance=unique_instance("l"), subnet=unique_subnet(),
                  extra_env={"SANDLOT_WARM_POOL_SIZE": "0"})
     srv.start()
     with sdk_pointed_at(srv):

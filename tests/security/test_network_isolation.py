@@ -19,7 +19,7 @@ import pytest
 from e2b import CommandExitException, Sandbox
 
 from sandlot import ids
-from tests.e2e.server import Server, _process_octet, sdk_pointed_at, unique_instance
+from tests.e2e.server import Server, sdk_pointed_at, unique_instance, unique_subnet
 from tests.security.labhost import HTTP_PORT, UDP_PORT, LabHost, lab_host
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network tests need root")
@@ -34,7 +34,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHost]:
 @pytest.fixture(scope="module")
 def iso_server(tmp_path_factory: pytest.TempPathFactory, host: LabHost) -> Iterator[Server]:
     srv = Server(workdir=tmp_path_factory.mktemp("sandlot-iso"), api_key=ids.new_api_key(),
-                 instance=unique_instance("w"), subnet=f"10.{_process_octet()}.240.0/22",
+                 instance=unique_instance("w"), subnet=unique_subnet(),
                  extra_env={"SANDLOT_EGRESS_ALLOW_PRIVATE": json.dumps([f"{host.allowed}/32"]),
                             "SANDLOT_WARM_POOL_SIZE": "0"})
     srv.start()
