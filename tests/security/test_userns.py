@@ -21,7 +21,7 @@ from e2b import Sandbox
 
 from sandlot import ids
 from sandlot.runtime.idmap import IdRange
-from tests.e2e.server import Server, sdk_pointed_at
+from tests.e2e.server import Server, sdk_pointed_at, unique_instance, unique_subnet
 
 RANGE = IdRange.parse(os.environ.get("SANDLOT_USERNS_RANGE", "1000000000:65536"))
 BASE = RANGE.base
@@ -32,6 +32,7 @@ DATA_DIR = Path(os.environ.get("SANDLOT_DATA_DIR", "/var/lib/sandlot"))
 def userns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with user namespaces on, whatever the default is."""
     srv = Server(workdir=tmp_path_factory.mktemp("userns"), api_key=ids.new_api_key(),
+                 instance=unique_instance("j"), subnet=unique_subnet(12),   # its own netns names
                  extra_env={"SANDLOT_USERNS": "true", "SANDLOT_USERNS_RANGE": f"{RANGE.base}:{RANGE.size}"})
     srv.start()
     try:
@@ -198,6 +199,7 @@ def test_sandbox_paused_without_userns_resumes_as_it_was(tmp_path_factory: pytes
     """A sandbox paused by a server without user namespaces (or before them) comes back as
     it was under a server that has them, and new sandboxes there get the range."""
     srv = Server(workdir=tmp_path_factory.mktemp("userns-upgrade"), api_key=ids.new_api_key(),
+                 instance=unique_instance("o"), subnet=unique_subnet(8),
                  extra_env={"SANDLOT_USERNS": "false"})
     srv.start()
     try:
