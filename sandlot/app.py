@@ -25,7 +25,7 @@ from sandlot.orchestrator.lxcfs_watch import LxcfsWatch
 from sandlot.orchestrator.oom_guard import OomGuard
 from sandlot.orchestrator.sandboxes import EnvdLauncher, SandboxManager
 from sandlot.proxy.frontdoor import FrontDoor
-from sandlot.runtime import log_drain
+from sandlot.runtime import log_drain, oom
 from sandlot.runtime.base import Runtime
 from sandlot.settings import Settings
 from sandlot.store.database import Database
@@ -52,6 +52,7 @@ def build_services(settings: Settings, runtime: Runtime | None = None, launcher:
     from sandlot.runtime.runc import RuncRuntime
 
     log_drain.MAX_BYTES = settings.sandbox_log_max_mb * 1024 * 1024
+    oom.protect_server()   # where allowed: the server is the OOM killer's last choice
     db = Database(settings.effective_database_url)
     if runtime is None:
         runtime = RuncRuntime(

@@ -24,3 +24,18 @@ def own_score_adj() -> int:
 def init_score_adj(requested: int) -> int:
     """The container init's score: never below the server's own plus a margin."""
     return min(INIT_MAX, max(requested, own_score_adj() + INIT_ABOVE_SERVER))
+
+
+SERVER_SCORE_ADJ = -500
+
+
+def protect_server() -> int:
+    """Lower the server's own score where the host allows it (CAP_SYS_RESOURCE): it, its
+    database and what it starts later (lxcfs, log drainers) go after every sandbox. Returns
+    the score in force; unchanged where lowering is refused."""
+    try:
+        if own_score_adj() > SERVER_SCORE_ADJ:
+            Path("/proc/self/oom_score_adj").write_text(str(SERVER_SCORE_ADJ))
+    except OSError:
+        pass
+    return own_score_adj()
