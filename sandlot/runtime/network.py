@@ -351,7 +351,10 @@ table arp {self.table} {{
         self._closing = False
         self._started = True
         for index in sorted(recreate):   # before the pool's refill could hand them out
-            await self.make_slot(index)
+            s = await self.make_slot(index)
+            # a paused sandbox's: closed until its resume applies its own policy, so its
+            # restored processes never run on an open network meanwhile
+            await self.set_policy(s.sandbox_ip, EgressPolicy(deny=(ALL_IPV4,)))
             self._reserved.discard(index)
         self._refill_task = asyncio.create_task(self._refill_loop(), name="sandlot-netns-pool")
 

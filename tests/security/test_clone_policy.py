@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import subprocess
 from collections.abc import Iterator
 
 import httpx
@@ -18,7 +21,7 @@ import pytest
 from e2b import CommandExitException, Sandbox
 
 from sandlot import ids
-from tests.e2e.server import Server, sdk_pointed_at, unique_instance, unique_subnet
+from tests.e2e.server import Server, data_dir, sdk_pointed_at, unique_instance, unique_subnet
 from tests.security.labhost import HTTP_PORT, UDP_PORT, LabHost, lab_host
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="network tests need root"), pytest.mark.slow]
@@ -154,4 +157,30 @@ def test_a_dying_closed_sandbox_never_gets_the_internet(clone_server: Server, ho
     made.append(opener)
     assert reaches(opener, host, "/legit-after-kill")
     host.wait_for("/legit-after-kill")
+    assert not [line for line in host.lines() if "/attack-" in line], host.lines()
+
+
+def test_a_sandbox_resumed_after_a_host_reboot_keeps_its_policy_from_the_first_instant(
+        clone_server: Server, host: LabHost, made) -> None:
+    """A reboot takes the netns and the nft table; the slot made again for the paused
+    sandbox is closed until the resume applies its policy (it used to be open)."""
+    src = private_closed_source(host, made)
+    src.pause()
+    clone_server.process.send_signal(signal.SIGKILL)   # then what a reboot does to the host
+    clone_server.process.wait()
+    clone_server.process = None
+    sdir = data_dir() / "runtime" / clone_server.instance / "sandboxes" / src.sandbox_id
+    subprocess.run(["ip", "netns", "del", json.loads((sdir / "runtime.json").read_text())["netns"]], check=True)
+    subprocess.run(["umount", str(sdir / "disk")], check=True)
+    for family in ("inet", "arp"):
+        subprocess.run(["nft", "delete", "table", family, clone_server.instance], check=True)
+    shutil.rmtree(clone_server.workdir / "run")
+    clone_server.start()
+    resumed = Sandbox.connect(src.sandbox_id, timeout=120)
+    assert not reaches(resumed, host, "/attack-resumed")
+    assert port_status(clone_server, resumed, None) == 403
+    opener = Sandbox.create(timeout=120)
+    made.append(opener)
+    assert reaches(opener, host, "/legit-reboot")
+    host.wait_for("/legit-reboot")
     assert not [line for line in host.lines() if "/attack-" in line], host.lines()
