@@ -29,6 +29,9 @@ def prepare_store(settings: Settings, db: Database) -> str | None:
     else:   # 0710 to a range's group stays for the user-namespaced servers sharing the data dir
         os.chmod(settings.data_dir, 0o710 if settings.data_dir.stat().st_gid != 0 else 0o700)
     db.migrate()
+    if settings.userns:   # the range's root may traverse the data dir: the database is root's alone
+        for path in settings.data_dir.glob("sandlot.db*"):
+            os.chmod(path, 0o600)
     created: str | None = None
     generated = False
     with db.session() as session, session.begin():

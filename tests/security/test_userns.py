@@ -85,6 +85,9 @@ def test_files_written_by_sandbox_root_belong_to_the_range_on_the_host(userns_se
     assert (st.st_uid, st.st_gid) == (BASE, BASE)
     st = os.lstat(upper / "home" / "user" / "by-user")
     assert (st.st_uid, st.st_gid) == (BASE + 1000, BASE + 1000)
+    # the data dir is searchable by the range's root (runc sets up mounts as it), by no other user
+    st = os.stat(DATA_DIR)
+    assert st.st_gid == BASE and stat.S_IMODE(st.st_mode) == 0o710
     # the runtime's own files in the upper dir are the sandbox root's too
     assert os.lstat(upper / "etc" / "hosts").st_uid == BASE
     assert os.lstat(upper).st_uid == BASE
