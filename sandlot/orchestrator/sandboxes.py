@@ -184,11 +184,13 @@ class SandboxManager:
                 if handle is None:
                     handle = await self.runtime.create(self._spec(row, request.build))
                 try:
+                    # the policy first: a pooled or restored sandbox's processes get the
+                    # user's identity and env vars (secrets) only once it is in force
+                    await self.apply_network(handle.ip, request.allow_internet_access, request.network)
                     if not booted:
                         await self.pool.initialize(handle, request.build, self._envd_init(row, request.build))
                     if self.settings.failpoint("create-after-runtime"):
                         raise RuntimeError("injected failure after the container was created")
-                    await self.apply_network(handle.ip, request.allow_internet_access, request.network)
                     if booted:
                         await wait_healthy(
                             self._http, handle.ip, self.settings.envd_port, self.settings.envd_start_timeout_s
