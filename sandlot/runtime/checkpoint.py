@@ -16,6 +16,7 @@ disk size, so clones get a disk of the same size).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -57,12 +58,24 @@ CRIU_CONFIG_FILE = "criu.conf"
 a snapshot can switch its own sandbox to ``CRIU_CONFIG_COPY`` for the length of a dump."""
 
 MIN_CRIU = (4, 0)
+SYSFS_DIR = "sys"
+"""Per userns sandbox: the host-mounted sysfs of its netns, bound at ``/sys`` (``idmap.prepare_netns``)."""
+USERNS_PATCH_MARK = b"sandlot: usernsd can't set TCP repair"
+"""A string only a CRIU built with ``scripts/criu-userns-netns.py`` contains."""
 
 
 class CriuUnavailable(SandboxRuntimeError):
     """No working CRIU on this host: the API answers 503 (``sandlot/api/errors.py``)."""
-SYSFS_DIR = "sys"
-"""Per userns sandbox: the host-mounted sysfs of its netns, bound at ``/sys`` (``idmap.prepare_netns``)."""
+
+
+@functools.lru_cache(maxsize=4)
+def criu_has_userns_patch(criu: str) -> bool:
+    """Whether ``criu`` can checkpoint a sandbox in a user namespace (stock CRIU 4.2 refuses
+    one whose netns the init namespace owns): looked up once, in the binary itself."""
+    try:
+        return USERNS_PATCH_MARK in Path(criu).read_bytes()
+    except OSError:
+        return False
 
 
 async def check_criu(criu: str) -> str:
@@ -161,9 +174,14 @@ class CheckpointMixin:
             self._write_atomic(path, content)
         return path
 
-    def _require_criu(self) -> None:
+    def _require_criu(self: "RuncRuntime", sandbox_id: str | None = None) -> None:
         if self.criu_error:
             raise CriuUnavailable(self.criu_error)
+        if sandbox_id is not None and (self._read_runtime_json(sandbox_id) or {}).get("userns") \
+                and not criu_has_userns_patch(self.criu):
+            raise CriuUnavailable(
+                f"CRIU at {self.criu} lacks Sandlot's user-namespace patch, so this sandbox (in a user "
+                "namespace) can't be checkpointed or restored: run scripts/install-criu.sh (`make setup`)")
 
     async def _runc_criu(self: "RuncRuntime", *args: str, log_path: Path | None = None) -> None:
         """runc with our CRIU binary; on failure the error carries the tail of CRIU's log.
@@ -240,7 +258,7 @@ class CheckpointMixin:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         if memory:
-            self._require_criu()
+            self._require_criu(sandbox_id)
         # The marker is written before anything is frozen: once the container is released,
         # publishing it is a rename, which can't fail for lack of disk space.
         marker = sdir / "paused.json.tmp"
@@ -289,7 +307,7 @@ class CheckpointMixin:
         self._criu_conf(sdir)
         try:
             if marker.get("memory"):
-                self._require_criu()
+                self._require_criu(sandbox_id)
                 await self._restore_in_place(sandbox_id)
             else:
                 await self._cold_start(sandbox_id)
@@ -374,7 +392,7 @@ class CheckpointMixin:
         """Dump a running sandbox (leave-running) and copy its disk into ``dest``."""
         validate_sandbox_id(sandbox_id)
         if memory:
-            self._require_criu()
+            self._require_criu(sandbox_id)
         sdir = self.sandbox_dir(sandbox_id)
         dest.mkdir(parents=True)
         try:
@@ -468,7 +486,7 @@ class CheckpointMixin:
             (sdir / "config.json").write_text(json.dumps(cfg))
             await self._mount_rootfs(sandbox_id)
             if meta.get("memory"):
-                self._require_criu()
+                self._require_criu(sandbox_id)
                 await self._restore(sandbox_id, snapshot / "image")
             else:
                 await self._cold_start(sandbox_id)

@@ -27,7 +27,7 @@ from .usage import Usage, oom_killed, read_usage
 from .base import SandboxHandle, SandboxRuntimeError, SandboxSpec, validate_sandbox_id
 from .bundle import DEFAULT_CAPS, oci_config
 from .idmap import IdRange
-from .checkpoint import SYSFS_DIR, CheckpointMixin, check_criu, run_with_stdio
+from .checkpoint import SYSFS_DIR, CheckpointMixin, check_criu, criu_has_userns_patch, run_with_stdio
 from .network import Network, NetSlot, host_nameservers, release_netns
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,9 @@ class RuncRuntime(CheckpointMixin):
         self.runc_root.mkdir(parents=True, exist_ok=True)
         try:
             log.info("CRIU %s at %s passes `criu check`", await check_criu(self.criu), self.criu)
+            if self.userns is not None and not criu_has_userns_patch(self.criu):
+                log.error("CRIU at %s lacks Sandlot's user-namespace patch: pause/resume, snapshots and "
+                          "fork of sandboxes fail until scripts/install-criu.sh runs", self.criu)
         except SandboxRuntimeError as e:
             self.criu_error = str(e)
             log.error("pause/resume, snapshots and fork are unavailable: %s", e)

@@ -77,3 +77,13 @@ def test_shift_moves_a_context_into_the_range(tmp_path: Path) -> None:
     assert (os.lstat(ctx).st_uid, os.lstat(ctx / "secret").st_uid) == (R.base, R.base + 1000)
     assert os.lstat(ctx / "big").st_uid == R.base + OVERFLOW_ID
     assert stat.S_IMODE(os.lstat(ctx / "secret").st_mode) == 0o600
+
+
+def test_a_criu_without_the_userns_patch_is_recognised(tmp_path: Path) -> None:
+    from sandlot.runtime.checkpoint import USERNS_PATCH_MARK, criu_has_userns_patch
+
+    stock, patched = tmp_path / "stock-criu", tmp_path / "patched-criu"
+    stock.write_bytes(b"\x7fELF...criu 4.2.1...")
+    patched.write_bytes(b"\x7fELF..." + USERNS_PATCH_MARK + b"...")
+    assert not criu_has_userns_patch(str(stock)) and criu_has_userns_patch(str(patched))
+    assert not criu_has_userns_patch(str(tmp_path / "missing"))
