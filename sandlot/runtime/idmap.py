@@ -23,6 +23,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandlot.tenant_fs import Tree
+
 from .base import SandboxRuntimeError
 
 SYS_OPEN_TREE = 428       # the same numbers on x86_64 and aarch64 (unified syscall table)
@@ -176,8 +178,6 @@ def _shift_tree(root: Path, new_ids) -> int:
     """Re-own every entry of ``root`` (never following a symlink or crossing a mount):
     ``new_ids(uid, gid, st) -> (uid, gid)``. Set-id bits, which chown clears, are put
     back. Returns the number of entries changed."""
-    from sandlot.tenant_fs import Tree
-
     changed = 0
     with Tree(root) as tree:
         top = os.fstat(tree.fd)
