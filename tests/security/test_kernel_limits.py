@@ -86,9 +86,9 @@ EXHAUST = textwrap.dedent(
     elif what == "signals":
         sig = signal.SIGRTMIN
         signal.pthread_sigmask(signal.SIG_BLOCK, [sig])
-        try:
+        try:   # tgkill: a full queue is EAGAIN (kill() would silently drop the siginfo)
             while len(held) < cap:
-                os.kill(os.getpid(), sig); held.append(1)
+                signal.pthread_kill(threading.get_ident(), sig); held.append(1)
         except OSError as e:
             err = errno.errorcode[e.errno]
     print("held", len(held), err, flush=True)   # watches: one entry per watch
@@ -99,7 +99,7 @@ EXHAUST = textwrap.dedent(
 # What a neighbour does; prints "ok" only if all of it worked.
 NEIGHBOUR = textwrap.dedent(
     """
-    import ctypes, os, signal, subprocess
+    import ctypes, os, signal, subprocess, threading
     libc = ctypes.CDLL(None, use_errno=True)
     fd = libc.inotify_init1(0); assert fd >= 0, ctypes.get_errno()
     assert libc.inotify_add_watch(fd, b"/tmp", 0x100) >= 0, ctypes.get_errno()
@@ -112,7 +112,7 @@ NEIGHBOUR = textwrap.dedent(
     q = rt.mq_open(f"/n{os.getpid()}".encode(), os.O_CREAT | os.O_RDWR, 0o600, ctypes.byref(Attr(0, 10, 8192, 0)))
     assert q >= 0, ctypes.get_errno()
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
-    os.kill(os.getpid(), signal.SIGRTMIN)
+    signal.pthread_kill(threading.get_ident(), signal.SIGRTMIN)   # EAGAIN when the uid's queue is full
     print("ok")
     """
 )
