@@ -1,7 +1,8 @@
 """A "test host" in a network namespace the test creates: the only target of network attacks.
 
 It answers HTTP on port 8080 of each of its addresses and records every UDP datagram it
-gets on port 9999, and every HTTP request, in a log file (the canary: what reached it).
+gets on port 9999, and every HTTP request, in a log file (the canary: what reached it);
+its first address also answers DNS for a few ``*.lab.test`` names (``names``).
 Addresses are this test process's own (``10.<octet>.252.0/24`` plus one per private range
 with the same octet), and every one is checked to route into the test's veth before
 any sandbox is started, so no packet of these tests can leave the machine.
@@ -9,6 +10,7 @@ any sandbox is started, so no packet of these tests can leave the machine.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,8 +28,9 @@ UDP_PORT = 9999
 
 _PROGRAM = textwrap.dedent(
     """
-    import socket, socketserver, sys, threading
+    import json, socket, socketserver, sys, threading
     from http.server import BaseHTTPRequestHandler
+    import dns.message, dns.rcode, dns.rrset
 
     log = open(sys.argv[1], "a", buffering=1)
 
@@ -43,9 +46,25 @@ _PROGRAM = textwrap.dedent(
         allow_reuse_address = True
         daemon_threads = True
 
-    for ip in sys.argv[2:]:
+    names = json.loads(sys.argv[2])   # DNS on the first address: name -> A record
+
+    class Dns(socketserver.BaseRequestHandler):
+        def handle(self):
+            data, sock = self.request
+            query = dns.message.from_wire(data)
+            reply = dns.message.make_response(query)
+            name = query.question[0].name.to_text(omit_final_dot=True)
+            if name in names and query.question[0].rdtype == 1:
+                reply.answer.append(dns.rrset.from_text(query.question[0].name, 30, "IN", "A", names[name]))
+            elif name not in names:
+                reply.set_rcode(dns.rcode.NXDOMAIN)
+            sock.sendto(reply.to_wire(), self.client_address)
+
+    for ip in sys.argv[3:]:
         srv = Http((ip, %d), Hello)
         threading.Thread(target=srv.serve_forever, daemon=True).start()
+    dns_server = socketserver.UDPServer((sys.argv[3], 53), Dns)
+    threading.Thread(target=dns_server.serve_forever, daemon=True).start()
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("0.0.0.0", %d))
     while True:
@@ -64,6 +83,11 @@ class LabHost:
     allowed: str            # 10.x address the operator allow-lists
     private: dict[str, str]  # range label -> an address of the test host in that range
     log: Path
+    names: dict[str, str]    # what its DNS server (on ``allowed``, port 53) answers
+
+    @property
+    def resolver(self) -> str:
+        return self.allowed
 
     def lines(self) -> list[str]:
         return self.log.read_text().splitlines() if self.log.exists() else []
@@ -95,7 +119,9 @@ def lab_host(workdir: Path) -> Iterator[LabHost]:
         "cgnat": f"100.64.{octet}.2",
         "link-local": f"169.254.{octet}.2",
     }
-    host = LabHost(ns, veth, f"{net}.1", f"{net}.2", private, workdir / "testhost.log")
+    names = {"ok.lab.test": f"{net}.2", "rebind.lab.test": private["rfc1918-172"],
+             "metadata.lab.test": private["link-local"]}
+    host = LabHost(ns, veth, f"{net}.1", f"{net}.2", private, workdir / "testhost.log", names)
     subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
     subprocess.run(["ip", "link", "del", veth], stderr=subprocess.DEVNULL)
     proc = None
@@ -110,7 +136,8 @@ def lab_host(workdir: Path) -> Iterator[LabHost]:
         for a in addrs:   # nothing of these tests may leave the machine
             route = subprocess.run(["ip", "-o", "route", "get", a], capture_output=True, text=True).stdout
             assert f"dev {veth} " in route, f"{a} does not route into the test host: {route}"
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", _PROGRAM, str(host.log), *addrs])
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", _PROGRAM, str(host.log),
+                                 json.dumps(host.names), *addrs])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if subprocess.run(["curl", "-s", "-m", "1", f"http://{host.allowed}:{HTTP_PORT}/ready"],

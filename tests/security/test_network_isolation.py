@@ -36,6 +36,7 @@ def iso_server(tmp_path_factory: pytest.TempPathFactory, host: LabHost) -> Itera
     srv = Server(workdir=tmp_path_factory.mktemp("sandlot-iso"), api_key=ids.new_api_key(),
                  instance=unique_instance("w"), subnet=unique_subnet(),
                  extra_env={"SANDLOT_EGRESS_ALLOW_PRIVATE": json.dumps([f"{host.allowed}/32"]),
+                            "SANDLOT_DNS_UPSTREAMS": json.dumps([host.resolver]),
                             "SANDLOT_WARM_POOL_SIZE": "0"})
     srv.start()
     with sdk_pointed_at(srv):
@@ -85,6 +86,18 @@ def test_operator_allow_list_does_not_override_a_sandbox_policy(make, host: LabH
     assert reaches(make(), host.allowed, "/legit-after-closed")
     host.wait_for("/legit-after-closed")
     assert not [line for line in host.lines() if "/attack-closed" in line or "/attack-fenced" in line]
+
+
+def test_an_allowed_name_resolving_to_a_private_address_stays_closed(make, host: LabHost) -> None:
+    """DNS rebinding: the filter resolves an allowed name to a private or metadata address,
+    which the floor still closes; an allowed name on the operator's allow-list works."""
+    sbx = make(network={"deny_out": ["0.0.0.0/0"], "allow_out": ["ok.lab.test", "rebind.lab.test", "metadata.lab.test"]})
+    for name in ("rebind.lab.test", "metadata.lab.test"):
+        assert sbx.commands.run(f"getent hosts {name}").stdout.split()[0] == host.names[name]   # resolved ...
+        assert not reaches(sbx, name, f"/attack-{name}")                                        # ... not reachable
+    assert reaches(sbx, "ok.lab.test", "/legit-dns")
+    host.wait_for("/legit-dns")
+    assert not [line for line in host.lines() if "/attack-" in line and ".lab.test" in line], host.lines()
 
 
 def test_host_addresses_and_neighbours_stay_closed(make, iso_server: Server, host: LabHost) -> None:
