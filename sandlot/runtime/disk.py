@@ -23,6 +23,7 @@ from .base import SandboxRuntimeError
 IMAGE = "disk.img"
 MOUNT = "disk"
 MKFS = "/usr/sbin/mkfs.ext4"
+FSCK = "/usr/sbin/e2fsck"
 MOUNT_OPTIONS = "loop,noinit_itable,discard,nosuid,nodev"
 """``noinit_itable``: the sparse image reads as zeros, so the kernel needn't zero inode tables."""
 
@@ -61,13 +62,34 @@ async def create(sandbox_dir: Path, size_mb: int | None) -> Path:
 
 
 async def mount(sandbox_dir: Path) -> None:
-    """Mount an existing image (again, e.g. for a paused sandbox after a host reboot)."""
+    """Mount an existing image (again, e.g. for a paused sandbox after a host reboot).
+
+    An image the kernel made read-only is repaired first: when the host's filesystem fills
+    up, writes to the sparse image fail, ext4 aborts its journal and remounts read-only, and
+    a paused sandbox could never resume (its overlay ``work/`` can't be made) though the
+    host has room again (bench/soak.py's full-disk fault). Only called with the sandbox's
+    rootfs unmounted (create, resume), so nothing is using the image meanwhile."""
     image = image_path(sandbox_dir)
     target = mount_path(sandbox_dir)
-    if not image.exists() or os.path.ismount(target):
+    if not image.exists():
         return
+    if os.path.ismount(target):
+        if not os.statvfs(target).f_flag & os.ST_RDONLY:
+            return
+        await _run("/usr/bin/umount", str(target))
+        await _fsck(image)
     target.mkdir(exist_ok=True)
     await _run("/usr/bin/mount", "-t", "ext4", "-o", MOUNT_OPTIONS, str(image), str(target))
+
+
+async def _fsck(image: Path) -> None:
+    """``e2fsck -fy``: replay what the journal has and fix the rest; exit 1 (fixed) is success."""
+    proc = await asyncio.create_subprocess_exec(FSCK, "-f", "-y", str(image), stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    if proc.returncode not in (0, 1):
+        raise SandboxRuntimeError(f"e2fsck could not repair the sandbox's disk (exit {proc.returncode}): "
+                                  f"{out.decode(errors='replace').strip()[-500:]}")
 
 
 async def copy_upper(src: Path, dst: Path) -> None:
