@@ -11,7 +11,6 @@ Running sandboxes are left alone: they keep writing into the room the floor keep
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import shutil
 from pathlib import Path
@@ -19,6 +18,8 @@ from pathlib import Path
 import structlog
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sandlot.orchestrator.periodic import Periodic
 
 log = structlog.get_logger("sandlot.disk_guard")
 
@@ -35,12 +36,14 @@ GUARDED = re.compile(
 """POST routes that take new disk (E2B and Prime)."""
 
 
-class DiskGuard:
+class DiskGuard(Periodic):
+    every_s = CHECK_EVERY_S
+
     def __init__(self, data_dir: Path, min_free_mb: int) -> None:
+        super().__init__()
         self.data_dir = data_dir
         self.min_free = min_free_mb * 1024 * 1024
         self.free: int | None = None
-        self._task: asyncio.Task[None] | None = None
 
     def check(self) -> int | None:
         """Re-read the free space (bytes); logs when the floor is crossed either way."""
@@ -73,18 +76,10 @@ class DiskGuard:
 
     def start(self) -> None:
         self.check()
-        self._task = asyncio.create_task(self._run())
+        super().start()
 
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(CHECK_EVERY_S)
-            await asyncio.to_thread(self.check)
+    async def tick(self) -> None:
+        await asyncio.to_thread(self.check)
 
 
 class DiskGuardMiddleware:

@@ -10,11 +10,11 @@ back, removed so the sandbox reads the host's files). Logged as a warning either
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
 import structlog
 
+from sandlot.orchestrator.periodic import Periodic
 from sandlot.runtime import cgroups, lxcfs
 from sandlot.runtime.base import Runtime
 
@@ -23,23 +23,18 @@ log = structlog.get_logger("sandlot.lxcfs_watch")
 CHECK_EVERY_S = 2.0
 
 
-class LxcfsWatch:
+class LxcfsWatch(Periodic):
+    every_s = CHECK_EVERY_S
+
     def __init__(self, path: Path, runtime: Runtime) -> None:
+        super().__init__()
         self.path = path
         self.runtime = runtime
         self.parent: str | None = getattr(runtime, "cgroup_parent", None) if hasattr(runtime, "init_pid") else None
         self.repairs = 0
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        if self.parent is not None and lxcfs.healthy(self.path):   # only a watch over a running lxcfs
-            self._task = asyncio.create_task(self._run())
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    def enabled(self) -> bool:
+        return self.parent is not None and lxcfs.healthy(self.path)   # only a watch over a running lxcfs
 
     def _init_pids(self) -> list[int]:
         assert self.parent is not None
@@ -54,10 +49,4 @@ class LxcfsWatch:
         self.repairs += 1
         log.warning("lxcfs repaired", live_views=fixed, host_views=degraded)
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(CHECK_EVERY_S)
-            try:
-                await self.check()
-            except Exception:
-                log.exception("lxcfs watch failed")
+    tick = check

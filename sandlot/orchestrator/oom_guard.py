@@ -22,6 +22,7 @@ from pathlib import Path
 
 import structlog
 
+from sandlot.orchestrator.periodic import Periodic
 from sandlot.runtime import cgroups
 from sandlot.runtime.base import Runtime
 
@@ -108,35 +109,22 @@ async def rescue(runtime: Runtime, sandbox_id: str, parent: str, *, everything: 
     return len(killed)
 
 
-class OomGuard:
+class OomGuard(Periodic):
     """Watches every sandbox cgroup of this server's runtime for OOM storms."""
 
+    every_s = TICK_S
+
     def __init__(self, runtime: Runtime) -> None:
+        super().__init__()
         self.runtime = runtime
         # runc's cgroup layout; other runtimes have no guard
         self.parent: str | None = getattr(runtime, "cgroup_parent", None) if hasattr(runtime, "init_pid") else None
         self._last: dict[str, int] = {}
         self._rescued_at: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
         self.rescues = 0
 
-    def start(self) -> None:
-        if self.parent is not None:
-            self._task = asyncio.create_task(self._run())
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(TICK_S)
-            try:
-                await self.tick()
-            except Exception:  # the guard must outlive any one sandbox's oddities
-                log.exception("oom guard tick failed")
+    def enabled(self) -> bool:
+        return self.parent is not None
 
     async def tick(self) -> None:
         assert self.parent is not None

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import os
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -33,6 +32,7 @@ import httpx
 import structlog
 
 from sandlot import ids
+from sandlot.secret_keys import data_dir_key
 from sandlot.orchestrator.envd_client import wait_healthy
 from sandlot.runtime.base import Runtime, SandboxHandle, SandboxSpec
 from sandlot.store.models import Build
@@ -54,20 +54,7 @@ KEY_FILE = "warm-pool.key"
 
 def load_key(data_dir: Path) -> bytes:
     """The boot-token key, created once (0600) and shared by every server on this data dir."""
-    path = data_dir / KEY_FILE
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-        try:
-            os.link(tmp, path)  # atomic, never overwrites: concurrent starts agree on one key
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    return bytes.fromhex(path.read_text().strip())
+    return data_dir_key(data_dir, KEY_FILE)
 
 
 @dataclass

@@ -6,11 +6,11 @@ import base64
 import hashlib
 import hmac
 import json
-import os
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from sandlot.secret_keys import data_dir_key
 
 TOKEN_TTL_S = 3600
 """Prime tokens live about an hour; the SDK refreshes 60 s before ``expires_at``."""
@@ -40,20 +40,7 @@ class TokenSigner:
     @classmethod
     def from_data_dir(cls, data_dir: Path) -> "TokenSigner":
         """The secret lives in the data dir so tokens survive a server restart."""
-        path = data_dir / "prime-gateway.key"
-        if not path.exists():
-            data_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(32))
-            try:
-                os.link(tmp, path)  # atomic and never overwrites: two servers starting agree on one key
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink()
-        return cls(bytes.fromhex(path.read_text().strip()))
+        return cls(data_dir_key(data_dir, "prime-gateway.key"))
 
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
