@@ -518,6 +518,9 @@ class SandboxManager:
                     session.delete(row)
                     continue
                 if row.state == "running" and handle is not None and await self.runtime.is_alive(row.id):
+                    thaw = getattr(self.runtime, "thaw_if_frozen", None)   # runc only
+                    if thaw is not None and await thaw(row.id):
+                        log.warning("thawed a sandbox a killed server left frozen", sandbox_id=row.id)
                     try:   # the nft table was rebuilt at start: policies come back from the store
                         await self.apply_network(handle.ip, row.allow_internet_access, row.network)
                     except Exception:

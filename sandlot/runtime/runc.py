@@ -443,6 +443,16 @@ class RuncRuntime(CheckpointMixin):
                 out.append(SandboxHandle(sid, info["ip"]))
         return out
 
+    async def thaw_if_frozen(self, sandbox_id: str) -> bool:
+        """Thaw a container left frozen by a server killed between a snapshot's or fork's
+        ``runc pause`` and its ``runc resume`` (bench/soak.py's ``kill -9``): it would never
+        answer again, and every later snapshot would fail with "container not running"."""
+        state = cgroups.read("freezer", sandbox_id, "freezer.state", parent=self.cgroup_parent)
+        if (state or "").strip() not in ("FROZEN", "FREEZING"):
+            return False
+        await self._runc("resume", sandbox_id, check=False)
+        return True
+
     async def is_alive(self, sandbox_id: str) -> bool:
         state = self._read_state(sandbox_id)
         if not state:
