@@ -92,7 +92,8 @@ def test_fork_bomb_kills_only_the_bomb(server: Server, bomb: str) -> None:
         assert int(out.split()[1]) < 1000  # envd kept its own score; it was never the OOM victim
         assert victim.is_running()
         assert victim.sandbox_id in [s.sandbox_id for s in Sandbox.list().next_items()]
-        assert "reason=oom" not in server.log_tail(400)
+        died = [line for line in server.log_tail(400).splitlines() if "sandbox died" in line]
+        assert not [line for line in died if victim.sandbox_id in line]   # other tests' OOM victims may be in the log
         assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
     finally:
         victim.kill()
