@@ -133,6 +133,12 @@ class Soak:
         with self.lock:
             return frozenset(self.faults)
 
+    def faults_since(self, start: int) -> frozenset[str]:
+        """Faults in effect now or switched on since event ``start`` (``len(fault_log)`` then):
+        an operation that overlapped a fault is judged as under it."""
+        with self.lock:
+            return frozenset(self.faults) | {name for _, name, what in self.fault_log[start:] if what == "on"}
+
     def set_fault(self, name: str, on: bool) -> None:
         with self.lock:
             (self.faults.add if on else self.faults.discard)(name)
@@ -160,7 +166,7 @@ def observe(request: httpx.Request, response: httpx.Response) -> None:
     envd = "e2b-sandbox-id" in request.headers or request.url.path.startswith(("/files", "/process.", "/filesystem."))
     route = ("envd " if envd else "") + f"{request.method} {_route(request.url.path)}"
     op = getattr(_tls, "op", "?")
-    faults = SOAK.faults_now() | getattr(_tls, "faults_at_start", frozenset())
+    faults = SOAK.faults_since(getattr(_tls, "since", len(SOAK.fault_log)))
     with SOAK.lock:
         SOAK.statuses[f"{status} {route}"] += 1
     if status < 400:
@@ -227,14 +233,14 @@ class Worker(threading.Thread):
     def timed(self, op: str, fn):  # type: ignore[no-untyped-def]
         """Run one operation; record latency on success, classify a failure by the faults in effect."""
         _tls.op = op
-        _tls.faults_at_start = SOAK.faults_now()
+        _tls.since = len(SOAK.fault_log)
         with SOAK.lock:
             SOAK.in_flight[op] += 1
         t0 = time.perf_counter()
         try:
             result = fn()
         except Exception as exc:
-            faults = _tls.faults_at_start | SOAK.faults_now()
+            faults = SOAK.faults_since(_tls.since)
             key = f"{op} failed ({type(exc).__name__})" + (f" under {'+'.join(sorted(faults))}" if faults else "")
             with SOAK.lock:
                 SOAK.outcomes[key] += 1
@@ -247,7 +253,7 @@ class Worker(threading.Thread):
         ms = (time.perf_counter() - t0) * 1000
         with SOAK.lock:
             SOAK.outcomes[f"{op} ok"] += 1
-            if not (_tls.faults_at_start | SOAK.faults_now()):   # latency under no fault only
+            if not SOAK.faults_since(_tls.since):   # latency under no fault only
                 SOAK.latencies[op].append(ms)
         return result
 
@@ -342,6 +348,7 @@ class Worker(threading.Thread):
         from e2b import Sandbox
 
         _tls.op = "settle"
+        _tls.since = len(SOAK.fault_log)
 
         for _ in range(60):
             if SOAK.stop.is_set():
@@ -484,6 +491,7 @@ class Worker(threading.Thread):
     def prune(self) -> None:
         """Drop running sandboxes the server no longer lists as running."""
         _tls.op = "prune"
+        _tls.since = len(SOAK.fault_log)
         for sid in list(self.running):
             try:
                 r = api("GET", f"/sandboxes/{sid}")
@@ -662,6 +670,7 @@ class Host:
         from e2b import Sandbox
 
         _tls.op = "probe"
+        _tls.since = len(SOAK.fault_log)
         t0 = time.monotonic()
         last = ""
         while time.monotonic() - t0 < limit_s and not SOAK.stop.is_set():

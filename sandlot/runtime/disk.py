@@ -13,6 +13,7 @@ sandboxes pay it ahead of time.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from pathlib import Path
 
@@ -74,12 +75,27 @@ async def mount(sandbox_dir: Path) -> None:
     if not image.exists():
         return
     if os.path.ismount(target):
-        if not os.statvfs(target).f_flag & os.ST_RDONLY:
+        if _writable(target):
             return
         await _run("/usr/bin/umount", str(target))
         await _fsck(image)
     target.mkdir(exist_ok=True)
     await _run("/usr/bin/mount", "-t", "ext4", "-o", MOUNT_OPTIONS, str(image), str(target))
+
+
+def _writable(target: Path) -> bool:
+    """False when the kernel refuses writes: remounted read-only, or a journal aborted after a
+    failed write (EROFS without the read-only flag). The image's root dir is the host's (the
+    sandbox only has ``upper/``), so the probe dir can't collide with tenant files."""
+    if os.statvfs(target).f_flag & os.ST_RDONLY:
+        return False
+    probe = target / ".sandlot-write-check"
+    try:
+        probe.mkdir(exist_ok=True)
+        probe.rmdir()
+    except OSError as exc:
+        return exc.errno not in (errno.EROFS, errno.EIO)
+    return True
 
 
 async def _fsck(image: Path) -> None:
