@@ -919,8 +919,10 @@ def main(argv: list[str] | None = None) -> int:
             final_checks()
         host.server.reset()
         reset = True
-        time.sleep(1)
-        leaks = host.leaks()
+        for _ in range(10):   # the kernel drops a veth a moment after its netns
+            time.sleep(1)
+            if not (leaks := host.leaks()):
+                break
         ok = report(host, args, started, leaks)
     except Exception:
         traceback.print_exc()
