@@ -152,7 +152,9 @@ async def resume_now(mgr: "SandboxManager", sandbox_id: str, timeout_s: int) -> 
                 if row is not None:
                     row.state = "paused"
             log.error("resume failed", sandbox_id=sandbox_id, error=str(exc))
-            raise _error(500, f"Failed to resume sandbox \"{sandbox_id}\": {exc}. It stays paused") from exc
+            # the data dir's disk full (bench/soak.py): 507, as for pause, not an internal error
+            status = 507 if "no space left" in str(exc).lower() or "ENOSPC" in str(exc) else 500
+            raise _error(status, f"Failed to resume sandbox \"{sandbox_id}\": {exc}. It stays paused") from exc
         now = datetime.now(timezone.utc)
         with mgr.db.session() as session, session.begin():
             row = session.get(Sandbox, sandbox_id)
