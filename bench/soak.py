@@ -687,6 +687,8 @@ class Host:
             except Exception as exc:
                 last = f"{type(exc).__name__}: {str(exc)[:200]}"
             time.sleep(3)
+        if SOAK.stop.is_set() and time.monotonic() - t0 < limit_s:
+            return f"recovery probe cut short by the end of the run ({last or 'no attempt failed'})"
         SOAK.violate(f"no recovery from the {name} fault within {limit_s:.0f} s: {last}")
         return f"NOT recovered within {limit_s:.0f} s ({last})"
 
@@ -695,7 +697,8 @@ class Host:
         short = end - time.monotonic() < 10 * 60   # the 3-minute run fits every kind of fault
         while not SOAK.stop.is_set():
             gap = self.rng.uniform(8, 16) if short else self.rng.uniform(30, 90)
-            if SOAK.stop.wait(gap) or time.monotonic() > end - 20:
+            # a fault, its window and the recovery probe fit before the end
+            if SOAK.stop.wait(gap) or time.monotonic() > end - (45 if short else 120):
                 return
             if not order:
                 order = list(self.faults)
