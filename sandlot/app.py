@@ -99,6 +99,8 @@ def create_app(services: Services) -> FrontDoor:
         disk_guard.start()  # 507 for new sandboxes and builds before the host's disk fills
         if services.settings.lxcfs:
             lxcfs_watch.start()  # a dead lxcfs is restarted under the running sandboxes
+            if lxcfs_watch.running and hasattr(services.runtime, "before_start"):
+                services.runtime.before_start = lxcfs_watch.check   # ... and before one starts
         services.ready = True
         try:
             yield

@@ -32,6 +32,7 @@ class LxcfsWatch(Periodic):
         self.runtime = runtime
         self.parent: str | None = getattr(runtime, "cgroup_parent", None) if hasattr(runtime, "init_pid") else None
         self.repairs = 0
+        self._lock = asyncio.Lock()
 
     def enabled(self) -> bool:
         return self.parent is not None and lxcfs.healthy(self.path)   # only a watch over a running lxcfs
@@ -42,8 +43,15 @@ class LxcfsWatch(Periodic):
         return [pid for pid in pids if pid]
 
     async def check(self) -> None:
-        if await asyncio.to_thread(lxcfs.healthy, self.path):
+        """Repair a dead lxcfs (one repair at a time; a caller that waited finds it healthy)."""
+        if self.parent is None or await asyncio.to_thread(lxcfs.healthy, self.path):
             return
+        async with self._lock:
+            if await asyncio.to_thread(lxcfs.healthy, self.path):
+                return
+            await self._repair()
+
+    async def _repair(self) -> None:
         log.warning("lxcfs is dead: restarting it and repairing the sandboxes' /proc views", path=str(self.path))
         fixed, degraded = await asyncio.to_thread(lxcfs.repair, self.path, self._init_pids())
         self.repairs += 1

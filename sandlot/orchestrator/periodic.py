@@ -27,6 +27,10 @@ class Periodic:
     async def tick(self) -> None:
         raise NotImplementedError
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
     def start(self) -> None:
         if self.enabled():
             self._task = asyncio.create_task(self._run())

@@ -297,6 +297,8 @@ class CheckpointMixin:
     async def resume(self: "RuncRuntime", sandbox_id: str) -> SandboxHandle:
         """Restore a paused sandbox in place (same id, netns, IP, disk)."""
         validate_sandbox_id(sandbox_id)
+        if self.before_start is not None:
+            await self.before_start()
         sdir = self.sandbox_dir(sandbox_id)
         try:
             marker = json.loads((sdir / "paused.json").read_text())
@@ -452,6 +454,8 @@ class CheckpointMixin:
         """Start a new sandbox from a snapshot: copy of its disk, new netns and IP, restored memory.
         ``egress`` is in force on the new slot before any restored process runs."""
         validate_sandbox_id(sandbox_id)
+        if self.before_start is not None:
+            await self.before_start()
         meta = json.loads((snapshot / "snapshot.json").read_text())
         sdir = self.sandbox_dir(sandbox_id)
         slot: NetSlot | None = None

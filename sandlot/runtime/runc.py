@@ -18,6 +18,7 @@ import resource
 import select
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from sandlot import tenant_fs
@@ -83,6 +84,9 @@ class RuncRuntime(CheckpointMixin):
                         self.oom_score_adj, oom_score_adj, self.nofile)
         self.nameservers = nameservers if nameservers is not None else host_nameservers()
         self.network = Network(subnet=subnet, pool_size=pool_size, prefix=net_prefix, table=nft_table)
+        self.before_start: Callable[[], Awaitable[None]] | None = None
+        """Awaited before runc starts or restores a container: makes the host mounts a container
+        binds (lxcfs' views) usable first, so a dead lxcfs is repaired, not met by runc (ENOTCONN)."""
         self.last_timings: dict[str, dict[str, float]] = {}
 
     # --- paths ------------------------------------------------------------------------
@@ -241,6 +245,8 @@ class RuncRuntime(CheckpointMixin):
     async def create(self, spec: SandboxSpec) -> SandboxHandle:
         sid = spec.sandbox_id
         validate_sandbox_id(sid)
+        if self.before_start is not None:
+            await self.before_start()
         sdir = self.sandbox_dir(sid)
         t = {"t0": time.perf_counter()}
         slot: NetSlot | None = None

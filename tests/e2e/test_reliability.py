@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import signal
 import statistics
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -221,6 +223,42 @@ def test_a_killed_lxcfs_is_repaired_under_running_sandboxes(tmp_path: Path) -> N
     finally:
         srv.stop()
         subprocess.run(["umount", "-l", str(mount)], check=False)   # its lxcfs exits with the mount
+
+
+def test_sandboxes_start_and_resume_right_after_lxcfs_died(tmp_path: Path) -> None:
+    """Injected: SIGKILL to lxcfs, then at once (before the 2 s watch notices) a resume and a
+    create: runc would meet the dead views (ENOTCONN, a 500 — found by bench/soak.py); the
+    runtime has lxcfs repaired first."""
+    # CRIU restores the views' bind mounts as the sandbox's (user-namespace) root, which can't
+    # traverse pytest's 0700 temp dirs: the mount lives in a dir it may traverse
+    base = Path(tempfile.mkdtemp(prefix="sandlot-lxcfs-", dir="/tmp"))
+    base.chmod(0o711)
+    mount = base / "lxcfs"
+    srv = Server(workdir=tmp_path, api_key=ids.new_api_key(), instance=unique_instance("x"),
+                 subnet=unique_subnet(), extra_env={"SANDLOT_LXCFS_PATH": str(mount), "SANDLOT_WARM_POOL_SIZE": "0"})
+    srv.start()
+    try:
+        with sdk_pointed_at(srv):
+            paused = Sandbox.create(timeout=180)
+            try:
+                paused.files.write("/home/user/kept.txt", "kept")
+                assert paused.pause()
+                os.kill(int((base / "lxcfs.pid").read_text()), signal.SIGKILL)
+                resumed = Sandbox.connect(paused.sandbox_id)
+                assert resumed.files.read("/home/user/kept.txt") == "kept"
+                assert _memtotal_kb(resumed) == 512 * 1024
+                os.kill(int((base / "lxcfs.pid").read_text()), signal.SIGKILL)
+                fresh = Sandbox.create(timeout=60)
+                try:
+                    assert _memtotal_kb(fresh) == 512 * 1024
+                finally:
+                    fresh.kill()
+            finally:
+                paused.kill()
+    finally:
+        srv.stop()
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.slow
