@@ -23,10 +23,13 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import errno
 import ipaddress
 import logging
 import os
 import re
+import socket
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -492,9 +495,17 @@ def sandbox_mac(sandbox_ip: str) -> str:
 
 
 def release_netns(name: str) -> None:
-    """Delete a named netns without a subprocess (what ``ip netns del`` does).
+    """Delete a named netns and its slot's veth pair, without a subprocess.
 
-    The veth pair goes away with the namespace once no process holds it."""
+    The veth is deleted first, synchronously: left to the namespace, it would go only when
+    the kernel's asynchronous netns cleanup runs (seconds later under load) or never while a
+    process still holds the netns, so a host link outlived ``kill`` and ``sandlot reset``."""
+    m = re.fullmatch(r"(.+)-(\d+)", name)   # ``Network.slot``'s names: <prefix>-<n> / <prefix>v<n>
+    if m:
+        try:
+            delete_link(f"{m.group(1)}v{m.group(2)}")
+        except OSError as e:   # the netns still goes; the kernel drops the pair with it
+            log.warning("could not delete the veth of %s: %s", name, e)
     p = NETNS_DIR / name
     b = os.fsencode(str(p))
     if _libc.umount2(b, 2) != 0:  # MNT_DETACH
@@ -505,6 +516,27 @@ def release_netns(name: str) -> None:
         p.unlink()
     except FileNotFoundError:
         pass
+
+
+_RTM_DELLINK, _NLMSG_ERROR, _IFLA_IFNAME = 17, 2, 3
+_NLM_F_REQUEST, _NLM_F_ACK = 1, 4
+
+
+def delete_link(name: str) -> None:
+    """Delete a host network link (both ends of a veth) by name over rtnetlink: done when
+    this returns. A link that isn't there is fine."""
+    ifname = name.encode() + b"\0"
+    attr = struct.pack("=HH", 4 + len(ifname), _IFLA_IFNAME) + ifname
+    attr += b"\0" * (-len(attr) % 4)
+    body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0) + attr   # ifinfomsg, by name
+    msg = struct.pack("=IHHII", 16 + len(body), _RTM_DELLINK, _NLM_F_REQUEST | _NLM_F_ACK, 1, 0) + body
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sk:
+        sk.sendto(msg, (0, 0))
+        reply = sk.recv(4096)
+    if struct.unpack_from("=H", reply, 4)[0] == _NLMSG_ERROR:
+        err = -struct.unpack_from("=i", reply, 16)[0]
+        if err not in (0, errno.ENODEV):
+            raise OSError(err, f"delete link {name}: {os.strerror(err)}")
 
 
 def host_nameservers() -> list[str]:
