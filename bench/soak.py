@@ -269,6 +269,9 @@ class Worker(threading.Thread):
         tok = self.token()
         try:
             self.timed("files", lambda: sbx.files.write("/home/user/soak.txt", tok))
+            # durable, as a careful user makes it: unflushed writes into a sparse disk image
+            # are lost when the host's disk fills before writeback (docs/reliability.md)
+            self.timed("files", lambda: sbx.commands.run("sync /home/user/soak.txt", timeout=60))
         except Exception:   # no marker, no use to the soak (e.g. written while the disk was full)
             with contextlib.suppress(Exception):
                 sbx.kill()
