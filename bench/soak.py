@@ -484,7 +484,7 @@ class Worker(threading.Thread):
             name = self.choose()
             try:
                 getattr(self, f"op_{name}")()
-            except Exception as exc:
+            except Exception:
                 # a running sandbox that stopped answering (the server died under it, its own
                 # timeout…) is re-found on the next failure-free pass
                 self.prune()

@@ -9,7 +9,6 @@ import errno
 import os
 import subprocess
 import types
-from pathlib import Path
 
 import pytest
 

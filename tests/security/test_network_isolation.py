@@ -74,7 +74,7 @@ def test_private_ranges_closed_even_to_allow_out_operator_allow_list_open(make, 
             assert not reaches(sbx, addr, f"/attack-{who}-{label}"), (who, label, addr)
         # the legitimate path: the operator's allow-listed LAN address answers
         assert reaches(sbx, host.allowed, f"/legit-{who}")
-    host.wait_for(f"/legit-allowout")
+    host.wait_for("/legit-allowout")
     assert not [line for line in host.lines() if "/attack-" in line], host.lines()
 
 

@@ -250,7 +250,7 @@ def test_template_build_steps_run_in_the_range_and_layers_stay_0_based(userns_se
         assert s.commands.run("stat -c '%U %a' /opt/owned /opt/suid /opt/secret.txt").stdout.split() == \
             ["user", "755", "root", "4755", "user", "600"]
         assert s.commands.run("cat /opt/secret.txt", user="user").stdout == "ctx"
-        assert s.commands.run(f"cat /opt/tag").stdout.strip() == tag
+        assert s.commands.run("cat /opt/tag").stdout.strip() == tag
     finally:
         s.kill()
     # on the host, the committed layer holding /opt/tag is 0-based
