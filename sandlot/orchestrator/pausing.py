@@ -56,6 +56,18 @@ def _check_disk(mgr: "SandboxManager", sandbox_id: str) -> None:
                           f"{need // 2**20} MiB, {free // 2**20} MiB free. The sandbox keeps running")
 
 
+def _out_of_space(mgr: "SandboxManager", exc: BaseException) -> bool:
+    """Whether a failed dump/restore is the disk's fault: CRIU's error names ENOSPC only when
+    its log's first lines do, so the free space left is asked too."""
+    text = str(exc)
+    if "no space left" in text.lower() or "ENOSPC" in text:
+        return True
+    try:
+        return shutil.disk_usage(mgr.runtime.sandboxes_dir).free < 16 * 2**20
+    except OSError:
+        return False
+
+
 async def pause(mgr: "SandboxManager", team_id: str, sandbox_id: str, memory: bool | None = None) -> None:
     with mgr.db.session() as session:
         row = sandbox_store.get_for_team(session, team_id, sandbox_id)
@@ -92,7 +104,7 @@ async def pause_now(mgr: "SandboxManager", sandbox_id: str, memory: bool | None 
             if alive and route is not None:
                 mgr._routes[sandbox_id] = route
             log.error("pause failed", sandbox_id=sandbox_id, error=str(exc), still_running=alive)
-            status = 507 if "no space left" in str(exc).lower() or "ENOSPC" in str(exc) else 500
+            status = 507 if _out_of_space(mgr, exc) else 500
             if alive:
                 raise _error(status, f"Failed to pause sandbox \"{sandbox_id}\": {exc}. The sandbox keeps running") from exc
             raise _error(500, f"Failed to pause sandbox \"{sandbox_id}\": {exc}") from exc
@@ -153,7 +165,7 @@ async def resume_now(mgr: "SandboxManager", sandbox_id: str, timeout_s: int) -> 
                     row.state = "paused"
             log.error("resume failed", sandbox_id=sandbox_id, error=str(exc))
             # the data dir's disk full (bench/soak.py): 507, as for pause, not an internal error
-            status = 507 if "no space left" in str(exc).lower() or "ENOSPC" in str(exc) else 500
+            status = 507 if _out_of_space(mgr, exc) else 500
             raise _error(status, f"Failed to resume sandbox \"{sandbox_id}\": {exc}. It stays paused") from exc
         now = datetime.now(timezone.utc)
         with mgr.db.session() as session, session.begin():
