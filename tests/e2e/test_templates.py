@@ -15,13 +15,14 @@ import pytest
 from e2b import Sandbox, Template, wait_for_port
 from e2b.exceptions import BuildException
 
+from tests.e2e.server import data_dir as default_data_dir
 from tests.e2e.server import Server
 
 pytestmark = pytest.mark.timeout(900)
 
 
 def build_sandbox_dirs(server: Server) -> list[Path]:
-    data_dir = Path(server.env().get("SANDLOT_DATA_DIR", "/var/lib/sandlot"))
+    data_dir = Path(server.env().get("SANDLOT_DATA_DIR") or default_data_dir())
     return list((data_dir / "runtime" / server.instance / "sandboxes").glob("b*"))
 
 

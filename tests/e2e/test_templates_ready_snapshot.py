@@ -19,6 +19,7 @@ import pytest
 from e2b import Sandbox, Template, wait_for_port
 
 from sandlot import ids
+from tests.e2e.server import data_dir as default_data_dir
 from tests.e2e.server import data_dir, Server, unique_instance, unique_subnet
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -60,7 +61,7 @@ def slow_start_template(delay_s: float) -> Template:
 
 
 def snapshots_dir(server: Server) -> Path:
-    data_dir = Path(server.env().get("SANDLOT_DATA_DIR", "/var/lib/sandlot"))
+    data_dir = Path(server.env().get("SANDLOT_DATA_DIR") or default_data_dir())
     return data_dir / "templates" / "snapshots" / server.instance
 
 

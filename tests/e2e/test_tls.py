@@ -33,10 +33,11 @@ import pytest
 
 from sandlot import ids
 from tests.e2e.server import REPO, SANDLOT, Server, unique_instance, unique_subnet
+from tests.e2e.server import data_dir
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="TLS tests need root (port 443, mount namespaces)")
 
-CA = Path(os.environ.get("SANDLOT_DATA_DIR", "/var/lib/sandlot")) / "tls" / "ca.pem"
+CA = data_dir() / "tls" / "ca.pem"
 """The server's generated CA (kept in its data dir so an operator trusts it once)."""
 
 CLIENT = textwrap.dedent(

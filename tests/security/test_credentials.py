@@ -20,6 +20,7 @@ import httpx
 import pytest
 from e2b import Sandbox
 
+from tests.e2e.server import data_dir as default_data_dir
 from tests.e2e.server import Server
 from tests.security.test_frontdoor import WS_UPGRADE, build, raw_status
 
@@ -49,7 +50,7 @@ ThreadingHTTPServer(("0.0.0.0", {CI_PORT}), H).serve_forever()
 
 
 def _data_dir(server: Server) -> Path:
-    return Path(server.env().get("SANDLOT_DATA_DIR", "/var/lib/sandlot"))
+    return Path(server.env().get("SANDLOT_DATA_DIR") or default_data_dir())
 
 
 def _pooled(server: Server) -> dict[str, str]:

@@ -35,6 +35,7 @@ from e2b import Sandbox
 from e2b.template.utils import calculate_files_hash, tar_file_stream
 
 from sandlot import ids
+from tests.e2e.server import data_dir as default_data_dir
 from tests.e2e.server import SANDLOT, Server, unique_instance, unique_subnet
 
 pytestmark = [pytest.mark.timeout(600),
@@ -305,7 +306,7 @@ def pull_server(tmp_path_factory: pytest.TempPathFactory, registries: tuple[Fake
 
 
 def images_dir(server: Server) -> Path:
-    return Path(server.env().get("SANDLOT_DATA_DIR", "/var/lib/sandlot")) / "templates" / "images"
+    return Path(server.env().get("SANDLOT_DATA_DIR") or default_data_dir()) / "templates" / "images"
 
 
 # --- (b) hostile registry answers -------------------------------------------------------------------

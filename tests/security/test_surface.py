@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from e2b import Sandbox
 
+from tests.e2e.server import data_dir as default_data_dir
 from tests.e2e.server import Server
 
 MASKED = ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/sysrq-trigger",
@@ -131,7 +132,7 @@ def test_mountinfo_shows_no_host_paths(sandbox: Sandbox, server: Server) -> None
     host's data directory — overlay layers are handed to the kernel as ``/proc/self/fd/N``.
     One exception is known and documented: a bind mount's root field is its source's path
     inside the host filesystem, so envd's read-only runtime at ``/.sandlot`` shows it."""
-    data_dir = server.env().get("SANDLOT_DATA_DIR", "/var/lib/sandlot")
+    data_dir = str(server.env().get("SANDLOT_DATA_DIR") or default_data_dir())
     info = sandbox.commands.run("cat /proc/self/mountinfo").stdout
     root = [line for line in info.splitlines() if line.split()[4] == "/"]
     assert len(root) == 1 and "lowerdir=/proc/self/fd/" in root[0], root

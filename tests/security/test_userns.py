@@ -21,11 +21,12 @@ from e2b import Sandbox
 
 from sandlot import ids
 from sandlot.runtime.idmap import IdRange
+from tests.e2e.server import data_dir as default_data_dir
 from tests.e2e.server import Server, sdk_pointed_at, unique_instance, unique_subnet
 
 RANGE = IdRange.parse(os.environ.get("SANDLOT_USERNS_RANGE", "1000000000:65536"))
 BASE = RANGE.base
-DATA_DIR = Path(os.environ.get("SANDLOT_DATA_DIR", "/var/lib/sandlot"))
+DATA_DIR = default_data_dir()
 
 
 @pytest.fixture(scope="module")
