@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
 from starlette.responses import JSONResponse
@@ -27,21 +25,9 @@ from sandlot.orchestrator.sandboxes import EnvdLauncher, SandboxManager
 from sandlot.proxy.frontdoor import FrontDoor
 from sandlot.runtime import log_drain, oom
 from sandlot.runtime.base import Runtime
+from sandlot.services import Services
 from sandlot.settings import Settings
 from sandlot.store.database import Database
-
-if TYPE_CHECKING:
-    from sandlot.templates.builder import TemplateBuilder
-
-
-@dataclass
-class Services:
-    settings: Settings
-    db: Database
-    runtime: Runtime
-    sandboxes: SandboxManager
-    builder: "TemplateBuilder | None" = None  # template builds (issue 6)
-    ready: bool = False
 
 
 def build_services(settings: Settings, runtime: Runtime | None = None, launcher: EnvdLauncher | None = None) -> Services:

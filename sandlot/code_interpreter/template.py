@@ -32,7 +32,7 @@ from sandlot.templates import steps as build_steps
 from sandlot.templates.builder import BuildRequest
 
 if TYPE_CHECKING:
-    from sandlot.app import Services
+    from sandlot.services import Services
 
 log = structlog.get_logger("sandlot.code_interpreter")
 

@@ -14,6 +14,7 @@ import stat
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from sandlot import tenant_fs
@@ -108,10 +109,31 @@ async def _stash_context(ctx: PrimeContext, team_id: str, archive: Path) -> str:
     return files_hash
 
 
+def prime_image(session: Session, team_id: str, ref: str) -> PrimeImageBuild | None:
+    """Newest live build the team may use whose ``fullImagePath`` is ``ref`` (its own or a public
+    one: the path names its team), or the team's *own* pull of the registry ref ``ref``: another
+    team's "pull" may have been built from anything, so it never stands for the registry."""
+    own = PrimeImageBuild.team_id == team_id
+    stmt = (
+        select(PrimeImageBuild)
+        .where(
+            or_(
+                and_(PrimeImageBuild.full_image_path == ref, or_(own, PrimeImageBuild.visibility == "PUBLIC")),
+                and_(PrimeImageBuild.source_image == ref, own),
+            ),
+            PrimeImageBuild.deleted.is_(False),
+            PrimeImageBuild.status.notin_(("FAILED", "CANCELLED")),
+        )
+        .order_by(PrimeImageBuild.created_at.desc())
+    )
+    for row in session.scalars(stmt):
+        if sync(session, row).status not in ("FAILED", "CANCELLED"):
+            return row
+    return None
+
+
 def _base(session: Session, team_id: str, ref: str) -> tuple[str | None, str | None]:
     """``(from_template, from_image)``: Sandlot templates and Prime images first, else a registry pull."""
-    from sandlot.api.prime.image_refs import prime_image
-
     built = prime_image(session, team_id, ref)
     if built is not None and built.status == "COMPLETED":
         return ref, None

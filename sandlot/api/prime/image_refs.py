@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sandlot.api.prime import image_builds
@@ -27,34 +27,11 @@ class ImageChoice:
         return self.template_id is None and self.pending_build_id is None
 
 
-def prime_image(session: Session, team_id: str, ref: str) -> PrimeImageBuild | None:
-    """Newest live build the team may use whose ``fullImagePath`` is ``ref`` (its own or a public
-    one: the path names its team), or the team's *own* pull of the registry ref ``ref``: another
-    team's "pull" may have been built from anything, so it never stands for the registry."""
-    own = PrimeImageBuild.team_id == team_id
-    stmt = (
-        select(PrimeImageBuild)
-        .where(
-            or_(
-                and_(PrimeImageBuild.full_image_path == ref, or_(own, PrimeImageBuild.visibility == "PUBLIC")),
-                and_(PrimeImageBuild.source_image == ref, own),
-            ),
-            PrimeImageBuild.deleted.is_(False),
-            PrimeImageBuild.status.notin_(("FAILED", "CANCELLED")),
-        )
-        .order_by(PrimeImageBuild.created_at.desc())
-    )
-    for row in session.scalars(stmt):
-        if image_builds.sync(session, row).status not in ("FAILED", "CANCELLED"):
-            return row
-    return None
-
-
 def resolve(session: Session, team_id: str, ref: str) -> ImageChoice:
     """A Prime image, else a template the ref names explicitly (the team's own bare name, a
     built-in such as ``base``, or ``team-slug/name[:tag]``, ``store/templates.resolve``), else
     the registry: another team's template is never a registry reference's stand-in."""
-    build = prime_image(session, team_id, ref)
+    build = image_builds.prime_image(session, team_id, ref)
     if build is not None:
         if build.status == "COMPLETED":
             return ImageChoice(build.template_id, build.sandlot_build_id, image_config=dict(build.image_config or {}))
