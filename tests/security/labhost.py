@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.server import _process_octet
+from sandlot import ids
+from tests.e2e.server import Server, _process_octet, sdk_pointed_at, unique_instance, unique_subnet
 
 HTTP_PORT = 8080
 UDP_PORT = 9999
@@ -151,3 +152,18 @@ def lab_host(workdir: Path) -> Iterator[LabHost]:
             proc.wait()
         subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
         subprocess.run(["ip", "link", "del", veth], stderr=subprocess.DEVNULL)
+
+
+@contextmanager
+def lab_server(workdir: Path, letter: str, host: "LabHost", **env: str) -> Iterator[Server]:
+    """A server whose operator allow-lists the lab host's ``allowed`` address, without a warm
+    pool (``env`` adds settings), with the SDK pointed at it meanwhile."""
+    srv = Server(workdir=workdir, api_key=ids.new_api_key(), instance=unique_instance(letter), subnet=unique_subnet(),
+                 extra_env={"SANDLOT_EGRESS_ALLOW_PRIVATE": json.dumps([f"{host.allowed}/32"]),
+                            "SANDLOT_WARM_POOL_SIZE": "0", **env})
+    srv.start()
+    try:
+        with sdk_pointed_at(srv):
+            yield srv
+    finally:
+        srv.stop()

@@ -20,9 +20,8 @@ import httpx
 import pytest
 from e2b import CommandExitException, Sandbox
 
-from sandlot import ids
-from tests.e2e.server import Server, data_dir, sdk_pointed_at, unique_instance, unique_subnet
-from tests.security.labhost import HTTP_PORT, UDP_PORT, LabHost, lab_host
+from tests.e2e.server import Server, data_dir
+from tests.security.labhost import HTTP_PORT, UDP_PORT, LabHost, lab_server
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="network tests need root"), pytest.mark.slow]
 
@@ -40,21 +39,9 @@ while True:
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHost]:
-    with lab_host(tmp_path_factory.mktemp("testhost")) as h:
-        yield h
-
-
-@pytest.fixture(scope="module")
 def clone_server(tmp_path_factory: pytest.TempPathFactory, host: LabHost) -> Iterator[Server]:
-    srv = Server(workdir=tmp_path_factory.mktemp("sandlot-clone"), api_key=ids.new_api_key(),
-                 instance=unique_instance("c"), subnet=unique_subnet(),
-                 extra_env={"SANDLOT_EGRESS_ALLOW_PRIVATE": json.dumps([f"{host.allowed}/32"]),
-                            "SANDLOT_WARM_POOL_SIZE": "0"})
-    srv.start()
-    with sdk_pointed_at(srv):
+    with lab_server(tmp_path_factory.mktemp("sandlot-clone"), "c", host) as srv:
         yield srv
-    srv.stop()
 
 
 @pytest.fixture

@@ -18,30 +18,17 @@ from collections.abc import Iterator
 import pytest
 from e2b import CommandExitException, Sandbox
 
-from sandlot import ids
-from tests.e2e.server import Server, sdk_pointed_at, unique_instance, unique_subnet
-from tests.security.labhost import HTTP_PORT, UDP_PORT, LabHost, lab_host
+from tests.e2e.server import Server
+from tests.security.labhost import HTTP_PORT, UDP_PORT, LabHost, lab_server
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network tests need root")
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHost]:
-    with lab_host(tmp_path_factory.mktemp("testhost")) as h:
-        yield h
-
-
-@pytest.fixture(scope="module")
 def iso_server(tmp_path_factory: pytest.TempPathFactory, host: LabHost) -> Iterator[Server]:
-    srv = Server(workdir=tmp_path_factory.mktemp("sandlot-iso"), api_key=ids.new_api_key(),
-                 instance=unique_instance("w"), subnet=unique_subnet(),
-                 extra_env={"SANDLOT_EGRESS_ALLOW_PRIVATE": json.dumps([f"{host.allowed}/32"]),
-                            "SANDLOT_DNS_UPSTREAMS": json.dumps([host.resolver]),
-                            "SANDLOT_WARM_POOL_SIZE": "0"})
-    srv.start()
-    with sdk_pointed_at(srv):
+    with lab_server(tmp_path_factory.mktemp("sandlot-iso"), "w", host,
+                    SANDLOT_DNS_UPSTREAMS=json.dumps([host.resolver])) as srv:
         yield srv
-    srv.stop()
 
 
 @pytest.fixture
