@@ -6,7 +6,6 @@ crashes on anything else, so no handler may ever emit HTML or plain text.
 
 from __future__ import annotations
 
-import errno
 import functools
 import re
 import uuid
@@ -21,6 +20,7 @@ from starlette.routing import compile_path
 
 from sandlot.api.prime import errors as prime_errors
 from sandlot.api.prime.errors import route_path
+from sandlot.runtime import disk
 from sandlot.runtime.checkpoint import CriuUnavailable
 
 log = structlog.get_logger("sandlot.api")
@@ -106,22 +106,6 @@ def _criu_unavailable(exc: BaseException) -> str | None:
     return None
 
 
-def _out_of_disk(exc: BaseException) -> bool:
-    """Whether a full disk is behind ``exc``: ENOSPC anywhere in its chain, or SQLite's
-    SQLITE_FULL ("database or disk is full") / PostgreSQL's "No space left on device"."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
-            return True
-        text = str(getattr(seen, "orig", seen)).lower()
-        if "database or disk is full" in text or "no space left on device" in text:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -149,7 +133,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if _out_of_disk(exc):   # the database or a file the server writes: not a bug, a full disk
+        if disk.out_of_space(exc):   # the database or a file the server writes: not a bug, a full disk
             log.warning("request failed: the server's disk is full", path=request.url.path, error=str(exc)[:300])
             return _respond(request, 507, "Insufficient storage: the server's disk is full; "
                                           "retry once the operator has freed space")

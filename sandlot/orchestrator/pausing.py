@@ -15,7 +15,7 @@ import structlog
 
 from sandlot.orchestrator.envd_client import wait_healthy
 from sandlot.quotas import reserve_sandbox
-from sandlot.runtime import cgroups
+from sandlot.runtime import cgroups, disk
 from sandlot.store import sandboxes as sandbox_store
 from sandlot.store.models import Sandbox
 
@@ -59,8 +59,7 @@ def _check_disk(mgr: "SandboxManager", sandbox_id: str) -> None:
 def _out_of_space(mgr: "SandboxManager", exc: BaseException) -> bool:
     """Whether a failed dump/restore is the disk's fault: CRIU's error names ENOSPC only when
     its log's first lines do, so the free space left is asked too."""
-    text = str(exc)
-    if "no space left" in text.lower() or "ENOSPC" in text:
+    if disk.out_of_space(exc):
         return True
     try:
         return shutil.disk_usage(mgr.runtime.sandboxes_dir).free < 16 * 2**20

@@ -29,6 +29,23 @@ MOUNT_OPTIONS = "loop,noinit_itable,discard,nosuid,nodev"
 """``noinit_itable``: the sparse image reads as zeros, so the kernel needn't zero inode tables."""
 
 
+def out_of_space(exc: BaseException) -> bool:
+    """Whether a full disk is behind ``exc``: ENOSPC anywhere in its chain, or its text
+    naming it (runc and CRIU errors, SQLite's SQLITE_FULL "database or disk is full",
+    PostgreSQL's "No space left on device")."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        text = str(getattr(seen, "orig", seen))
+        if "ENOSPC" in text or any(s in text.lower() for s in ("no space left", "database or disk is full")):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def image_path(sandbox_dir: Path) -> Path:
     return sandbox_dir / IMAGE
 

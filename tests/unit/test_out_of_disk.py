@@ -5,7 +5,7 @@ import sqlite3
 
 import sqlalchemy.exc
 
-from sandlot.api.errors import _out_of_disk
+from sandlot.runtime.disk import out_of_space as _out_of_disk
 
 
 def test_sqlite_full_and_enospc_are_out_of_disk() -> None:
