@@ -6,9 +6,11 @@ import ctypes.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from sandlot.runtime.egress import EgressPolicy
     from sandlot.runtime.usage import Usage
 
 SANDBOX_ID_RE = re.compile(r"^[a-z0-9]{1,64}$")
@@ -46,19 +48,85 @@ class SandboxRuntimeError(Exception):
     """Raised when a runtime operation fails (message carries the runtime's own error)."""
 
 
+@dataclass(frozen=True)
+class PauseRecovery:
+    """How a pause/resume interrupted by a crash settled (``Runtime.recover_pause``)."""
 
+    outcome: Literal["running", "paused", "lost"]
+    ip: str | None = None
+    """The sandbox's address when it is ``running``."""
 
 
 @runtime_checkable
 class Runtime(Protocol):
+    """Everything the orchestrator, the template builder and the guards ask of a host's sandboxes.
+
+    Calls are coarse and their arguments plain values (ids, paths on the runtime's host,
+    dataclasses of strings and numbers), so a node agent on another host can serve the
+    same seam over the network. ``RuncRuntime`` is the real implementation,
+    ``FakeRuntime`` an in-memory one for in-process tests.
+    """
+
+    criu_error: str | None
+    """Why checkpoint operations (pause with memory, snapshot, clone) are unavailable; ``None``: they work."""
+    before_start: Callable[[], Awaitable[None]] | None
+    """Awaited before any container starts (the lxcfs watch repairs lxcfs there)."""
+
+    # --- the runtime itself
     async def start(self) -> None: ...
     async def close(self) -> None: ...
+
+    # --- containers
     async def create(self, spec: SandboxSpec) -> SandboxHandle: ...
     async def kill(self, sandbox_id: str) -> None: ...
+    async def kill_keeping_upper(self, sandbox_id: str, dest: Path) -> None:
+        """Kill, moving the writable layer to ``dest`` first (a template build's result)."""
+        ...
     async def list(self) -> list[SandboxHandle]: ...
     async def is_alive(self, sandbox_id: str) -> bool: ...
-    def usage(self, sandbox_id: str) -> "Usage | None": ...
+    async def thaw_if_frozen(self, sandbox_id: str) -> bool:
+        """Thaw a container a killed server left frozen; whether it was."""
+        ...
     def oom_killed(self, sandbox_id: str) -> bool: ...
+    def usage(self, sandbox_id: str) -> "Usage | None": ...
+    def init_pid(self, sandbox_id: str) -> int | None:
+        """Host pid of the sandbox's init, for guards running on the runtime's own host."""
+        ...
+
+    # --- checkpoint / restore
+    def memory_bytes(self, sandbox_id: str) -> int:
+        """Memory the sandbox uses now (what a memory image of it will need on disk)."""
+        ...
+    def free_bytes(self) -> int:
+        """Free disk space where pause and snapshot images are written."""
+        ...
+    async def pause(self, sandbox_id: str, *, memory: bool = True) -> dict[str, float]:
+        """Checkpoint (``memory``) or stop, keeping disk and address; timings in ms. On failure the
+        sandbox is left running when it can be."""
+        ...
+    async def resume(self, sandbox_id: str) -> SandboxHandle: ...
+    def finish_resume(self, sandbox_id: str) -> None:
+        """Drop the pause image once the resumed sandbox answered."""
+        ...
+    async def abort_resume(self, sandbox_id: str) -> None:
+        """Back to paused after a resume whose sandbox did not come up."""
+        ...
+    async def recover_pause(self, sandbox_id: str) -> PauseRecovery: ...
+    def paused_ids(self) -> list[str]: ...
+    async def snapshot(self, sandbox_id: str, dest: Path, *, memory: bool = True) -> None:
+        """Copy a running sandbox (memory when ``memory``, and disk) into ``dest``; it keeps running."""
+        ...
+    async def clone(self, snapshot: Path, sandbox_id: str, *, egress: "EgressPolicy | None" = None) -> SandboxHandle:
+        """A new sandbox restored from ``snapshot``: own disk copy, address; ``egress`` in force first."""
+        ...
+
+    # --- network
+    @property
+    def egress_rules(self) -> bool:
+        """Whether per-sandbox egress policies can be enforced (``set_egress``)."""
+        ...
+    async def set_egress(self, ip: str, policy: "EgressPolicy") -> None: ...
+    async def clear_egress(self, ip: str) -> None: ...
 
 
 PR_SET_CHILD_SUBREAPER = 36
