@@ -17,7 +17,6 @@ from sandlot.api import sandboxes as sandbox_routes
 from sandlot.api import snapshots as snapshot_routes
 from sandlot.api import templates as template_routes
 from sandlot.api.prime import facade as prime_facade
-from sandlot.code_interpreter import template as code_interpreter_template
 from sandlot.orchestrator.disk_guard import DiskGuard, DiskGuardMiddleware
 from sandlot.orchestrator.lxcfs_watch import LxcfsWatch
 from sandlot.orchestrator.oom_guard import OomGuard
@@ -28,6 +27,7 @@ from sandlot.runtime.base import Runtime
 from sandlot.services import Services
 from sandlot.settings import Settings
 from sandlot.store.database import Database
+from sandlot.templates import code_interpreter as code_interpreter_template
 
 
 def build_services(settings: Settings, runtime: Runtime | None = None, launcher: EnvdLauncher | None = None) -> Services:
@@ -52,8 +52,8 @@ def build_services(settings: Settings, runtime: Runtime | None = None, launcher:
             criu=settings.criu_path,
             seccomp_filter=settings.seccomp,
             userns=IdRange.parse(settings.userns_range) if settings.userns else None,
+            allow_private=tuple(settings.egress_allow_private),
         )
-        runtime.network.allow_private = tuple(settings.egress_allow_private)   # read by its start()
     default_launcher = partial(envd_launch, runtime_dir=settings.envd_runtime_dir)
     manager = SandboxManager(settings, db, runtime, launcher or default_launcher)
     from sandlot.templates.builder import TemplateBuilder

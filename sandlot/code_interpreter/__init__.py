@@ -2,7 +2,7 @@
 
 Runs inside ``code-interpreter-v1`` sandboxes under the template's own venv (which has
 ``jupyter_client``/``ipykernel``), imported from a copy of this package that
-``template.py`` installs into the envd runtime (``/.sandlot``); only ``template.py`` (the
-server-side build hook) belongs to the control plane and is left out of that copy. So
-nothing else here may import the rest of ``sandlot``.
+``sandlot/templates/code_interpreter.py`` (the control plane's build hook) installs into the
+envd runtime (``/.sandlot``). Only this package is copied, so nothing here may import the rest
+of ``sandlot`` (``tests/unit/test_protocol_package.py`` checks).
 """

@@ -1,11 +1,14 @@
-"""Access-token, Basic-auth user selection and signed /files URL checks (spec §3.4, §3.6)."""
+"""envd's side of access control: the access token and signed /files URLs (spec §3.4, §3.6).
+
+The signature and header formats the host shares live in :mod:`sandlot.protocol.auth`.
+"""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import time
+
+from sandlot.protocol.auth import sign
 
 UNAUTHORIZED_MESSAGE = "unauthorized access, please provide a valid access token or method signing if supported"
 
@@ -15,26 +18,6 @@ def token_ok(expected: str | None, given: str | None) -> bool:
     if not expected:
         return True
     return given is not None and hmac.compare_digest(expected.encode(), given.encode())
-
-
-def basic_auth_username(header: str | None) -> str | None:
-    """Username from ``Authorization: Basic base64("name:")``; None when absent/garbled."""
-    if not header or not header.lower().startswith("basic "):
-        return None
-    try:
-        decoded = base64.b64decode(header[6:].strip()).decode()
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return decoded.split(":", 1)[0] or None
-
-
-def sign(path: str, operation: str, user: str, token: str, expiration: int | None) -> str:
-    """Same algorithm as e2b/sandbox/signature.py."""
-    raw = f"{path}:{operation}:{user}:{token}"
-    if expiration is not None:
-        raw += f":{expiration}"
-    digest = hashlib.sha256(raw.encode()).digest()
-    return "v1_" + base64.b64encode(digest).rstrip(b"=").decode()
 
 
 def check_files_access(

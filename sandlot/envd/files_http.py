@@ -16,6 +16,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from sandlot.protocol.auth import ACCESS_TOKEN_HEADER
+
 from . import auth, users, xattrs
 from .filesystem import make_dirs_owned
 from .rpc_common import resolve_path
@@ -117,7 +119,7 @@ class FilesHandler:
         username = q.get("username", "")
         denied = auth.check_files_access(
             token=self.state.access_token,
-            header_token=request.headers.get("x-access-token"),
+            header_token=request.headers.get(ACCESS_TOKEN_HEADER),
             path=raw_path, operation=operation, username=username,
             signature=q.get("signature"), expiration=q.get("signature_expiration"),
         )

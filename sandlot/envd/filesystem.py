@@ -13,10 +13,11 @@ from connectrpc.request import RequestContext
 from protobuf import Oneof
 from protobuf.wkt.google.protobuf.timestamp_pb import Timestamp
 
+from sandlot.protocol.gen.filesystem import filesystem_pb as pb
+from sandlot.protocol.gen.filesystem.filesystem_connect import Filesystem
+
 from . import users, xattrs
 from .watchers import CHMOD, CREATE, REMOVE, RENAME, WRITE, Event, Watcher, WatcherRegistry, is_dir, network_fs
-from .gen.filesystem import filesystem_pb as pb
-from .gen.filesystem.filesystem_connect import Filesystem
 from .rpc_common import error, keepalive_interval, request_user, resolve_path
 from .state import EnvdState
 

@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 from connectrpc.request import RequestContext
 from protobuf import Oneof
 
-from .gen.process import process_pb as pb
-from .gen.process.process_connect import Process
+from sandlot.protocol.gen.process import process_pb as pb
+from sandlot.protocol.gen.process.process_connect import Process
+
 from .processes import End, Output, ProcessError, Registry, Spec
 from .rpc_common import error, keepalive_interval, request_user, resolve_path
 from .state import EnvdState

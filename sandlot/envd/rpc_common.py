@@ -8,7 +8,9 @@ from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
 
-from . import auth, users
+from sandlot.protocol.auth import basic_auth_username
+
+from . import users
 from .state import EnvdState
 
 DEFAULT_KEEPALIVE = 90.0
@@ -20,7 +22,7 @@ def error(kind: str, message: str) -> ConnectError:
 
 def request_user(state: EnvdState, ctx: RequestContext) -> users.User:
     """The user named by Basic auth, else the default user; unknown → unauthenticated."""
-    name = auth.basic_auth_username(ctx.request_headers.get("authorization"))
+    name = basic_auth_username(ctx.request_headers.get("authorization"))
     name = name or state.default_user
     try:
         return users.lookup(name)

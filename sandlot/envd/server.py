@@ -8,17 +8,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 
+from sandlot.protocol.auth import ACCESS_TOKEN_HEADER
+from sandlot.protocol.gen.filesystem.filesystem_connect import FilesystemASGIApplication
+from sandlot.protocol.gen.process.process_connect import ProcessASGIApplication
+
 from . import auth
 from .files_http import FilesHandler, json_error
 from .filesystem import FilesystemService
 from .metrics import Metrics
-from .gen.filesystem.filesystem_connect import FilesystemASGIApplication
-from .gen.process.process_connect import ProcessASGIApplication
 from .process_service import ProcessService
 from .processes import Registry
 from .state import EnvdState
 
 CONNECT_PREFIXES = ("/process.Process/", "/filesystem.Filesystem/")
+_TOKEN_KEY = ACCESS_TOKEN_HEADER.lower().encode()
 
 
 class EnvdApp:
@@ -56,12 +59,12 @@ class EnvdApp:
     def _token_ok(self, scope) -> bool:
         given = None
         for k, v in scope.get("headers", ()):
-            if k == b"x-access-token":
+            if k == _TOKEN_KEY:
                 given = v.decode("latin-1")
         return auth.token_ok(self.state.access_token, given)
 
     def _guard(self, request: Request) -> Response | None:
-        if auth.token_ok(self.state.access_token, request.headers.get("x-access-token")):
+        if auth.token_ok(self.state.access_token, request.headers.get(ACCESS_TOKEN_HEADER)):
             return None
         return json_error(401, auth.UNAUTHORIZED_MESSAGE)
 

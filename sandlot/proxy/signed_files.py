@@ -13,7 +13,7 @@ import hmac
 from collections.abc import Iterable
 from urllib.parse import parse_qs
 
-from sandlot.envd.auth import sign
+from sandlot.protocol.auth import sign
 
 
 def signer_of(method: str, query: bytes, candidates: Iterable[tuple[str, str]]) -> str | None:

@@ -6,7 +6,8 @@ Layout of ``<runtime>`` (bind-mounted read-only at ``/.sandlot`` in each sandbox
   python3.11 (``python3.11-minimal`` + ``libpython3.11-stdlib``) and the libs it needs
   (glibc, libssl3, libsqlite3, libffi, ...);
 * ``opt/envd/site``: envd's pip deps (``pip install --target``);
-* ``opt/envd/apps/<digest>/sandlot``: a copy of ``sandlot/__init__.py`` + ``sandlot/envd/``,
+* ``opt/envd/apps/<digest>/sandlot``: a copy of ``sandlot/__init__.py`` + ``sandlot/envd/`` +
+  ``sandlot/protocol/``,
   one dir per content digest (added by :func:`refresh_envd_app` at server start when
   missing). Never replaced in place: a sandbox whose envd is starting, or a server of
   another version sharing the data dir, keeps the code it was launched with.
@@ -191,12 +192,18 @@ def build_envd_runtime(runtime_dir: Path | str, *, progress: Progress | None = N
     return runtime_dir
 
 
+APP_PACKAGES = ("envd", "protocol")
+"""envd and the wire contract it shares with the host (``sandlot.protocol``): all envd imports."""
+
+
 def _app_sources() -> list[Path]:
-    """The files of envd's app dir: ``sandlot/__init__.py`` and ``sandlot/envd/`` without
+    """The files of envd's app dir: ``sandlot/__init__.py`` and :data:`APP_PACKAGES` without
     caches and tests (what is digested is exactly what is copied)."""
-    envd = _REPO_SANDLOT / "envd"
-    files = [p for p in envd.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-             and "tests" not in p.relative_to(envd).parts and p.suffix != ".pyc"]
+    files: list[Path] = []
+    for package in APP_PACKAGES:
+        top = _REPO_SANDLOT / package
+        files += [p for p in top.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                  and "tests" not in p.relative_to(top).parts and p.suffix != ".pyc"]
     return [_REPO_SANDLOT / "__init__.py", *sorted(files)]
 
 

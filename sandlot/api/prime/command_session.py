@@ -18,7 +18,7 @@ from sandlot.api.prime.context import PrimeContext
 from sandlot.api.prime.gen.command_session import command_session_pb as cpb
 from sandlot.api.prime.gen.command_session.command_session_connect import CommandSession
 from sandlot.api.prime.gateway_auth import GATEWAY_SANDBOX_HEADER, sandbox_defaults, sandbox_route
-from sandlot.envd.gen.process import process_pb as ppb
+from sandlot.protocol.gen.process import process_pb as ppb
 from sandlot.orchestrator.sandboxes import Route
 
 SEEN_UUIDS = 4096

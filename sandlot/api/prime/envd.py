@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 
 import httpx
 from pyqwest import Client as RPCHTTPClient
 from pyqwest import HTTPTransport
 
-from sandlot.envd.gen.process.process_connect import ProcessClient
+from sandlot.protocol.auth import ACCESS_TOKEN_HEADER, basic_auth
+from sandlot.protocol.gen.process.process_connect import ProcessClient
 from sandlot.orchestrator.sandboxes import Route
 
 PRIME_DEFAULT_USER = "root"
@@ -34,8 +34,8 @@ class EnvdAccess:
         """envd selects the user with Basic auth and guards everything with the access token."""
         name = user or PRIME_DEFAULT_USER
         return {
-            "X-Access-Token": route.access_token,
-            "Authorization": "Basic " + base64.b64encode(f"{name}:".encode()).decode(),
+            ACCESS_TOKEN_HEADER: route.access_token,
+            "Authorization": basic_auth(name),
         }
 
     def processes(self, route: Route) -> ProcessClient:

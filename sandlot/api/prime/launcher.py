@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sandlot.api.prime.context import PrimeContext
 from sandlot.api.prime.image_builds import sync
 from sandlot.api.prime.image_refs import ImageChoice
-from sandlot.envd.gen.process import process_pb as ppb
+from sandlot.protocol.gen.process import process_pb as ppb
 from sandlot.orchestrator.sandboxes import CreateRequest, SandboxError
 from sandlot.store import templates as template_store
 from sandlot.store.models import Build, PrimeImageBuild, PrimeSandbox, Sandbox, Template

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates sandlot/api/prime/gen/ from command_session.proto, with the same toolchain as
-# sandlot/envd/proto/generate.sh (protoc + protoc-gen-py 0.6.0 + protoc-gen-connectrpc 0.12.1).
+# sandlot/protocol/proto/generate.sh (protoc + protoc-gen-py 0.6.0 + protoc-gen-connectrpc 0.12.1).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../../../.." && pwd)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates sandlot/envd/gen/ from the .proto files here.
+# Regenerates sandlot/protocol/gen/ from the .proto files here.
 # Needs protoc (Debian: protobuf-compiler) and the plugins from
 # `pip install protoc-gen-py==0.6.0 protoc-gen-connectrpc==0.12.1` on PATH
 # (the repo venv's bin is used when present).

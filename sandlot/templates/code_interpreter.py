@@ -10,7 +10,8 @@ the start command, which rebuilds the template once (steps come from the layer c
 and servers from different checkouts sharing a data dir (tests) never swap each other's
 code (envd's own code is kept the same way, ``opt/envd/apps/<digest>``).
 
-Runs in the control plane; never imported inside sandboxes.
+Runs in the control plane; never imported inside sandboxes (the server it installs is
+``sandlot/code_interpreter``, which imports nothing else from ``sandlot``).
 """
 
 from __future__ import annotations
@@ -69,8 +70,12 @@ STEPS: list[dict] = [
 READY_CMD = "curl -sf -o /dev/null http://localhost:49999/health"
 
 
+SERVER_PACKAGE = Path(__file__).resolve().parent.parent / "code_interpreter"
+"""``sandlot/code_interpreter``: only what runs inside the sandbox (this module stays on the host)."""
+
+
 def _server_sources() -> list[Path]:
-    return sorted(p for p in Path(__file__).parent.glob("*.py") if p.name != "template.py")
+    return sorted(SERVER_PACKAGE.glob("*.py"))
 
 
 def install_server(runtime_dir: Path) -> str:
