@@ -20,7 +20,8 @@ from sandlot.api.prime import facade as prime_facade
 from sandlot.orchestrator.disk_guard import DiskGuard, DiskGuardMiddleware
 from sandlot.orchestrator.lxcfs_watch import LxcfsWatch
 from sandlot.orchestrator.oom_guard import OomGuard
-from sandlot.orchestrator.sandboxes import EnvdLauncher, SandboxManager
+from sandlot.orchestrator.requests import EnvdLauncher
+from sandlot.orchestrator.sandboxes import SandboxManager
 from sandlot.proxy.frontdoor import FrontDoor
 from sandlot.runtime import log_drain, oom
 from sandlot.runtime.base import Runtime
@@ -67,7 +68,7 @@ def health_problems(services: Services, disk_guard: DiskGuard | None = None) -> 
     problems = []
     if disk_guard is not None and disk_guard.problem():
         problems.append(str(disk_guard.problem()))
-    criu_error = getattr(services.runtime, "criu_error", None)
+    criu_error = services.runtime.criu_error
     if criu_error:
         problems.append(f"memory pause/resume, snapshots and fork are unavailable (503): {criu_error}")
     return problems
@@ -85,7 +86,7 @@ def create_app(services: Services) -> FrontDoor:
         disk_guard.start()  # 507 for new sandboxes and builds before the host's disk fills
         if services.settings.lxcfs:
             lxcfs_watch.start()  # a dead lxcfs is restarted under the running sandboxes
-            if lxcfs_watch.running and hasattr(services.runtime, "before_start"):
+            if lxcfs_watch.running:
                 services.runtime.before_start = lxcfs_watch.check   # ... and before one starts
         services.ready = True
         try:
@@ -129,5 +130,5 @@ def create_app(services: Services) -> FrontDoor:
     api.include_router(snapshot_routes.router)   # pause/resume/snapshots/fork (issue 4)
     api.include_router(sandbox_routes.router)
     prime_ctx = prime_facade.install(api, services)  # Prime Intellect /api/v1 + /gateway (issue 7)
-    front_door = FrontDoor(api, services.sandboxes, services.settings.domain)
+    front_door = FrontDoor(api, services.sandboxes, services.settings.domain, services.settings.envd_port)
     return front_door

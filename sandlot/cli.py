@@ -15,6 +15,7 @@ from sandlot.templates.cli import template_app
 
 if TYPE_CHECKING:
     from sandlot.proxy.tls import TlsFiles
+    from sandlot.services import Services
 
 app = typer.Typer(help="Sandlot: self-hosted sandboxes for AI agents that speak the E2B API.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
@@ -32,7 +33,7 @@ def _settings(**overrides: object) -> Settings:
 
 def _prepare(settings: Settings) -> str | None:
     from sandlot.bootstrap import prepare_images, prepare_store, register_base_template
-    from sandlot.orchestrator.sandboxes import ENVD_VERSION
+    from sandlot.orchestrator.requests import ENVD_VERSION
     from sandlot.store.database import Database
 
     db = Database(settings.effective_database_url)
@@ -166,7 +167,7 @@ def reset(
     console.print(f"Removed {killed} sandboxes of instance {settings.instance!r}.")
 
 
-async def _reset(services) -> int:  # noqa: ANN001 - sandlot.app.Services, imported lazily
+async def _reset(services: Services) -> int:
     from sqlalchemy import delete
 
     from sandlot.store.models import Sandbox

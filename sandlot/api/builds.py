@@ -11,7 +11,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
@@ -23,7 +23,7 @@ from sandlot.api import limits, openapi
 from sandlot.api.auth import TeamId
 from sandlot import quotas
 from sandlot.api.errors import APIError
-from sandlot.orchestrator.sandboxes import ENVD_VERSION
+from sandlot.orchestrator.requests import ENVD_VERSION
 from sandlot.quotas import NO_RETRY
 from sandlot.store import templates as template_store
 from sandlot.store.models import Build, BuildLogEntry, Template
@@ -33,6 +33,9 @@ from sandlot.templates.oci import PullError
 from sandlot.templates.steps import FILES_HASH
 from sandlot.templates.uploads import UploadError, UploadTooLarge
 
+if TYPE_CHECKING:
+    from sandlot.services import Services
+
 router = APIRouter()
 
 NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?(/[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?)?$")
@@ -41,7 +44,10 @@ MAX_LOG_PAGE = 100
 
 
 def builder(request: Request) -> TemplateBuilder:
-    return request.app.state.services.builder
+    services: Services = request.app.state.services
+    if services.builder is None:  # build_services always makes one; only a hand-built Services lacks it
+        raise RuntimeError("this server has no template builder")
+    return services.builder
 
 
 def _iso(value: datetime) -> str:
@@ -92,7 +98,7 @@ class BuildRequestV3(BaseModel):
 
     name: str | None = Field(default=None, max_length=255)
     alias: str | None = Field(default=None, max_length=255)
-    tags: limits.texts(32, 128) | None = None
+    tags: limits.Tags | None = None
     cpu_count: int | None = Field(default=None, alias="cpuCount")
     memory_mb: int | None = Field(default=None, alias="memoryMB")
     min_free_disk_mb: int | None = Field(default=None, alias="minFreeDiskMb")
@@ -185,7 +191,7 @@ class BuildStartV2(BaseModel):
 
 
 @router.post("/v2/templates/{template_id}/builds/{build_id}", status_code=202, responses=openapi.errors(404, 409, 429))
-async def start_build(template_id: str, build_id: str, body: BuildStartV2, request: Request, team_id: TeamId) -> dict:
+async def start_build(template_id: str, build_id: str, body: BuildStartV2, request: Request, team_id: TeamId) -> dict[str, Any]:
     if body.from_image and body.from_template:
         raise APIError(400, "Set either fromImage or fromTemplate, not both")
     if body.from_image_registry and body.from_image_registry.get("type") not in ("registry", "aws", "gcp"):
@@ -284,11 +290,11 @@ def dockerfile_steps(dockerfile: str) -> dict[str, Any]:
         template = Template().from_dockerfile(dockerfile)
     except Exception as exc:  # the parser raises ValueError and friends
         raise APIError(400, f"Invalid Dockerfile: {exc}") from None
-    inner = template._template  # noqa: SLF001 - the SDK has no public serializer
-    if any(i.get("type") == "COPY" for i in inner._instructions):  # noqa: SLF001
+    inner = template._template  # private: the SDK has no public serializer
+    if any(i.get("type") == "COPY" for i in inner._instructions):
         raise APIError(400, "COPY/ADD need a build context, which the v1 inline-Dockerfile flow does not have; "
                             "use Template.build (v3) instead")
-    data = inner._serialize(inner._instructions)  # noqa: SLF001
+    data: dict[str, Any] = dict(inner._serialize(inner._instructions))
     for step in data["steps"]:
         step["type"] = getattr(step["type"], "value", step["type"])  # the SDK's str enum
     return data

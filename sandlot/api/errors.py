@@ -20,6 +20,8 @@ from starlette.routing import compile_path
 
 from sandlot.api.prime import errors as prime_errors
 from sandlot.api.prime.errors import route_path
+from sandlot.orchestrator import errors as domain
+from sandlot.quotas import NO_RETRY, QuotaExceeded
 from sandlot.runtime import disk
 from sandlot.runtime.checkpoint import CriuUnavailable
 
@@ -34,6 +36,33 @@ class APIError(Exception):
         self.status = status
         self.message = message
         self.headers = headers
+
+
+E2B_STATUS: dict[type[Exception], int] = {
+    domain.SandboxNotFound: 404,
+    domain.Conflict: 409,
+    domain.InvalidRequest: 400,
+    QuotaExceeded: 429,
+    domain.InsufficientStorage: 507,
+    domain.OperationFailed: 500,
+    domain.SandboxError: 500,
+}
+"""The orchestrator's domain errors as E2B statuses: the one place they meet HTTP."""
+
+PRIME_STATUS: dict[type[Exception], int] = {**E2B_STATUS, domain.InvalidRequest: 422}
+"""The same for the Prime façade: Prime's FastAPI answers invalid input with 422."""
+
+
+def status_of(exc: Exception, table: dict[type[Exception], int] = E2B_STATUS) -> int:
+    """The status of a domain error (its most specific class in ``table``)."""
+    for cls in type(exc).__mro__:
+        if cls in table:
+            return table[cls]
+    return 500
+
+
+def domain_message(exc: Exception) -> str:
+    return exc.message if isinstance(exc, (domain.SandboxError, QuotaExceeded)) else str(exc)
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -114,6 +143,19 @@ def install(app: FastAPI) -> None:
             return _respond(request, 503, "Unavailable on this server: memory pause/resume, snapshots and "
                                           f"fork need CRIU, which is missing or broken ({criu})")
         return _respond(request, exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(domain.SandboxError)
+    @app.exception_handler(QuotaExceeded)
+    async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+        criu = _criu_unavailable(exc)
+        if criu is not None:
+            return _respond(request, 503, "Unavailable on this server: memory pause/resume, snapshots and "
+                                          f"fork need CRIU, which is missing or broken ({criu})")
+        prime = prime_errors.applies(request)
+        status = status_of(exc, PRIME_STATUS if prime else E2B_STATUS)
+        # a 429 is a quota (sandlot/quotas.py), not a rate: the SDK must not retry it for seconds
+        headers = NO_RETRY if status == 429 and not prime else None
+        return _respond(request, status, domain_message(exc), headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -12,10 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sandlot.api import limits, openapi
 from sandlot.api.auth import TeamId
 from sandlot.api.errors import APIError, not_found_sandbox
-from sandlot.orchestrator import pausing, snapshots
-from sandlot.orchestrator.sandboxes import CreateRequest, SandboxError, SandboxManager
+from sandlot.orchestrator.requests import CloneRequest, CreateRequest
+from sandlot.orchestrator.sandboxes import SandboxManager
 from sandlot.proxy.traffic import private_traffic_token
-from sandlot.quotas import NO_RETRY
 from sandlot.store import sandboxes as sandbox_store
 from sandlot.store import snapshots as snapshot_store
 from sandlot.store import templates as template_store
@@ -105,7 +104,7 @@ class RefreshBody(_Body):
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _manager(request: Request) -> SandboxManager:
+def manager(request: Request) -> SandboxManager:
     return request.app.state.services.sandboxes
 
 
@@ -113,7 +112,7 @@ def _iso(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
-def _checked_timeout(request: Request, timeout: int | None, *, allow_zero: bool = False) -> int:
+def checked_timeout(request: Request, timeout: int | None, *, allow_zero: bool = False) -> int:
     settings = request.app.state.services.settings
     if timeout is None:
         return settings.default_timeout_s
@@ -124,7 +123,7 @@ def _checked_timeout(request: Request, timeout: int | None, *, allow_zero: bool 
     return timeout
 
 
-def _sandbox_json(row: Sandbox, domain: str | None) -> dict[str, Any]:
+def sandbox_json(row: Sandbox, domain: str | None) -> dict[str, Any]:
     return {
         "templateID": row.template_id,
         "sandboxID": row.id,
@@ -172,11 +171,6 @@ def _detail_json(row: Sandbox, domain: str | None) -> dict[str, Any]:
     return data
 
 
-def _raise(exc: SandboxError) -> None:
-    # a 429 is a quota (sandlot/quotas.py), not a rate: the SDK must not retry it for seconds
-    raise APIError(exc.status, exc.message, NO_RETRY if exc.status == 429 else None) from exc
-
-
 def _reject_unsupported(body: NewSandbox) -> None:
     """Features of later milestones fail loudly instead of being silently ignored."""
     auto_resume = bool(body.auto_resume and body.auto_resume.enabled)
@@ -218,24 +212,17 @@ async def create_sandbox(body: NewSandbox, request: Request, team_id: TeamId) ->
 
 
 async def _create_sandbox(body: NewSandbox, request: Request, team_id: str) -> dict[str, Any]:
-    timeout = _checked_timeout(request, body.timeout)
+    timeout = checked_timeout(request, body.timeout)
     _reject_unsupported(body)
     network = body.network.stored() if body.network is not None else None
-    try:
-        _manager(request).egress_policy(body.allow_internet_access, network)
-    except SandboxError as exc:
-        _raise(exc)
+    manager(request).egress_policy(body.allow_internet_access, network)
     services = request.app.state.services
     with services.db.session() as session:   # a snapshot name/id starts a sandbox from it (issue 4)
         snap = snapshot_store.resolve(session, team_id, body.template_id)
     if snap is not None:
-        try:
-            row = await snapshots.start_from(
-                _manager(request), snap, snapshots.CloneRequest(team_id, timeout, body.metadata, body.env_vars,
-                                                                 body.allow_internet_access, network))
-        except SandboxError as exc:
-            _raise(exc)
-        return _sandbox_json(row, services.settings.domain)
+        row = await manager(request).start_from(
+            snap, CloneRequest(team_id, timeout, body.metadata, body.env_vars, body.allow_internet_access, network))
+        return sandbox_json(row, services.settings.domain)
     with services.db.session() as session:
         template = template_store.resolve(session, team_id, body.template_id)
         if template is None:
@@ -254,26 +241,23 @@ async def _create_sandbox(body: NewSandbox, request: Request, team_id: str) -> d
         names = template_store.aliases(session, template.id)
     plain = template_store.split_tag(body.template_id)[0]
     alias = plain if plain in names else (names[0] if names else None)
-    try:
-        row = await _manager(request).create(
-            CreateRequest(
-                team_id=team_id,
-                template=template,
-                build=build,
-                alias=alias,
-                timeout_s=timeout,
-                metadata=body.metadata or {},
-                env_vars=body.env_vars or {},
-                allow_internet_access=body.allow_internet_access,
-                network=network,
-                auto_pause=bool(body.auto_pause),
-                auto_resume=bool(body.auto_pause and body.auto_resume and body.auto_resume.enabled),
-                pause_memory=body.auto_pause_memory is not False,
-            )
+    row = await manager(request).create(
+        CreateRequest(
+            team_id=team_id,
+            template=template,
+            build=build,
+            alias=alias,
+            timeout_s=timeout,
+            metadata=body.metadata or {},
+            env_vars=body.env_vars or {},
+            allow_internet_access=body.allow_internet_access,
+            network=network,
+            auto_pause=bool(body.auto_pause),
+            auto_resume=bool(body.auto_pause and body.auto_resume and body.auto_resume.enabled),
+            pause_memory=body.auto_pause_memory is not False,
         )
-    except SandboxError as exc:
-        _raise(exc)
-    return _sandbox_json(row, services.settings.domain)
+    )
+    return sandbox_json(row, services.settings.domain)
 
 
 @router.get("/sandboxes")
@@ -338,7 +322,7 @@ async def list_sandboxes(
 async def get_sandbox(sandbox_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
     services = request.app.state.services
     with services.db.session() as session:
-        row = sandbox_store.get_for_team(session, team_id, _short_id(sandbox_id))
+        row = sandbox_store.get_for_team(session, team_id, short_id(sandbox_id))
     if row is None:
         raise not_found_sandbox(sandbox_id)
     return _detail_json(row, services.settings.domain)
@@ -346,29 +330,23 @@ async def get_sandbox(sandbox_id: str, request: Request, team_id: TeamId) -> dic
 
 @router.delete("/sandboxes/{sandbox_id}", status_code=204, responses=openapi.errors(404))
 async def kill_sandbox(sandbox_id: str, request: Request, team_id: TeamId) -> Response:
-    if not await _manager(request).kill(team_id, _short_id(sandbox_id)):
+    if not await manager(request).kill(team_id, short_id(sandbox_id)):
         raise not_found_sandbox(sandbox_id)
     return Response(status_code=204)
 
 
 @router.post("/sandboxes/{sandbox_id}/timeout", status_code=204, responses=openapi.errors(404, 409))
 async def set_timeout(sandbox_id: str, body: TimeoutBody, request: Request, team_id: TeamId) -> Response:
-    timeout = _checked_timeout(request, body.timeout, allow_zero=True)
-    try:
-        await _manager(request).set_timeout(team_id, _short_id(sandbox_id), timeout)
-    except SandboxError as exc:
-        _raise(exc)
+    timeout = checked_timeout(request, body.timeout, allow_zero=True)
+    await manager(request).set_timeout(team_id, short_id(sandbox_id), timeout)
     return Response(status_code=204)
 
 
 @router.post("/sandboxes/{sandbox_id}/refreshes", status_code=204, responses=openapi.errors(404, 409))
 async def refresh(sandbox_id: str, request: Request, team_id: TeamId, body: RefreshBody | None = None) -> Response:
     duration = max(15, body.duration if body and body.duration is not None else 15)
-    timeout = _checked_timeout(request, duration)
-    try:
-        await _manager(request).keep_alive(team_id, _short_id(sandbox_id), timeout)
-    except SandboxError as exc:
-        _raise(exc)
+    timeout = checked_timeout(request, duration)
+    await manager(request).keep_alive(team_id, short_id(sandbox_id), timeout)
     return Response(status_code=204)
 
 
@@ -377,23 +355,18 @@ async def refresh(sandbox_id: str, request: Request, team_id: TeamId, body: Refr
 async def connect(
     sandbox_id: str, request: Request, response: Response, team_id: TeamId, body: ConnectBody | None = None
 ) -> dict[str, Any]:
-    timeout = _checked_timeout(request, body.timeout if body else None)
-    try:   # 201 when a paused sandbox was resumed, 200 when it was running
-        row, resumed = await pausing.resume(_manager(request), team_id, _short_id(sandbox_id), timeout)
-    except SandboxError as exc:
-        _raise(exc)
+    timeout = checked_timeout(request, body.timeout if body else None)
+    # 201 when a paused sandbox was resumed, 200 when it was running
+    row, resumed = await manager(request).resume(team_id, short_id(sandbox_id), timeout)
     response.status_code = 201 if resumed else 200
-    return _sandbox_json(row, request.app.state.services.settings.domain)
+    return sandbox_json(row, request.app.state.services.settings.domain)
 
 
 @router.put("/sandboxes/{sandbox_id}/network", status_code=204, responses=openapi.errors(404, 409))
 async def update_network(sandbox_id: str, body: NetworkUpdate, request: Request, team_id: TeamId) -> Response:
     _reject_unsupported_network(body.egress_proxy, body.rules)
     egress = {"allowOut": body.allow_out, "denyOut": body.deny_out, "dnsServers": body.dns_servers}
-    try:
-        await _manager(request).update_network(team_id, _short_id(sandbox_id), body.allow_internet_access, egress)
-    except SandboxError as exc:
-        _raise(exc)
+    await manager(request).update_network(team_id, short_id(sandbox_id), body.allow_internet_access, egress)
     return Response(status_code=204)
 
 
@@ -403,12 +376,12 @@ def _not_yet(feature: str) -> APIError:
 
 def _require_sandbox(request: Request, team_id: str, sandbox_id: str) -> Sandbox:
     with request.app.state.services.db.session() as session:
-        row = sandbox_store.get_for_team(session, team_id, _short_id(sandbox_id))
+        row = sandbox_store.get_for_team(session, team_id, short_id(sandbox_id))
     if row is None:
         raise not_found_sandbox(sandbox_id)
     return row
 
 
-def _short_id(sandbox_id: str) -> str:
+def short_id(sandbox_id: str) -> str:
     """Accept the legacy ``{sandboxID}-{clientID}`` form, as E2B's infra does."""
     return sandbox_id.split("-", 1)[0]

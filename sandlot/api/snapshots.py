@@ -10,11 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from sandlot.api import openapi
 from sandlot.api.auth import TeamId
-from sandlot.api.errors import APIError
-from sandlot.api.sandboxes import _checked_timeout, _manager, _raise, _sandbox_json, _short_id
-from sandlot.orchestrator import pausing, snapshots
-from sandlot.orchestrator.sandboxes import SandboxError
-from sandlot.quotas import reserve_snapshot
+from sandlot.api.errors import APIError, domain_message, status_of
+from sandlot.api.sandboxes import checked_timeout, manager, sandbox_json, short_id
+from sandlot.orchestrator.errors import SandboxError
+from sandlot.orchestrator.snapshots import MAX_FORKS
+from sandlot.quotas import QuotaExceeded, reserve_snapshot
 from sandlot.store import snapshots as snapshot_store
 from sandlot.store.models import Snapshot
 
@@ -51,24 +51,18 @@ def _snapshot_json(snap: Snapshot) -> dict[str, Any]:
 
 @router.post("/sandboxes/{sandbox_id}/pause", status_code=204, responses=openapi.errors(404, 409, 503, 507))
 async def pause(sandbox_id: str, request: Request, team_id: TeamId, body: PauseBody | None = None) -> Response:
-    try:
-        await pausing.pause(_manager(request), team_id, _short_id(sandbox_id), body.memory if body else None)
-    except SandboxError as exc:
-        _raise(exc)
+    await manager(request).pause(team_id, short_id(sandbox_id), body.memory if body else None)
     return Response(status_code=204)
 
 
 @router.post("/sandboxes/{sandbox_id}/resume", status_code=201, responses=openapi.errors(404, 409, 429, 503, 507))
 async def resume(sandbox_id: str, request: Request, response: Response, team_id: TeamId,
                  body: ResumeBody | None = None) -> dict[str, Any]:
-    timeout = _checked_timeout(request, body.timeout if body else None)
-    try:
-        row, resumed = await pausing.resume(_manager(request), team_id, _short_id(sandbox_id), timeout)
-    except SandboxError as exc:
-        _raise(exc)
+    timeout = checked_timeout(request, body.timeout if body else None)
+    row, resumed = await manager(request).resume(team_id, short_id(sandbox_id), timeout)
     if not resumed:
         raise APIError(409, f"Sandbox \"{sandbox_id}\" is already running")
-    return _sandbox_json(row, request.app.state.services.settings.domain)
+    return sandbox_json(row, request.app.state.services.settings.domain)
 
 
 @router.post("/sandboxes/{sandbox_id}/snapshots", status_code=201, responses=openapi.errors(404, 409, 429, 503, 507))
@@ -79,14 +73,8 @@ async def create_snapshot(sandbox_id: str, request: Request, team_id: TeamId,
     services = request.app.state.services
     with services.db.session() as session, session.begin():  # early 429, before the dump (re-checked at insert)
         if not (name and snapshot_store.resolve(session, team_id, name)):   # re-using a name adds no snapshot
-            try:
-                reserve_snapshot(session, services.settings, team_id, error=SandboxError)
-            except SandboxError as exc:
-                _raise(exc)
-    try:
-        snap = await snapshots.create_snapshot(_manager(request), team_id, _short_id(sandbox_id), name, memory)
-    except SandboxError as exc:
-        _raise(exc)
+            reserve_snapshot(session, services.settings, team_id)
+    snap = await manager(request).snapshot(team_id, short_id(sandbox_id), name, memory)
     return _snapshot_json(snap)
 
 
@@ -102,7 +90,7 @@ async def list_snapshots(
 ) -> list[dict[str, Any]]:
     with request.app.state.services.db.session() as session:
         rows, following = snapshot_store.page(
-            session, team_id, sandbox_id=_short_id(sandbox_id) if sandbox_id else None, name=name,
+            session, team_id, sandbox_id=short_id(sandbox_id) if sandbox_id else None, name=name,
             limit=limit, after=next_token)
     if following is not None:
         response.headers["X-Next-Token"] = following
@@ -111,28 +99,25 @@ async def list_snapshots(
 
 @router.delete("/templates/{snapshot_id:path}", status_code=204, include_in_schema=False)  # templates.py serves it
 async def delete_snapshot(snapshot_id: str, request: Request, team_id: TeamId) -> Response:
-    if not await snapshots.delete_snapshot(_manager(request), team_id, snapshot_id):
+    if not await manager(request).snapshots.delete(team_id, snapshot_id):
         raise APIError(404, f"Snapshot '{snapshot_id}' not found")
     return Response(status_code=204)
 
 
 @router.post("/sandboxes/{sandbox_id}/fork", status_code=201, responses=openapi.errors(404, 409, 429, 503, 507))
 async def fork(sandbox_id: str, request: Request, team_id: TeamId, body: ForkBody | None = None) -> list[dict[str, Any]]:
-    timeout = _checked_timeout(request, body.timeout if body else None)
+    timeout = checked_timeout(request, body.timeout if body else None)
     count = 1 if body is None or body.count is None else body.count
-    if not 1 <= count <= snapshots.MAX_FORKS:
-        raise APIError(400, f"Invalid count {count}: fork between 1 and {snapshots.MAX_FORKS} sandboxes")
-    try:
-        results = await snapshots.fork(_manager(request), team_id, _short_id(sandbox_id), count, timeout)
-    except SandboxError as exc:
-        _raise(exc)
+    if not 1 <= count <= MAX_FORKS:
+        raise APIError(400, f"Invalid count {count}: fork between 1 and {MAX_FORKS} sandboxes")
+    results = await manager(request).fork(team_id, short_id(sandbox_id), count, timeout)
     domain = request.app.state.services.settings.domain
     out: list[dict[str, Any]] = []
     for item in results:
-        if isinstance(item, SandboxError):  # a 429 here is the team's sandbox quota
-            out.append({"error": {"code": item.status, "message": item.message}})
+        if isinstance(item, (SandboxError, QuotaExceeded)):  # a 429 here is the team's sandbox quota
+            out.append({"error": {"code": status_of(item), "message": domain_message(item)}})
         elif isinstance(item, Exception):
             out.append({"error": {"code": 500, "message": str(item)}})
         else:
-            out.append({"sandbox": _sandbox_json(item, domain)})
+            out.append({"sandbox": sandbox_json(item, domain)})
     return out

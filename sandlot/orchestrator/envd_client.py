@@ -3,7 +3,8 @@
 Build steps, start commands and warm-up calls are executed exactly the way the SDK runs
 ``commands.run``: envd's ``process.Process/Start`` server stream (Connect RPC, JSON codec),
 so they get the same users, environment and working directory handling as user commands.
-Used by the orchestrator and by the template builder.
+Used by the orchestrator (through :class:`EnvdAgent`, which in-process tests replace) and by
+the template builder.
 """
 
 from __future__ import annotations
@@ -176,3 +177,54 @@ async def wait_ready(shell: EnvdShell, ready_cmd: str, timeout_s: float) -> floa
         if code == 0:
             return time.monotonic() - t0
         await asyncio.sleep(0.2)
+
+
+class EnvdInitError(Exception):
+    """envd's ``POST /init`` answered an error status."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(f"envd /init answered {status}: {text[:200]}")
+        self.status = status
+
+
+class EnvdAgent:
+    """The orchestrator's calls to the envd of a sandbox at an IP: health, identity, commands.
+
+    Coarse calls on purpose: it is the orchestrator's second seam beside the runtime (an
+    in-process test swaps in a fake; a node agent could make these calls on its host)."""
+
+    def __init__(self, port: int, start_timeout_s: float, ready_timeout_s: float,
+                 http: httpx.AsyncClient | None = None) -> None:
+        self.port = port
+        self.start_timeout_s = start_timeout_s
+        self.ready_timeout_s = ready_timeout_s
+        self.http = http or httpx.AsyncClient()
+
+    async def wait_healthy(self, ip: str) -> None:
+        await wait_healthy(self.http, ip, self.port, self.start_timeout_s)
+
+    async def init(self, ip: str, token: str | None, body: dict[str, object]) -> None:
+        """``POST /init`` authenticated with ``token``; :class:`EnvdInitError` on refusal."""
+        response = await self.http.post(f"http://{ip}:{self.port}/init", json=body, timeout=10,
+                                        headers={"X-Access-Token": token} if token else {})
+        if response.status_code >= 300:
+            raise EnvdInitError(response.status_code, response.text)
+
+    async def start_command(self, ip: str, token: str, *, user: str, workdir: str | None, env: dict[str, str],
+                            bash: bool, start_cmd: str | None, ready_cmd: str | None) -> None:
+        """A template's startCmd in the background, then its readyCmd until it passes."""
+        shell = EnvdShell(Target(ip, self.port, token), user, workdir, env, bash, self.http, self.ready_timeout_s)
+        if start_cmd:
+            await shell.spawn(start_cmd)
+        if ready_cmd:
+            await wait_ready(shell, ready_cmd, self.ready_timeout_s)
+
+    async def warm_up(self, ip: str, token: str) -> None:
+        """Touch envd's ``/init`` and process paths once, so a claimed sandbox's first call doesn't
+        pay envd's lazy first-use costs."""
+        await self.http.post(f"http://{ip}:{self.port}/init", json={}, headers={"X-Access-Token": token}, timeout=10)
+        await run(self.http, Target(ip, self.port, token), "true", user="root", cwd=None, envs={}, bash=False,
+                  on_output=lambda _stream, _text: None, timeout_s=10)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()

@@ -1,233 +1,167 @@
 """Pause and resume of sandboxes (CRIU memory + disk, or disk only), autoPause and autoResume.
 
-The row moves ``running → pausing → paused`` and ``paused → resuming → running``; the
-intermediate states are written first so a crash half-way is settled at the next start
-(:func:`recover`). A pause that fails leaves the sandbox running.
+The states (``running → pausing → paused``, ``paused → resuming → running``) are moved by
+:class:`~sandlot.orchestrator.lifecycle.Lifecycle`, the intermediate ones first, so a crash
+half-way is settled at the next start (:meth:`Pauser.recover`). A pause that fails leaves
+the sandbox running.
 """
 
 from __future__ import annotations
 
-import shutil
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
-
 import structlog
 
-from sandlot.orchestrator.envd_client import wait_healthy
-from sandlot.quotas import reserve_sandbox
-from sandlot.runtime import cgroups, disk
-from sandlot.store import sandboxes as sandbox_store
-from sandlot.store.models import Sandbox
-
-if TYPE_CHECKING:
-    from sandlot.orchestrator.sandboxes import Route, SandboxManager
+from sandlot.orchestrator.boot import Boot
+from sandlot.orchestrator.envd_client import EnvdAgent
+from sandlot.orchestrator.errors import InsufficientStorage, OperationFailed, SandboxNotFound
+from sandlot.orchestrator.lifecycle import PAUSED, PAUSING, RUNNING, Lifecycle
+from sandlot.orchestrator.network import NetworkPolicies
+from sandlot.proxy.routes import Route
+from sandlot.runtime import disk
+from sandlot.runtime.base import Runtime
+from sandlot.settings import Settings
+from sandlot.store.database import Database
+from sandlot.store.models import Build, Sandbox
 
 log = structlog.get_logger("sandlot.pausing")
 
 
-def _error(status: int, message: str) -> Exception:
-    from sandlot.orchestrator.sandboxes import SandboxError
+class Pauser:
+    def __init__(self, settings: Settings, db: Database, runtime: Runtime, lifecycle: Lifecycle,
+                 envd: EnvdAgent, network: NetworkPolicies, boot: Boot) -> None:
+        self.settings = settings
+        self.db = db
+        self.runtime = runtime
+        self.lifecycle = lifecycle
+        self.envd = envd
+        self.network = network
+        self.boot = boot
 
-    return SandboxError(status, message)
+    def check_disk(self, sandbox_id: str) -> None:
+        """Refuse a memory image that cannot fit on disk, before freezing anything."""
+        need = self.runtime.memory_bytes(sandbox_id) + self.settings.checkpoint_min_free_mb * 1024 * 1024
+        free = self.runtime.free_bytes()
+        if free < need:
+            raise InsufficientStorage(
+                f"Not enough disk space to pause sandbox \"{sandbox_id}\": its memory needs "
+                f"{need // 2**20} MiB, {free // 2**20} MiB free. The sandbox keeps running")
 
+    def out_of_space(self, exc: BaseException) -> bool:
+        """Whether a failed dump/restore is the disk's fault: CRIU's error names ENOSPC only when
+        its log's first lines do, so the free space left is asked too."""
+        if disk.out_of_space(exc):
+            return True
+        try:
+            return self.runtime.free_bytes() < 16 * 2**20
+        except OSError:
+            return False
 
-def _not_found(sandbox_id: str) -> Exception:
-    return _error(404, f"Sandbox \"{sandbox_id}\" doesn't exist or you don't have access to it")
+    # --- pause ------------------------------------------------------------------------------
 
+    async def pause(self, sandbox_id: str, memory: bool | None = None) -> None:
+        """Pause a running sandbox (``memory``: the sandbox's setting when ``None``)."""
+        async with self.lifecycle.lock(sandbox_id):
+            row = self.lifecycle.get(sandbox_id)
+            keep_memory = row.pause_memory if memory is None else memory
+            if keep_memory and row.state == RUNNING:
+                self.check_disk(sandbox_id)
+            route = self.lifecycle.begin_pause(sandbox_id)
+            try:
+                if self.settings.failpoint("pause-fail"):
+                    raise RuntimeError("injected checkpoint failure")
+                timings = await self.runtime.pause(sandbox_id, memory=keep_memory)
+            except Exception as exc:
+                alive = await self.runtime.is_alive(sandbox_id)
+                self.lifecycle.pause_failed(sandbox_id, route, alive=alive)
+                log.error("pause failed", sandbox_id=sandbox_id, error=str(exc), still_running=alive)
+                if not alive:
+                    raise OperationFailed(f"Failed to pause sandbox \"{sandbox_id}\": {exc}") from exc
+                message = f"Failed to pause sandbox \"{sandbox_id}\": {exc}. The sandbox keeps running"
+                if self.out_of_space(exc):
+                    raise InsufficientStorage(message) from exc
+                raise OperationFailed(message) from exc
+            await self.lifecycle.paused(sandbox_id, route)
+        log.info("sandbox paused", sandbox_id=sandbox_id, memory=keep_memory,
+                 **{k: round(v, 1) for k, v in timings.items()})
 
-async def _set_route(mgr: "SandboxManager", row: Sandbox, ip: str) -> None:
-    """Egress policy (the nft table may have been rebuilt since), route and metrics."""
-    from sandlot.orchestrator.sandboxes import route_for
+    # --- resume -----------------------------------------------------------------------------
 
-    await mgr.apply_network(ip, row.allow_internet_access, row.network)
-    mgr._routes[row.id] = route_for(row, ip)
-    metrics = getattr(mgr, "metrics", None)
-    if metrics is not None:
-        metrics.track(row.id, row.cpu_count, row.disk_mb * 1024 * 1024)
+    async def resume(self, sandbox_id: str, timeout_s: int) -> tuple[Sandbox, bool]:
+        """Resume a paused sandbox: its row and ``True``, or ``False`` when it was running already."""
+        async with self.lifecycle.lock(sandbox_id):
+            row = self.lifecycle.begin_resume(sandbox_id)
+            if row is None:
+                return self.lifecycle.get(sandbox_id), False
+            try:
+                handle = await self.runtime.resume(sandbox_id)
+                try:
+                    await self.envd.wait_healthy(handle.ip)
+                    if handle.rebooted:
+                        await self.boot.reidentify(row, self._build_of(row), handle.ip)
+                except BaseException:
+                    await self.runtime.abort_resume(sandbox_id)
+                    raise
+                self.runtime.finish_resume(sandbox_id)
+            except Exception as exc:
+                self.lifecycle.resume_failed(sandbox_id)
+                log.error("resume failed", sandbox_id=sandbox_id, error=str(exc))
+                message = f"Failed to resume sandbox \"{sandbox_id}\": {exc}. It stays paused"
+                # the data dir's disk full (bench/soak.py): 507, as for pause, not an internal error
+                if self.out_of_space(exc):
+                    raise InsufficientStorage(message) from exc
+                raise OperationFailed(message) from exc
+            # the runtime's rule table may have been rebuilt since the pause
+            await self.network.apply(handle.ip, row.allow_internet_access, row.network)
+            row = self.lifecycle.resumed(sandbox_id, handle.ip, timeout_s)
+        log.info("sandbox resumed", sandbox_id=sandbox_id)
+        return row, True
 
+    def _build_of(self, row: Sandbox) -> Build:
+        with self.db.session() as session:
+            build = session.get(Build, row.build_id)
+        if build is None:
+            raise RuntimeError(f"the build of sandbox {row.id} is gone")
+        return build
 
-def _check_disk(mgr: "SandboxManager", sandbox_id: str) -> None:
-    """Refuse a memory pause that cannot fit on disk, before freezing anything."""
-    usage = cgroups.read("memory", sandbox_id, "memory.usage_in_bytes", parent=mgr.runtime.cgroup_parent)
-    need = int(usage or 0) + mgr.settings.checkpoint_min_free_mb * 1024 * 1024
-    free = shutil.disk_usage(mgr.runtime.sandboxes_dir).free
-    if free < need:
-        raise _error(507, f"Not enough disk space to pause sandbox \"{sandbox_id}\": its memory needs "
-                          f"{need // 2**20} MiB, {free // 2**20} MiB free. The sandbox keeps running")
+    async def auto_resume(self, sandbox_id: str) -> Route | None:
+        """Front-door hook: resume a paused sandbox that asked for autoResume."""
+        try:
+            row = self.lifecycle.get(sandbox_id)
+        except SandboxNotFound:
+            return None
+        if row.state not in (PAUSED, PAUSING) or not row.auto_resume:
+            return None
+        try:
+            await self.resume(sandbox_id, self.settings.default_timeout_s)
+        except Exception as exc:
+            log.error("auto-resume failed", sandbox_id=sandbox_id, error=str(exc))
+            return None
+        return self.lifecycle.route(sandbox_id)
 
+    # --- after a restart --------------------------------------------------------------------
 
-def _out_of_space(mgr: "SandboxManager", exc: BaseException) -> bool:
-    """Whether a failed dump/restore is the disk's fault: CRIU's error names ENOSPC only when
-    its log's first lines do, so the free space left is asked too."""
-    if disk.out_of_space(exc):
-        return True
-    try:
-        return shutil.disk_usage(mgr.runtime.sandboxes_dir).free < 16 * 2**20
-    except OSError:
+    async def recover(self, row: Sandbox) -> bool:
+        """Settle a paused/pausing/resuming row after a restart; ``False`` = the sandbox is lost."""
+        recovery = await self.runtime.recover_pause(row.id)
+        if recovery.outcome == "running" and recovery.ip:
+            try:
+                await self.envd.wait_healthy(recovery.ip)
+            except Exception:
+                return False
+            await self.network.apply(recovery.ip, row.allow_internet_access, row.network)
+            self.lifecycle.settle_running(row, recovery.ip)
+            log.warning("interrupted pause/resume settled as running", sandbox_id=row.id)
+            return True
+        if recovery.outcome == "paused":
+            if row.state != PAUSED:
+                log.warning("interrupted pause/resume settled as paused", sandbox_id=row.id)
+            self.lifecycle.settle_paused(row)
+            return True
         return False
 
+    async def remove_orphans(self, known: set[str]) -> None:
+        """Paused sandbox dirs without a row (a kill interrupted half-way) are deleted."""
+        for sandbox_id in self.runtime.paused_ids():
+            if sandbox_id not in known:
+                log.warning("removing orphan paused sandbox", sandbox_id=sandbox_id)
+                await self.runtime.kill(sandbox_id)
 
-async def pause(mgr: "SandboxManager", team_id: str, sandbox_id: str, memory: bool | None = None) -> None:
-    with mgr.db.session() as session:
-        row = sandbox_store.get_for_team(session, team_id, sandbox_id)
-    if row is None:
-        raise _not_found(sandbox_id)
-    await pause_now(mgr, sandbox_id, memory)
-
-
-async def pause_now(mgr: "SandboxManager", sandbox_id: str, memory: bool | None = None) -> None:
-    async with mgr._lock(sandbox_id):
-        with mgr.db.session() as session, session.begin():
-            row = session.get(Sandbox, sandbox_id)
-            if row is None:
-                raise _not_found(sandbox_id)
-            if row.state == "paused":
-                raise _error(409, f"Error pausing sandbox - sandbox '{sandbox_id}' is already paused")
-            if row.state != "running":
-                raise _error(409, f"Sandbox \"{sandbox_id}\" is {row.state}")
-            keep_memory = row.pause_memory if memory is None else memory
-            if keep_memory:
-                _check_disk(mgr, sandbox_id)
-            row.state = "pausing"
-        route = mgr._routes.pop(sandbox_id, None)
-        try:
-            if mgr.settings.failpoint("pause-fail"):
-                raise RuntimeError("injected checkpoint failure")
-            timings = await mgr.runtime.pause(sandbox_id, memory=keep_memory)
-        except Exception as exc:
-            alive = await mgr.runtime.is_alive(sandbox_id)
-            with mgr.db.session() as session, session.begin():
-                row = session.get(Sandbox, sandbox_id)
-                if row is not None:
-                    row.state = "running" if alive else row.state
-            if alive and route is not None:
-                mgr._routes[sandbox_id] = route
-            log.error("pause failed", sandbox_id=sandbox_id, error=str(exc), still_running=alive)
-            status = 507 if _out_of_space(mgr, exc) else 500
-            if alive:
-                raise _error(status, f"Failed to pause sandbox \"{sandbox_id}\": {exc}. The sandbox keeps running") from exc
-            raise _error(500, f"Failed to pause sandbox \"{sandbox_id}\": {exc}") from exc
-        now = datetime.now(timezone.utc)
-        with mgr.db.session() as session, session.begin():
-            row = session.get(Sandbox, sandbox_id)
-            assert row is not None
-            row.state = "paused"
-            row.paused_at = now
-            row.end_at = now
-        metrics = getattr(mgr, "metrics", None)
-        if metrics is not None:
-            metrics.forget(sandbox_id)
-        if route is not None:
-            # CRIU's network lock swallowed the FINs of envd's sockets: peers must forget them
-            for hook in mgr.pause_hooks:
-                await hook(route.ip)
-    log.info("sandbox paused", sandbox_id=sandbox_id, memory=keep_memory, **{k: round(v, 1) for k, v in timings.items()})
-
-
-async def resume(mgr: "SandboxManager", team_id: str, sandbox_id: str, timeout_s: int) -> tuple[Sandbox, bool]:
-    """Resume a paused sandbox (``True``) or extend a running one (``False``)."""
-    with mgr.db.session() as session:
-        row = sandbox_store.get_for_team(session, team_id, sandbox_id)
-    if row is None:
-        raise _not_found(sandbox_id)
-    if row.state == "running":
-        return await mgr.keep_alive(team_id, sandbox_id, timeout_s), False
-    return await resume_now(mgr, sandbox_id, timeout_s)
-
-
-async def resume_now(mgr: "SandboxManager", sandbox_id: str, timeout_s: int) -> tuple[Sandbox, bool]:
-    async with mgr._lock(sandbox_id):
-        with mgr.db.session() as session, session.begin():
-            row = session.get(Sandbox, sandbox_id)
-            if row is None:
-                raise _not_found(sandbox_id)
-            if row.state == "running":
-                return row, False
-            if row.state != "paused":
-                raise _error(409, f"Sandbox \"{sandbox_id}\" is {row.state}")
-            reserve_sandbox(session, mgr.settings, row.team_id, error=_error)  # a resumed sandbox runs again
-            row.state = "resuming"
-        try:
-            handle = await mgr.runtime.resume(sandbox_id)
-            try:
-                await wait_healthy(mgr._http, handle.ip, mgr.settings.envd_port, mgr.settings.envd_start_timeout_s)
-                if handle.rebooted:
-                    await mgr.reidentify(row, handle.ip)
-            except BaseException:
-                await mgr.runtime.abort_resume(sandbox_id)
-                raise
-            mgr.runtime.finish_resume(sandbox_id)
-        except Exception as exc:
-            with mgr.db.session() as session, session.begin():
-                row = session.get(Sandbox, sandbox_id)
-                if row is not None:
-                    row.state = "paused"
-            log.error("resume failed", sandbox_id=sandbox_id, error=str(exc))
-            # the data dir's disk full (bench/soak.py): 507, as for pause, not an internal error
-            status = 507 if _out_of_space(mgr, exc) else 500
-            raise _error(status, f"Failed to resume sandbox \"{sandbox_id}\": {exc}. It stays paused") from exc
-        now = datetime.now(timezone.utc)
-        with mgr.db.session() as session, session.begin():
-            row = session.get(Sandbox, sandbox_id)
-            assert row is not None
-            row.state = "running"
-            row.ip = handle.ip
-            row.paused_at = None
-            row.end_at = min(now + timedelta(seconds=timeout_s),
-                             row.started_at + timedelta(seconds=mgr.settings.max_lifetime_s))
-        await _set_route(mgr, row, handle.ip)
-    log.info("sandbox resumed", sandbox_id=sandbox_id)
-    return row, True
-
-
-async def auto_resume(mgr: "SandboxManager", sandbox_id: str) -> "Route | None":
-    """Front-door hook: resume a paused sandbox that asked for autoResume."""
-    with mgr.db.session() as session:
-        row = session.get(Sandbox, sandbox_id)
-    if row is None or row.state not in ("paused", "pausing") or not row.auto_resume:
-        return None
-    try:
-        await resume_now(mgr, sandbox_id, mgr.settings.default_timeout_s)
-    except Exception as exc:
-        log.error("auto-resume failed", sandbox_id=sandbox_id, error=str(exc))
-        return None
-    return mgr.route(sandbox_id)
-
-
-async def recover(mgr: "SandboxManager", row: Sandbox) -> bool:
-    """Settle a paused/pausing/resuming row after a restart; ``False`` = the sandbox is lost."""
-    outcome = await mgr.runtime.recover_pause(row.id)
-    if outcome == "running":
-        info = mgr.runtime._read_runtime_json(row.id) or {}
-        try:
-            await wait_healthy(mgr._http, info["ip"], mgr.settings.envd_port, mgr.settings.envd_start_timeout_s)
-        except Exception:
-            return False
-        row.state = "running"
-        row.ip = info["ip"]
-        row.paused_at = None
-        if row.end_at <= datetime.now(timezone.utc):
-            row.end_at = datetime.now(timezone.utc) + timedelta(seconds=mgr.settings.default_timeout_s)
-        await _set_route(mgr, row, info["ip"])
-        log.warning("interrupted pause/resume settled as running", sandbox_id=row.id)
-        return True
-    if outcome == "paused":
-        if row.state != "paused":
-            row.state = "paused"
-            row.paused_at = row.paused_at or datetime.now(timezone.utc)
-            log.warning("interrupted pause/resume settled as paused", sandbox_id=row.id)
-        return True
-    return False
-
-
-async def remove_orphans(mgr: "SandboxManager") -> None:
-    """Paused sandbox dirs without a row (a kill interrupted half-way) are deleted."""
-    with mgr.db.session() as session:
-        known = {row.id for row in sandbox_store.all_live(session)}
-    for sandbox_id in mgr.runtime.paused_ids():
-        if sandbox_id not in known:
-            log.warning("removing orphan paused sandbox", sandbox_id=sandbox_id)
-            await mgr.runtime.kill(sandbox_id)
-    from sandlot.orchestrator import snapshots
-
-    snapshots.remove_orphans(mgr)

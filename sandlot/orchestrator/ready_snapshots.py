@@ -17,42 +17,44 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import structlog
 
-from sandlot.orchestrator.envd_client import wait_healthy
-from sandlot.runtime.base import SandboxHandle
+from sandlot.orchestrator.boot import Boot
+from sandlot.orchestrator.envd_client import EnvdAgent
+from sandlot.runtime.base import Runtime, SandboxHandle
+from sandlot.settings import Settings
 from sandlot.store import templates as template_store
+from sandlot.store.database import Database
 from sandlot.store.models import Build
-
-if TYPE_CHECKING:
-    from sandlot.orchestrator.sandboxes import SandboxManager
 
 log = structlog.get_logger("sandlot.ready_snapshots")
 
 
 class ReadySnapshots:
-    def __init__(self, mgr: "SandboxManager") -> None:
-        self.mgr = mgr
-        self.root = mgr.settings.template_snapshots_dir
+    def __init__(self, settings: Settings, db: Database, runtime: Runtime, envd: EnvdAgent, boot: Boot) -> None:
+        self.settings = settings
+        self.db = db
+        self.runtime = runtime
+        self.envd = envd
+        self.boot = boot
+        self.root = settings.template_snapshots_dir
 
     # --- build time ------------------------------------------------------------------------
 
     @asynccontextmanager
     async def booted(self, build: Build, sandbox_id: str) -> AsyncIterator[SandboxHandle]:
         """An identity-less sandbox of ``build`` (not yet stored) with envd up; removed afterwards."""
-        mgr = self.mgr
-        handle = await mgr.runtime.create(mgr._warm_spec(sandbox_id, build))
+        handle = await self.runtime.create(self.boot.warm_spec(sandbox_id, build))
         try:
-            await wait_healthy(mgr._http, handle.ip, mgr.settings.envd_port, mgr.settings.envd_start_timeout_s)
+            await self.envd.wait_healthy(handle.ip)
             yield handle
         finally:
-            await asyncio.shield(mgr.runtime.kill(sandbox_id))
+            await asyncio.shield(self.runtime.kill(sandbox_id))
 
     async def prepare(self, handle: SandboxHandle, build: Build) -> None:
         """Start command, readyCmd and envd warm-up, as the warm pool does."""
-        await self.mgr._warm_prepare(handle, build)
+        await self.boot.prepare(handle, build)
 
     async def save(self, handle: SandboxHandle, build_id: str) -> tuple[Path, float]:
         """Memory + disk snapshot of the prepared sandbox; its dir and the milliseconds it took."""
@@ -60,9 +62,9 @@ class ReadySnapshots:
         await asyncio.to_thread(shutil.rmtree, dest, True)
         dest.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        if self.mgr.settings.failpoint("ready-snapshot-fail"):
+        if self.settings.failpoint("ready-snapshot-fail"):
             raise RuntimeError("injected snapshot failure")
-        await self.mgr.runtime.snapshot(handle.sandbox_id, dest, memory=True)
+        await self.runtime.snapshot(handle.sandbox_id, dest, memory=True)
         return dest, (time.perf_counter() - t0) * 1000
 
     # --- create time -----------------------------------------------------------------------
@@ -72,13 +74,12 @@ class ReadySnapshots:
         when the build has none or it could not be restored (the caller boots instead)."""
         if not build.ready_snapshot or not self._sized_as_built(build):
             return None
-        mgr = self.mgr
         try:
-            handle = await mgr.runtime.clone(Path(build.ready_snapshot), sandbox_id)
+            handle = await self.runtime.clone(Path(build.ready_snapshot), sandbox_id)
             try:
-                await wait_healthy(mgr._http, handle.ip, mgr.settings.envd_port, mgr.settings.envd_start_timeout_s)
+                await self.envd.wait_healthy(handle.ip)
             except BaseException:
-                await asyncio.shield(mgr.runtime.kill(sandbox_id))
+                await asyncio.shield(self.runtime.kill(sandbox_id))
                 raise
         except Exception as exc:
             log.warning("restoring the post-ready snapshot failed; booting instead", build_id=build.id,
@@ -89,7 +90,7 @@ class ReadySnapshots:
     def _sized_as_built(self, build: Build) -> bool:
         """A restore keeps the snapshot's CPU, memory and disk: a create that asks for other
         sizes (the Prime façade's ``cpu_cores``/``memory_gb``/``disk_size_gb``) must boot."""
-        with self.mgr.db.session() as session:
+        with self.db.session() as session:
             stored = session.get(Build, build.id)
             return stored is not None and (stored.cpu_count, stored.memory_mb, stored.disk_mb) == (
                 build.cpu_count, build.memory_mb, build.disk_mb)
@@ -110,7 +111,7 @@ class ReadySnapshots:
         """Snapshot dirs no build points at (a build interrupted by a crash) are deleted."""
         if not self.root.is_dir():
             return
-        with self.mgr.db.session() as session:
+        with self.db.session() as session:
             known = template_store.ready_snapshot_paths(session)
         for entry in self.root.iterdir():
             if str(entry) not in known:

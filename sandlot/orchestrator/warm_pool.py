@@ -24,16 +24,15 @@ import hashlib
 import hmac
 import secrets
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import structlog
 
 from sandlot import ids
 from sandlot.secret_keys import data_dir_key
-from sandlot.orchestrator.envd_client import wait_healthy
+from sandlot.orchestrator.envd_client import EnvdAgent
 from sandlot.runtime.base import Runtime, SandboxHandle, SandboxSpec
 from sandlot.store.models import Build
 
@@ -57,6 +56,19 @@ def load_key(data_dir: Path) -> bytes:
     return data_dir_key(data_dir, KEY_FILE)
 
 
+class BootTokens:
+    """The envd access token identity-less sandboxes of a build boot with (see the module doc)."""
+
+    def __init__(self, data_dir: Path | None) -> None:
+        self._data_dir = data_dir
+        self._key: bytes | None = None
+
+    def boot_token(self, build: Build) -> str:
+        if self._key is None:
+            self._key = load_key(self._data_dir) if self._data_dir is not None else secrets.token_bytes(32)
+        return hmac.new(self._key, f"boot:{build.id}".encode(), hashlib.sha256).hexdigest()
+
+
 @dataclass
 class _BuildPool:
     build: Build
@@ -68,43 +80,32 @@ class WarmPool:
     def __init__(
         self,
         runtime: Runtime,
-        http: httpx.AsyncClient,
+        envd: EnvdAgent,
+        tokens: BootTokens,
         spec_for: SpecFactory,
         prepare: Prepare | None = None,
         restore: Restore | None = None,
         *,
         size: int,
         max_builds: int = 4,
-        envd_port: int = 49983,
-        envd_timeout_s: float = 20.0,
-        data_dir: Path | None = None,
     ) -> None:
         self.runtime = runtime
-        self.http = http
+        self.envd = envd
+        self.tokens = tokens
         self.spec_for = spec_for
         self.prepare = prepare
         self.restore = restore
         self.size = size
         self.max_builds = max_builds
-        self.envd_port = envd_port
-        self.envd_timeout_s = envd_timeout_s
-        self._data_dir = data_dir
-        self._key: bytes | None = None
         self._tokens: dict[str, str] = {}
         """Current envd token of each pooled sandbox (after ``_rotate``), until claimed."""
         self._pools: OrderedDict[str, _BuildPool] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    def boot_token(self, build: Build) -> str:
-        """The envd access token identity-less sandboxes of ``build`` boot with."""
-        if self._key is None:
-            self._key = load_key(self._data_dir) if self._data_dir is not None else secrets.token_bytes(32)
-        return hmac.new(self._key, f"boot:{build.id}".encode(), hashlib.sha256).hexdigest()
-
     def token_of(self, handle: SandboxHandle, build: Build) -> str:
         """What ``handle``'s envd wants in ``X-Access-Token`` before it is claimed."""
-        return self._tokens.get(handle.sandbox_id) or self.boot_token(build)
+        return self._tokens.get(handle.sandbox_id) or self.tokens.boot_token(build)
 
     def want(self, build: Build) -> None:
         """Keep ``size`` sandboxes of ``build`` warm (least recently wanted builds drop out)."""
@@ -132,19 +133,13 @@ class WarmPool:
     async def initialize(self, handle: SandboxHandle, build: Build, init: dict[str, object]) -> None:
         """Give a claimed (or snapshot-restored) sandbox its identity (access token, env vars,
         default user), authenticated with the token it has until now."""
-        await self._init(handle, self.token_of(handle, build), init)
+        await self.envd.init(handle.ip, self.token_of(handle, build), init)
         self._tokens.pop(handle.sandbox_id, None)
-
-    async def _init(self, handle: SandboxHandle, token: str, init: dict[str, object]) -> None:
-        response = await self.http.post(f"http://{handle.ip}:{self.envd_port}/init", json=init,
-                                        headers={"X-Access-Token": token}, timeout=10)
-        if response.status_code >= 300:
-            raise RuntimeError(f"envd /init answered {response.status_code}: {response.text[:200]}")
 
     async def _rotate(self, handle: SandboxHandle, build: Build) -> None:
         """Boot token → a random token of this sandbox alone (see the module docstring)."""
         token = secrets.token_hex(32)
-        await self._init(handle, self.boot_token(build), {"accessToken": token})
+        await self.envd.init(handle.ip, self.tokens.boot_token(build), {"accessToken": token})
         self._tokens[handle.sandbox_id] = token
 
     def _refill(self, pool: _BuildPool) -> None:
@@ -153,8 +148,8 @@ class WarmPool:
             pool.filling += 1
             self._spawn(self._boot(pool))
 
-    def _spawn(self, coro: "asyncio.Future[None] | object") -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -165,7 +160,7 @@ class WarmPool:
             handle = restored or await self.runtime.create(self.spec_for(sandbox_id, pool.build))
             try:
                 if restored is None:
-                    await wait_healthy(self.http, handle.ip, self.envd_port, self.envd_timeout_s)
+                    await self.envd.wait_healthy(handle.ip)
                     if self.prepare is not None:
                         await self.prepare(handle, pool.build)
                 await self._rotate(handle, pool.build)
@@ -197,6 +192,10 @@ class WarmPool:
         discard themselves when they find their pool gone."""
         dropped = [self._pools.pop(build_id) for build_id in build_ids if build_id in self._pools]
         await asyncio.gather(*(self._discard(h) for pool in dropped for h in pool.ready))
+
+    async def settled(self) -> None:
+        """Wait for the boots in flight (tests)."""
+        await asyncio.gather(*list(self._tasks))
 
     def pooled_ids(self) -> set[str]:
         return {h.sandbox_id for p in self._pools.values() for h in p.ready}

@@ -16,9 +16,8 @@ from typing import Any
 import httpx
 import structlog
 
-from sandlot.orchestrator import pausing
-from sandlot.orchestrator.sandboxes import SandboxManager
 from sandlot.proxy import headers as hdrs
+from sandlot.proxy.routes import RouteTable
 from sandlot.proxy.routing import BadTarget, Target, target_of
 from sandlot.proxy.signed_files import signer_of
 from sandlot.proxy.traffic import TOKEN_HEADER, masked_host
@@ -96,11 +95,12 @@ def _ci_refusal(scope: dict[str, Any], route: Any, url_path: bytes) -> str | Non
 
 
 class FrontDoor:
-    def __init__(self, api: ASGIApp, manager: SandboxManager, domain: str | None) -> None:
+    def __init__(self, api: ASGIApp, routes: RouteTable, domain: str | None, envd_port: int = 49983) -> None:
         self.api = api
-        self.manager = manager
+        self.routes = routes
         self.domain = domain
-        manager.pause_hooks.append(self.drop_connections)
+        self.envd_port = envd_port
+        routes.on_pause(self.drop_connections)
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=5.0, read=None, write=None, pool=None),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=60),
@@ -120,26 +120,26 @@ class FrontDoor:
             return
         if target is None and scope["type"] == "http" and scope["path"] == "/files":
             query = scope.get("query_string", b"")
-            signer = signer_of(scope["method"], query, self.manager.signing_tokens())
+            signer = signer_of(scope["method"], query, self.routes.signing_tokens())
             if signer is None and b"signature=" in query:
                 await _send_json(send, 401, {"code": 401, "message": "invalid signature"})
                 return
-            target = Target(signer, self.manager.settings.envd_port) if signer else None
+            target = Target(signer, self.envd_port) if signer else None
         if target is None:
             await self.api(scope, receive, send)
             return
         await self._proxy(scope, receive, send, target)
 
     async def _proxy(self, scope: dict[str, Any], receive: Any, send: Any, target: Target) -> None:
-        route = self.manager.route(target.sandbox_id)
+        route = self.routes.route(target.sandbox_id)
         if route is None:   # autoResume: a paused sandbox that asked for it resumes transparently
-            route = await pausing.auto_resume(self.manager, target.sandbox_id)
+            route = await self.routes.wake(target.sandbox_id)
         if route is None or route.state != "running":
             await _reply(
                 scope, send, 502, {"sandboxId": target.sandbox_id, "message": "The sandbox was not found", "code": 502}
             )
             return
-        refusal = _token_refusal(scope, route, target.port, self.manager.settings.envd_port)
+        refusal = _token_refusal(scope, route, target.port, self.envd_port)
         if refusal is not None:
             await _reply(scope, send, 403, {"sandboxId": target.sandbox_id, "message": refusal, "code": 403})
             return

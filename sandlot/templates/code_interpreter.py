@@ -123,7 +123,7 @@ def ensure_built(services: Services) -> str | None:
     settings, builder = services.settings, services.builder
     if not settings.code_interpreter_template or builder is None:
         return None
-    from sandlot.orchestrator.sandboxes import ENVD_VERSION
+    from sandlot.orchestrator.requests import ENVD_VERSION
 
     start = start_cmd(install_server(settings.envd_runtime_dir))
     tag = recipe_tag(start)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from sandlot.orchestrator.warm_pool import WarmPool, load_key
+from sandlot.orchestrator.envd_client import EnvdAgent
+from sandlot.orchestrator.warm_pool import BootTokens, WarmPool, load_key
 from sandlot.runtime.base import SandboxHandle
 from sandlot.store.models import Build
 
@@ -44,13 +45,15 @@ def test_pooled_sandboxes_get_their_own_token_and_claims_use_it(tmp_path: Path) 
 
     async def scenario() -> None:
         http = httpx.AsyncClient(transport=httpx.MockTransport(envd))
-        pool = WarmPool(FakeRuntime(), http, lambda sid, build: sid, size=1, data_dir=tmp_path)  # type: ignore[arg-type]
+        tokens = BootTokens(tmp_path)
+        pool = WarmPool(FakeRuntime(), EnvdAgent(49983, 5, 5, http), tokens,  # type: ignore[arg-type]
+                        lambda sid, build: sid, size=1)  # type: ignore[arg-type,return-value]
         build, other = Build(id="build-a"), Build(id="build-b")
-        boot = pool.boot_token(build)
-        assert boot == pool.boot_token(Build(id="build-a")) != pool.boot_token(other)
+        boot = tokens.boot_token(build)
+        assert boot == tokens.boot_token(Build(id="build-a")) != tokens.boot_token(other)
         assert len(boot) == 64
         pool.want(build)
-        await asyncio.gather(*list(pool._tasks))
+        await pool.settled()
         # booted with the build's boot token, then rotated to a random one of its own
         assert len(inits) == 1
         sent, body = inits[0]

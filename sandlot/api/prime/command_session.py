@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Literal
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -19,10 +20,24 @@ from sandlot.api.prime.gen.command_session import command_session_pb as cpb
 from sandlot.api.prime.gen.command_session.command_session_connect import CommandSession
 from sandlot.api.prime.gateway_auth import GATEWAY_SANDBOX_HEADER, sandbox_defaults, sandbox_route
 from sandlot.protocol.gen.process import process_pb as ppb
-from sandlot.orchestrator.sandboxes import Route
+from sandlot.protocol.gen.process.process_connect import ProcessClient
+from sandlot.proxy.routes import Route
 
 SEEN_UUIDS = 4096
 """Remembered input/signal uuids (per server) — enough to absorb client retries."""
+
+if TYPE_CHECKING:
+    # One type per oneof arm, for annotating the values we build: a bare ``Oneof("pid", x)``
+    # is inferred ``Oneof[str, ...]``, which matches none of a field's ``Literal`` arms.
+    _Pid = Oneof[Literal["pid"], int]
+    _Tag = Oneof[Literal["tag"], str]
+    _Start = Oneof[Literal["start"], cpb.CommandSessionEvent.StartEvent]
+    _Data = Oneof[Literal["data"], cpb.CommandSessionEvent.DataEvent]
+    _End = Oneof[Literal["end"], cpb.CommandSessionEvent.EndEvent]
+    _KeepAlive = Oneof[Literal["keepalive"], cpb.CommandSessionEvent.KeepAlive]
+    _InStart = Oneof[Literal["start"], ppb.StreamInputRequest.StartEvent]
+    _InData = Oneof[Literal["data"], ppb.StreamInputRequest.DataEvent]
+    _InKeepAlive = Oneof[Literal["keepalive"], ppb.StreamInputRequest.KeepAlive]
 
 
 def _pty(pty: cpb.PTY | None) -> ppb.PTY | None:
@@ -33,34 +48,41 @@ def _pty(pty: cpb.PTY | None) -> ppb.PTY | None:
 
 
 def _selector(sel: cpb.CommandSessionSelector | None) -> ppb.ProcessSelector:
-    match sel.selector if sel is not None else None:
-        case Oneof(field="pid", value=pid):
-            return ppb.ProcessSelector(selector=Oneof("pid", pid))
-        case Oneof(field="session_uuid", value=uuid):
-            return ppb.ProcessSelector(selector=Oneof("tag", uuid))
+    chosen = sel.selector if sel is not None else None
+    if chosen is not None and chosen.field == "pid":
+        pid: _Pid = Oneof("pid", chosen.value)
+        return ppb.ProcessSelector(selector=pid)
+    if chosen is not None and chosen.field == "session_uuid":
+        tag: _Tag = Oneof("tag", chosen.value)
+        return ppb.ProcessSelector(selector=tag)
     raise ConnectError(Code.INVALID_ARGUMENT, "session selector (pid or session_uuid) is required")
 
 
 def _input(data: cpb.CommandInput | None) -> ppb.ProcessInput | None:
-    match data.input if data is not None else None:
-        case Oneof(field=name, value=chunk):
-            return ppb.ProcessInput(input=Oneof(name, chunk))
-    return None
+    """``stdin``/``pty`` bytes: the same oneof on both sides, so the value carries over as is."""
+    chosen = data.input if data is not None else None
+    return ppb.ProcessInput(input=chosen) if chosen is not None else None
 
 
 def _event(ev: ppb.ProcessEvent | None) -> cpb.CommandSessionEvent | None:
-    match ev.event if ev is not None else None:
-        case Oneof(field="start", value=start):
-            return cpb.CommandSessionEvent(event=Oneof("start", cpb.CommandSessionEvent.StartEvent(pid=start.pid)))
-        case Oneof(field="data", value=data):
-            out = data.output
-            inner = cpb.CommandSessionEvent.DataEvent(output=Oneof(out.field, out.value) if out is not None else None)
-            return cpb.CommandSessionEvent(event=Oneof("data", inner))
-        case Oneof(field="end", value=end):
-            inner = cpb.CommandSessionEvent.EndEvent(exit_code=end.exit_code, exited=end.exited, status=end.status, error=end.error)
-            return cpb.CommandSessionEvent(event=Oneof("end", inner))
-        case Oneof(field="keepalive"):
-            return cpb.CommandSessionEvent(event=Oneof("keepalive", cpb.CommandSessionEvent.KeepAlive()))
+    chosen = ev.event if ev is not None else None
+    if chosen is None:
+        return None
+    if chosen.field == "start":
+        start: _Start = Oneof("start", cpb.CommandSessionEvent.StartEvent(pid=chosen.value.pid))
+        return cpb.CommandSessionEvent(event=start)
+    if chosen.field == "data":
+        # stdout/stderr/pty bytes: the same oneof on both sides
+        data: _Data = Oneof("data", cpb.CommandSessionEvent.DataEvent(output=chosen.value.output))
+        return cpb.CommandSessionEvent(event=data)
+    if chosen.field == "end":
+        e = chosen.value
+        end: _End = Oneof("end", cpb.CommandSessionEvent.EndEvent(exit_code=e.exit_code, exited=e.exited,
+                                                                   status=e.status, error=e.error))
+        return cpb.CommandSessionEvent(event=end)
+    if chosen.field == "keepalive":
+        keepalive: _KeepAlive = Oneof("keepalive", cpb.CommandSessionEvent.KeepAlive())
+        return cpb.CommandSessionEvent(event=keepalive)
     return None
 
 
@@ -71,7 +93,7 @@ def _relay_error(exc: ConnectError) -> ConnectError:
     return exc
 
 
-def _timeout(ctx: RequestContext) -> int | None:
+def _timeout(ctx: RequestContext[Any, Any]) -> int | None:
     remaining = ctx.timeout_ms
     return max(1, int(remaining)) if remaining is not None else None
 
@@ -81,7 +103,7 @@ class CommandSessionService(CommandSession):
         self.prime = prime
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
 
-    def _route(self, ctx: RequestContext) -> tuple[str, Route]:
+    def _route(self, ctx: RequestContext[Any, Any]) -> tuple[str, Route]:
         """The sandbox the gateway already authenticated for this request, or a Connect error."""
         sandbox_id = ctx.request_headers.get(GATEWAY_SANDBOX_HEADER)
         if not sandbox_id:
@@ -103,7 +125,7 @@ class CommandSessionService(CommandSession):
             self._seen.popitem(last=False)
         return True
 
-    async def start(self, request: cpb.StartRequest, ctx: RequestContext) -> AsyncIterator[cpb.StartResponse]:
+    async def start(self, request: cpb.StartRequest, ctx: RequestContext[cpb.StartRequest, cpb.StartResponse]) -> AsyncIterator[cpb.StartResponse]:
         sandbox_id, route = self._route(ctx)
         spec = request.command or cpb.CommandSpec()
         envd = self.prime.envd
@@ -126,9 +148,9 @@ class CommandSessionService(CommandSession):
             if sent:
                 return
         try:
-            async for response in client.start(start, headers=headers, timeout_ms=_timeout(ctx)):
+            async for started in client.start(start, headers=headers, timeout_ms=_timeout(ctx)):
                 sent = True
-                yield cpb.StartResponse(event=_event(response.event))
+                yield cpb.StartResponse(event=_event(started.event))
             return
         except ConnectError as exc:
             if not (exc.code == Code.ALREADY_EXISTS and request.session_uuid and not sent):
@@ -137,9 +159,11 @@ class CommandSessionService(CommandSession):
             yield cpb.StartResponse(event=_event(response.event))
 
     @staticmethod
-    async def _attach(client, session_uuid: str, headers: dict[str, str], ctx: RequestContext, *, missing_ok: bool):
+    async def _attach(client: ProcessClient, session_uuid: str, headers: dict[str, str], ctx: RequestContext[Any, Any],
+                      *, missing_ok: bool) -> AsyncIterator[ppb.ConnectResponse]:
         """envd Connect by tag; with ``missing_ok`` an unknown session yields nothing instead of failing."""
-        selector = ppb.ProcessSelector(selector=Oneof("tag", session_uuid))
+        tag: _Tag = Oneof("tag", session_uuid)
+        selector = ppb.ProcessSelector(selector=tag)
         got = False
         try:
             async for response in client.connect(ppb.ConnectRequest(process=selector), headers=headers, timeout_ms=_timeout(ctx)):
@@ -149,7 +173,7 @@ class CommandSessionService(CommandSession):
             if not (missing_ok and not got and exc.code == Code.NOT_FOUND):
                 raise _relay_error(exc) from None
 
-    async def connect(self, request: cpb.ConnectRequest, ctx: RequestContext) -> AsyncIterator[cpb.ConnectResponse]:
+    async def connect(self, request: cpb.ConnectRequest, ctx: RequestContext[cpb.ConnectRequest, cpb.ConnectResponse]) -> AsyncIterator[cpb.ConnectResponse]:
         _, route = self._route(ctx)
         envd = self.prime.envd
         try:
@@ -161,7 +185,7 @@ class CommandSessionService(CommandSession):
         except ConnectError as exc:
             raise _relay_error(exc) from None
 
-    async def list(self, request: cpb.ListRequest, ctx: RequestContext) -> cpb.ListResponse:
+    async def list(self, request: cpb.ListRequest, ctx: RequestContext[cpb.ListRequest, cpb.ListResponse]) -> cpb.ListResponse:
         _, route = self._route(ctx)
         envd = self.prime.envd
         try:
@@ -175,7 +199,7 @@ class CommandSessionService(CommandSession):
             sessions.append(cpb.CommandSessionInfo(command=command, pid=proc.pid, session_uuid=proc.tag))
         return cpb.ListResponse(sessions=sessions)
 
-    async def update(self, request: cpb.UpdateRequest, ctx: RequestContext) -> cpb.UpdateResponse:
+    async def update(self, request: cpb.UpdateRequest, ctx: RequestContext[cpb.UpdateRequest, cpb.UpdateResponse]) -> cpb.UpdateResponse:
         _, route = self._route(ctx)
         envd = self.prime.envd
         try:
@@ -186,7 +210,7 @@ class CommandSessionService(CommandSession):
             raise _relay_error(exc) from None
         return cpb.UpdateResponse()
 
-    async def send_input(self, request: cpb.SendInputRequest, ctx: RequestContext) -> cpb.SendInputResponse:
+    async def send_input(self, request: cpb.SendInputRequest, ctx: RequestContext[cpb.SendInputRequest, cpb.SendInputResponse]) -> cpb.SendInputResponse:
         sandbox_id, route = self._route(ctx)
         if self._first_time(sandbox_id, request.input_uuid):
             envd = self.prime.envd
@@ -200,20 +224,23 @@ class CommandSessionService(CommandSession):
                 raise _relay_error(exc) from None
         return cpb.SendInputResponse()
 
-    async def stream_input(self, request: AsyncIterator[cpb.StreamInputRequest], ctx: RequestContext) -> cpb.StreamInputResponse:
+    async def stream_input(self, request: AsyncIterator[cpb.StreamInputRequest],
+                           ctx: RequestContext[cpb.StreamInputRequest, cpb.StreamInputResponse]) -> cpb.StreamInputResponse:
         _, route = self._route(ctx)
         envd = self.prime.envd
 
         async def translated() -> AsyncIterator[ppb.StreamInputRequest]:
             async for message in request:
-                match message.event:
-                    case Oneof(field="start", value=start):
-                        event = Oneof("start", ppb.StreamInputRequest.StartEvent(process=_selector(start.session)))
-                    case Oneof(field="data", value=data):
-                        event = Oneof("data", ppb.StreamInputRequest.DataEvent(input=_input(data.input)))
-                    case _:
-                        event = Oneof("keepalive", ppb.StreamInputRequest.KeepAlive())
-                yield ppb.StreamInputRequest(event=event)
+                chosen = message.event
+                if chosen is not None and chosen.field == "start":
+                    start: _InStart = Oneof("start", ppb.StreamInputRequest.StartEvent(process=_selector(chosen.value.session)))
+                    yield ppb.StreamInputRequest(event=start)
+                elif chosen is not None and chosen.field == "data":
+                    data: _InData = Oneof("data", ppb.StreamInputRequest.DataEvent(input=_input(chosen.value.input)))
+                    yield ppb.StreamInputRequest(event=data)
+                else:
+                    keepalive: _InKeepAlive = Oneof("keepalive", ppb.StreamInputRequest.KeepAlive())
+                    yield ppb.StreamInputRequest(event=keepalive)
 
         try:
             await envd.processes(route).stream_input(translated(), headers=envd.headers(route, None))
@@ -221,7 +248,7 @@ class CommandSessionService(CommandSession):
             raise _relay_error(exc) from None
         return cpb.StreamInputResponse()
 
-    async def send_signal(self, request: cpb.SendSignalRequest, ctx: RequestContext) -> cpb.SendSignalResponse:
+    async def send_signal(self, request: cpb.SendSignalRequest, ctx: RequestContext[cpb.SendSignalRequest, cpb.SendSignalResponse]) -> cpb.SendSignalResponse:
         sandbox_id, route = self._route(ctx)
         if self._first_time(sandbox_id, request.signal_uuid):
             envd = self.prime.envd

@@ -10,7 +10,7 @@ from pyqwest import HTTPTransport
 
 from sandlot.protocol.auth import ACCESS_TOKEN_HEADER, basic_auth
 from sandlot.protocol.gen.process.process_connect import ProcessClient
-from sandlot.orchestrator.sandboxes import Route
+from sandlot.proxy.routes import Route
 
 PRIME_DEFAULT_USER = "root"
 """Prime sandboxes are Docker-image VMs where commands run as root unless ``user`` says otherwise."""

@@ -8,19 +8,18 @@ must name exactly this ``{user_ns}/{job_id}``. Failures use the statuses the Pri
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
-
 import httpx
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from sandlot.api.prime.command_session import CommandSessionService
 from sandlot.api.prime.context import PrimeContext
 from sandlot.api.prime.gateway_auth import GATEWAY_SANDBOX_HEADER, bearer, check_token, sandbox_defaults, sandbox_route
 from sandlot.api.prime.gen.command_session.command_session_connect import CommandSessionASGIApplication
 from sandlot.api.prime.read_file import read_window
-from sandlot.orchestrator.sandboxes import Route
+from sandlot.proxy.routes import Route
 
 RPC_PREFIX = "command_session.CommandSession/"
 _STATUS = {"sandbox_not_ready": 409, "sandbox_terminated": 410, "sandbox_not_found": 502}
@@ -37,7 +36,7 @@ class Gateway:
         self.prime = prime
         self.rpc = CommandSessionASGIApplication(CommandSessionService(prime), compressions=())
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         path: str = scope["path"]

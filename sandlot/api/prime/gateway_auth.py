@@ -8,7 +8,7 @@ from sandlot.api.prime import records
 from sandlot.api.prime.context import PrimeContext
 from sandlot.api.prime.envd import PRIME_DEFAULT_USER
 from sandlot.api.prime.tokens import GatewayClaims
-from sandlot.orchestrator.sandboxes import Route
+from sandlot.proxy.routes import Route
 from sandlot.store.models import PrimeSandbox
 
 GATEWAY_SANDBOX_HEADER = "x-sandlot-gateway-sandbox"

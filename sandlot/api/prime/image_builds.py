@@ -11,8 +11,10 @@ import hashlib
 import re
 import secrets
 import stat
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
@@ -21,10 +23,11 @@ from sandlot import tenant_fs
 from sandlot import quotas
 from sandlot.api.prime import dockerfile
 from sandlot.api.prime.context import PrimeContext
-from sandlot.orchestrator.sandboxes import ENVD_VERSION
+from sandlot.orchestrator.requests import ENVD_VERSION
 from sandlot.store import templates as template_store
 from sandlot.store.models import Build, PrimeImageBuild
 from sandlot.templates.builder import BuildRequest
+from sandlot.templates.uploads import UploadStore
 
 NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$")
 TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -90,17 +93,16 @@ def _read_dockerfile(archive: Path, member: str) -> str:
     return data.decode("utf-8", "replace")
 
 
-async def _stash_context(ctx: PrimeContext, team_id: str, archive: Path) -> str:
+async def _stash_context(store: UploadStore, team_id: str, archive: Path) -> str:
     """Put the context in the builder's content-addressed upload store; returns its hash."""
     digest = hashlib.sha256()
     with open(archive, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     files_hash = digest.hexdigest()
-    store = ctx.services.builder.uploads
     if not store.present(team_id, files_hash):
 
-        async def chunks():
+        async def chunks() -> AsyncIterator[bytes]:
             with open(archive, "rb") as handle:
                 for chunk in iter(lambda: handle.read(1 << 20), b""):
                     yield chunk
@@ -148,16 +150,17 @@ async def start(ctx: PrimeContext, build_id: str) -> None:
         row = session.get(PrimeImageBuild, build_id)
         assert row is not None
         team_id, name, tag, member, source = row.team_id, row.image_name, row.image_tag, row.dockerfile_path, row.source_image
-    image_config: dict = {}
+    image_config: dict[str, Any] = {}
+    builder = ctx.services.builder
     try:
-        if ctx.services.builder is None:
+        if builder is None:
             raise BuildError("image builds need the template builder, which this Sandlot server does not have")
         if source:
             plan = dockerfile.Plan(base=source)
         else:
             archive = context_path(ctx, build_id)
             text = _read_dockerfile(archive, member or DOCKERFILE_MEMBER)
-            files_hash = await _stash_context(ctx, team_id, archive)
+            files_hash = await _stash_context(builder.uploads, team_id, archive)
             try:
                 plan = dockerfile.parse(text, files_hash)
             except dockerfile.DockerfileError as exc:
@@ -186,7 +189,7 @@ async def start(ctx: PrimeContext, build_id: str) -> None:
             row.status, row.started_at = "BUILDING", now()
             row.template_id, row.sandlot_build_id, row.image_config = template.id, build.id, image_config
             sandlot_build_id = build.id
-        ctx.services.builder.submit(
+        builder.submit(
             sandlot_build_id,
             BuildRequest(team_id=team_id, steps=plan.steps, from_image=from_image, from_template=from_template),
         )

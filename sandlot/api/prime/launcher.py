@@ -15,7 +15,9 @@ from sandlot.api.prime.context import PrimeContext
 from sandlot.api.prime.image_builds import sync
 from sandlot.api.prime.image_refs import ImageChoice
 from sandlot.protocol.gen.process import process_pb as ppb
-from sandlot.orchestrator.sandboxes import CreateRequest, SandboxError
+from sandlot.orchestrator.errors import SandboxError
+from sandlot.orchestrator.requests import CreateRequest
+from sandlot.quotas import QuotaExceeded
 from sandlot.store import templates as template_store
 from sandlot.store.models import Build, PrimeImageBuild, PrimeSandbox, Sandbox, Template
 
@@ -120,7 +122,7 @@ async def launch(ctx: PrimeContext, job: Launch) -> None:
                 sandbox_id=job.sandbox_id,
             )
         )
-    except SandboxError as exc:
+    except (SandboxError, QuotaExceeded) as exc:
         _finish(ctx, job.sandbox_id, status="ERROR", error_message=exc.message)
         return
     except Exception as exc:  # the engine already cleaned up; report instead of hanging PENDING

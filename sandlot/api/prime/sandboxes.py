@@ -18,7 +18,6 @@ from sandlot.api.prime.context import PrimeContext, prime
 from sandlot.api.prime.errors import PrimeError, not_found, parse_body
 from sandlot.api.prime.launcher import START_LOG, Launch, launch
 from sandlot.api.prime.shapes import iso, sandbox_json, status_json
-from sandlot.orchestrator.sandboxes import SandboxError
 from sandlot.quotas import reserve_sandbox
 from sandlot.store.models import PrimeSandbox
 
@@ -119,10 +118,7 @@ async def create_sandbox(request: Request, team_id: TeamId) -> JSONResponse:
         )
     network = _network(body)
     if network is not None:
-        try:
-            ctx.services.sandboxes.egress_policy(None, network)
-        except SandboxError as exc:
-            raise PrimeError(exc.status if exc.status != 400 else 422, exc.message) from exc
+        ctx.services.sandboxes.egress_policy(None, network)   # InvalidRequest: Prime's 422 (api/errors.py)
     timeout_s = min(body.timeout_minutes * 60, settings.max_lifetime_s)
     now = datetime.now(timezone.utc)
     with ctx.services.db.session() as session, session.begin():

@@ -1,0 +1,298 @@
+"""The sandbox state machine: the one owner of every state change.
+
+::
+
+    creating ──▶ running ──▶ pausing ──▶ paused ──▶ resuming ──▶ running
+       │            │   ▲       │          │           │
+       │            │   └───────┘ (failed) │           └──▶ paused (failed)
+       ▼            ▼                      ▼
+     gone        killing ──▶ gone       killing
+
+Snapshots and forks are transient operations on a running sandbox (under its lock, no
+state of their own). Every transition below writes the store row and the route table
+together; callers (create, pause, kill, recovery) do the runtime work between them,
+holding the sandbox's lock. An illegal transition is a bug and raises
+:class:`IllegalTransition`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+import structlog
+from sqlalchemy.orm import Session
+
+from sandlot.orchestrator.errors import Conflict, SandboxNotFound
+from sandlot.orchestrator.events import EventLog
+from sandlot.orchestrator.metrics import MetricsSampler
+from sandlot.proxy.routes import PauseHook, Route
+from sandlot.proxy.traffic import private_traffic_token
+from sandlot.quotas import reserve_sandbox
+from sandlot.runtime.base import SandboxHandle
+from sandlot.settings import Settings
+from sandlot.store import templates as template_store
+from sandlot.store.database import Database
+from sandlot.store.models import Sandbox
+
+log = structlog.get_logger("sandlot.orchestrator")
+
+CREATING, RUNNING, PAUSING, PAUSED, RESUMING, KILLING = (
+    "creating", "running", "pausing", "paused", "resuming", "killing")
+GONE = "gone"
+"""Not a stored state: the row is deleted."""
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    CREATING: frozenset({RUNNING, GONE}),
+    RUNNING: frozenset({PAUSING, KILLING, GONE}),
+    PAUSING: frozenset({PAUSED, RUNNING, KILLING, GONE}),
+    PAUSED: frozenset({RESUMING, KILLING, GONE}),
+    RESUMING: frozenset({RUNNING, PAUSED, KILLING, GONE}),
+    KILLING: frozenset({GONE}),
+}
+"""Legal moves. ``GONE`` from any state: a container lost across a restart or dead on its own."""
+
+
+class IllegalTransition(RuntimeError):
+    """A state change the machine does not allow: a bug in the caller, never the tenant's doing."""
+
+
+def check_move(current: str, new: str) -> None:
+    if new not in TRANSITIONS.get(current, frozenset()):
+        raise IllegalTransition(f"sandbox state {current} → {new} is not allowed")
+
+
+def route_for(row: Sandbox, ip: str, state: str = RUNNING) -> Route:
+    """The front door's view of a sandbox row (network ingress settings included)."""
+    network = row.network or {}
+    return Route(ip, state, row.envd_access_token, private_traffic_token(row.id, row.envd_access_token, network),
+                 network.get("maskRequestHost"))
+
+
+class Lifecycle:
+    """Sandbox rows' ``state``, the route table and per-sandbox locks, kept in step."""
+
+    def __init__(self, settings: Settings, db: Database, metrics: MetricsSampler, events: EventLog) -> None:
+        self.settings = settings
+        self.db = db
+        self.metrics = metrics
+        self.events = events
+        self._routes: dict[str, Route] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._pause_hooks: list[PauseHook] = []
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def lock(self, sandbox_id: str) -> asyncio.Lock:
+        """Held by every operation that changes the sandbox (create, pause, resume, snapshot, kill)."""
+        return self._locks.setdefault(sandbox_id, asyncio.Lock())
+
+    def route(self, sandbox_id: str) -> Route | None:
+        return self._routes.get(sandbox_id)
+
+    def routed(self) -> list[tuple[str, Route]]:
+        return list(self._routes.items())
+
+    def signing_tokens(self) -> list[tuple[str, str]]:
+        return [(sid, r.access_token) for sid, r in self._routes.items() if r.state == RUNNING]
+
+    def on_pause(self, hook: PauseHook) -> None:
+        self._pause_hooks.append(hook)
+
+    def get(self, sandbox_id: str) -> Sandbox:
+        """The row; :class:`SandboxNotFound` when there is none."""
+        with self.db.session() as session:
+            row = session.get(Sandbox, sandbox_id)
+        if row is None:
+            raise SandboxNotFound(sandbox_id)
+        return row
+
+    # --- creating -------------------------------------------------------------------------
+
+    def admit(self, row: Sandbox, *, reserved_id: str | None = None,
+              claim: Callable[[], SandboxHandle | None] | None = None) -> SandboxHandle | None:
+        """Insert ``row`` as ``creating`` once the team's quota allows it (``QuotaExceeded``).
+
+        ``claim`` (the warm pool's) runs in the same step, with no await between the quota
+        check and the insert; a claimed sandbox keeps the id it was booted with."""
+        row.state = CREATING
+        with self.db.session() as session, session.begin():
+            reserve_sandbox(session, self.settings, row.team_id, reserved_id)
+            handle = claim() if claim is not None else None
+            if handle is not None:
+                row.id = handle.sandbox_id
+            session.add(row)
+        return handle
+
+    def activate(self, sandbox_id: str, handle: SandboxHandle, timeout_s: int, *,
+                 spawned_from: str | None = None) -> Sandbox:
+        """creating → running: its clock starts now and traffic is routed to it."""
+        started = datetime.now(timezone.utc)
+        with self.db.session() as session, session.begin():
+            row = self._row(session, sandbox_id)
+            self._move(row, RUNNING)
+            row.ip = handle.ip
+            row.started_at = started
+            row.end_at = started + timedelta(seconds=timeout_s)
+            if spawned_from is not None:
+                template_store.mark_spawned(session, spawned_from)
+        self._route(row, handle.ip)
+        return row
+
+    def abandon(self, sandbox_id: str) -> None:
+        """creating → gone: a start that failed (the runtime already removed what it made)."""
+        with self.db.session() as session, session.begin():
+            row = session.get(Sandbox, sandbox_id)
+            if row is not None:
+                self._move(row, GONE)
+                session.delete(row)
+        self._locks.pop(sandbox_id, None)
+
+    # --- pausing --------------------------------------------------------------------------
+
+    def begin_pause(self, sandbox_id: str) -> Route | None:
+        """running → pausing; the route is withdrawn (returned, to put back if the pause fails)."""
+        with self.db.session() as session, session.begin():
+            row = self._row(session, sandbox_id)
+            if row.state == PAUSED:
+                raise Conflict(f"Error pausing sandbox - sandbox '{sandbox_id}' is already paused")
+            if row.state != RUNNING:
+                raise Conflict(f"Sandbox \"{sandbox_id}\" is {row.state}")
+            self._move(row, PAUSING)
+        return self._routes.pop(sandbox_id, None)
+
+    def pause_failed(self, sandbox_id: str, route: Route | None, *, alive: bool) -> None:
+        """pausing → running when the sandbox survived the failed pause (else it stays pausing,
+        settled by the reaper or the next start)."""
+        if not alive:
+            return
+        with self.db.session() as session, session.begin():
+            row = session.get(Sandbox, sandbox_id)
+            if row is not None:
+                self._move(row, RUNNING)
+        if route is not None:
+            self._routes[sandbox_id] = route
+
+    async def paused(self, sandbox_id: str, route: Route | None) -> None:
+        """pausing → paused; peers of its old address forget their connections."""
+        now = datetime.now(timezone.utc)
+        with self.db.session() as session, session.begin():
+            row = self._row(session, sandbox_id)
+            self._move(row, PAUSED)
+            row.paused_at = now
+            row.end_at = now
+        self.metrics.forget(sandbox_id)
+        if route is not None:
+            # CRIU's network lock swallowed the FINs of envd's sockets: peers must forget them
+            for hook in self._pause_hooks:
+                await hook(route.ip)
+
+    # --- resuming -------------------------------------------------------------------------
+
+    def begin_resume(self, sandbox_id: str) -> Sandbox | None:
+        """paused → resuming (it takes a quota slot again); ``None`` when it is running already."""
+        with self.db.session() as session, session.begin():
+            row = self._row(session, sandbox_id)
+            if row.state == RUNNING:
+                return None
+            if row.state != PAUSED:
+                raise Conflict(f"Sandbox \"{sandbox_id}\" is {row.state}")
+            reserve_sandbox(session, self.settings, row.team_id)   # a resumed sandbox runs again
+            self._move(row, RESUMING)
+        return row
+
+    def resume_failed(self, sandbox_id: str) -> None:
+        """resuming → paused: it stays paused, nothing lost."""
+        with self.db.session() as session, session.begin():
+            row = session.get(Sandbox, sandbox_id)
+            if row is not None:
+                self._move(row, PAUSED)
+
+    def resumed(self, sandbox_id: str, ip: str, timeout_s: int) -> Sandbox:
+        """resuming → running, with a new end time (within the sandbox's maximum lifetime)."""
+        now = datetime.now(timezone.utc)
+        with self.db.session() as session, session.begin():
+            row = self._row(session, sandbox_id)
+            self._move(row, RUNNING)
+            row.ip = ip
+            row.paused_at = None
+            row.end_at = min(now + timedelta(seconds=timeout_s),
+                             row.started_at + timedelta(seconds=self.settings.max_lifetime_s))
+        self._route(row, ip)
+        return row
+
+    # --- killing --------------------------------------------------------------------------
+
+    def begin_kill(self, sandbox_id: str) -> str | None:
+        """any → killing: unrouted at once; returns the address to release."""
+        self._routes.pop(sandbox_id, None)
+        with self.db.session() as session, session.begin():
+            row = session.get(Sandbox, sandbox_id)
+            if row is None:
+                return None
+            if row.state != KILLING:
+                self._move(row, KILLING)
+            return row.ip
+
+    def gone(self, sandbox_id: str) -> None:
+        """killing → gone: the row, metrics and event log of a removed sandbox are dropped."""
+        with self.db.session() as session, session.begin():
+            row = session.get(Sandbox, sandbox_id)
+            if row is not None:
+                self._move(row, GONE)
+                session.delete(row)
+        self.metrics.forget(sandbox_id)
+        self.events.drop(sandbox_id)
+
+    def release_lock(self, sandbox_id: str) -> None:
+        self._locks.pop(sandbox_id, None)
+
+    # --- recovery after a restart (rows of the recovering session) --------------------------
+
+    def readopt(self, row: Sandbox, ip: str) -> None:
+        """A running sandbox that survived the restart gets its route back."""
+        row.ip = ip
+        self._route(row, ip)
+        self.events.record(row.id, "sandbox re-adopted after a server restart")
+
+    def settle_running(self, row: Sandbox, ip: str) -> None:
+        """An interrupted pause or resume whose sandbox is running: pausing/resuming → running."""
+        if row.state != RUNNING:
+            self._move(row, RUNNING)
+        row.ip = ip
+        row.paused_at = None
+        now = datetime.now(timezone.utc)
+        if row.end_at <= now:
+            row.end_at = now + timedelta(seconds=self.settings.default_timeout_s)
+        self._route(row, ip)
+
+    def settle_paused(self, row: Sandbox) -> None:
+        """An interrupted pause or resume whose image is complete: → paused."""
+        if row.state != PAUSED:
+            self._move(row, PAUSED)
+            row.paused_at = row.paused_at or datetime.now(timezone.utc)
+
+    def lost(self, session: Session, row: Sandbox) -> None:
+        """A sandbox whose container did not survive the restart: → gone."""
+        self._move(row, GONE)
+        session.delete(row)
+
+    # --- internals ------------------------------------------------------------------------
+
+    @staticmethod
+    def _row(session: Session, sandbox_id: str) -> Sandbox:
+        row = session.get(Sandbox, sandbox_id)
+        if row is None:
+            raise SandboxNotFound(sandbox_id)
+        return row
+
+    @staticmethod
+    def _move(row: Sandbox, new: str) -> None:
+        check_move(row.state, new)
+        if new != GONE:
+            row.state = new
+
+    def _route(self, row: Sandbox, ip: str) -> None:
+        self._routes[row.id] = route_for(row, ip)
+        self.metrics.track(row.id, row.cpu_count, row.disk_mb * 1024 * 1024)
