@@ -20,6 +20,7 @@ from sandlot.api.prime import facade as prime_facade
 from sandlot.orchestrator.disk_guard import DiskGuard, DiskGuardMiddleware
 from sandlot.orchestrator.lxcfs_watch import LxcfsWatch
 from sandlot.orchestrator.oom_guard import OomGuard
+from sandlot.orchestrator.envd_client import EnvdAgent
 from sandlot.orchestrator.requests import EnvdLauncher
 from sandlot.orchestrator.sandboxes import SandboxManager
 from sandlot.proxy.frontdoor import FrontDoor
@@ -31,7 +32,9 @@ from sandlot.store.database import Database
 from sandlot.templates import code_interpreter as code_interpreter_template
 
 
-def build_services(settings: Settings, runtime: Runtime | None = None, launcher: EnvdLauncher | None = None) -> Services:
+def build_services(settings: Settings, runtime: Runtime | None = None, launcher: EnvdLauncher | None = None,
+                   envd: EnvdAgent | None = None) -> Services:
+    """The server's parts; tests pass a ``FakeRuntime`` and a fake ``envd`` agent to run in-process."""
     from functools import partial
 
     from sandlot.runtime.envd_bundle import envd_launch
@@ -56,7 +59,7 @@ def build_services(settings: Settings, runtime: Runtime | None = None, launcher:
             allow_private=tuple(settings.egress_allow_private),
         )
     default_launcher = partial(envd_launch, runtime_dir=settings.envd_runtime_dir)
-    manager = SandboxManager(settings, db, runtime, launcher or default_launcher)
+    manager = SandboxManager(settings, db, runtime, launcher or default_launcher, envd)
     from sandlot.templates.builder import TemplateBuilder
 
     builder = TemplateBuilder(settings, db, runtime, launcher or default_launcher, manager.ready_snapshots)
