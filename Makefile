@@ -10,13 +10,19 @@ DEB_PACKAGES := runc mmdebstrap nftables python3-nftables iproute2 iptables pyth
 SANDLOT := $(VENV)/bin/sandlot
 PYTEST_ARGS ?=
 
-.PHONY: serve test deps venv setup js-deps prime-venv criu
+.PHONY: serve test lint deps venv setup js-deps prime-venv criu
 
 serve: setup
 	$(SANDLOT) serve
 
 test: setup js-deps prime-venv
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# ruff (bugs, not style) and mypy (strict on api, orchestrator, runtime, store, proxy); both
+# read their settings from pyproject.toml and come from the venv's `lint` extra.
+lint: venv
+	$(VENV)/bin/ruff check sandlot tests bench
+	$(VENV)/bin/mypy
 
 # The JS SDK suite needs Node >= 20 (the e2b npm package's floor); without it the test is skipped.
 js-deps:
@@ -35,7 +41,7 @@ deps:
 $(VENV)/.installed: pyproject.toml | deps
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[test,lint]'
 	touch $@
 
 venv: deps $(VENV)/.installed

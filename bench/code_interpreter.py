@@ -23,7 +23,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-from bench.local_server import with_server  # noqa: E402
+from bench.local_server import with_server
 
 TEMPLATE = "code-interpreter-v1"
 

@@ -19,12 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.create_latency import percentiles  # noqa: E402
+from bench.create_latency import percentiles
+from bench.local_server import with_server
 
 MiB = 1024 * 1024
-
-
-from bench.local_server import with_server  # noqa: E402
 
 
 def run(concurrency: int, commands: int, sizes: list[int]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-from bench.local_server import with_server  # noqa: E402
+from bench.local_server import with_server
 
 
 def percentiles(samples: list[float]) -> str:

@@ -12,7 +12,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.envd.conftest import Envd  # noqa: E402
+from tests.envd.conftest import Envd
 
 
 def _rate(nbytes: int, seconds: float) -> str:

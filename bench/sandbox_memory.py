@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.local_server import with_server  # noqa: E402
+from bench.local_server import with_server
 
 SANDBOXES_ROOT = Path("/var/lib/sandlot/runtime")
 

@@ -51,6 +51,7 @@ import time
 import traceback
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -415,7 +416,7 @@ class Worker(threading.Thread):
                 SOAK.find(f"a fork of {sid} failed: {f!r}"[:300])
                 continue
             try:
-                got = self.timed("files", lambda: f.files.read("/home/user/soak.txt"))
+                got = self.timed("files", partial(f.files.read, "/home/user/soak.txt"))
                 if got != SOAK.owned.get(sid):
                     SOAK.violate(f"fork of {sid} lacks the marker: {got[:100]!r}")
             finally:

@@ -34,8 +34,9 @@ import secrets
 import stat
 import tarfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 __all__ = ["Tree", "TreeError", "copy_tree", "extract_tar", "match_glob", "read_tar_member", "openat2"]
 
@@ -251,7 +252,7 @@ class Tree:
             raise TreeError(f"{name} is a directory")
         os.unlink(name, dir_fd=parent)
 
-    def write_file(self, rel: str, data: bytes | str | BinaryIO, mode: int = 0o644,
+    def write_file(self, rel: str, data: bytes | str | IO[bytes], mode: int = 0o644,
                    uid: int | None = None, gid: int | None = None, mtime: float | None = None) -> None:
         """Write a regular file at ``rel``, atomically replacing what was there (a symlink,
         a whiteout, a file) — never writing through it. Missing parents are made."""
@@ -268,7 +269,7 @@ class Tree:
                     while view:
                         view = view[os.write(fd, view):]
                 else:
-                    for chunk in iter(lambda: data.read(1 << 20), b""):  # type: ignore[union-attr]
+                    for chunk in iter(partial(data.read, 1 << 20), b""):
                         view = memoryview(chunk)
                         while view:
                             view = view[os.write(fd, view):]
@@ -571,7 +572,7 @@ def _match(tree: Tree, base: str, parts: list[str], found: set[str]) -> None:
                 _match(tree, rel, rest, found)
         return
     if not _magic(head):
-        candidates = [(head, None)]
+        candidates: list[tuple[str, os.stat_result | None]] = [(head, None)]
         if not tree.exists(join(head)):
             return
     else:

@@ -52,10 +52,10 @@ class IdempotencyCache:
         slot = (team_id, key)
         existing = self._entries.get(slot)
         if existing is not None:
-            _, seen_fingerprint, future = existing
+            _, seen_fingerprint, pending = existing
             if seen_fingerprint != fingerprint:
                 raise APIError(409, "Idempotency-Key was already used with a different request body")
-            return await asyncio.shield(future)
+            return await asyncio.shield(pending)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._entries[slot] = (time.monotonic(), fingerprint, future)
         try:

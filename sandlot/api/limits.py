@@ -49,18 +49,33 @@ def _json_size(limit: int) -> AfterValidator:
 
 
 def text(max_length: int, min_length: int = 0) -> Any:
+    """A bounded string type built at run time (pydantic reads it; a type checker can't):
+    prefer the named aliases below in annotations."""
     return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length)]
 
 
 def texts(max_items: int, max_length: int = NAME) -> Any:
-    return Annotated[list[text(max_length)], Field(max_length=max_items)]
+    """A bounded list of bounded strings built at run time; see :func:`text`."""
+    item: Any = text(max_length)
+    return Annotated[list[item], Field(max_length=max_items)]
 
 
-Metadata = Annotated[dict[text(METADATA_KEY, 1), text(METADATA_VALUE)], Field(max_length=METADATA_ENTRIES),
+# Named, statically spelled forms of text()/texts(), so annotations using them type-check.
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=METADATA_KEY)]
+MetadataValue = Annotated[str, StringConstraints(min_length=0, max_length=METADATA_VALUE)]
+EnvName = Annotated[str, StringConstraints(min_length=1, max_length=ENV_NAME)]
+EnvValue = Annotated[str, StringConstraints(min_length=0, max_length=ENV_VALUE)]
+Name = Annotated[str, StringConstraints(min_length=0, max_length=NAME)]
+Label = Annotated[str, StringConstraints(min_length=0, max_length=LABEL)]
+Tag = Annotated[str, StringConstraints(min_length=0, max_length=128)]
+
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=METADATA_ENTRIES),
                      _byte_total(METADATA_BYTES, "metadata")]
-EnvVars = Annotated[dict[text(ENV_NAME, 1), text(ENV_VALUE)], Field(max_length=ENV_ENTRIES),
+EnvVars = Annotated[dict[EnvName, EnvValue], Field(max_length=ENV_ENTRIES),
                     _byte_total(ENV_BYTES, "environment variables")]
-NetworkList = texts(NETWORK_ENTRIES)
-Labels = texts(LABELS, LABEL)
+NetworkList = Annotated[list[Name], Field(max_length=NETWORK_ENTRIES)]
+Labels = Annotated[list[Label], Field(max_length=LABELS)]
+Tags = Annotated[list[Tag], Field(max_length=32)]  # template tags (build and tag/untag)
+DnsServers = Annotated[list[Name], Field(max_length=8)]
 JsonObject = Annotated[dict[str, Any], _json_size(JSON_BYTES)]
 JsonObjects = Annotated[list[JsonObject], Field(max_length=64)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Query, Request
 
@@ -15,13 +15,17 @@ from sandlot.orchestrator.events import LogEntry
 from sandlot.orchestrator.sandboxes import SandboxManager
 from sandlot.store import sandboxes as sandbox_store
 
+if TYPE_CHECKING:
+    from sandlot.services import Services
+
 router = APIRouter()
 
 MAX_METRICS_IDS = 100
 
 
 def _manager(request: Request) -> SandboxManager:
-    return request.app.state.services.sandboxes
+    services: Services = request.app.state.services
+    return services.sandboxes
 
 
 def _owned(request: Request, team_id: str, sandbox_id: str) -> str:

@@ -95,12 +95,12 @@ async def get_alias(alias: str, request: Request, team_id: TeamId) -> dict[str, 
 
 class AssignTags(BaseModel):
     target: str = Field(min_length=1, max_length=400)
-    tags: limits.texts(32, 128) = Field(min_length=1)
+    tags: limits.Tags = Field(min_length=1)
 
 
 class RemoveTags(BaseModel):
     name: str = Field(min_length=1, max_length=400)
-    tags: limits.texts(32, 128) = Field(min_length=1)
+    tags: limits.Tags = Field(min_length=1)
 
 
 def _owned(session: Session, team_id: str, name_or_id: str) -> Template:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
 
 TOKEN_HEADER = "e2b-traffic-access-token"
 
@@ -13,7 +14,7 @@ def traffic_token(sandbox_id: str, envd_access_token: str) -> str:
     return hmac.new(envd_access_token.encode(), f"traffic:{sandbox_id}".encode(), hashlib.sha256).hexdigest()
 
 
-def private_traffic_token(sandbox_id: str, envd_access_token: str, network: dict | None) -> str | None:
+def private_traffic_token(sandbox_id: str, envd_access_token: str, network: dict[str, Any] | None) -> str | None:
     """The token clients must send, or ``None`` when the sandbox accepts public traffic."""
     if (network or {}).get("allowPublicTraffic") is False:
         return traffic_token(sandbox_id, envd_access_token)

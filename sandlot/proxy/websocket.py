@@ -11,6 +11,7 @@ import asyncio
 import json
 from typing import Any
 
+from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -52,7 +53,7 @@ def _with_host(host: str | None) -> type[ClientConnection]:
     return Upstream
 
 
-async def deny_websocket(scope: dict[str, Any], send: Any, status: int, body: dict[str, Any]) -> None:
+async def deny_websocket(scope: Scope, send: Send, status: int, body: dict[str, Any]) -> None:
     if "websocket.http.response" in scope.get("extensions", {}):
         payload = json.dumps(body).encode()
         await send({"type": "websocket.http.response.start", "status": status,
@@ -62,7 +63,7 @@ async def deny_websocket(scope: dict[str, Any], send: Any, status: int, body: di
         await send({"type": "websocket.close", "code": 1011, "reason": body.get("message", "")[:120]})
 
 
-async def proxy_websocket(scope: dict[str, Any], receive: Any, send: Any, url: str,
+async def proxy_websocket(scope: Scope, receive: Receive, send: Send, url: str,
                           host: str | None, port_closed: dict[str, Any]) -> None:
     """Relay one WebSocket session to ``url`` (``ws://ip:port/path?query``, from ``upstream.websocket_url``)."""
     message = await receive()
@@ -72,7 +73,7 @@ async def proxy_websocket(scope: dict[str, Any], receive: Any, send: Any, url: s
                if k.lower() not in _SKIP]
     subprotocols = list(scope.get("subprotocols") or [])
     try:
-        upstream = await _Connect(url, additional_headers=headers, subprotocols=subprotocols or None,  # type: ignore[arg-type]
+        upstream = await _Connect(url, additional_headers=headers, subprotocols=subprotocols or None,
                                   compression=None, max_size=None, proxy=None, user_agent_header=None,
                                   open_timeout=10, ping_interval=None, create_connection=_with_host(host))
     except OSError:
@@ -100,7 +101,7 @@ async def proxy_websocket(scope: dict[str, Any], receive: Any, send: Any, url: s
                 pass
 
 
-async def _client_to_sandbox(receive: Any, upstream: ClientConnection) -> None:
+async def _client_to_sandbox(receive: Receive, upstream: ClientConnection) -> None:
     while True:
         message = await receive()
         if message["type"] == "websocket.disconnect":
@@ -113,7 +114,7 @@ async def _client_to_sandbox(receive: Any, upstream: ClientConnection) -> None:
             await upstream.send(message["text"])
 
 
-async def _sandbox_to_client(upstream: ClientConnection, send: Any) -> None:
+async def _sandbox_to_client(upstream: ClientConnection, send: Send) -> None:
     try:
         async for data in upstream:
             if isinstance(data, bytes):

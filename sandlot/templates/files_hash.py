@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import stat
 import tarfile
+from functools import partial
 from pathlib import Path
 
 CHUNK = 1 << 20
@@ -80,12 +81,13 @@ def verify(archive: Path, archive_sha256: str, src: str, dest: str, files_hash: 
                     target = _text(member.linkname)
                     digest.update(mode + str(len(target)).encode() + target)
                 else:
-                    body = tar._find_link_target(member) if member.islnk() else member  # noqa: SLF001
+                    # TarFile's private hard-link resolver (the one extractfile uses); not in typeshed.
+                    body = tar._find_link_target(member) if member.islnk() else member  # type: ignore[attr-defined]
                     digest.update(mode + str(body.size if body.isreg() else 0).encode())
                     if body.isreg():
                         handle = tar.extractfile(body)
                         assert handle is not None
-                        for chunk in iter(lambda: handle.read(CHUNK), b""):
+                        for chunk in iter(partial(handle.read, CHUNK), b""):
                             digest.update(chunk)
     except (tarfile.TarError, EOFError, OSError, KeyError) as exc:
         raise Mismatch(f"the archive cannot be read: {exc}") from None

@@ -111,16 +111,16 @@ def keep_alive_paths(templates_dir: Path, paths: Iterable[Path | str]) -> bool:
 
 def register_database(templates_dir: Path, url: str) -> None:
     """Let every gc on this machine read this server's build rows (called at server start)."""
-    url = normalized_url(url)
-    if url is None:
+    normalized = normalized_url(url)
+    if normalized is None:
         return
     registry = templates_dir / DATABASES_DIR
     registry.mkdir(parents=True, exist_ok=True, mode=0o700)
-    target = registry / f"{hashlib.sha256(url.encode()).hexdigest()[:20]}.json"
+    target = registry / f"{hashlib.sha256(normalized.encode()).hexdigest()[:20]}.json"
     tmp = registry / f".{uuid.uuid4().hex}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # a URL may carry a password
     with os.fdopen(fd, "w") as out:
-        json.dump({"url": url, "registeredAt": time.time()}, out)
+        json.dump({"url": normalized, "registeredAt": time.time()}, out)
     os.replace(tmp, target)
 
 
@@ -145,11 +145,11 @@ def database_references(url: str) -> set[str] | None:
         if sqlite_path is not None:
             if not os.path.exists(sqlite_path):
                 return None
-            conn = sqlite3.connect(f"file:{quote(sqlite_path)}?mode=ro", uri=True, timeout=30)
+            sqlite = sqlite3.connect(f"file:{quote(sqlite_path)}?mode=ro", uri=True, timeout=30)
             try:
-                rows = [r[0] for r in conn.execute("SELECT layers FROM builds")]
+                rows = [r[0] for r in sqlite.execute("SELECT layers FROM builds")]
             finally:
-                conn.close()
+                sqlite.close()
         else:
             from sqlalchemy import create_engine, text
 
@@ -330,5 +330,5 @@ def _redact(url: str) -> str:
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001
+    except Exception:  # any parse failure: never show the raw URL (it may carry a password)
         return "<database>"

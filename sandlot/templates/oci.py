@@ -299,8 +299,9 @@ def _verified_layout(layout: Path, config_digest: str, layer_digests: list[str])
     """The image's ``config`` (Env, User, WorkingDir) from the OCI layout skopeo wrote, once
     every blob is the one the verified source manifest names (skopeo converts the manifest to
     OCI, so its own digest changes, but config and layers are the same blobs)."""
-    def blob(digest: str, what: str) -> bytes:
-        path = layout / "blobs" / "sha256" / check_digest(digest, what).split(":", 1)[1]
+    def blob(named: object, what: str) -> bytes:
+        digest = check_digest(named, what)
+        path = layout / "blobs" / "sha256" / digest.split(":", 1)[1]
         if path.is_symlink() or not path.is_file():
             raise PullError(f"the pulled {what} {digest} is missing")
         hasher = hashlib.sha256()
@@ -332,8 +333,12 @@ def _config(image_config: dict) -> BuildConfig:
     def text(value: object, default: str) -> str:
         return value if isinstance(value, str) and value else default
 
-    items = image_config.get("Env") if isinstance(image_config.get("Env"), list) else []
-    env = dict(item.split("=", 1) for item in items if isinstance(item, str) and "=" in item)
+    items = image_config.get("Env")
+    env: dict[str, str] = {}
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, str) and "=" in item:
+            name, value = item.split("=", 1)
+            env[name] = value
     user = text(image_config.get("User"), "root").split(":", 1)[0] or "root"
     return BuildConfig(env=env, user=user, workdir=text(image_config.get("WorkingDir"), "/"))
 

@@ -16,7 +16,9 @@ import ipaddress
 import re
 import socket
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 """The only digest form accepted anywhere a registry's answer could name a path or a key."""
@@ -28,9 +30,11 @@ PATH = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 HOSTNAME = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 MAX_REFERENCE = 512
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+AddrInfo = tuple[Any, Any, Any, Any, tuple[Any, ...]]  # socket.getaddrinfo's (family, type, proto, name, sockaddr)
 
 
-class ReferenceError(ValueError):  # noqa: A001 - the module's own error, not the builtin weakref one
+class ReferenceError(ValueError):  # shadows the builtin on purpose: the module's own error, not weakref's
     """A reference the server refuses to pull (answered 400, or fails the build naming ``base``)."""
 
 
@@ -149,7 +153,7 @@ class RegistryPolicy:
                 raise ValueError(f"SANDLOT_REGISTRY_ALLOW_PRIVATE: {entry!r} is not a host, host:port or CIDR") from None
             self.names.add(entry)
 
-    def _allowed(self, registry: str, host: str, addresses: list) -> bool:
+    def _allowed(self, registry: str, host: str, addresses: list[Address]) -> bool:
         if registry.lower() in self.names or host.lower() in self.names:
             return True
         return bool(addresses) and all(any(a in net for net in self.networks if net.version == a.version)
@@ -160,7 +164,7 @@ class RegistryPolicy:
         """The allow-list as ``NO_PROXY`` entries (Go understands hosts, host:port and CIDRs)."""
         return sorted(self.names) + [str(net) for net in self.networks]
 
-    def vet(self, host: str, port: int | None, addresses: list, what: str = "registry") -> bool:
+    def vet(self, host: str, port: int | None, addresses: list[Address], what: str = "registry") -> bool:
         """``True`` for an allow-listed private destination, ``False`` for a public one,
         ``ReferenceError`` otherwise: every address must be public, or all be allow-listed."""
         registry = host if port is None else (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
@@ -188,7 +192,7 @@ class RegistryPolicy:
                 infos = socket.getaddrinfo(host, ref.port or 443, type=socket.SOCK_STREAM)
             except OSError as exc:
                 if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-                    infos = [(0, 0, 0, "", ("127.0.0.1", 0))]
+                    infos = [(socket.AF_INET, socket.SOCK_STREAM, 0, "", ("127.0.0.1", 0))]
                 elif _through_proxy(host):
                     return False  # the operator's HTTPS proxy resolves and connects, from its own network
                 else:
@@ -197,6 +201,6 @@ class RegistryPolicy:
         return self.vet(host, ref.port, addresses)
 
 
-def addresses_of(infos: list) -> list:
+def addresses_of(infos: Iterable[AddrInfo]) -> list[Address]:
     """``getaddrinfo`` results as addresses (scope ids dropped), sorted."""
     return sorted({ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos}, key=str)

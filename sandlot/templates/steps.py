@@ -80,7 +80,7 @@ def parse(raw_steps: list[dict]) -> list[Step]:
 def apply(step: Step, config: BuildConfig) -> BuildConfig:
     """The config after ``step`` (only ENV, WORKDIR and USER change it)."""
     if step.kind == "ENV":
-        pairs = dict(zip(step.args[0::2], step.args[1::2]))
+        pairs = dict(zip(step.args[0::2], step.args[1::2], strict=False))
         return replace(config, env={**config.env, **pairs})
     if step.kind == "WORKDIR":
         return replace(config, workdir=absolute(step.args[0], config.workdir))

@@ -18,6 +18,7 @@ import secrets
 import shutil
 import tarfile
 import time
+from collections.abc import AsyncIterable
 from pathlib import Path
 
 from sandlot import tenant_fs
@@ -68,7 +69,7 @@ class UploadStore:
             raise UploadError("upload link expired")
         return team_id
 
-    async def receive(self, team_id: str, files_hash: str, chunks) -> int:
+    async def receive(self, team_id: str, files_hash: str, chunks: AsyncIterable[bytes]) -> int:
         """Stream an upload to disk; it only becomes visible once it is a readable tar."""
         final = self.path(team_id, files_hash)
         final.parent.mkdir(parents=True, exist_ok=True)

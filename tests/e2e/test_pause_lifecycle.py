@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import time
@@ -80,7 +81,7 @@ async def test_async_auto_pause(server: Server) -> None:
         deadline = time.monotonic() + 30
         while (await sbx.get_info()).state != "paused":
             assert time.monotonic() < deadline
-            time.sleep(0.2)
+            await asyncio.sleep(0.2)
         same = await AsyncSandbox.connect(sbx.sandbox_id)
         assert (await same.commands.run("cat /tmp/seven")).stdout.strip() == "7"
     finally:

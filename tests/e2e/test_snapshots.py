@@ -60,7 +60,8 @@ def test_fork_shares_state_then_diverges(server: Server) -> None:
                                      user="user").stdout.split() == ["user", "user"]
             fork.files.write("/home/user/mine.txt", f"fork {i}")
         # they diverge: the source and each fork count on their own, files are separate
-        _hit(forks[0]); _hit(forks[0])
+        _hit(forks[0])
+        _hit(forks[0])
         assert _hit(forks[0])[1] == n + 4
         assert _hit(forks[1])[1] == n + 2
         assert _hit(src)[1] == n + 1

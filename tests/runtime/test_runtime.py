@@ -378,8 +378,8 @@ async def test_envd_runtime_works_without_python_in_rootfs(runtime, busybox_root
     try:
         try:
             out = json.loads(await wait_file(rootfs_of(runtime, s.sandbox_id) / "tmp/ok.txt", timeout=30))
-        except TimeoutError:
-            raise AssertionError((runtime.sandbox_dir(s.sandbox_id) / "envd.log").read_text()[-3000:])
+        except TimeoutError as exc:
+            raise AssertionError((runtime.sandbox_dir(s.sandbox_id) / "envd.log").read_text()[-3000:]) from exc
         assert out["v"].startswith("3.11.") and out["prefix"] == "/.sandlot/usr"
         assert "OpenSSL" in out["ssl"]
         assert out["ro"] is True
@@ -466,8 +466,8 @@ async def test_real_envd_as_init(runtime, request, envd_runtime, rootfs):
     try:
         try:
             assert await http_get(f"http://{h.ip}:49983/health", timeout=20) in (200, 204)
-        except TimeoutError:
-            raise AssertionError((runtime.sandbox_dir(s.sandbox_id) / "envd.log").read_text()[-3000:])
+        except TimeoutError as exc:
+            raise AssertionError((runtime.sandbox_dir(s.sandbox_id) / "envd.log").read_text()[-3000:]) from exc
         ready = (time.perf_counter() - t) * 1000
         print(f"envd ready {ready:.0f} ms after create started ({rootfs})")
     finally:

@@ -52,7 +52,7 @@ def test_language_names_and_env_code() -> None:
 
     os.environ["GONE"] = "1"
     try:
-        exec(code, namespace)  # noqa: S102 - the snippet the kernel runs
+        exec(code, namespace)  # the snippet the kernel runs
         assert os.environ["A"] == "it's \"q\"\n" and "GONE" not in os.environ
         assert set(namespace) == {"__builtins__"}  # leaves no names in the user's namespace
     finally:

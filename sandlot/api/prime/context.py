@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from fastapi import Request
@@ -13,13 +13,15 @@ from fastapi import Request
 from sandlot.api.prime.envd import EnvdAccess
 from sandlot.api.prime.tokens import TokenSigner
 
+if TYPE_CHECKING:  # at run time only a name: sandlot.services imports the orchestrator
+    from sandlot.services import Services
+
 log = structlog.get_logger("sandlot.prime")
 
 
 @dataclass
 class PrimeContext:
-    services: Any
-    """``sandlot.app.Services`` (typed loosely: app.py imports this package)."""
+    services: Services
     signer: TokenSigner
     envd: EnvdAccess
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -51,4 +53,5 @@ class PrimeContext:
 
 
 def prime(request: Request) -> PrimeContext:
-    return request.app.state.prime
+    context: PrimeContext = request.app.state.prime
+    return context

@@ -10,6 +10,7 @@ import json
 import re
 import shlex
 from dataclasses import dataclass, field
+from typing import Any
 
 from sandlot.templates.steps import Step
 
@@ -32,7 +33,7 @@ class Plan:
     cmd: list[str] = field(default_factory=list)
 
     @property
-    def start_command(self) -> dict | None:
+    def start_command(self) -> dict[str, Any] | None:
         argv = self.entrypoint + self.cmd
         return {"executable": argv[0], "args": argv[1:]} if argv else None
 
@@ -169,12 +170,12 @@ def parse(text: str, files_hash: str) -> Plan:
             value = _expand(rest, args)
             add(kind, value.split(":", 1)[0] if kind == "USER" else value)
         elif kind in ("CMD", "ENTRYPOINT"):
-            argv = _argv(rest)
-            command = argv if argv is not None else ["/bin/sh", "-c", rest]
+            exec_form = _argv(rest)
+            process = exec_form if exec_form is not None else ["/bin/sh", "-c", rest]
             if kind == "CMD":
-                plan.cmd = command
+                plan.cmd = process
             else:
-                plan.entrypoint = command
+                plan.entrypoint = process
                 plan.cmd = []
         else:
             raise DockerfileError(f"Unsupported Dockerfile instruction {kind} ({where})")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -14,10 +14,13 @@ from sandlot.api.prime.launcher import fail_orphans
 from sandlot.api.prime.records import record_death
 from sandlot.api.prime.tokens import TokenSigner
 
+if TYPE_CHECKING:
+    from sandlot.services import Services
+
 GATEWAY_PATH = "/gateway"
 
 
-def install(api: FastAPI, services: Any) -> PrimeContext:
+def install(api: FastAPI, services: Services) -> PrimeContext:
     """Returns the context; close it (``await ctx.aclose()``) when the app shuts down."""
     settings = services.settings
     ctx = PrimeContext(services, TokenSigner.from_data_dir(settings.data_dir), EnvdAccess(settings.envd_port))

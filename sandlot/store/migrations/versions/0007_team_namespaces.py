@@ -20,7 +20,7 @@ branch_labels = None
 depends_on = None
 
 
-def _slug(team_id):
+def _slug(team_id: str | None) -> str:
     return "" if team_id is None else "team-" + re.sub(r"[^a-z0-9]", "", team_id.lower())[:12]
 
 
