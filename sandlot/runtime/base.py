@@ -1,6 +1,7 @@
 """The runtime interface: a sandbox is a Linux container (runc today; crun etc. can slot in)."""
 from __future__ import annotations
 
+import builtins
 import ctypes
 import ctypes.util
 import re
@@ -46,6 +47,10 @@ class SandboxHandle:
 
 class SandboxRuntimeError(Exception):
     """Raised when a runtime operation fails (message carries the runtime's own error)."""
+
+
+class CriuUnavailable(SandboxRuntimeError):
+    """No working checkpoint/restore on this host (``Runtime.criu_error``): the API answers 503."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,7 @@ class Runtime(Protocol):
         """Back to paused after a resume whose sandbox did not come up."""
         ...
     async def recover_pause(self, sandbox_id: str) -> PauseRecovery: ...
-    def paused_ids(self) -> list[str]: ...
+    def paused_ids(self) -> builtins.list[str]: ...   # (``list`` is the method above)
     async def snapshot(self, sandbox_id: str, dest: Path, *, memory: bool = True) -> None:
         """Copy a running sandbox (memory when ``memory``, and disk) into ``dest``; it keeps running."""
         ...

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from . import host_limits, oom, seccomp
 from .base import SandboxSpec
@@ -40,14 +41,14 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def oci_config(spec: SandboxSpec, *, rootfs: str, netns_path: str, cgroups_path: str,
                no_new_privileges: bool = False, oom_score_adj: int | None = -900,
                nofile: int = 65536, seccomp_filter: bool = True, userns: "IdRange | None" = None,
-               userns_sysfs: Path | None = None) -> dict:
+               userns_sysfs: Path | None = None) -> dict[str, Any]:
     """``userns``: the sandbox's id range; its ``/sys`` is then a bind of ``userns_sysfs``,
     a sysfs the host mounted for the sandbox's netns (``idmap.prepare_netns``)."""
     env = dict(spec.env)
     env.setdefault("PATH", DEFAULT_PATH)
     env.setdefault("HOSTNAME", spec.hostname)
     mem = int(spec.memory_mb) * 1024 * 1024
-    mounts: list[dict] = [
+    mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc",
          "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -69,7 +70,7 @@ def oci_config(spec: SandboxSpec, *, rootfs: str, netns_path: str, cgroups_path:
         mounts.append({"destination": m.destination, "type": "bind",
                        "source": str(Path(m.source).resolve()), "options": opts})
     caps = list(DEFAULT_CAPS)
-    cfg = {
+    cfg: dict[str, Any] = {
         "ociVersion": "1.0.2-dev",
         "process": {
             "terminal": False,

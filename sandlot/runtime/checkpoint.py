@@ -1,6 +1,9 @@
 """Checkpoint/restore of runc sandboxes with CRIU: pause, resume, snapshot, clone.
 
-Mixed into :class:`~sandlot.runtime.runc.RuncRuntime`. On-disk layout per sandbox dir:
+The middle layer of the runc runtime: :class:`Checkpointing` builds on the container
+plumbing of :class:`~sandlot.runtime.containers.ContainerHost` (below it, so this module
+never imports ``runc.py``) and :class:`~sandlot.runtime.runc.RuncRuntime` builds on it.
+On-disk layout per sandbox dir:
   ``checkpoint.partial/``  a dump in progress (never trusted after a crash)
   ``checkpoint/``          the complete CRIU image of a paused sandbox
   ``paused.json``          written last, atomically: the sandbox is paused
@@ -24,19 +27,16 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sandlot import tenant_fs
 
-from . import cgroups, disk, log_drain, overlay
-from .base import SandboxHandle, SandboxRuntimeError, validate_sandbox_id
-from . import idmap
+from . import cgroups, disk, idmap, log_drain, overlay
+from .base import CriuUnavailable as CriuUnavailable   # (its old home: api/errors.py imports it here)
+from .base import PauseRecovery, SandboxHandle, SandboxRuntimeError, validate_sandbox_id
+from .containers import ContainerHost
+from .egress import EgressPolicy
 from .idmap import IdRange
 from .network import NetSlot
-
-if TYPE_CHECKING:
-    from .runc import RuncRuntime
-    from .egress import EgressPolicy
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,6 @@ SYSFS_DIR = "sys"
 """Per userns sandbox: the host-mounted sysfs of its netns, bound at ``/sys`` (``idmap.prepare_netns``)."""
 USERNS_PATCH_MARK = b"sandlot: usernsd can't set TCP repair"
 """A string only a CRIU built with ``scripts/criu-userns-netns.py`` contains."""
-
-
-class CriuUnavailable(SandboxRuntimeError):
-    """No working CRIU on this host: the API answers 503 (``sandlot/api/errors.py``)."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -156,7 +152,7 @@ def _tail(path: Path, n: int = 600) -> str:
         return ""
 
 
-class CheckpointMixin:
+class Checkpointing(ContainerHost):
     """Pause (CRIU dump, container released), resume (restore), snapshot and clone."""
 
     criu: str
@@ -164,7 +160,7 @@ class CheckpointMixin:
 
     # --- helpers -----------------------------------------------------------------------
 
-    def _criu_conf(self: "RuncRuntime", sandbox_dir: Path, content: str = CRIU_CONFIG_IN_PLACE) -> Path:
+    def _criu_conf(self, sandbox_dir: Path, content: str = CRIU_CONFIG_IN_PLACE) -> Path:
         path = sandbox_dir / CRIU_CONFIG_FILE
         try:
             current = path.read_text()
@@ -174,7 +170,7 @@ class CheckpointMixin:
             self._write_atomic(path, content)
         return path
 
-    def _require_criu(self: "RuncRuntime", sandbox_id: str | None = None) -> None:
+    def _require_criu(self, sandbox_id: str | None = None) -> None:
         if self.criu_error:
             raise CriuUnavailable(self.criu_error)
         if sandbox_id is not None and (self._read_runtime_json(sandbox_id) or {}).get("userns") \
@@ -183,7 +179,7 @@ class CheckpointMixin:
                 f"CRIU at {self.criu} lacks Sandlot's user-namespace patch, so this sandbox (in a user "
                 "namespace) can't be checkpointed or restored: run scripts/install-criu.sh (`make setup`)")
 
-    async def _runc_criu(self: "RuncRuntime", *args: str, log_path: Path | None = None) -> None:
+    async def _runc_criu(self, *args: str, log_path: Path | None = None) -> None:
         """runc with our CRIU binary; on failure the error carries the tail of CRIU's log.
         With ``log_path`` the (restored) init gets fresh stdio pipes drained there."""
         work = Path(args[args.index("--work-path") + 1])
@@ -207,17 +203,17 @@ class CheckpointMixin:
                         detail += " | criu: " + " / ".join(lines[-4:])[-800:]
             raise SandboxRuntimeError(f"runc {args[0]} failed: {detail}")
 
-    def is_paused(self: "RuncRuntime", sandbox_id: str) -> bool:
+    def is_paused(self, sandbox_id: str) -> bool:
         return (self.sandbox_dir(sandbox_id) / "paused.json").exists()
 
-    def paused_ids(self: "RuncRuntime") -> list[str]:
+    def paused_ids(self) -> list[str]:
         try:
             return sorted(e.name for e in os.scandir(self.sandboxes_dir)
                           if e.is_dir() and (Path(e.path) / "paused.json").exists())
         except FileNotFoundError:
             return []
 
-    async def _release_container(self: "RuncRuntime", sid: str) -> None:
+    async def _release_container(self, sid: str) -> None:
         """Container, cgroups and rootfs mount go; upper dir, netns and images stay."""
         state = self._read_state(sid)
         if state is not None or self._state_file(sid).parent.exists():
@@ -228,7 +224,7 @@ class CheckpointMixin:
         overlay.umount(self.sandbox_dir(sid) / "rootfs")
         cgroups.remove(sid, parent=self.cgroup_parent)
 
-    async def _mount_rootfs(self: "RuncRuntime", sid: str) -> None:
+    async def _mount_rootfs(self, sid: str) -> None:
         sdir = self.sandbox_dir(sid)
         info = self._read_runtime_json(sid) or {}
         if overlay.is_mountpoint(sdir / "rootfs"):
@@ -249,7 +245,7 @@ class CheckpointMixin:
 
     # --- pause / resume ----------------------------------------------------------------
 
-    async def pause(self: "RuncRuntime", sandbox_id: str, *, memory: bool = True) -> dict[str, float]:
+    async def pause(self, sandbox_id: str, *, memory: bool = True) -> dict[str, float]:
         """Checkpoint (``memory``) or just stop the sandbox, keeping its disk and netns.
 
         On failure the sandbox is left running (thawed) and the error is raised."""
@@ -274,7 +270,7 @@ class CheckpointMixin:
         timings["total"] = (time.perf_counter() - t0) * 1000
         return timings
 
-    async def _dump_for_pause(self: "RuncRuntime", sandbox_id: str, timings: dict[str, float], t0: float) -> None:
+    async def _dump_for_pause(self, sandbox_id: str, timings: dict[str, float], t0: float) -> None:
         """Freeze and dump into ``checkpoint/``; on failure thaw the sandbox and raise."""
         sdir = self.sandbox_dir(sandbox_id)
         partial, final = sdir / "checkpoint.partial", sdir / "checkpoint"
@@ -294,7 +290,7 @@ class CheckpointMixin:
         timings["dump"] = (time.perf_counter() - t0) * 1000
         os.replace(partial, final)
 
-    async def resume(self: "RuncRuntime", sandbox_id: str) -> SandboxHandle:
+    async def resume(self, sandbox_id: str) -> SandboxHandle:
         """Restore a paused sandbox in place (same id, netns, IP, disk)."""
         validate_sandbox_id(sandbox_id)
         if self.before_start is not None:
@@ -318,18 +314,18 @@ class CheckpointMixin:
             raise
         return SandboxHandle(sandbox_id, info["ip"], rebooted=not marker.get("memory"))
 
-    def finish_resume(self: "RuncRuntime", sandbox_id: str) -> None:
+    def finish_resume(self, sandbox_id: str) -> None:
         """The restored sandbox is healthy: drop the pause marker and its image."""
         sdir = self.sandbox_dir(sandbox_id)
         (sdir / "paused.json").unlink(missing_ok=True)
         shutil.rmtree(sdir / "checkpoint", ignore_errors=True)
         shutil.rmtree(sdir / "criu-work", ignore_errors=True)
 
-    async def abort_resume(self: "RuncRuntime", sandbox_id: str) -> None:
+    async def abort_resume(self, sandbox_id: str) -> None:
         """A restored sandbox never became healthy: release it again; it stays paused."""
         await self._release_container(sandbox_id)
 
-    async def _restore_in_place(self: "RuncRuntime", sid: str) -> None:
+    async def _restore_in_place(self, sid: str) -> None:
         """Restore a paused sandbox with its TCP connections; if CRIU can't, restore it
         with them closed rather than leave the sandbox unresumable."""
         sdir = self.sandbox_dir(sid)
@@ -346,13 +342,13 @@ class CheckpointMixin:
         finally:
             self._criu_conf(sdir)
 
-    async def _restore(self: "RuncRuntime", sid: str, image: Path) -> None:
+    async def _restore(self, sid: str, image: Path) -> None:
         sdir = self.sandbox_dir(sid)
         await self._runc_criu("restore", "-d", "--image-path", str(image), "--work-path",
                               str(sdir / "criu-work"), "--bundle", str(sdir), "--pid-file",
                               str(sdir / "init.pid"), sid, log_path=sdir / "envd.log")
 
-    async def _cold_start(self: "RuncRuntime", sid: str) -> None:
+    async def _cold_start(self, sid: str) -> None:
         sdir = self.sandbox_dir(sid)
         rc, _ = await run_with_stdio([self.runc, "--root", str(self.runc_root), "create", "--bundle", str(sdir),
                                       "--pid-file", str(sdir / "init.pid"), sid], sdir / "envd.log")
@@ -360,8 +356,9 @@ class CheckpointMixin:
             raise SandboxRuntimeError(f"runc create failed (rc={rc}): {self._log_tail(sid)}")
         await self._runc("start", sid)
 
-    async def recover_pause(self: "RuncRuntime", sandbox_id: str) -> str:
-        """Settle a pause/resume interrupted by a crash: returns ``running``, ``paused`` or ``lost``."""
+    async def recover_pause(self, sandbox_id: str) -> PauseRecovery:
+        """Settle a pause/resume interrupted by a crash: ``running`` (with its address),
+        ``paused`` or ``lost``."""
         sdir = self.sandbox_dir(sandbox_id)
         if await self.is_alive(sandbox_id):
             await self._runc("resume", sandbox_id, check=False)    # thaw a frozen half-dump
@@ -369,14 +366,14 @@ class CheckpointMixin:
             if (sdir / "paused.json").exists():                  # a resume that finished restoring
                 (sdir / "paused.json").unlink()
                 shutil.rmtree(sdir / "checkpoint", ignore_errors=True)
-            return "running"
+            return PauseRecovery("running", (self._read_runtime_json(sandbox_id) or {}).get("ip"))
         if (sdir / "paused.json").exists():
             await self._release_container(sandbox_id)
-            return "paused"
+            return PauseRecovery("paused")
         if (sdir / "checkpoint").is_dir():                       # dumped, crashed before the marker
             await self._release_container(sandbox_id)
             self._write_atomic(sdir / "paused.json", json.dumps({"memory": True, "paused_at": time.time()}))
-            return "paused"
+            return PauseRecovery("paused")
         marker = sdir / "paused.json.tmp"
         try:
             filesystem_only = json.loads(marker.read_text()).get("memory") is False
@@ -385,12 +382,12 @@ class CheckpointMixin:
         if filesystem_only:                                       # stopped, crashed before the marker
             await self._release_container(sandbox_id)
             os.replace(marker, sdir / "paused.json")
-            return "paused"
-        return "lost"
+            return PauseRecovery("paused")
+        return PauseRecovery("lost")
 
     # --- snapshots and clones ------------------------------------------------------------
 
-    async def snapshot(self: "RuncRuntime", sandbox_id: str, dest: Path, *, memory: bool = True) -> None:
+    async def snapshot(self, sandbox_id: str, dest: Path, *, memory: bool = True) -> None:
         """Dump a running sandbox (leave-running) and copy its disk into ``dest``."""
         validate_sandbox_id(sandbox_id)
         if memory:
@@ -449,10 +446,11 @@ class CheckpointMixin:
         except (OSError, tenant_fs.TreeError) as exc:
             log.warning("clone: /etc/hosts not re-owned: %s", exc)
 
-    async def clone(self: "RuncRuntime", snapshot: Path, sandbox_id: str, hostname: str = "e2b",
-                    egress: "EgressPolicy | None" = None) -> SandboxHandle:
+    async def clone(self, snapshot: Path, sandbox_id: str, *,
+                    egress: EgressPolicy | None = None) -> SandboxHandle:
         """Start a new sandbox from a snapshot: copy of its disk, new netns and IP, restored memory.
-        ``egress`` is in force on the new slot before any restored process runs."""
+        ``egress`` is in force on the new slot before any restored process runs. The clone
+        keeps its source's hostname (restored processes already know it)."""
         validate_sandbox_id(sandbox_id)
         if self.before_start is not None:
             await self.before_start()
@@ -473,7 +471,7 @@ class CheckpointMixin:
                 "disk_mb": meta.get("disk_mb"), "userns": rng.to_json() if rng else None}))
             fs = await disk.create(sdir, meta.get("disk_mb"))
             await disk.copy_upper(snapshot / "upper", fs / "upper")
-            self._write_clone_hosts(fs / "upper", slot.sandbox_ip, hostname)
+            self._write_clone_hosts(fs / "upper", slot.sandbox_ip, str(cfg.get("hostname") or "e2b"))
             if rng is not None:
                 self._own_clone_hosts(fs / "upper", rng)
             (sdir / "rootfs").mkdir()

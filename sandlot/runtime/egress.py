@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 ALL_IPV4 = "0.0.0.0/0"
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -51,7 +52,7 @@ def _domain(text: str) -> str:
     return name
 
 
-def parse_policy(allow_internet_access: bool | None, network: dict | None) -> EgressPolicy:
+def parse_policy(allow_internet_access: bool | None, network: dict[str, Any] | None) -> EgressPolicy:
     """Validate the wire form (camelCase ``network`` dict as stored) into a policy."""
     network = network or {}
     allow: list[str] = []

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from sandlot.dir_swap import swap_in
-from sandlot.templates.base import run_mmdebstrap
+from .mmdebstrap import run_mmdebstrap
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import resource
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def raise_host_limits(proc_sys: Path = PROC_SYS) -> dict[str, int]:
     return changed
 
 
-def sandbox_rlimits(nofile: int) -> list[dict]:
+def sandbox_rlimits(nofile: int) -> list[dict[str, Any]]:
     """OCI ``process.rlimits``: NOFILE per process, and the shared per-uid ones at the
     server's hard limit (unlimited after :func:`raise_host_limits`; never above what runc
     may set)."""

@@ -20,8 +20,10 @@ import os
 import stat
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sandlot.tenant_fs import Tree
 
@@ -74,15 +76,15 @@ class IdRange:
         except ValueError as exc:
             raise ValueError(f"SANDLOT_USERNS_RANGE must be BASE[:SIZE] (e.g. 1000000000:65536): {text!r}") from exc
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"base": self.base, "size": self.size}
 
     @classmethod
-    def from_json(cls, data: dict | None) -> "IdRange | None":
+    def from_json(cls, data: dict[str, Any] | None) -> "IdRange | None":
         return cls(int(data["base"]), int(data["size"])) if data else None
 
     @classmethod
-    def from_oci(cls, cfg: dict) -> "IdRange | None":
+    def from_oci(cls, cfg: dict[str, Any]) -> "IdRange | None":
         """The range of an OCI config (``None`` if it has no user namespace)."""
         linux = cfg.get("linux", {})
         if not any(ns.get("type") == "user" for ns in linux.get("namespaces", [])):
@@ -90,7 +92,7 @@ class IdRange:
         m = linux["uidMappings"][0]
         return cls(int(m["hostID"]), int(m["size"]))
 
-    def oci_mappings(self) -> list[dict]:
+    def oci_mappings(self) -> list[dict[str, Any]]:
         return [{"containerID": 0, "hostID": self.base, "size": self.size}]
 
     def to_host(self, inside: int) -> int:
@@ -174,7 +176,7 @@ def detach(target: Path) -> None:
 # --- shifting owners of a tree ----------------------------------------------------------------------
 
 
-def _shift_tree(root: Path, new_ids) -> int:
+def _shift_tree(root: Path, new_ids: Callable[[int, int, os.stat_result], tuple[int, int]]) -> int:
     """Re-own every entry of ``root`` (never following a symlink or crossing a mount):
     ``new_ids(uid, gid, st) -> (uid, gid)``. Set-id bits, which chown clears, are put
     back. Returns the number of entries changed."""
@@ -264,7 +266,7 @@ def prepare_netns(netns_path: str, sysfs_target: Path) -> None:
         os.close(target)
 
 
-def sysfs_mount(source: Path) -> dict:
+def sysfs_mount(source: Path) -> dict[str, Any]:
     """The OCI mount of ``/sys`` for a userns sandbox: a bind of :func:`prepare_netns`'s sysfs."""
     return {"destination": "/sys", "type": "bind", "source": str(source),
             "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from . import overlay
 from .base import BindMount
@@ -89,7 +90,7 @@ _MNT_DETACH, _UMOUNT_NOFOLLOW = 2, 8
 _CLONE_NEWNS = 0x20000
 
 
-def _libc():
+def _libc() -> tuple[Any, Any]:
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -107,7 +108,7 @@ def has_views(init_pid: int) -> bool:
                for name in PROC_FILES)
 
 
-def _clone_view(ctypes, libc, source: Path) -> int:
+def _clone_view(ctypes: Any, libc: Any, source: Path) -> int:
     fd = libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, str(source).encode(), _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC)
     if fd < 0:
         raise OSError(ctypes.get_errno(), f"open_tree {source}")

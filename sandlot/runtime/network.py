@@ -33,6 +33,7 @@ import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .dns_filter import DNS_PORT, DnsFilter
 from .egress import ALL_IPV4, EgressPolicy, chain_name, policy_commands
@@ -61,15 +62,15 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
-def import_nftables():
+def import_nftables() -> Any:
     """Import Debian's python3-nftables, adding its dist-packages dir only if needed."""
     try:
-        import nftables  # type: ignore
+        import nftables  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         d = "/usr/lib/python3/dist-packages"
         if d not in sys.path:
             sys.path.append(d)
-        import nftables  # type: ignore
+        import nftables  # type: ignore[import-not-found,unused-ignore]
     return nftables
 
 
@@ -105,10 +106,10 @@ class Network:
         self.pool_size = pool_size
         self._pool: asyncio.Queue[NetSlot] = asyncio.Queue()
         self._reserved: set[int] = set()      # slot indexes in the pool or being made
-        self._refill_task: asyncio.Task | None = None
+        self._refill_task: asyncio.Task[None] | None = None
         self._refill_event = asyncio.Event()
         self._closing = False
-        self._nft = None
+        self._nft: Any = None   # nftables.Nftables, made on first use
         self._old_ip_forward: str | None = None
         self._started = False
         self._policies: dict[int, EgressPolicy] = {}   # slots whose chain is non-empty
@@ -218,6 +219,14 @@ class Network:
 
     def slot_for(self, index: int) -> NetSlot:
         return self.slot(index)
+
+    def is_reserved(self, index: int) -> bool:
+        """Whether the slot is in the pool or being made (its netns is not stale)."""
+        return index in self._reserved
+
+    def unreserve(self, index: int) -> None:
+        """Forget a slot's reservation (its sandbox is gone; idempotent)."""
+        self._reserved.discard(index)
 
     # --- pool -------------------------------------------------------------------------
 

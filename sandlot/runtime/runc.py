@@ -7,6 +7,10 @@ Layout:
       for restarts),
       ``envd.log`` (the container init's stdout/stderr), ``init.pid``
   ``<state_dir>/runc/``            runc ``--root``
+
+Layers: ``containers.ContainerHost`` (runc calls, state files, teardown) ←
+``checkpoint.Checkpointing`` (CRIU: pause, resume, snapshot, clone) ← ``RuncRuntime`` here
+(set-up, create, kill, queries, egress): each module imports only the ones below it.
 """
 from __future__ import annotations
 
@@ -15,7 +19,6 @@ import json
 import logging
 import os
 import resource
-import select
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -24,12 +27,13 @@ from pathlib import Path
 from sandlot import tenant_fs
 
 from . import cgroups, disk, host_limits, idmap, overlay, seccomp
-from .usage import Usage, oom_killed, read_usage
 from .base import SandboxHandle, SandboxRuntimeError, SandboxSpec, validate_sandbox_id
 from .bundle import DEFAULT_CAPS, oci_config
+from .checkpoint import SYSFS_DIR, Checkpointing, check_criu, criu_has_userns_patch, run_with_stdio
+from .egress import EgressPolicy
 from .idmap import IdRange
-from .checkpoint import SYSFS_DIR, CheckpointMixin, check_criu, criu_has_userns_patch, run_with_stdio
 from .network import Network, NetSlot, host_nameservers, release_netns
+from .usage import Usage, oom_killed, read_usage
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +47,10 @@ def _has_cap(bit: int) -> bool:
     return False
 
 
-class RuncRuntime(CheckpointMixin):
-    """Sandboxes as runc containers with overlay rootfs, pooled netns and v1 cgroups."""
+class RuncRuntime(Checkpointing):
+    """Sandboxes as runc containers with overlay rootfs, pooled netns and v1 cgroups.
+
+    Implements :class:`~sandlot.runtime.base.Runtime`."""
 
     name = "runc"
 
@@ -54,7 +60,8 @@ class RuncRuntime(CheckpointMixin):
                  oom_score_adj: int = -900, net_prefix: str = "sl",
                  nft_table: str = "sandlot", cgroup_parent: str | None = None,
                  criu: str = "/usr/local/sbin/criu", seccomp_filter: bool = True,
-                 userns: IdRange | None = idmap.DEFAULT_RANGE) -> None:
+                 userns: IdRange | None = idmap.DEFAULT_RANGE,
+                 allow_private: tuple[str, ...] | list[str] = ()) -> None:
         self.data_dir = Path(data_dir)
         self.sandboxes_dir = self.data_dir / "sandboxes"
         self.state_dir = Path(state_dir)
@@ -83,19 +90,13 @@ class RuncRuntime(CheckpointMixin):
             log.warning("no CAP_SYS_RESOURCE: sandbox oom_score_adj=%s (wanted %s), nofile=%s",
                         self.oom_score_adj, oom_score_adj, self.nofile)
         self.nameservers = nameservers if nameservers is not None else host_nameservers()
-        self.network = Network(subnet=subnet, pool_size=pool_size, prefix=net_prefix, table=nft_table)
+        # ``allow_private``: the operator's private CIDRs sandboxes may reach (read by start())
+        self.network = Network(subnet=subnet, pool_size=pool_size, prefix=net_prefix, table=nft_table,
+                               allow_private=tuple(allow_private))
         self.before_start: Callable[[], Awaitable[None]] | None = None
         """Awaited before runc starts or restores a container: makes the host mounts a container
         binds (lxcfs' views) usable first, so a dead lxcfs is repaired, not met by runc (ENOTCONN)."""
         self.last_timings: dict[str, dict[str, float]] = {}
-
-    # --- paths ------------------------------------------------------------------------
-
-    def sandbox_dir(self, sandbox_id: str) -> Path:
-        return self.sandboxes_dir / sandbox_id
-
-    def _state_file(self, sandbox_id: str) -> Path:
-        return self.runc_root / sandbox_id / "state.json"
 
     # --- lifecycle of the runtime ---------------------------------------------------------
 
@@ -120,7 +121,7 @@ class RuncRuntime(CheckpointMixin):
 
     def _paused_without_netns(self) -> set[int]:
         """Slots of paused sandboxes whose netns is gone (``/run`` is emptied by a reboot)."""
-        lost = set()
+        lost: set[int] = set()
         for sid in self.paused_ids():
             info = self._read_runtime_json(sid) or {}
             if "slot" in info and not Path(self.network.slot(info["slot"]).netns_path).exists():
@@ -143,7 +144,7 @@ class RuncRuntime(CheckpointMixin):
         """Remove leftovers of a previous server: sandbox dirs whose container is gone,
         netns ``sl-*`` that no sandbox uses, cgroup dirs without container. Returns the
         sandbox ids cleaned."""
-        cleaned = []
+        cleaned: list[str] = []
         live = {h.sandbox_id for h in await self.list()}
         try:
             dirs = [e.name for e in os.scandir(self.sandboxes_dir) if e.is_dir()]
@@ -153,80 +154,25 @@ class RuncRuntime(CheckpointMixin):
             if sid not in live and not self._state_file(sid).exists() and not self.is_paused(sid):
                 await self.kill(sid)
                 cleaned.append(sid)
-        used = set()
+        used: set[str] = set()
         for sid in live | set(self.paused_ids()):   # paused sandboxes keep their netns
             info = self._read_runtime_json(sid)
             if info:
                 used.add(info["netns"])
         for idx in self.network.existing_indexes():
             name = self.network.slot(idx).netns
-            if name not in used and idx not in self.network._reserved:
+            if name not in used and not self.network.is_reserved(idx):
                 release_netns(name)
         for sid in cgroups.stale_ids(self.cgroup_parent):
             if sid not in live and not self._state_file(sid).exists():
                 cgroups.remove(sid, parent=self.cgroup_parent)
         return cleaned
 
-    # --- helpers ------------------------------------------------------------------------
-
-    async def _runc(self, *args: str, stdout=None, check: bool = True) -> tuple[int, str]:
-        """Run runc. ``stdout`` (a file object) is used for both stdout and stderr of
-        ``create`` (the container init inherits them); otherwise stderr is captured."""
-        if stdout is not None:
-            proc = await asyncio.create_subprocess_exec(
-                self.runc, "--root", str(self.runc_root), *args,
-                stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stdout)
-            rc = await proc.wait()
-            err = ""
-        else:
-            proc = await asyncio.create_subprocess_exec(
-                self.runc, "--root", str(self.runc_root), *args,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE)
-            _, e = await proc.communicate()
-            rc = proc.returncode
-            err = e.decode(errors="replace").strip()
-        if check and rc != 0:
-            raise SandboxRuntimeError(f"runc {args[0]} failed (rc={rc}): {err}")
-        return rc, err
-
-    def _read_runtime_json(self, sandbox_id: str) -> dict | None:
-        try:
-            return json.loads((self.sandbox_dir(sandbox_id) / "runtime.json").read_text())
-        except (OSError, ValueError):
-            return None
-
-    def _read_state(self, sandbox_id: str) -> dict | None:
-        try:
-            return json.loads(self._state_file(sandbox_id).read_text())
-        except (OSError, ValueError):
-            return None
-
-    @staticmethod
-    def _write_atomic(path: Path, data: str) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(data)
-        os.replace(tmp, path)
-
     def _etc_files(self, spec: SandboxSpec, slot: NetSlot) -> dict[str, str]:
         ns = "".join(f"nameserver {n}\n" for n in self.nameservers)
         hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                  f"{slot.sandbox_ip}\t{spec.hostname}\n")
         return {"resolv.conf": ns, "hosts": hosts, "hostname": spec.hostname + "\n"}
-
-    def _check_traversable(self, rng: IdRange) -> None:
-        """runc sets up a userns sandbox's mounts as its root (an unprivileged host uid), so
-        every dir above the sandbox dir must be searchable by it: a clear error, not runc's EACCES."""
-        blocked = idmap.untraversable(self.sandboxes_dir, rng)
-        if blocked is not None and blocked in (self.data_dir.resolve(), *self.data_dir.resolve().parents[:2]):
-            # our own data dirs (a server without user namespaces sharing them made them 0700)
-            log.warning("user namespaces: opening %s to group %s (0710) again", blocked, rng.base)
-            idmap.open_dir_to_range(blocked, rng)
-            blocked = idmap.untraversable(self.sandboxes_dir, rng)
-        if blocked is not None:
-            raise SandboxRuntimeError(
-                f"user namespaces: {blocked} is not searchable by the sandboxes' root (host uid {rng.base}); "
-                f"make it 0711, or group {rng.base} with 0710 (sandlot serve does this for its data dir)")
 
     @staticmethod
     def _own_runtime_files(upper: Path, rng: IdRange) -> None:
@@ -303,12 +249,6 @@ class RuncRuntime(CheckpointMixin):
                   self.last_timings[sid])
         return SandboxHandle(sid, slot.sandbox_ip)
 
-    def _log_tail(self, sandbox_id: str, n: int = 2000) -> str:
-        try:
-            return (self.sandbox_dir(sandbox_id) / "envd.log").read_bytes()[-n:].decode(errors="replace").strip()
-        except OSError:
-            return ""
-
     async def kill(self, sandbox_id: str) -> None:
         """Idempotent: container, cgroups, overlay mount, netns and sandbox dir all go."""
         validate_sandbox_id(sandbox_id)
@@ -343,100 +283,11 @@ class RuncRuntime(CheckpointMixin):
         finally:
             await self._teardown(sandbox_id, None)
 
-    async def _teardown(self, sid: str, slot: NetSlot | None) -> None:
-        errors: list[str] = []
-        state = self._read_state(sid)
-        if state is not None or self._state_file(sid).parent.exists():
-            pid = (state or {}).get("init_process_pid")
-            start = (state or {}).get("init_process_start")
-            await self._runc("kill", sid, "KILL", check=False)
-            if pid:
-                await self._wait_exit(int(pid), start)
-            rc, err = await self._runc("delete", sid, check=False)
-            if rc != 0 and self._state_file(sid).parent.exists():
-                rc, err = await self._runc("delete", "-f", sid, check=False)
-                if rc != 0 and self._state_file(sid).parent.exists():
-                    errors.append(f"runc delete: {err}")
-        sdir = self.sandbox_dir(sid)
-        info = self._read_runtime_json(sid)
-        try:
-            for mp in sorted(overlay.mounts_under(sdir), key=len, reverse=True):
-                overlay.umount(mp)
-        except OSError as e:
-            errors.append(str(e))
-        netns = (info or {}).get("netns") or (slot.netns if slot else None)
-        if netns:
-            try:
-                release_netns(netns)
-            except OSError as e:
-                errors.append(str(e))
-        if slot is not None:
-            self.network._reserved.discard(slot.index)
-        if sdir.exists():
-            try:
-                shutil.rmtree(sdir)
-            except OSError as e:
-                errors.append(f"rm {sdir}: {e}")
-        left = cgroups.remove(sid, parent=self.cgroup_parent)
-        if left:
-            errors.append(f"cgroups left: {left}")
-        if errors:
-            raise SandboxRuntimeError(f"kill {sid}: " + "; ".join(errors))
-
-    @staticmethod
-    def _proc_start(pid: int) -> int | None:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                data = f.read()
-        except OSError:
-            return None
-        fields = data.rsplit(")", 1)[1].split()
-        return int(fields[19])   # field 22: starttime
-
-    @staticmethod
-    def _proc_state(pid: int) -> str | None:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return None
-
-    async def _wait_exit(self, pid: int, start: int | None, timeout: float = 10.0) -> None:
-        """Wait until the container init has exited; reap it if it is our child
-        (it is, when this process is a child subreaper)."""
-        if start is not None and self._proc_start(pid) not in (None, start):
-            return  # pid reused: the init is long gone
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-            if not select.select([fd], [], [], 0)[0]:
-                fut = loop.create_future()
-                loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
-                try:
-                    await asyncio.wait_for(fut, timeout)
-                except asyncio.TimeoutError:
-                    log.warning("container init %d did not exit after KILL", pid)
-                finally:
-                    loop.remove_reader(fd)
-        finally:
-            os.close(fd)
-        self._reap(pid)
-
-    @staticmethod
-    def _reap(pid: int) -> None:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-
     # --- queries ------------------------------------------------------------------------
 
     async def list(self) -> list[SandboxHandle]:
         """Sandboxes whose container exists (running, created or stopped-not-deleted)."""
-        out = []
+        out: list[SandboxHandle] = []
         try:
             entries = sorted(e.name for e in os.scandir(self.sandboxes_dir) if e.is_dir())
         except FileNotFoundError:
@@ -459,25 +310,10 @@ class RuncRuntime(CheckpointMixin):
         await self._runc("resume", sandbox_id, check=False)
         return True
 
-    async def is_alive(self, sandbox_id: str) -> bool:
-        state = self._read_state(sandbox_id)
-        if not state:
-            return False
-        pid, start = state.get("init_process_pid"), state.get("init_process_start")
-        if not pid:
-            return False
-        st = self._proc_state(pid)
-        if st is None or (start is not None and self._proc_start(pid) != start):
-            return False
-        if st in ("Z", "X"):
-            self._reap(pid)
-            return False
-        return True
-
     def oom_killed(self, sandbox_id: str) -> bool:
         return oom_killed(sandbox_id, self.cgroup_parent)
 
-    def usage(self, sandbox_id: str) -> "Usage | None":
+    def usage(self, sandbox_id: str) -> Usage | None:
         """cgroup counters and disk use of a running sandbox (``None`` if it is gone)."""
         sdir = self.sandbox_dir(sandbox_id)
         return read_usage(sandbox_id, self.cgroup_parent, disk.mount_path(sdir) / "upper", disk.usage(sdir))
@@ -485,3 +321,26 @@ class RuncRuntime(CheckpointMixin):
     def init_pid(self, sandbox_id: str) -> int | None:
         state = self._read_state(sandbox_id)
         return int(state["init_process_pid"]) if state and state.get("init_process_pid") else None
+
+    def memory_bytes(self, sandbox_id: str) -> int:
+        """The sandbox's cgroup memory use (0 when unreadable: it is gone)."""
+        value = cgroups.read("memory", sandbox_id, "memory.usage_in_bytes", parent=self.cgroup_parent)
+        try:
+            return int(value or 0)
+        except ValueError:
+            return 0
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.sandboxes_dir).free
+
+    # --- network ------------------------------------------------------------------------
+
+    @property
+    def egress_rules(self) -> bool:
+        return True   # nftables per slot (``network.Network``)
+
+    async def set_egress(self, ip: str, policy: EgressPolicy) -> None:
+        await self.network.set_policy(ip, policy)
+
+    async def clear_egress(self, ip: str) -> None:
+        await self.network.clear_policy(ip)

@@ -32,6 +32,7 @@ import os
 import platform
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 PROFILE_PATH = Path("/usr/share/containers/seccomp.json")
 PROFILE_PACKAGE = "golang-github-containers-common"
@@ -95,10 +96,11 @@ def host_machine() -> str:
     return platform.machine()
 
 
-def load(path: Path | None = None) -> dict:
+def load(path: Path | None = None) -> dict[str, Any]:
     path = path or PROFILE_PATH
     try:
-        return json.loads(path.read_text())
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
     except FileNotFoundError:
         raise SeccompProfileError(
             f"seccomp profile {path} is missing: install Debian's {PROFILE_PACKAGE} "
@@ -113,7 +115,7 @@ def _kernel() -> tuple[int, ...]:
     return tuple(int(p) for p in release.split(".")[:2] if p.isdigit())
 
 
-def _applies(rule: dict, caps: frozenset[str], goarch: str, kernel: tuple[int, ...]) -> bool:
+def _applies(rule: dict[str, Any], caps: frozenset[str], goarch: str, kernel: tuple[int, ...]) -> bool:
     """moby's semantics: every ``includes`` condition must hold, no ``excludes`` one may."""
     inc, exc = rule.get("includes") or {}, rule.get("excludes") or {}
     if inc.get("caps") and not all(c in caps for c in inc["caps"]):
@@ -132,8 +134,8 @@ def _applies(rule: dict, caps: frozenset[str], goarch: str, kernel: tuple[int, .
 
 
 def _rule(names: Iterable[str], action: str, *, errno_ret: int | None = None,
-          args: list[dict] | None = None) -> dict:
-    out: dict = {"names": list(names), "action": action}
+          args: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"names": list(names), "action": action}
     if errno_ret is not None:
         out["errnoRet"] = errno_ret
     if args:
@@ -141,18 +143,18 @@ def _rule(names: Iterable[str], action: str, *, errno_ret: int | None = None,
     return out
 
 
-def _arg(index: int, value: int, op: str = "SCMP_CMP_EQ", value_two: int = 0) -> dict:
+def _arg(index: int, value: int, op: str = "SCMP_CMP_EQ", value_two: int = 0) -> dict[str, Any]:
     return {"index": index, "value": value, "valueTwo": value_two, "op": op}
 
 
-def _masked_eq(index: int, mask: int, value: int) -> dict:
+def _masked_eq(index: int, mask: int, value: int) -> dict[str, Any]:
     """``(arg & mask) == value``: runc passes ``value`` as libseccomp's mask, ``valueTwo``
     as the datum."""
     return {"index": index, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}
 
 
-def translate(src: dict, caps: Iterable[str], machine: str | None = None,
-              kernel: tuple[int, ...] | None = None) -> dict:
+def translate(src: dict[str, Any], caps: Iterable[str], machine: str | None = None,
+              kernel: tuple[int, ...] | None = None) -> dict[str, Any]:
     """The containers/Docker profile ``src`` as runc's ``linux.seccomp`` for a process with
     ``caps`` on ``machine``, with Sandlot's denials on top."""
     machine = machine or host_machine()
@@ -166,7 +168,7 @@ def translate(src: dict, caps: Iterable[str], machine: str | None = None,
     # behind a pointer; libseccomp kills a process calling them (SIGSYS)
     arches = [native]
 
-    rules: list[dict] = []
+    rules: list[dict[str, Any]] = []
     for rule in src.get("syscalls") or []:
         if not _applies(rule, capset, goarch, kernel) or rule.get("action") not in _RUNC_ACTIONS:
             continue
@@ -213,7 +215,7 @@ def _cached(path: Path, mtime_ns: int, caps: tuple[str, ...], machine: str) -> s
     return json.dumps(translate(load(path), caps, machine))
 
 
-def profile(caps: Iterable[str], path: Path | None = None) -> dict:
+def profile(caps: Iterable[str], path: Path | None = None) -> dict[str, Any]:
     """The ``linux.seccomp`` section of an OCI config, translated once per profile file
     version and capability set. Raises :class:`SeccompProfileError` without the file."""
     path = path or PROFILE_PATH
@@ -222,4 +224,5 @@ def profile(caps: Iterable[str], path: Path | None = None) -> dict:
     except FileNotFoundError:
         load(path)   # raises the clear message
         raise
-    return json.loads(_cached(path, mtime_ns, tuple(sorted(caps)), host_machine()))
+    section: dict[str, Any] = json.loads(_cached(path, mtime_ns, tuple(sorted(caps)), host_machine()))
+    return section

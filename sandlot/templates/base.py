@@ -11,88 +11,22 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterable
 
 from sandlot.dir_swap import swap_in
+from sandlot.runtime.mmdebstrap import SUITE, Progress, default_progress, run_mmdebstrap
 
 log = logging.getLogger(__name__)
 
-MIRROR = "http://deb.debian.org/debian"
-SUITE = "bookworm"
 MARKER = ".sandlot-template"
-HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 BASE_PACKAGES = [
     "bash", "coreutils", "python3", "python3-pip", "python3-venv", "git", "curl",
     "ca-certificates", "sudo", "procps", "iproute2", "less", "nano", "iputils-ping",
     "findutils", "grep", "sed", "tar", "gzip", "xz-utils", "unzip", "wget",
 ]
-
-# leave out docs, man pages, locales (keep copyright files)
-DPKG_EXCLUDES = [
-    "path-exclude=/usr/share/man/*",
-    "path-exclude=/usr/share/doc/*",
-    "path-include=/usr/share/doc/*/copyright",
-    "path-exclude=/usr/share/locale/*",
-    "path-exclude=/usr/share/info/*",
-    "path-exclude=/usr/share/lintian/*",
-]
-
-APT_OPTS = [
-    'Acquire::Check-Valid-Until "false"',
-    'Acquire::Check-Date "false"',
-    'Acquire::Retries "3"',
-]
-
-Progress = Callable[[str], None]
-
-
-def _default_progress(line: str) -> None:
-    log.info("%s", line)
-
-
-def run_mmdebstrap(
-    target: Path,
-    *,
-    variant: str,
-    include: Iterable[str],
-    extra_args: Iterable[str] = (),
-    progress: Progress | None = None,
-    mirror: str = MIRROR,
-) -> None:
-    """Run mmdebstrap into ``target`` (a directory that must not exist or be empty),
-    streaming its output lines to ``progress``."""
-    progress = progress or _default_progress
-    args = [
-        "mmdebstrap", "--mode=root", f"--variant={variant}",
-        "--include=" + ",".join(include),
-        *(f"--aptopt={o}" for o in APT_OPTS),
-        *(f"--dpkgopt={o}" for o in DPKG_EXCLUDES),
-    ]
-    if HOST_CA_BUNDLE.exists():
-        # lets apt trust https sources behind the TLS-intercepting proxy
-        args.append(f'--aptopt=Acquire::https::CaInfo "{HOST_CA_BUNDLE}"')
-    args += [*extra_args, SUITE, str(target), mirror]
-    progress("running: " + " ".join(args))
-    t0 = time.monotonic()
-    env = dict(os.environ, LC_ALL="C.UTF-8", DEBIAN_FRONTEND="noninteractive")
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True, errors="replace", env=env)
-    tail: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        if not line:
-            continue
-        tail = (tail + [line])[-30:]
-        progress(f"[{time.monotonic() - t0:5.1f}s] {line}")
-    rc = proc.wait()
-    if rc != 0:
-        raise RuntimeError(f"mmdebstrap failed (rc={rc}):\n" + "\n".join(tail))
 
 
 def _customize_hooks() -> list[str]:
@@ -118,7 +52,7 @@ def build_base_rootfs(dest: Path | str, *, progress: Progress | None = None,
                       force: bool = False) -> Path:
     """Build the base rootfs at ``dest`` unless it is already there. Returns ``dest``."""
     dest = Path(dest)
-    progress = progress or _default_progress
+    progress = progress or default_progress
     if is_built(dest) and not force:
         progress(f"base template already built at {dest}")
         return dest

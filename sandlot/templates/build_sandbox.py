@@ -83,10 +83,7 @@ class BuildSandboxes:
                             config.env, has_bash(layers), self.http, self.settings.build_step_timeout_s)
             ok = True
         finally:
-            keep = getattr(self.runtime, "kill_keeping_upper", None)
-            if ok and keep_upper is not None and keep is not None:
-                await keep(sandbox_id, keep_upper)
+            if ok and keep_upper is not None:
+                await self.runtime.kill_keeping_upper(sandbox_id, keep_upper)
             else:
                 await self.runtime.kill(sandbox_id)
-            if ok and keep_upper is not None and keep is None:
-                raise RuntimeError(f"the {getattr(self.runtime, 'name', '?')} runtime cannot capture layers")
