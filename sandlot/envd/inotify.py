@@ -41,6 +41,11 @@ class RawEvent(NamedTuple):
     name: str
 
 
+def libc() -> ctypes.CDLL:
+    """The C library (loaded once), also for envd's other raw syscalls (``watchers.network_fs``)."""
+    return _lib()
+
+
 def _lib() -> ctypes.CDLL:
     global _libc
     if _libc is None:

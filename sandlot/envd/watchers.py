@@ -56,7 +56,7 @@ def network_fs(path: str) -> str | None:
     import ctypes
 
     buf = (ctypes.c_long * 32)()  # struct statfs is < 256 bytes; f_type is the first word
-    if inotify._lib().statfs(os.fsencode(path), buf) != 0:
+    if inotify.libc().statfs(os.fsencode(path), buf) != 0:
         return None
     return NETWORK_FS_MAGIC.get(buf[0] & 0xFFFFFFFF)
 
