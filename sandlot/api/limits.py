@@ -68,6 +68,7 @@ EnvValue = Annotated[str, StringConstraints(min_length=0, max_length=ENV_VALUE)]
 Name = Annotated[str, StringConstraints(min_length=0, max_length=NAME)]
 Label = Annotated[str, StringConstraints(min_length=0, max_length=LABEL)]
 Tag = Annotated[str, StringConstraints(min_length=0, max_length=128)]
+ShortId = Annotated[str, StringConstraints(min_length=0, max_length=64)]
 
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=METADATA_ENTRIES),
                      _byte_total(METADATA_BYTES, "metadata")]
@@ -77,5 +78,8 @@ NetworkList = Annotated[list[Name], Field(max_length=NETWORK_ENTRIES)]
 Labels = Annotated[list[Label], Field(max_length=LABELS)]
 Tags = Annotated[list[Tag], Field(max_length=32)]  # template tags (build and tag/untag)
 DnsServers = Annotated[list[Name], Field(max_length=8)]
+LabelFilter = Annotated[list[Label], Field(max_length=50)]  # Prime's list filter
+SandboxIds = Annotated[list[ShortId], Field(max_length=500)]  # Prime's list filter
+SandboxIdBatch = Annotated[list[ShortId], Field(max_length=100)]  # Prime's bulk delete
 JsonObject = Annotated[dict[str, Any], _json_size(JSON_BYTES)]
 JsonObjects = Annotated[list[JsonObject], Field(max_length=64)]
