@@ -14,6 +14,8 @@ from sandlot.api.auth import TeamId
 from sandlot.api.errors import APIError, not_found_sandbox
 from sandlot.orchestrator.requests import CloneRequest, CreateRequest
 from sandlot.orchestrator.sandboxes import SandboxManager
+from sandlot.services import Services
+from sandlot.settings import Settings
 from sandlot.proxy.traffic import private_traffic_token
 from sandlot.store import sandboxes as sandbox_store
 from sandlot.store import snapshots as snapshot_store
@@ -38,7 +40,7 @@ class NetworkConfig(_Body):
     allow_out: limits.NetworkList | None = Field(None, alias="allowOut")
     deny_out: limits.NetworkList | None = Field(None, alias="denyOut")
     mask_request_host: str | None = Field(None, alias="maskRequestHost", max_length=limits.NAME)
-    dns_servers: limits.texts(8) | None = Field(None, alias="dnsServers")
+    dns_servers: limits.DnsServers | None = Field(None, alias="dnsServers")
     https_ports: list[int] | None = Field(None, alias="httpsPorts", max_length=64)
     egress_proxy: limits.JsonObject | None = Field(None, alias="egressProxy")
     rules: limits.JsonObject | None = None
@@ -53,7 +55,7 @@ class NetworkUpdate(_Body):
 
     allow_out: limits.NetworkList | None = Field(None, alias="allowOut")
     deny_out: limits.NetworkList | None = Field(None, alias="denyOut")
-    dns_servers: limits.texts(8) | None = Field(None, alias="dnsServers")
+    dns_servers: limits.DnsServers | None = Field(None, alias="dnsServers")
     egress_proxy: limits.JsonObject | None = Field(None, alias="egressProxy")
     rules: limits.JsonObject | None = None
     allow_internet_access: StrictBool | None = None
@@ -105,7 +107,8 @@ class RefreshBody(_Body):
 
 
 def manager(request: Request) -> SandboxManager:
-    return request.app.state.services.sandboxes
+    services: Services = request.app.state.services
+    return services.sandboxes
 
 
 def _iso(value: datetime) -> str:
@@ -113,7 +116,7 @@ def _iso(value: datetime) -> str:
 
 
 def checked_timeout(request: Request, timeout: int | None, *, allow_zero: bool = False) -> int:
-    settings = request.app.state.services.settings
+    settings: Settings = request.app.state.services.settings
     if timeout is None:
         return settings.default_timeout_s
     if timeout < 0 or (timeout == 0 and not allow_zero):
@@ -208,7 +211,8 @@ async def create_sandbox(body: NewSandbox, request: Request, team_id: TeamId) ->
     cache = request.app.state.idempotency
     fingerprint = cache.fingerprint(body.model_dump(mode="json"))
     key = request.headers.get("idempotency-key")
-    return await cache.run(team_id, key, fingerprint, lambda: _create_sandbox(body, request, team_id))
+    answer: dict[str, Any] = await cache.run(team_id, key, fingerprint, lambda: _create_sandbox(body, request, team_id))
+    return answer
 
 
 async def _create_sandbox(body: NewSandbox, request: Request, team_id: str) -> dict[str, Any]:

@@ -14,8 +14,9 @@ import base64
 import json
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -58,7 +59,7 @@ def shell_argv(command: str, *, bash: bool) -> tuple[str, list[str]]:
     return ("/bin/bash", ["-l", "-c", command]) if bash else ("/bin/sh", ["-c", command])
 
 
-def _envelope(message: dict) -> bytes:
+def _envelope(message: dict[str, Any]) -> bytes:
     data = json.dumps(message).encode()
     return struct.pack(">BI", 0, len(data)) + data
 
@@ -72,7 +73,7 @@ def _headers(target: Target, user: str) -> dict[str, str]:
     }
 
 
-async def _events(response: httpx.Response):
+async def _events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
     """Yield decoded ``event`` dicts; raise on an end-of-stream error."""
     buffer = b""
     async for chunk in response.aiter_bytes():
@@ -91,8 +92,8 @@ async def _events(response: httpx.Response):
             yield message.get("event") or {}
 
 
-def _request(cmd: str, args: list[str], envs: dict[str, str], cwd: str | None) -> dict:
-    process: dict = {"cmd": cmd, "args": args, "envs": envs}
+def _request(cmd: str, args: list[str], envs: dict[str, str], cwd: str | None) -> dict[str, Any]:
+    process: dict[str, Any] = {"cmd": cmd, "args": args, "envs": envs}
     if cwd:
         process["cwd"] = cwd
     return {"process": process, "stdin": False}

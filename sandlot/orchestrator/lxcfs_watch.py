@@ -39,7 +39,7 @@ class LxcfsWatch(Periodic):
 
     def _init_pids(self) -> list[int]:
         assert self.parent is not None
-        pids = (self.runtime.init_pid(sid) for sid in cgroups.stale_ids(self.parent))  # type: ignore[attr-defined]
+        pids = (self.runtime.init_pid(sid) for sid in cgroups.stale_ids(self.parent))
         return [pid for pid in pids if pid]
 
     async def check(self) -> None:

@@ -7,6 +7,8 @@ is rebuilt then.
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 
 from sandlot.orchestrator.errors import InvalidRequest
@@ -23,7 +25,7 @@ class NetworkPolicies:
         self.settings = settings
         self.runtime = runtime
 
-    def policy(self, allow_internet_access: bool | None, network: dict[str, object] | None) -> EgressPolicy:
+    def policy(self, allow_internet_access: bool | None, network: dict[str, Any] | None) -> EgressPolicy:
         """The validated policy; :class:`InvalidRequest` when invalid or unsupported by the runtime."""
         try:
             policy = parse_policy(allow_internet_access, network)
@@ -34,7 +36,7 @@ class NetworkPolicies:
         upstreams = tuple(self.settings.dns_upstreams) or host_resolvers()
         return EgressPolicy(policy.allow, policy.deny, policy.domains, policy.dns_servers, upstreams)
 
-    async def apply(self, ip: str, allow_internet_access: bool | None, network: dict[str, object] | None) -> None:
+    async def apply(self, ip: str, allow_internet_access: bool | None, network: dict[str, Any] | None) -> None:
         """Install the policy of the sandbox at ``ip`` (also after a resume or restore)."""
         policy = self.policy(allow_internet_access, network)
         if self.runtime.egress_rules:

@@ -18,6 +18,7 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import structlog
@@ -57,7 +58,7 @@ def _oom_kills(sandbox_id: str, parent: str) -> int | None:
 
 
 @contextlib.asynccontextmanager
-async def _frozen(sandbox_id: str, parent: str):
+async def _frozen(sandbox_id: str, parent: str) -> AsyncIterator[None]:
     """Freeze the sandbox (best effort: tasks stuck in the kernel may delay it) and thaw it after,
     unless someone else (a pause) had already frozen it."""
     state = cgroups.controller_dir("freezer", sandbox_id, parent) / "freezer.state"
@@ -81,7 +82,7 @@ async def _frozen(sandbox_id: str, parent: str):
 
 async def rescue(runtime: Runtime, sandbox_id: str, parent: str, *, everything: bool) -> int:
     """SIGKILL the runaway processes of a sandbox (never its init); returns how many."""
-    init = runtime.init_pid(sandbox_id)  # type: ignore[attr-defined]
+    init = runtime.init_pid(sandbox_id)
     if init is None:
         return 0
     procs = cgroups.controller_dir("memory", sandbox_id, parent) / "cgroup.procs"

@@ -6,6 +6,8 @@ without importing each other.
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -34,7 +36,7 @@ class CreateRequest:
     auto_resume: bool = False
     pause_memory: bool = True
     allow_internet_access: bool | None = None
-    network: dict[str, object] | None = None
+    network: dict[str, Any] | None = None
     sandbox_id: str | None = None
     """Pre-assigned id (the Prime façade answers with it before the sandbox exists)."""
 
@@ -48,5 +50,5 @@ class CloneRequest:
     metadata: dict[str, str] | None = None
     env_vars: dict[str, str] | None = None
     allow_internet_access: bool | None = None
-    network: dict[str, object] | None = None
+    network: dict[str, Any] | None = None
     """Stored (camelCase) ``network`` keys given at create; the others are the source's."""

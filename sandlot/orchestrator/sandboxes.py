@@ -14,6 +14,8 @@ create tears down whatever the runtime made.
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -94,7 +96,7 @@ class SandboxManager:
 
     # --- create ---------------------------------------------------------------------------------
 
-    def egress_policy(self, allow_internet_access: bool | None, network: dict[str, object] | None) -> EgressPolicy:
+    def egress_policy(self, allow_internet_access: bool | None, network: dict[str, Any] | None) -> EgressPolicy:
         """Validated policy (:class:`InvalidRequest` when invalid or unsupported by the runtime)."""
         return self.network.policy(allow_internet_access, network)
 
@@ -223,7 +225,7 @@ class SandboxManager:
     # --- network --------------------------------------------------------------------------------
 
     async def update_network(self, team_id: str, sandbox_id: str, allow_internet_access: bool | None,
-                             egress: dict[str, object]) -> None:
+                             egress: dict[str, Any]) -> None:
         """E2B's ``PUT /sandboxes/{id}/network``: replace the egress rules of a running sandbox.
 
         Omitted fields are cleared; ingress settings (public traffic, host mask) are kept."""

@@ -14,6 +14,8 @@ field, as they would on any create.
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncio
 import shutil
 from datetime import datetime, timedelta, timezone
@@ -40,7 +42,7 @@ log = structlog.get_logger("sandlot.snapshots")
 MAX_FORKS = 20
 
 
-def clone_policy(source: Snapshot | Sandbox, request: CloneRequest) -> tuple[bool | None, dict[str, object] | None]:
+def clone_policy(source: Snapshot | Sandbox, request: CloneRequest) -> tuple[bool | None, dict[str, Any] | None]:
     """The clone's (allow_internet_access, network): the source's, with explicit create options on top."""
     allow = source.allow_internet_access if request.allow_internet_access is None else request.allow_internet_access
     network = dict(source.network or {})

@@ -6,6 +6,7 @@ import asyncio
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import structlog
 from protobuf import Oneof
@@ -41,8 +42,8 @@ class Launch:
     disk_mb: int | None = None
     env_vars: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
-    start_command: dict | None = None
-    network: dict | None = None
+    start_command: dict[str, Any] | None = None
+    network: dict[str, Any] | None = None
 
 
 def _sized(build: Build, cpu_count: int, memory_mb: int, disk_mb: int | None) -> Build:
@@ -99,7 +100,8 @@ async def launch(ctx: PrimeContext, job: Launch) -> None:
         build = session.get(Build, build_id) if build_id else None
         if template is not None and build is None:
             build = template_store.latest_ready_build(session, template.id)
-        alias = (template_store.aliases(session, template.id) or [None])[0] if template is not None else None
+        names = template_store.aliases(session, template.id) if template is not None else []
+        alias = names[0] if names else None
         if build is not None:
             session.expunge(build)
         if template is not None:
@@ -136,7 +138,7 @@ async def launch(ctx: PrimeContext, job: Launch) -> None:
         await _start_command(ctx, job.sandbox_id, start_command)
 
 
-def _remember_image(ctx: PrimeContext, sandbox_id: str, image_config: dict) -> None:
+def _remember_image(ctx: PrimeContext, sandbox_id: str, image_config: dict[str, Any]) -> None:
     """The image's USER/WORKDIR become the gateway defaults for this sandbox."""
     with ctx.services.db.session() as session, session.begin():
         row = session.get(PrimeSandbox, sandbox_id)
@@ -145,7 +147,7 @@ def _remember_image(ctx: PrimeContext, sandbox_id: str, image_config: dict) -> N
             row.pending_image_build_id = None
 
 
-async def _start_command(ctx: PrimeContext, sandbox_id: str, command: dict) -> None:
+async def _start_command(ctx: PrimeContext, sandbox_id: str, command: dict[str, Any]) -> None:
     """Run the image's start command as root, detached, its output appended to ``START_LOG``."""
     route = ctx.services.sandboxes.route(sandbox_id)
     if route is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -61,13 +61,18 @@ class CreateBody(_Body):
     idempotency_key: str | None = Field(None, min_length=1, max_length=128)
 
 
+BulkIds = Annotated[list[limits.ShortId], Field(max_length=500)]
+BulkLabels = Annotated[list[limits.Label], Field(max_length=50)]
+BatchIds = Annotated[list[limits.ShortId], Field(max_length=100)]
+
+
 class BulkDeleteBody(_Body):
-    sandbox_ids: limits.texts(500, 64) | None = None
-    labels: limits.texts(50, limits.LABEL) | None = None
+    sandbox_ids: BulkIds | None = None
+    labels: BulkLabels | None = None
 
 
 class BatchStatusBody(_Body):
-    sandbox_ids: limits.texts(100, 64)
+    sandbox_ids: BatchIds
 
 
 def _auth_json(ctx: PrimeContext, request: Request, sandbox_id: str, team_id: str) -> dict[str, Any]:
