@@ -14,12 +14,15 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator
 from queue import Empty
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandlot.code_interpreter import messages
 from sandlot.code_interpreter.kernels import Kernel
 from sandlot.code_interpreter.languages import env_code
 from sandlot.code_interpreter.messages import Line
+
+if TYPE_CHECKING:
+    from jupyter_client.asynchronous import AsyncKernelClient
 
 SETTLE_AFTER_INTERRUPT_S = 10.0
 """How long an abandoned cell may take to stop after the interrupt before we move on."""
@@ -124,7 +127,7 @@ class Execution:
                 if restore:
                     await self._restore_env(restore)
 
-    def _client(self):
+    def _client(self) -> AsyncKernelClient:
         if self.kernel.client is None:
             raise KernelDied()
         return self.kernel.client
@@ -157,7 +160,7 @@ class Execution:
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
-                msg = await client.get_shell_msg(timeout=left)
+                msg: dict[str, Any] = await client.get_shell_msg(timeout=left)
             except Empty:
                 return None
             if msg.get("parent_header", {}).get("msg_id") == msg_id:
@@ -185,7 +188,7 @@ class Execution:
             return
         try:
             envs = await asyncio.to_thread(fetch_sandbox_envs, self.envd_url, self.access_token)
-        except Exception as exc:  # noqa: BLE001 - the cell still runs; we try again next time
+        except Exception as exc:  # the cell still runs; we try again next time
             print(f"code-interpreter: could not read the sandbox env vars: {exc!r}", file=sys.stderr, flush=True)
             return
         if envs:
@@ -199,5 +202,5 @@ class Execution:
                 return
             await self._set_env({k: v for k, v in previous.items() if v is not None},
                                 [k for k, v in previous.items() if v is None])
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             print(f"code-interpreter: could not restore env vars: {exc!r}", file=sys.stderr, flush=True)

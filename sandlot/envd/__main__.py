@@ -24,7 +24,7 @@ from .state import EnvdState  # noqa: E402
 class _Server(uvicorn.Server):
     """As pid 1, SIGTERM/SIGINT must not stop envd, so uvicorn may not install handlers."""
 
-    def capture_signals(self):  # type: ignore[override]
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
         if os.getpid() == 1:
             return contextlib.nullcontext()
         return super().capture_signals()

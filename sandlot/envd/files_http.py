@@ -9,7 +9,7 @@ import stat as stat_mod
 import zlib
 from collections.abc import AsyncIterator
 from email.utils import formatdate
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from urllib.parse import quote
 
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -22,6 +22,9 @@ from . import auth, users, xattrs
 from .filesystem import make_dirs_owned
 from .rpc_common import resolve_path
 from .state import EnvdState
+
+if TYPE_CHECKING:
+    from io import BufferedWriter
 
 CHUNK = 256 * 1024
 
@@ -60,7 +63,7 @@ def _encoding(header: str | None) -> str | None:
     return "identity" if identity_ok else None
 
 
-def _parse_range(header: str, size: int) -> tuple[int, int] | None | bool:
+def _parse_range(header: str, size: int) -> tuple[int, int] | None | Literal[False]:
     """A single ``bytes=`` range → (start, end inclusive); None = ignore; False = unsatisfiable.
 
     Multi-range requests are answered with the whole file (allowed by RFC 9110).
@@ -218,7 +221,7 @@ class FilesHandler:
         if not boundary:
             raise UploadError(400, "missing multipart boundary")
         written: list[str] = []
-        st: dict = {"headers": {}, "field": b"", "value": b"", "file": None, "error": None}
+        st: dict[str, Any] = {"headers": {}, "field": b"", "value": b"", "file": None, "error": None}
 
         def on_part_begin() -> None:
             st["headers"] = {}
@@ -286,13 +289,13 @@ class FilesHandler:
         return written
 
 
-def _written_entry(path: str, metadata: dict[str, str] | None) -> dict:
+def _written_entry(path: str, metadata: dict[str, str] | None) -> dict[str, Any]:
     """Upload response item; X-Metadata-* headers replace the file's ``user.e2b.*`` xattrs.
 
     Without such headers existing metadata is left alone (the file is truncated in place, so
     its xattrs survive, as with envd's os.OpenFile(O_TRUNC)).
     """
-    entry: dict = {"name": os.path.basename(path), "type": "file", "path": path}
+    entry: dict[str, Any] = {"name": os.path.basename(path), "type": "file", "path": path}
     if metadata is not None:
         try:
             xattrs.replace(path, metadata)
@@ -319,7 +322,7 @@ class UploadError(Exception):
         self.code = code
 
 
-def _open_dest(dest: str, user: users.User):
+def _open_dest(dest: str, user: users.User) -> BufferedWriter:
     try:
         make_dirs_owned(os.path.dirname(dest), user)
         if os.path.isdir(dest):
@@ -335,7 +338,7 @@ def _open_dest(dest: str, user: users.User):
         _raise_os(e, dest)
 
 
-def _write(f, data: bytes) -> None:
+def _write(f: BufferedWriter, data: bytes) -> None:
     try:
         f.write(data)
     except OSError as e:

@@ -8,7 +8,9 @@ import shutil
 import stat as stat_mod
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Literal
 
+from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
 from protobuf import Oneof
 from protobuf.wkt.google.protobuf.timestamp_pb import Timestamp
@@ -20,6 +22,13 @@ from . import users, xattrs
 from .watchers import CHMOD, CREATE, REMOVE, RENAME, WRITE, Event, Watcher, WatcherRegistry, is_dir, network_fs
 from .rpc_common import error, keepalive_interval, request_user, resolve_path
 from .state import EnvdState
+
+if TYPE_CHECKING:
+    # One type per oneof arm, for annotating the values we build: a bare ``Oneof("start", x)``
+    # is inferred ``Oneof[str, ...]``, which matches none of a field's ``Literal`` arms.
+    _Start = Oneof[Literal["start"], pb.WatchDirResponse.StartEvent]
+    _KeepAlive = Oneof[Literal["keepalive"], pb.WatchDirResponse.KeepAlive]
+    _Filesystem = Oneof[Literal["filesystem"], pb.FilesystemEvent]
 
 
 def _file_type(mode: int) -> pb.FileType:
@@ -68,7 +77,7 @@ def fs_event(ev: Event) -> pb.FilesystemEvent:
     return pb.FilesystemEvent(name=ev.name, type=EVENT_TYPES[ev.kind], entry=ev.entry)
 
 
-def _os_error(e: OSError, path: str):
+def _os_error(e: OSError, path: str) -> ConnectError:
     if e.errno == errno.ENOENT:
         return error("not_found", f"path '{path}' does not exist")
     if e.errno in (errno.EACCES, errno.EPERM):
@@ -103,18 +112,20 @@ class FilesystemService(Filesystem):
         self.state = state
         self.watchers = WatcherRegistry()
 
-    def _path(self, raw: str, ctx: RequestContext) -> tuple[str, users.User]:
+    def _path(self, raw: str, ctx: RequestContext[Any, Any]) -> tuple[str, users.User]:
         user = request_user(self.state, ctx)
         return resolve_path(raw, user, self.state.default_cwd(user)), user
 
-    async def stat(self, request: pb.StatRequest, ctx: RequestContext) -> pb.StatResponse:
+    async def stat(self, request: pb.StatRequest,
+                   ctx: RequestContext[pb.StatRequest, pb.StatResponse]) -> pb.StatResponse:
         path, _ = self._path(request.path, ctx)
         try:
             return pb.StatResponse(entry=entry_info(path))
         except OSError as e:
             raise _os_error(e, path) from None
 
-    async def list_dir(self, request: pb.ListDirRequest, ctx: RequestContext) -> pb.ListDirResponse:
+    async def list_dir(self, request: pb.ListDirRequest,
+                       ctx: RequestContext[pb.ListDirRequest, pb.ListDirResponse]) -> pb.ListDirResponse:
         path, _ = self._path(request.path, ctx)
         depth = max(request.depth or 1, 1)
         try:
@@ -145,7 +156,8 @@ class FilesystemService(Filesystem):
                     stack.append((child, level + 1))
         return pb.ListDirResponse(entries=entries)
 
-    async def make_dir(self, request: pb.MakeDirRequest, ctx: RequestContext) -> pb.MakeDirResponse:
+    async def make_dir(self, request: pb.MakeDirRequest,
+                       ctx: RequestContext[pb.MakeDirRequest, pb.MakeDirResponse]) -> pb.MakeDirResponse:
         path, user = self._path(request.path, ctx)
         if os.path.lexists(path):
             if os.path.isdir(path):
@@ -157,7 +169,8 @@ class FilesystemService(Filesystem):
         except OSError as e:
             raise _os_error(e, path) from None
 
-    async def remove(self, request: pb.RemoveRequest, ctx: RequestContext) -> pb.RemoveResponse:
+    async def remove(self, request: pb.RemoveRequest,
+                     ctx: RequestContext[pb.RemoveRequest, pb.RemoveResponse]) -> pb.RemoveResponse:
         path, _ = self._path(request.path, ctx)
         try:
             if os.path.isdir(path) and not os.path.islink(path):
@@ -170,7 +183,8 @@ class FilesystemService(Filesystem):
             raise _os_error(e, path) from None
         return pb.RemoveResponse()
 
-    async def move(self, request: pb.MoveRequest, ctx: RequestContext) -> pb.MoveResponse:
+    async def move(self, request: pb.MoveRequest,
+                   ctx: RequestContext[pb.MoveRequest, pb.MoveResponse]) -> pb.MoveResponse:
         user = request_user(self.state, ctx)
         default = self.state.default_cwd(user)
         src = resolve_path(request.source, user, default)
@@ -186,7 +200,7 @@ class FilesystemService(Filesystem):
 
     # ---- watchers -------------------------------------------------------------------------
     def _watcher(self, raw: str, recursive: bool, include_entry: bool, allow_network: bool,
-                 ctx: RequestContext) -> Watcher:
+                 ctx: RequestContext[Any, Any]) -> Watcher:
         path, _ = self._path(raw, ctx)
         kind = is_dir(path)
         if kind is None:
@@ -202,36 +216,43 @@ class FilesystemService(Filesystem):
         except OSError as e:
             raise _os_error(e, path) from None
 
-    async def watch_dir(self, request: pb.WatchDirRequest, ctx: RequestContext) -> AsyncIterator[pb.WatchDirResponse]:
+    async def watch_dir(self, request: pb.WatchDirRequest,
+                        ctx: RequestContext[pb.WatchDirRequest, pb.WatchDirResponse]) -> AsyncIterator[pb.WatchDirResponse]:
         w = self._watcher(request.path, request.recursive, request.include_entry, request.allow_network_mounts, ctx)
         interval = keepalive_interval(ctx)
         timeout_ms = ctx.timeout_ms
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms is not None else None
         try:
-            yield pb.WatchDirResponse(event=Oneof("start", pb.WatchDirResponse.StartEvent()))
+            start: _Start = Oneof("start", pb.WatchDirResponse.StartEvent())
+            yield pb.WatchDirResponse(event=start)
             while True:
                 wait = interval if deadline is None else min(interval, max(deadline - time.monotonic(), 0))
                 if not await w.wait(wait):
                     if deadline is not None and time.monotonic() >= deadline:
                         raise error("deadline_exceeded", "watch stream deadline exceeded")
-                    yield pb.WatchDirResponse(event=Oneof("keepalive", pb.WatchDirResponse.KeepAlive()))
+                    keepalive: _KeepAlive = Oneof("keepalive", pb.WatchDirResponse.KeepAlive())
+                    yield pb.WatchDirResponse(event=keepalive)
                     continue
                 for ev in w.drain():
-                    yield pb.WatchDirResponse(event=Oneof("filesystem", fs_event(ev)))
+                    changed: _Filesystem = Oneof("filesystem", fs_event(ev))
+                    yield pb.WatchDirResponse(event=changed)
         finally:
             w.close()
 
-    async def create_watcher(self, request: pb.CreateWatcherRequest, ctx: RequestContext) -> pb.CreateWatcherResponse:
+    async def create_watcher(self, request: pb.CreateWatcherRequest,
+                             ctx: RequestContext[pb.CreateWatcherRequest, pb.CreateWatcherResponse]) -> pb.CreateWatcherResponse:
         w = self._watcher(request.path, request.recursive, request.include_entry, request.allow_network_mounts, ctx)
         return pb.CreateWatcherResponse(watcher_id=self.watchers.add(w))
 
-    async def get_watcher_events(self, request: pb.GetWatcherEventsRequest, ctx: RequestContext) -> pb.GetWatcherEventsResponse:
+    async def get_watcher_events(self, request: pb.GetWatcherEventsRequest,
+                                 ctx: RequestContext[pb.GetWatcherEventsRequest, pb.GetWatcherEventsResponse]) -> pb.GetWatcherEventsResponse:
         w = self.watchers.get(request.watcher_id)
         if w is None:
             raise error("not_found", f"watcher with id {request.watcher_id} not found")
         return pb.GetWatcherEventsResponse(events=[fs_event(ev) for ev in w.drain()])
 
-    async def remove_watcher(self, request: pb.RemoveWatcherRequest, ctx: RequestContext) -> pb.RemoveWatcherResponse:
+    async def remove_watcher(self, request: pb.RemoveWatcherRequest,
+                             ctx: RequestContext[pb.RemoveWatcherRequest, pb.RemoveWatcherResponse]) -> pb.RemoveWatcherResponse:
         if self.watchers.remove(request.watcher_id) is None:
             raise error("not_found", f"watcher with id {request.watcher_id} not found")
         return pb.RemoveWatcherResponse()

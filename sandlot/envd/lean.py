@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import types
+from typing import Any
 
 
 def install() -> None:
@@ -16,7 +17,7 @@ def install() -> None:
         return
     stub = types.ModuleType("uvicorn.main")
 
-    def __getattr__(name: str):
+    def __getattr__(name: str) -> Any:
         if name == "Server":
             from uvicorn.server import Server
 
@@ -25,6 +26,6 @@ def install() -> None:
             raise AttributeError(f"uvicorn.{name} is not available inside envd")
         raise AttributeError(name)
 
-    stub.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    stub.__getattr__ = __getattr__  # type: ignore[method-assign]
     stub.main = stub.run = None  # type: ignore[attr-defined]
     sys.modules["uvicorn.main"] = stub

@@ -11,6 +11,7 @@ import asyncio
 import math
 import os
 import time
+from typing import Any
 
 CG = "/sys/fs/cgroup"
 SAMPLE_SECONDS = 0.1
@@ -94,7 +95,7 @@ class Metrics:
             return 0.0
         return round(min(max(busy / capacity * 100.0, 0.0), 100.0), 2)
 
-    async def snapshot(self) -> dict:
+    async def snapshot(self) -> dict[str, Any]:
         ncpu = cpu_count()
         pct = await self.cpu_used_pct(ncpu)
         total, used, cache = memory()

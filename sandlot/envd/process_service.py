@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from connectrpc.request import RequestContext
 from protobuf import Oneof
@@ -13,23 +14,28 @@ from protobuf import Oneof
 from sandlot.protocol.gen.process import process_pb as pb
 from sandlot.protocol.gen.process.process_connect import Process
 
-from .processes import End, Output, ProcessError, Registry, Spec
+from .processes import End, ManagedProcess, Output, ProcessError, Registry, Spec
 from .rpc_common import error, keepalive_interval, request_user, resolve_path
 from .state import EnvdState
+
+if TYPE_CHECKING:
+    # One type per oneof arm, for annotating the values we build: a bare ``Oneof("end", x)``
+    # is inferred ``Oneof[str, ...]``, which matches none of a field's ``Literal`` arms.
+    _Start = Oneof[Literal["start"], pb.ProcessEvent.StartEvent]
+    _Data = Oneof[Literal["data"], pb.ProcessEvent.DataEvent]
+    _End = Oneof[Literal["end"], pb.ProcessEvent.EndEvent]
+    _KeepAlive = Oneof[Literal["keepalive"], pb.ProcessEvent.KeepAlive]
+    _Output = (Oneof[Literal["stdout"], bytes] | Oneof[Literal["stderr"], bytes]
+               | Oneof[Literal["pty"], bytes])
 
 SIGNALS = {pb.Signal.SIGTERM: signal.SIGTERM, pb.Signal.SIGKILL: signal.SIGKILL}
 
 
-
-def _event(**kw: object) -> pb.ProcessEvent:
-    ((field, value),) = kw.items()
-    return pb.ProcessEvent(event=Oneof(field, value))
-
-
 def _end_event(end: End) -> pb.ProcessEvent:
-    return _event(end=pb.ProcessEvent.EndEvent(
+    event: _End = Oneof("end", pb.ProcessEvent.EndEvent(
         exit_code=end.exit_code, exited=end.exited, status=end.status, error=end.error,
     ))
+    return pb.ProcessEvent(event=event)
 
 
 class ProcessService(Process):
@@ -38,26 +44,27 @@ class ProcessService(Process):
         self.registry = registry
 
     # ---- helpers --------------------------------------------------------------------------
-    def _select(self, selector: pb.ProcessSelector | None, include_exited: bool = False):
+    def _select(self, selector: pb.ProcessSelector | None, include_exited: bool = False) -> ManagedProcess:
         sel = selector.selector if selector is not None else None
         try:
-            match sel:
-                case Oneof(field="pid", value=pid):
-                    return self.registry.find(pid=pid, include_exited=include_exited)
-                case Oneof(field="tag", value=tag):
-                    return self.registry.find(tag=tag, include_exited=include_exited)
+            if sel is not None and sel.field == "pid":
+                return self.registry.find(pid=sel.value, include_exited=include_exited)
+            if sel is not None and sel.field == "tag":
+                return self.registry.find(tag=sel.value, include_exited=include_exited)
         except ProcessError as e:
             raise error(e.kind, str(e)) from None
         raise error("invalid_argument", "process selector is required")
 
-    async def _follow(self, proc, ctx: RequestContext, kill_on_deadline: bool) -> AsyncIterator[pb.ProcessEvent]:
+    async def _follow(self, proc: ManagedProcess, ctx: RequestContext[Any, Any],
+                      kill_on_deadline: bool) -> AsyncIterator[pb.ProcessEvent]:
         """start → data… (with keepalives) → end; never kills the process on disconnect."""
         sub = proc.subscribe()
         interval = keepalive_interval(ctx)
         timeout_ms = ctx.timeout_ms
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms is not None and not kill_on_deadline else None
         try:
-            yield _event(start=pb.ProcessEvent.StartEvent(pid=proc.pid))
+            start: _Start = Oneof("start", pb.ProcessEvent.StartEvent(pid=proc.pid))
+            yield pb.ProcessEvent(event=start)
             while True:
                 wait = interval
                 if deadline is not None:
@@ -66,9 +73,12 @@ class ProcessService(Process):
                 if ev is None:
                     if deadline is not None and time.monotonic() >= deadline:
                         raise error("deadline_exceeded", "stream deadline exceeded")
-                    yield _event(keepalive=pb.ProcessEvent.KeepAlive())
+                    keepalive: _KeepAlive = Oneof("keepalive", pb.ProcessEvent.KeepAlive())
+                    yield pb.ProcessEvent(event=keepalive)
                 elif isinstance(ev, Output):
-                    yield _event(data=pb.ProcessEvent.DataEvent(output=Oneof(ev.stream, ev.data)))
+                    output = cast("_Output", Oneof(ev.stream, ev.data))  # ev.stream is one of the three
+                    data: _Data = Oneof("data", pb.ProcessEvent.DataEvent(output=output))
+                    yield pb.ProcessEvent(event=data)
                 else:
                     if ev.deadline_exceeded and kill_on_deadline:
                         raise error("deadline_exceeded", "process deadline exceeded")
@@ -78,7 +88,8 @@ class ProcessService(Process):
             sub.close()
 
     # ---- RPCs -----------------------------------------------------------------------------
-    async def list(self, request: pb.ListRequest, ctx: RequestContext) -> pb.ListResponse:
+    async def list(self, request: pb.ListRequest,
+                   ctx: RequestContext[pb.ListRequest, pb.ListResponse]) -> pb.ListResponse:
         infos = []
         for proc in self.registry.running.values():
             s = proc.spec
@@ -88,7 +99,8 @@ class ProcessService(Process):
             ))
         return pb.ListResponse(processes=infos)
 
-    async def start(self, request: pb.StartRequest, ctx: RequestContext) -> AsyncIterator[pb.StartResponse]:
+    async def start(self, request: pb.StartRequest,
+                    ctx: RequestContext[pb.StartRequest, pb.StartResponse]) -> AsyncIterator[pb.StartResponse]:
         user = request_user(self.state, ctx)
         cfg = request.process or pb.ProcessConfig()
         if not cfg.cmd:
@@ -115,12 +127,14 @@ class ProcessService(Process):
         async for ev in self._follow(proc, ctx, kill_on_deadline=True):
             yield pb.StartResponse(event=ev)
 
-    async def connect(self, request: pb.ConnectRequest, ctx: RequestContext) -> AsyncIterator[pb.ConnectResponse]:
+    async def connect(self, request: pb.ConnectRequest,
+                      ctx: RequestContext[pb.ConnectRequest, pb.ConnectResponse]) -> AsyncIterator[pb.ConnectResponse]:
         proc = self._select(request.process, include_exited=True)
         async for ev in self._follow(proc, ctx, kill_on_deadline=False):
             yield pb.ConnectResponse(event=ev)
 
-    async def update(self, request: pb.UpdateRequest, ctx: RequestContext) -> pb.UpdateResponse:
+    async def update(self, request: pb.UpdateRequest,
+                     ctx: RequestContext[pb.UpdateRequest, pb.UpdateResponse]) -> pb.UpdateResponse:
         proc = self._select(request.process)
         if request.pty is not None and request.pty.size is not None:
             try:
@@ -129,34 +143,37 @@ class ProcessService(Process):
                 raise error(e.kind, str(e)) from None
         return pb.UpdateResponse()
 
-    async def _send(self, proc, data: pb.ProcessInput | None) -> None:
+    async def _send(self, proc: ManagedProcess, data: pb.ProcessInput | None) -> None:
+        chosen = data.input if data is not None else None
         try:
-            match data.input if data is not None else None:
-                case Oneof(field="stdin", value=chunk):
-                    await proc.write_stdin(chunk)
-                case Oneof(field="pty", value=chunk):
-                    await proc.write_pty(chunk)
+            if chosen is not None and chosen.field == "stdin":
+                await proc.write_stdin(chosen.value)
+            elif chosen is not None and chosen.field == "pty":
+                await proc.write_pty(chosen.value)
         except ProcessError as e:
             raise error(e.kind, str(e)) from None
 
-    async def send_input(self, request: pb.SendInputRequest, ctx: RequestContext) -> pb.SendInputResponse:
+    async def send_input(self, request: pb.SendInputRequest,
+                         ctx: RequestContext[pb.SendInputRequest, pb.SendInputResponse]) -> pb.SendInputResponse:
         proc = self._select(request.process)
         await self._send(proc, request.input)
         return pb.SendInputResponse()
 
-    async def stream_input(self, request: AsyncIterator[pb.StreamInputRequest], ctx: RequestContext) -> pb.StreamInputResponse:
+    async def stream_input(self, request: AsyncIterator[pb.StreamInputRequest],
+                           ctx: RequestContext[pb.StreamInputRequest, pb.StreamInputResponse]) -> pb.StreamInputResponse:
         proc = None
         async for msg in request:
-            match msg.event:
-                case Oneof(field="start", value=start):
-                    proc = self._select(start.process)
-                case Oneof(field="data", value=data):
-                    if proc is None:
-                        raise error("failed_precondition", "stream input must start with a start event")
-                    await self._send(proc, data.input)
+            event = msg.event
+            if event is not None and event.field == "start":
+                proc = self._select(event.value.process)
+            elif event is not None and event.field == "data":
+                if proc is None:
+                    raise error("failed_precondition", "stream input must start with a start event")
+                await self._send(proc, event.value.input)
         return pb.StreamInputResponse()
 
-    async def send_signal(self, request: pb.SendSignalRequest, ctx: RequestContext) -> pb.SendSignalResponse:
+    async def send_signal(self, request: pb.SendSignalRequest,
+                          ctx: RequestContext[pb.SendSignalRequest, pb.SendSignalResponse]) -> pb.SendSignalResponse:
         proc = self._select(request.process)
         sig = SIGNALS.get(request.signal)
         if sig is None:
@@ -164,7 +181,8 @@ class ProcessService(Process):
         proc.signal(sig)
         return pb.SendSignalResponse()
 
-    async def close_stdin(self, request: pb.CloseStdinRequest, ctx: RequestContext) -> pb.CloseStdinResponse:
+    async def close_stdin(self, request: pb.CloseStdinRequest,
+                          ctx: RequestContext[pb.CloseStdinRequest, pb.CloseStdinResponse]) -> pb.CloseStdinResponse:
         proc = self._select(request.process)
         try:
             proc.close_stdin()

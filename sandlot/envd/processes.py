@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import IO, Literal
 
 from . import reaper
 from .users import User
@@ -55,9 +56,13 @@ class Spec:
     pty_size: tuple[int, int] | None = None  # (cols, rows)
 
 
+Stream = Literal["stdout", "stderr", "pty"]
+"""Names of the output streams, as in envd's ``ProcessEvent.DataEvent.output`` oneof."""
+
+
 @dataclass(frozen=True)
 class Output:
-    stream: str  # "stdout" | "stderr" | "pty"
+    stream: Stream
     data: bytes
 
 
@@ -134,7 +139,7 @@ class ManagedProcess:
         self.end: End | None = None
         self._on_finish = on_finish
         self._loop = asyncio.get_running_loop()
-        self._readers: dict[int, str] = {}  # fd -> stream name
+        self._readers: dict[int, Stream] = {}  # fd -> stream name
         self._paused = False
         self._status: int | None = None
         self._deadline_hit = False
@@ -179,7 +184,8 @@ class ManagedProcess:
             if popen.stdin is not None:
                 self._stdin_fd = os.dup(popen.stdin.fileno())
                 popen.stdin.close()
-            for stream, name in ((popen.stdout, "stdout"), (popen.stderr, "stderr")):
+            pipes: tuple[tuple[IO[bytes] | None, Stream], ...] = ((popen.stdout, "stdout"), (popen.stderr, "stderr"))
+            for stream, name in pipes:
                 assert stream is not None
                 self._readers[os.dup(stream.fileno())] = name
                 stream.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -20,7 +21,7 @@ def error(kind: str, message: str) -> ConnectError:
     return ConnectError(Code(kind), message)
 
 
-def request_user(state: EnvdState, ctx: RequestContext) -> users.User:
+def request_user(state: EnvdState, ctx: RequestContext[Any, Any]) -> users.User:
     """The user named by Basic auth, else the default user; unknown → unauthenticated."""
     name = basic_auth_username(ctx.request_headers.get("authorization"))
     name = name or state.default_user
@@ -30,7 +31,7 @@ def request_user(state: EnvdState, ctx: RequestContext) -> users.User:
         raise error("unauthenticated", f"invalid username: '{name}'") from None
 
 
-def keepalive_interval(ctx: RequestContext) -> float:
+def keepalive_interval(ctx: RequestContext[Any, Any]) -> float:
     raw = ctx.request_headers.get("keepalive-ping-interval")
     try:
         value = float(raw) if raw else DEFAULT_KEEPALIVE

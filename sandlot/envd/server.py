@@ -7,6 +7,7 @@ import json
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
+from starlette.types import Receive, Scope, Send
 
 from sandlot.protocol.auth import ACCESS_TOKEN_HEADER
 from sandlot.protocol.gen.filesystem.filesystem_connect import FilesystemASGIApplication
@@ -30,9 +31,9 @@ class EnvdApp:
     def __init__(self, state: EnvdState) -> None:
         self.state = state
         self.registry = Registry()
-        codecs_kw = {"compressions": ()}  # the SDK disables compression both ways
-        self.process_app = ProcessASGIApplication(ProcessService(state, self.registry), **codecs_kw)
-        self.fs_app = FilesystemASGIApplication(FilesystemService(state), **codecs_kw)
+        # the SDK disables compression both ways
+        self.process_app = ProcessASGIApplication(ProcessService(state, self.registry), compressions=())
+        self.fs_app = FilesystemASGIApplication(FilesystemService(state), compressions=())
         files = FilesHandler(state)
         self._metrics = Metrics()
         self.router = Router(routes=[
@@ -44,7 +45,7 @@ class EnvdApp:
             Route("/files", files.upload, methods=["POST"]),
         ])
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.router(scope, receive, send)
         path: str = scope["path"]
@@ -56,7 +57,7 @@ class EnvdApp:
             return await app(scope, receive, send)
         return await self.router(scope, receive, send)
 
-    def _token_ok(self, scope) -> bool:
+    def _token_ok(self, scope: Scope) -> bool:
         given = None
         for k, v in scope.get("headers", ()):
             if k == _TOKEN_KEY:

@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -52,7 +52,7 @@ SERVER_DIR = "opt/code-interpreter"
 """In the envd runtime: ``<digest>/sandlot/code_interpreter``, nothing else, so putting
 ``<digest>`` on ``PYTHONPATH`` shadows nothing of the venv."""
 
-STEPS: list[dict] = [
+STEPS: list[dict[str, Any]] = [
     {"type": "RUN", "args": [
         f"python3 -m venv {VENV}"
         f" && PIP_CERT={CA_BUNDLE} {VENV}/bin/pip install --no-cache-dir --disable-pip-version-check"

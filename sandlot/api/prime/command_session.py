@@ -125,7 +125,8 @@ class CommandSessionService(CommandSession):
             self._seen.popitem(last=False)
         return True
 
-    async def start(self, request: cpb.StartRequest, ctx: RequestContext[cpb.StartRequest, cpb.StartResponse]) -> AsyncIterator[cpb.StartResponse]:
+    async def start(self, request: cpb.StartRequest,
+                    ctx: RequestContext[cpb.StartRequest, cpb.StartResponse]) -> AsyncIterator[cpb.StartResponse]:
         sandbox_id, route = self._route(ctx)
         spec = request.command or cpb.CommandSpec()
         envd = self.prime.envd
@@ -173,7 +174,8 @@ class CommandSessionService(CommandSession):
             if not (missing_ok and not got and exc.code == Code.NOT_FOUND):
                 raise _relay_error(exc) from None
 
-    async def connect(self, request: cpb.ConnectRequest, ctx: RequestContext[cpb.ConnectRequest, cpb.ConnectResponse]) -> AsyncIterator[cpb.ConnectResponse]:
+    async def connect(self, request: cpb.ConnectRequest,
+                      ctx: RequestContext[cpb.ConnectRequest, cpb.ConnectResponse]) -> AsyncIterator[cpb.ConnectResponse]:
         _, route = self._route(ctx)
         envd = self.prime.envd
         try:
@@ -185,7 +187,8 @@ class CommandSessionService(CommandSession):
         except ConnectError as exc:
             raise _relay_error(exc) from None
 
-    async def list(self, request: cpb.ListRequest, ctx: RequestContext[cpb.ListRequest, cpb.ListResponse]) -> cpb.ListResponse:
+    async def list(self, request: cpb.ListRequest,
+                   ctx: RequestContext[cpb.ListRequest, cpb.ListResponse]) -> cpb.ListResponse:
         _, route = self._route(ctx)
         envd = self.prime.envd
         try:
@@ -199,7 +202,8 @@ class CommandSessionService(CommandSession):
             sessions.append(cpb.CommandSessionInfo(command=command, pid=proc.pid, session_uuid=proc.tag))
         return cpb.ListResponse(sessions=sessions)
 
-    async def update(self, request: cpb.UpdateRequest, ctx: RequestContext[cpb.UpdateRequest, cpb.UpdateResponse]) -> cpb.UpdateResponse:
+    async def update(self, request: cpb.UpdateRequest,
+                     ctx: RequestContext[cpb.UpdateRequest, cpb.UpdateResponse]) -> cpb.UpdateResponse:
         _, route = self._route(ctx)
         envd = self.prime.envd
         try:
@@ -210,7 +214,8 @@ class CommandSessionService(CommandSession):
             raise _relay_error(exc) from None
         return cpb.UpdateResponse()
 
-    async def send_input(self, request: cpb.SendInputRequest, ctx: RequestContext[cpb.SendInputRequest, cpb.SendInputResponse]) -> cpb.SendInputResponse:
+    async def send_input(self, request: cpb.SendInputRequest,
+                         ctx: RequestContext[cpb.SendInputRequest, cpb.SendInputResponse]) -> cpb.SendInputResponse:
         sandbox_id, route = self._route(ctx)
         if self._first_time(sandbox_id, request.input_uuid):
             envd = self.prime.envd
@@ -248,7 +253,8 @@ class CommandSessionService(CommandSession):
             raise _relay_error(exc) from None
         return cpb.StreamInputResponse()
 
-    async def send_signal(self, request: cpb.SendSignalRequest, ctx: RequestContext[cpb.SendSignalRequest, cpb.SendSignalResponse]) -> cpb.SendSignalResponse:
+    async def send_signal(self, request: cpb.SendSignalRequest,
+                          ctx: RequestContext[cpb.SendSignalRequest, cpb.SendSignalResponse]) -> cpb.SendSignalResponse:
         sandbox_id, route = self._route(ctx)
         if self._first_time(sandbox_id, request.signal_uuid):
             envd = self.prime.envd
