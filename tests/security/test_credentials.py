@@ -156,7 +156,7 @@ def test_jupyter_port_needs_the_envd_token(ci_stand_in: Sandbox, server: Server)
     ]
     statuses = [raw_status(server, request + (b'{"code":""}' if b"Content-Length: 11" in request else b""))
                 for request in refused]
-    assert all(status is not None and 400 <= status < 500 for status in statuses), list(zip(refused, statuses))
+    assert all(status is not None and 400 <= status < 500 for status in statuses), list(zip(refused, statuses, strict=True))
     assert _hits(sbx) == []        # none of them reached the sandbox
 
     # the SDK's calls still arrive: context management without the token, /execute with it

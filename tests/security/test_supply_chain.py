@@ -225,10 +225,10 @@ class FakeRegistry:
                 if body:
                     self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:  # http.server's hook names
                 self._answer(True)
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 self._answer(False)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
