@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
 from sandlot.store import templates as template_store
@@ -51,7 +52,7 @@ class BuildLog:
         self._partial.clear()
 
     @contextlib.asynccontextmanager
-    async def live(self):
+    async def live(self) -> AsyncIterator[BuildLog]:
         """Flush every ``FLUSH_INTERVAL_S`` while a step is quiet, and once at the end."""
         async def loop() -> None:
             while True:

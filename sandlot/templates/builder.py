@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
@@ -30,11 +30,12 @@ from sandlot.templates import commands, files_hash, gc, oci, steps, uploads
 from sandlot.templates.build_log import BuildLog
 from sandlot.templates.build_sandbox import BuildSandboxes, new_build_sandbox_id
 from sandlot.templates.flatten import flatten
-from sandlot.templates.layers import LayerStore
+from sandlot.templates.layers import Layer, LayerStore
 from sandlot.templates.steps import BuildConfig, Step
 
 if TYPE_CHECKING:
     from sandlot.orchestrator.ready_snapshots import ReadySnapshots
+    from sandlot.orchestrator.requests import EnvdLauncher
 
 log = structlog.get_logger("sandlot.templates")
 
@@ -58,7 +59,7 @@ class BuildRequest:
     steps: list[Step]
     from_image: str | None = None
     from_template: str | None = None
-    registry: dict | None = None
+    registry: dict[str, Any] | None = None
     force: bool = False
     start_cmd: str | None = None
     ready_cmd: str | None = None
@@ -98,7 +99,7 @@ def config_of(build: Build) -> BuildConfig:
 
 
 class TemplateBuilder:
-    def __init__(self, settings: Settings, db: Database, runtime: Runtime, envd_launch,
+    def __init__(self, settings: Settings, db: Database, runtime: Runtime, envd_launch: EnvdLauncher,
                  ready_snapshots: "ReadySnapshots") -> None:
         self.settings = settings
         self.db = db
@@ -266,7 +267,7 @@ class TemplateBuilder:
         state.config = steps.apply(step, state.config)
 
     async def _execute(self, step: Step, state: _Progress, request: BuildRequest, blog: BuildLog, cpu: int,
-                       memory: int, key: str, archive: Path | None = None):
+                       memory: int, key: str, archive: Path | None = None) -> Layer:
         meta = {"step": step.describe()}
         if step.kind == "ENV":
             return self.layers.commit(key, None, meta)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import httpx
 import typer
@@ -19,6 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from sandlot.settings import Settings
+
+if TYPE_CHECKING:  # e2b is imported lazily: the CLI starts without it
+    from e2b import LogEntry, TemplateClass
 
 template_app = typer.Typer(help="Build and manage templates (through a running server); collect unused layers.",
                            no_args_is_help=True)
@@ -42,7 +45,7 @@ def _connection(api_url: str | None, api_key: str | None) -> tuple[str, str]:
     return url, key
 
 
-def _load(source: Path):
+def _load(source: Path) -> TemplateClass:
     """A Template from a Dockerfile directory/file or from a Python file's ``template``."""
     from e2b import Template
 
@@ -57,7 +60,7 @@ def _load(source: Path):
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        template = getattr(module, "template", None)
+        template: TemplateClass | None = getattr(module, "template", None)
         if template is None:
             console.print(f"[red]{source} defines no `template` variable[/red]")
             raise typer.Exit(2)
@@ -98,7 +101,7 @@ def build(
     _connection(api_url, api_key)
     template = _load(source)
     with console.status(f"Building {name}…") as status:
-        def on_log(entry) -> None:
+        def on_log(entry: LogEntry) -> None:
             style = {"error": "red", "warn": "yellow", "debug": "dim"}.get(entry.level, "")
             console.print(f"[{style}]{entry.message}[/{style}]" if style else entry.message, highlight=False, markup=bool(style))
             status.update(f"Building {name}… {entry.message[:60]}")

@@ -32,7 +32,7 @@ import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,7 +256,7 @@ def _name_under(cache_dir: Path, path: str) -> str | None:
     return None
 
 
-def _selector(templates_dir: Path, only: Iterable[str] | None):
+def _selector(templates_dir: Path, only: Iterable[str] | None) -> Callable[[Kind, str, Path], bool]:
     if only is None:
         return lambda _kind, _name, _path: True
     names, paths = set(), set()

@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sandlot import tenant_fs
 from sandlot.templates import gc
@@ -68,7 +69,7 @@ class LayerStore:
         self.staging_root.mkdir(parents=True, exist_ok=True)
         return self.staging_root / uuid.uuid4().hex
 
-    def commit(self, key: str, upper: Path | None, meta: dict) -> Layer:
+    def commit(self, key: str, upper: Path | None, meta: dict[str, Any]) -> Layer:
         """Store ``upper`` (cleaned of runtime artifacts) as the layer for ``key``."""
         existing = self.lookup(key)
         if existing is not None:  # a concurrent identical build won the race

@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sandlot.templates import gc, pull_proxy
 from sandlot.templates.registries import DIGEST, Reference, ReferenceError, RegistryPolicy, parse
@@ -61,7 +62,7 @@ class Pulled:
     config: BuildConfig
 
 
-def credentials(registry: dict | None) -> tuple[str, str] | None:
+def credentials(registry: dict[str, Any] | None) -> tuple[str, str] | None:
     """``(user, password)`` from ``fromImageRegistry`` (general, GCP; AWS needs ECR)."""
     if not registry:
         return None
@@ -87,7 +88,7 @@ def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _json(raw: bytes, what: str) -> dict:
+def _json(raw: bytes, what: str) -> dict[str, Any]:
     if len(raw) > MAX_MANIFEST_BYTES:
         raise PullError(f"the registry's {what} is larger than {MAX_MANIFEST_BYTES} bytes")
     try:
@@ -99,11 +100,11 @@ def _json(raw: bytes, what: str) -> dict:
     return doc
 
 
-def _is_index(doc: dict) -> bool:
+def _is_index(doc: dict[str, Any]) -> bool:
     return doc.get("mediaType") in INDEX_TYPES or "manifests" in doc
 
 
-def _pick_platform(index: dict) -> str:
+def _pick_platform(index: dict[str, Any]) -> str:
     entries = index.get("manifests")
     if not isinstance(entries, list) or not all(isinstance(m, dict) for m in entries):
         raise PullError("the registry's image index has no list of manifests")
@@ -114,7 +115,7 @@ def _pick_platform(index: dict) -> str:
     raise PullError("the image has no linux/amd64 variant")
 
 
-def _blobs(manifest: dict) -> tuple[str, list[str]]:
+def _blobs(manifest: dict[str, Any]) -> tuple[str, list[str]]:
     """The config digest and layer digests a (verified) image manifest names, validated."""
     if manifest.get("schemaVersion") != 2 or not isinstance(manifest.get("config"), dict):
         raise PullError("the registry's manifest is not an OCI / Docker schema 2 image manifest")
@@ -140,7 +141,7 @@ class ImageStore:
         except ReferenceError as exc:
             raise PullError(str(exc)) from None
 
-    async def pull(self, image: str, registry: dict | None, progress: Callable[[str], None]) -> Pulled:
+    async def pull(self, image: str, registry: dict[str, Any] | None, progress: Callable[[str], None]) -> Pulled:
         ref, plain_http = await asyncio.to_thread(self.check, image)
         creds = credentials(registry)
         self.staging.mkdir(parents=True, exist_ok=True)
@@ -295,7 +296,7 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def _verified_layout(layout: Path, config_digest: str, layer_digests: list[str]) -> dict:
+def _verified_layout(layout: Path, config_digest: str, layer_digests: list[str]) -> dict[str, Any]:
     """The image's ``config`` (Env, User, WorkingDir) from the OCI layout skopeo wrote, once
     every blob is the one the verified source manifest names (skopeo converts the manifest to
     OCI, so its own digest changes, but config and layers are the same blobs)."""
@@ -328,7 +329,7 @@ def _verified_layout(layout: Path, config_digest: str, layer_digests: list[str])
     return image_config
 
 
-def _config(image_config: dict) -> BuildConfig:
+def _config(image_config: dict[str, Any]) -> BuildConfig:
     """ENV/USER/WORKDIR of the image (a hostile config's wrong types are ignored, not a crash)."""
     def text(value: object, default: str) -> str:
         return value if isinstance(value, str) and value else default

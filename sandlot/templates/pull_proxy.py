@@ -34,7 +34,7 @@ class PullProxy:
         self.refused: list[str] = []
         """Why connections were refused (the pull's error message names the first)."""
         self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def url(self) -> str:

@@ -12,6 +12,7 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 FILES_HASH = re.compile(r"^[0-9a-f]{64}$")
 ALIASES = {"ADD": "COPY", "ARG": "ENV"}
@@ -45,11 +46,11 @@ class BuildConfig:
     user: str = "root"
     workdir: str = "/"
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return {"env": self.env, "user": self.user, "workdir": self.workdir}
 
 
-def parse(raw_steps: list[dict]) -> list[Step]:
+def parse(raw_steps: list[dict[str, Any]]) -> list[Step]:
     steps = []
     for number, raw in enumerate(raw_steps, start=1):
         kind = str(raw.get("type", "")).upper()
