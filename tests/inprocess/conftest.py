@@ -86,14 +86,19 @@ class FakeEnvd(EnvdAgent):
 
     # --- EnvdAgent --------------------------------------------------------------------------------
 
+    def _running_at(self, ip: str) -> bool:
+        return self.runtime is None or any(sb.ip == ip and sb.state == "running"
+                                           for sb in self.runtime.sandboxes.values())
+
     async def wait_healthy(self, ip: str) -> None:
         self.healthy_checks.append(ip)
-        alive = self.runtime is None or any(sb.ip == ip and sb.state == "running"
-                                            for sb in self.runtime.sandboxes.values())
-        if "*" in self.unhealthy or ip in self.unhealthy or not alive:
+        if "*" in self.unhealthy or ip in self.unhealthy or not self._running_at(ip):
             raise TimeoutError(f"envd did not become healthy within 0s (fake envd at {ip})")
 
     def _authorize(self, ip: str, token: str | None) -> None:
+        """What envd's ``_guard`` does, after the connection a dead or paused container refuses."""
+        if not self._running_at(ip):
+            raise httpx.ConnectError(f"All connection attempts failed (fake envd at {ip})")
         if ip in self.tokens and self.tokens[ip] is not None and token != self.tokens[ip]:
             raise EnvdInitError(401, '{"code":401,"message":"invalid access token"}')
 
@@ -324,7 +329,7 @@ async def start_stack(tmp_path: Path, store: StoreTemplate, **overrides: Any) ->
         reaper.cancel()
     services.ready = True
     stack = Stack(settings, services, app, runtime, envd, team_id, api_key, other_id, other_key, template, build)
-    stack.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sandlot.test")
+    stack.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://sandlot.test")
     return stack
 
 

@@ -41,6 +41,17 @@ async def test_list_pages_cover_every_sandbox_once(stack: Stack) -> None:
     assert set(first) >= {"sandboxID", "templateID", "startedAt", "endAt", "state", "metadata", "cpuCount"}
 
 
+async def test_pages_are_exact_when_sandboxes_started_at_the_same_instant(stack: Stack) -> None:
+    from datetime import datetime, timezone
+
+    created = [(await stack.create())["sandboxID"] for _ in range(5)]
+    for sid in created:
+        stack.update(sid, started_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    for order in ("desc", "asc"):
+        ids = [s["sandboxID"] for p in await pages(stack, limit="2", order=order) for s in p]
+        assert sorted(ids) == sorted(created), order
+
+
 async def test_list_rejects_bad_paging_parameters(stack: Stack) -> None:
     for params in ({"limit": "0"}, {"limit": "101"}, {"nextToken": "not-a-token"}, {"order": "sideways"},
                    {"state": "dead"}):
