@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 serve: setup
 	$(SANDLOT) serve
 
-test: setup js-deps prime-venv
+test: lint setup js-deps prime-venv
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # ruff (bugs, not style) and mypy (strict on api, orchestrator, runtime, store, proxy); both
