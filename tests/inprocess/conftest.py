@@ -11,6 +11,7 @@ What is fake and what is real:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import shutil
@@ -138,6 +139,15 @@ class EnvdFakeRuntime(FakeRuntime):
         envd.runtime = self
         self.specs: dict[str, SandboxSpec] = {}
         self.snapshot_tokens: dict[str, str | None] = {}
+        self.interleave = 0
+        """Times each container operation yields to the event loop first (0: completes at once),
+        so concurrent requests really interleave inside runtime calls, as they do with runc."""
+        self.yields = 0
+
+    async def _yield(self) -> None:
+        for _ in range(self.interleave):
+            self.yields += 1
+            await asyncio.sleep(0)
 
     @staticmethod
     def _boot_token(spec: SandboxSpec) -> str | None:
@@ -145,29 +155,38 @@ class EnvdFakeRuntime(FakeRuntime):
         return json.loads(raw).get("accessToken") if raw else None
 
     async def create(self, spec: SandboxSpec) -> SandboxHandle:
+        await self._yield()
         handle = await super().create(spec)
         self.specs[spec.sandbox_id] = spec
         self.envd.boot(handle.ip, self._boot_token(spec))
         return handle
 
     async def kill(self, sandbox_id: str) -> None:
+        await self._yield()
         sb = self.sandboxes.get(sandbox_id)
         await super().kill(sandbox_id)
         if sb is not None and sandbox_id not in self.sandboxes:
             self.envd.forget(sb.ip)
             self.specs.pop(sandbox_id, None)
 
+    async def pause(self, sandbox_id: str, *, memory: bool = True) -> dict[str, float]:
+        await self._yield()
+        return await super().pause(sandbox_id, memory=memory)
+
     async def resume(self, sandbox_id: str) -> SandboxHandle:
+        await self._yield()
         handle = await super().resume(sandbox_id)
         if handle.rebooted and sandbox_id in self.specs:
             self.envd.boot(handle.ip, self._boot_token(self.specs[sandbox_id]))
         return handle
 
     async def snapshot(self, sandbox_id: str, dest: Path, *, memory: bool = True) -> None:
+        await self._yield()
         await super().snapshot(sandbox_id, dest, memory=memory)
         self.snapshot_tokens[str(dest)] = self.envd.tokens.get(self.sandboxes[sandbox_id].ip)
 
     async def clone(self, snapshot: Path, sandbox_id: str, *, egress: EgressPolicy | None = None) -> SandboxHandle:
+        await self._yield()
         handle = await super().clone(snapshot, sandbox_id, egress=egress)
         if str(snapshot) in self.snapshot_tokens:
             self.envd.boot(handle.ip, self.snapshot_tokens[str(snapshot)])

@@ -144,3 +144,11 @@ async def test_set_timeout_may_shorten_and_refresh_only_extends(stack: Stack) ->
     assert (await stack.client.post(f"/sandboxes/{sid}/refreshes", json={"duration": 15},
                                     headers=stack.headers())).status_code == 204
     assert stack.row(sid).end_at >= shortened  # type: ignore[union-attr]
+
+
+async def test_health_says_what_is_degraded(stack: Stack) -> None:
+    ok = await stack.client.get("/health")
+    assert ok.status_code == 200 and ok.json() == {"status": "ok"}
+    stack.runtime.criu_error = "criu: not found"
+    degraded = await stack.client.get("/health")
+    assert degraded.json()["status"] == "degraded" and "criu: not found" in degraded.json()["problems"][0]

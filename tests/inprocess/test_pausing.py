@@ -177,3 +177,21 @@ async def test_a_pause_whose_sandbox_died_is_settled_by_the_reaper(stack: Stack)
     await stack.manager.expire_due()
     await stack.manager.bury_dead()
     assert stack.row(sid) is None   # as bury_dead (or the next start's recover_pause) would have it
+
+
+async def test_a_network_update_replaces_egress_and_keeps_ingress(stack: Stack) -> None:
+    body = await stack.create({"network": {"denyOut": ["8.8.8.8"], "allowPublicTraffic": False}})
+    sid = body["sandboxID"]
+    ip = stack.row(sid).ip  # type: ignore[union-attr]
+    response = await stack.client.put(f"/sandboxes/{sid}/network", json={"denyOut": ["1.1.1.1"]},
+                                      headers=stack.headers())
+    assert response.status_code == 204
+    assert stack.runtime.egress[ip].deny == ("1.1.1.1/32",)
+    row = stack.row(sid)
+    assert row is not None and row.network == {"allowPublicTraffic": False, "denyOut": ["1.1.1.1"]}
+    assert stack.manager.route(sid).traffic_token == body["trafficAccessToken"]  # type: ignore[union-attr]
+    # a paused sandbox's rules come back on resume, from the store
+    await stack.client.post(f"/sandboxes/{sid}/pause", headers=stack.headers())
+    stack.runtime.egress.pop(ip)
+    await stack.client.post(f"/sandboxes/{sid}/resume", json={}, headers=stack.headers())
+    assert stack.runtime.egress[ip].deny == ("1.1.1.1/32",)

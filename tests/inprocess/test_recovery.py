@@ -119,3 +119,19 @@ async def test_paused_images_and_snapshot_dirs_without_a_row_are_removed(stack: 
     async with restarted(stack):
         assert sid not in stack.runtime.sandboxes
         assert not stray.exists()
+
+
+async def test_a_create_interrupted_half_way_is_cleaned(stack: Stack) -> None:
+    sid = (await stack.create())["sandboxID"]
+    stack.update(sid, state="creating")   # the server died between the runtime's create and activate
+    async with restarted(stack) as manager:
+        assert stack.row(sid) is None and sid not in stack.runtime.sandboxes and manager.route(sid) is None
+
+
+async def test_a_sandbox_whose_policy_cannot_be_restored_is_not_left_unfenced(stack: Stack) -> None:
+    from sandlot.runtime.base import SandboxRuntimeError
+
+    sid = (await stack.create({"network": {"denyOut": ["0.0.0.0/0"]}}))["sandboxID"]
+    stack.runtime.fail_next["set_egress"] = SandboxRuntimeError("nft: table rebuilt without the slot")
+    async with restarted(stack) as manager:
+        assert stack.row(sid) is None and sid not in stack.runtime.sandboxes and manager.route(sid) is None
