@@ -152,3 +152,14 @@ async def test_health_says_what_is_degraded(stack: Stack) -> None:
     stack.runtime.criu_error = "criu: not found"
     degraded = await stack.client.get("/health")
     assert degraded.json()["status"] == "degraded" and "criu: not found" in degraded.json()["problems"][0]
+
+
+async def test_a_sandboxs_lifecycle_log_and_metrics_are_its_teams(stack: Stack) -> None:
+    sid = (await stack.create())["sandboxID"]
+    await stack.client.post(f"/sandboxes/{sid}/pause", headers=stack.headers())
+    await stack.client.post(f"/sandboxes/{sid}/resume", json={}, headers=stack.headers())
+    logs = await stack.client.get(f"/v2/sandboxes/{sid}/logs", headers=stack.headers())
+    assert logs.status_code == 200, logs.text
+    assert "sandbox created" in logs.text
+    metrics = await stack.client.get(f"/sandboxes/{sid}/metrics", headers=stack.headers())
+    assert metrics.status_code == 200 and isinstance(metrics.json(), list)

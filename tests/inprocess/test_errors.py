@@ -22,6 +22,9 @@ SANDBOX_ROUTES = [
     ("POST", "/sandboxes/{id}/snapshots", {"name": "s"}),
     ("POST", "/sandboxes/{id}/fork", {"count": 1}),
     ("PUT", "/sandboxes/{id}/network", {"denyOut": ["8.8.8.8"]}),
+    ("GET", "/sandboxes/{id}/metrics", None),
+    ("GET", "/sandboxes/{id}/logs", None),
+    ("GET", "/v2/sandboxes/{id}/logs", None),
 ]
 
 

@@ -144,3 +144,28 @@ async def test_snapshot_names_are_per_team_and_reusing_one_replaces_its_content(
     # a team cannot start a sandbox from another team's snapshot by name
     clone = await stack.create({"templateID": "n"}, other=True)
     assert stack.row(clone["sandboxID"]).env_vars == {}  # type: ignore[union-attr]
+
+
+async def test_the_snapshot_quota_is_429_before_any_dump(stack: Stack) -> None:
+    stack.settings.quota_snapshots = 1
+    sid = (await stack.create())["sandboxID"]
+    first = await stack.client.post(f"/sandboxes/{sid}/snapshots", json={"name": "a"}, headers=stack.headers())
+    assert first.status_code == 201
+    over = await stack.client.post(f"/sandboxes/{sid}/snapshots", json={"name": "b"}, headers=stack.headers())
+    assert over.status_code == 429 and over.headers["should-retry"] == "false"
+    assert stack.runtime.calls.count(("snapshot", sid)) == 1
+    assert len(snapshots(stack)) == 1 and len(list(stack.settings.snapshots_dir.iterdir())) == 1
+    # re-using the name adds no snapshot: allowed at the limit
+    again = await stack.client.post(f"/sandboxes/{sid}/snapshots", json={"name": "a"}, headers=stack.headers())
+    assert again.status_code == 201 and len(list(stack.settings.snapshots_dir.iterdir())) == 1
+
+
+async def test_a_failed_snapshot_leaves_no_row_and_no_dir(stack: Stack) -> None:
+    from sandlot.runtime.base import SandboxRuntimeError
+
+    sid = (await stack.create())["sandboxID"]
+    stack.runtime.fail_next["snapshot"] = SandboxRuntimeError("criu dump failed")
+    response = await stack.client.post(f"/sandboxes/{sid}/snapshots", json={}, headers=stack.headers())
+    assert response.status_code == 500 and "keeps running" in response.json()["message"]
+    assert snapshots(stack) == [] and not any(stack.settings.snapshots_dir.glob("*"))
+    assert stack.row(sid).state == RUNNING  # type: ignore[union-attr]
