@@ -46,7 +46,7 @@ def build_services(settings: Settings, runtime: Runtime | None = None, launcher:
     db = Database(settings.effective_database_url)
     if runtime is None:
         runtime = RuncRuntime(
-            settings.data_dir / "runtime" / settings.instance,
+            settings.runtime_dir,
             settings.runtime_state_dir,
             subnet=settings.sandbox_subnet,
             pool_size=settings.network_pool_size,

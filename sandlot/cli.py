@@ -173,11 +173,11 @@ async def _reset(services: Services) -> int:
     from sandlot.store.models import Sandbox
 
     runtime = services.runtime
-    sandboxes_dir = getattr(runtime, "sandboxes_dir", None)
-    found = {e.name for e in sandboxes_dir.iterdir()} if sandboxes_dir and sandboxes_dir.is_dir() else set()
+    sandboxes_dir = services.settings.runtime_dir / "sandboxes"
+    found = {e.name for e in sandboxes_dir.iterdir()} if sandboxes_dir.is_dir() else set()
     await runtime.start()   # removes sandboxes whose container state is gone
     try:
-        ids = {h.sandbox_id for h in await runtime.list()} | set(getattr(runtime, "paused_ids", list)())
+        ids = {h.sandbox_id for h in await runtime.list()} | set(runtime.paused_ids())
         for sandbox_id in ids:
             await runtime.kill(sandbox_id)
     finally:

@@ -187,6 +187,11 @@ class Settings(BaseSettings):
         return self.templates_dir / "snapshots" / self.instance
 
     @property
+    def runtime_dir(self) -> Path:
+        """This instance's runc runtime: sandbox dirs, disks, paused images."""
+        return self.data_dir / "runtime" / self.instance
+
+    @property
     def lxcfs_dir(self) -> Path:
         """One lxcfs mount for every server sharing the data dir."""
         return self.lxcfs_path or self.data_dir / "lxcfs"

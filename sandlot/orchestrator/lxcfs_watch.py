@@ -30,7 +30,7 @@ class LxcfsWatch(Periodic):
         super().__init__()
         self.path = path
         self.runtime = runtime
-        self.parent: str | None = getattr(runtime, "cgroup_parent", None) if hasattr(runtime, "init_pid") else None
+        self.parent: str | None = runtime.cgroup_parent
         self.repairs = 0
         self._lock = asyncio.Lock()
 

@@ -119,7 +119,7 @@ class OomGuard(Periodic):
         super().__init__()
         self.runtime = runtime
         # runc's cgroup layout; other runtimes have no guard
-        self.parent: str | None = getattr(runtime, "cgroup_parent", None) if hasattr(runtime, "init_pid") else None
+        self.parent: str | None = runtime.cgroup_parent
         self._last: dict[str, int] = {}
         self._rescued_at: dict[str, float] = {}
         self.rescues = 0

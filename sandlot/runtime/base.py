@@ -10,8 +10,12 @@ from pathlib import Path
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
+from sandlot.runtime.errors import CriuUnavailable as CriuUnavailable
+from sandlot.runtime.errors import SandboxRuntimeError as SandboxRuntimeError
+
 if TYPE_CHECKING:
     from sandlot.runtime.egress import EgressPolicy
+    from sandlot.runtime.idmap import IdRange
     from sandlot.runtime.usage import Usage
 
 SANDBOX_ID_RE = re.compile(r"^[a-z0-9]{1,64}$")
@@ -45,14 +49,6 @@ class SandboxHandle:
     rebooted: bool = False          # a filesystem-only resume: envd started afresh from the config
 
 
-class SandboxRuntimeError(Exception):
-    """Raised when a runtime operation fails (message carries the runtime's own error)."""
-
-
-class CriuUnavailable(SandboxRuntimeError):
-    """No working checkpoint/restore on this host (``Runtime.criu_error``): the API answers 503."""
-
-
 @dataclass(frozen=True)
 class PauseRecovery:
     """How a pause/resume interrupted by a crash settled (``Runtime.recover_pause``)."""
@@ -76,6 +72,16 @@ class Runtime(Protocol):
     """Why checkpoint operations (pause with memory, snapshot, clone) are unavailable; ``None``: they work."""
     before_start: Callable[[], Awaitable[None]] | None
     """Awaited before any container starts (the lxcfs watch repairs lxcfs there)."""
+
+    @property
+    def cgroup_parent(self) -> str | None:
+        """Host-local: the cgroup sandboxes live under, for the guards beside the runtime (``None``: none)."""
+        ...
+
+    @property
+    def userns(self) -> "IdRange | None":
+        """The host id range sandboxes' ids map into (a build shifts COPY owners into it); ``None``: no userns."""
+        ...
 
     # --- the runtime itself
     async def start(self) -> None: ...

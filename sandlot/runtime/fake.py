@@ -37,6 +37,7 @@ from typing import Literal
 from .base import (CriuUnavailable, PauseRecovery, SandboxHandle, SandboxRuntimeError, SandboxSpec,
                    validate_sandbox_id)
 from .egress import ALL_IPV4, EgressPolicy
+from .idmap import IdRange
 from .usage import Usage
 
 State = Literal["running", "frozen", "paused", "dead"]
@@ -66,6 +67,9 @@ class FakeRuntime:
         self.octet = octet
         self.criu_error: str | None = None
         self.before_start: Callable[[], Awaitable[None]] | None = None
+        self.cgroup_parent: str | None = None
+        """No cgroups: the host guards (OOM guard, lxcfs watch) have nothing to act on."""
+        self.userns: IdRange | None = None
         self.sandboxes: dict[str, FakeSandbox] = {}
         self.egress: dict[str, EgressPolicy] = {}
         """Policy in force per sandbox address."""

@@ -27,7 +27,7 @@ from typing import Any
 
 from sandlot.tenant_fs import Tree
 
-from .base import SandboxRuntimeError
+from .errors import SandboxRuntimeError
 
 SYS_OPEN_TREE = 428       # the same numbers on x86_64 and aarch64 (unified syscall table)
 SYS_MOVE_MOUNT = 429

@@ -65,7 +65,7 @@ class BuildSandboxes:
         (only if the body succeeded) and the sandbox is always removed."""
         sandbox_id = new_build_sandbox_id()
         token = secrets.token_hex(16)
-        rng = getattr(self.runtime, "userns", None)
+        rng = self.runtime.userns
         if rng is not None:
             # RUN steps are tenant code too: the build sandbox has the user namespace as well
             # (its upper is shifted back to 0-based when it becomes a layer, runtime side).

@@ -36,6 +36,8 @@ def test_the_protocol_is_what_the_issue_lists() -> None:
 @pytest.mark.parametrize("impl", [RuncRuntime, FakeRuntime])
 def test_implementations_define_every_member_with_the_protocols_signature(impl: type) -> None:
     for name, declared in protocol_members().items():
+        if name in HOST_VALUES:   # read-only values an instance may hold as plain attributes
+            continue
         actual = inspect.getattr_static(impl, name, None)
         assert actual is not None, f"{impl.__name__} lacks {name}"
         if isinstance(declared, property):
@@ -45,6 +47,16 @@ def test_implementations_define_every_member_with_the_protocols_signature(impl: 
         assert signature_shape(actual) == signature_shape(declared), f"{impl.__name__}.{name}"
         assert inspect.iscoroutinefunction(actual) == inspect.iscoroutinefunction(declared), \
             f"{impl.__name__}.{name}: async must match the protocol"
+
+
+HOST_VALUES = ("cgroup_parent", "userns")
+
+
+def test_implementations_hold_the_host_values(tmp_path: Path) -> None:
+    runc = RuncRuntime(tmp_path / "data", tmp_path / "run", cgroup_parent="sbx", userns=None)
+    assert (runc.cgroup_parent, runc.userns) == ("sbx", None)
+    fake = FakeRuntime()
+    assert (fake.cgroup_parent, fake.userns) == (None, None)
 
 
 def test_runc_runtime_is_a_runtime_without_touching_the_host(tmp_path: Path) -> None:
