@@ -27,7 +27,7 @@ from sandlot.orchestrator.boot import Boot, envd_init
 from sandlot.orchestrator.envd_client import EnvdAgent
 from sandlot.orchestrator.errors import Conflict, InvalidRequest, OperationFailed, SandboxNotFound
 from sandlot.orchestrator.events import EventLog
-from sandlot.orchestrator.lifecycle import PAUSED, PAUSING, RESUMING, RUNNING, Lifecycle
+from sandlot.orchestrator.lifecycle import KILLING, PAUSED, PAUSING, RESUMING, RUNNING, Lifecycle
 from sandlot.orchestrator.metrics import MetricsSampler
 from sandlot.orchestrator.network import NetworkPolicies
 from sandlot.orchestrator.pausing import Pauser
@@ -130,9 +130,16 @@ class SandboxManager:
         restored: SandboxHandle | None = None
         try:
             async with self.lifecycle.lock(sandbox_id):
+                if warm is not None and not await self.runtime.is_alive(sandbox_id):
+                    # nothing watches pooled sandboxes: one that died (its start command's OOM,
+                    # envd crashed) is removed here and the create boots instead
+                    log.warning("claimed warm sandbox was dead; booting instead", sandbox_id=sandbox_id)
+                    await self.pool.discard(warm)
+                    warm = None
                 # booted ahead by the warm pool, else restored from the template's post-ready
                 # snapshot: either way identity-less, it gets its identity through /init
-                restored = None if warm is not None else await self.ready_snapshots.restore(request.build, sandbox_id)
+                if warm is None:
+                    restored = await self.ready_snapshots.restore(request.build, sandbox_id)
                 handle = warm or restored
                 booted = handle is None
                 if handle is None:
@@ -229,6 +236,7 @@ class SandboxManager:
         """E2B's ``PUT /sandboxes/{id}/network``: replace the egress rules of a running sandbox.
 
         Omitted fields are cleared; ingress settings (public traffic, host mask) are kept."""
+        self.owned(team_id, sandbox_id)   # before the lock: no lock is made for ids that don't exist
         async with self.lifecycle.lock(sandbox_id):
             row = self.owned(team_id, sandbox_id)
             if row.state != RUNNING or not row.ip:
@@ -310,6 +318,29 @@ class SandboxManager:
                     log.exception("death hook failed", sandbox_id=sandbox_id)
             await self.destroy(sandbox_id)
 
+    async def settle_interrupted(self) -> None:
+        """Finish what a failed operation left half-way, without waiting for a restart: a pause
+        whose sandbox died (``pausing``, no container) and a kill whose runtime call failed
+        (``killing``). Both would otherwise hold a quota slot and answer 409 for good."""
+        with self.db.session() as session:
+            stale = [row.id for row in sandbox_store.in_states(session, (PAUSING, KILLING))]
+        for sandbox_id in stale:
+            lock = self.lifecycle.lock(sandbox_id)
+            if lock.locked():   # an operation is still at work on it
+                continue
+            async with lock:
+                with self.db.session() as session, session.begin():
+                    row = session.get(Sandbox, sandbox_id)
+                    if row is None or row.state not in (PAUSING, KILLING):
+                        continue
+                    if row.state == PAUSING and await self.pausing.recover(row):
+                        continue
+            log.warning("settling an interrupted operation: removing the sandbox", sandbox_id=sandbox_id)
+            try:
+                await self.destroy(sandbox_id)
+            except Exception:   # the runtime still fails: the next tick retries
+                log.exception("could not remove the sandbox", sandbox_id=sandbox_id)
+
     async def _reap_forever(self, interval_s: float = 0.5, liveness_every: int = 4) -> None:
         tick = 0
         while True:
@@ -319,6 +350,7 @@ class SandboxManager:
                 await self.expire_due()
                 if tick % liveness_every == 0:
                     await self.bury_dead()
+                    await self.settle_interrupted()
             except Exception:
                 log.exception("reaper tick failed")
 
@@ -358,6 +390,7 @@ class SandboxManager:
         for orphan in handles:
             log.warning("removing orphan container", sandbox_id=orphan)
             await self.runtime.kill(orphan)
+        await self.settle_interrupted()   # kills that failed half-way before the restart
         with self.db.session() as session:
             known = {row.id for row in sandbox_store.all_live(session)}
         await self.pausing.remove_orphans(known)

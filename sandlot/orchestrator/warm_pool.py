@@ -117,7 +117,7 @@ class WarmPool:
             while len(self._pools) > self.max_builds:
                 _, evicted = self._pools.popitem(last=False)
                 for handle in evicted.ready:
-                    self._spawn(self._discard(handle))
+                    self._spawn(self.discard(handle))
         self._pools.move_to_end(build.id)
         self._refill(pool)
 
@@ -176,11 +176,12 @@ class WarmPool:
         finally:
             pool.filling -= 1
         if self._closed or self._pools.get(pool.build.id) is not pool:
-            await self._discard(handle)
+            await self.discard(handle)
             return
         pool.ready.append(handle)
 
-    async def _discard(self, handle: SandboxHandle) -> None:
+    async def discard(self, handle: SandboxHandle) -> None:
+        """Remove a pooled (or just claimed) sandbox and forget its token."""
         self._tokens.pop(handle.sandbox_id, None)
         try:
             await self.runtime.kill(handle.sandbox_id)
@@ -191,7 +192,7 @@ class WarmPool:
         """Stop keeping sandboxes of these builds (their template is gone); boots in flight
         discard themselves when they find their pool gone."""
         dropped = [self._pools.pop(build_id) for build_id in build_ids if build_id in self._pools]
-        await asyncio.gather(*(self._discard(h) for pool in dropped for h in pool.ready))
+        await asyncio.gather(*(self.discard(h) for pool in dropped for h in pool.ready))
 
     async def settled(self) -> None:
         """Wait for the boots in flight (tests)."""
@@ -208,4 +209,4 @@ class WarmPool:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         handles = [h for p in self._pools.values() for h in p.ready]
         self._pools.clear()
-        await asyncio.gather(*(self._discard(h) for h in handles))
+        await asyncio.gather(*(self.discard(h) for h in handles))

@@ -28,6 +28,10 @@ def all_live(session: Session) -> list[Sandbox]:
     return list(session.scalars(select(Sandbox).where(Sandbox.state.in_(LIVE_STATES))))
 
 
+def in_states(session: Session, states: tuple[str, ...]) -> list[Sandbox]:
+    return list(session.scalars(select(Sandbox).where(Sandbox.state.in_(states))))
+
+
 def expired(session: Session, now: datetime) -> list[Sandbox]:
     return list(session.scalars(select(Sandbox).where(Sandbox.state == "running", Sandbox.end_at <= now)))
 

@@ -154,11 +154,6 @@ async def test_requests_for_unknown_sandboxes_leave_no_lock_behind(stack: Stack)
     assert "ghost0000000000000000" not in stack.manager.lifecycle._locks
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: SandboxManager.update_network takes lifecycle.lock(sandbox_id) before checking ownership, and "
-    "Lifecycle.lock() inserts an asyncio.Lock for any id it is asked about; nothing removes it for a sandbox "
-    "that doesn't exist (release_lock runs only in destroy/abandon), so every PUT /sandboxes/{any id}/network "
-    "from any API key grows Lifecycle._locks for good (unbounded memory driven by tenant-chosen ids)"))
 async def test_a_network_update_of_an_unknown_sandbox_leaves_no_lock_behind(stack: Stack) -> None:
     for i in range(3):
         response = await stack.client.put(f"/sandboxes/ghost{i}/network", json={}, headers=stack.headers())

@@ -163,20 +163,13 @@ async def test_bury_dead_leaves_paused_sandboxes_alone(stack: Stack) -> None:
     assert stack.row(sid).state == PAUSED and sid in stack.runtime.sandboxes  # type: ignore[union-attr]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a pause whose container is dead leaves the row 'pausing' (Lifecycle.pause_failed(alive=False) keeps "
-    "it, its docstring says 'settled by the reaper or the next start'), but the reaper never settles it: "
-    "expire_due only reads 'running' rows and bury_dead only routed ones (begin_pause withdrew the route). "
-    "Until a restart the sandbox is listed as paused, resume/connect answer 409 'is pausing' and it holds "
-    "a concurrent-sandbox quota slot"))
 async def test_a_pause_whose_sandbox_died_is_settled_by_the_reaper(stack: Stack) -> None:
     sid = (await stack.create())["sandboxID"]
     stack.runtime.die(sid)
     response = await stack.client.post(f"/sandboxes/{sid}/pause", headers=stack.headers())
     assert response.status_code == 500 and response.json()["code"] == 500
-    await stack.manager.expire_due()
-    await stack.manager.bury_dead()
-    assert stack.row(sid) is None   # as bury_dead (or the next start's recover_pause) would have it
+    # as bury_dead (or the next start's recover_pause) would have it: the dead sandbox is gone
+    assert await stack.reap_until(lambda: stack.row(sid) is None)
 
 
 async def test_a_network_update_replaces_egress_and_keeps_ingress(stack: Stack) -> None:

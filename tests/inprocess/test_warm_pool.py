@@ -100,14 +100,12 @@ async def test_pooled_sandboxes_are_orphans_after_a_restart(pooled: Stack) -> No
     assert pid not in pooled.runtime.sandboxes
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: WarmPool.claim hands out a pooled sandbox without knowing whether it is still alive (nothing "
-    "watches pooled sandboxes: bury_dead only walks routed ones), so a pooled sandbox that died (OOM in its "
-    "start command, envd crashed) fails the next create with 500 — envd's /init can't be reached — instead "
-    "of the create booting a fresh sandbox"))
 async def test_a_dead_pooled_sandbox_is_not_handed_to_a_create(pooled: Stack) -> None:
     await pooled.manager.pool.settled()
     [pid] = pooled.manager.pool.pooled_ids()
     pooled.runtime.die(pid)
     body = await pooled.create()
-    assert body["sandboxID"] != pid and pooled.row(body["sandboxID"]).state == RUNNING  # type: ignore[union-attr]
+    sid = body["sandboxID"]
+    # booted afresh (under the claimed id): a live container, running row
+    assert pooled.row(sid).state == RUNNING  # type: ignore[union-attr]
+    assert pooled.runtime.sandboxes[sid].state == "running"
