@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-
 from sandlot.orchestrator.lifecycle import PAUSED, RUNNING
 from tests.inprocess.conftest import Stack
 
