@@ -16,7 +16,7 @@ import json
 import secrets
 import shutil
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -300,6 +300,24 @@ class Stack:
 
         with self.db.session() as session:
             return list(session.scalars(select(Sandbox)))
+
+    async def reap_until(self, done: Callable[[], bool], *, max_steps: int = 500) -> bool:
+        """Run the manager's real reaper loop (no pause between ticks, liveness every tick) until
+        ``done()`` holds or ``max_steps`` event-loop steps passed; whether it holds. Counts loop
+        steps, not seconds: the outcome never depends on the machine's speed."""
+        task = asyncio.create_task(self.manager._reap_forever(interval_s=0, liveness_every=1))
+        try:
+            for _ in range(max_steps):
+                if done():
+                    return True
+                await asyncio.sleep(0)
+            return done()
+        finally:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
 
     def new_manager(self) -> SandboxManager:
         """A second manager over the same store, runtime and envd: the server after a restart."""
