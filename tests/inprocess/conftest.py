@@ -16,7 +16,7 @@ import json
 import secrets
 import shutil
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import httpx._transports.default as httpx_transports
 import pytest
+import structlog
 
 from sandlot.app import build_services, create_app
 from sandlot.orchestrator.envd_client import EnvdAgent, EnvdInitError
@@ -215,6 +216,18 @@ def _shared_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
         return _TLS_CONTEXTS[key]
 
     monkeypatch.setattr(httpx_transports, "create_ssl_context", cached)
+
+
+@pytest.fixture(autouse=True)
+def _plain_tracebacks() -> Iterator[None]:
+    """structlog's default console renderer draws logged exceptions with rich, locals included:
+    seconds per 500 answered (the server logs every unexpected error). Plain tracebacks here."""
+    saved = structlog.get_config()
+    processors = [structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
+                  if isinstance(p, structlog.dev.ConsoleRenderer) else p for p in saved["processors"]]
+    structlog.configure(processors=processors)
+    yield
+    structlog.configure(**saved)
 
 
 # --- the store, once per session ---------------------------------------------------------------------
