@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from io import BufferedWriter
 
 CHUNK = 256 * 1024
+SMALL = 1024 * 1024
+"""Regular files up to this size are read whole and sent with their exact Content-Length."""
 
 
 def json_error(code: int, message: str) -> JSONResponse:
@@ -90,10 +92,15 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None | Literal[Fal
 
 
 async def _read_file(path: str, compress: bool, start: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-    """Stream a file from a worker thread, one bounded chunk at a time."""
+    """Stream a file from a worker thread, one bounded chunk at a time, to EOF (``length``:
+    at most that much). The size ``stat`` gave is never trusted: ``/proc`` and ``/sys``
+    files report 0 and have content, pipes and devices have none, and a file can grow or
+    shrink while it is read. So big reads go out chunked, without a Content-Length (small
+    ones are read whole first: ``_read_small``)."""
     comp = zlib.compressobj(6, zlib.DEFLATED, 31) if compress else None
     remaining = length
-    with open(path, "rb", buffering=0) as f:
+    # in a thread: opening a FIFO waits for a writer, which must not stall envd's loop
+    with await asyncio.to_thread(open, path, "rb", buffering=0) as f:
         if start:
             f.seek(start)
         while remaining is None or remaining > 0:
@@ -108,8 +115,29 @@ async def _read_file(path: str, compress: bool, start: int = 0, length: int | No
                 if not chunk:
                     continue
             yield chunk
+    if remaining:
+        # a range shrank under us: end the connection without the last chunk, so the client
+        # sees a broken transfer, never a complete-looking short one
+        raise FileChangedError(f"'{path}' shrank while it was read")
     if comp is not None:
         yield comp.flush()
+
+
+def _read_small(path: str) -> bytes | None:
+    """The whole of a regular file if it ends within ``SMALL`` bytes (None: it is bigger), read
+    before answering so the response can say its exact length whatever ``stat`` claimed."""
+    data = bytearray()
+    with open(path, "rb", buffering=0) as f:
+        while len(data) <= SMALL:
+            chunk = f.read(SMALL + 1 - len(data))
+            if not chunk:
+                return bytes(data)
+            data += chunk
+    return None
+
+
+class FileChangedError(Exception):
+    """A ranged read found the file shorter than the ``Content-Range`` it answered with."""
 
 
 class FilesHandler:
@@ -157,14 +185,14 @@ class FilesHandler:
         }
         size = st.st_size
         rng = request.headers.get("range")
-        if rng and _if_range_ok(request.headers.get("if-range"), headers["Last-Modified"]):
+        if rng and stat_mod.S_ISREG(st.st_mode) and size \
+                and _if_range_ok(request.headers.get("if-range"), headers["Last-Modified"]):
             parsed = _parse_range(rng, size)
             if parsed is False:
                 return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
             if parsed is not None:
                 start, end = parsed
                 headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-                headers["Content-Length"] = str(end - start + 1)
                 return StreamingResponse(_read_file(path, False, start, end - start + 1), status_code=206,
                                          headers=headers, media_type="application/octet-stream")
         encoding = _encoding(request.headers.get("accept-encoding"))
@@ -174,8 +202,16 @@ class FilesHandler:
         headers["Vary"] = "Accept-Encoding"
         if compress:
             headers["Content-Encoding"] = "gzip"
-        else:
-            headers["Content-Length"] = str(size)
+        elif stat_mod.S_ISREG(st.st_mode) and size <= SMALL:
+            try:
+                body = await asyncio.to_thread(_read_small, path)
+            except PermissionError:
+                return json_error(403, f"permission denied for '{path}'")
+            except OSError as e:
+                return json_error(500, f"error reading '{path}': {e.strerror}")
+            if body is not None:
+                return Response(body, headers=headers, media_type="application/octet-stream")
+        # bigger (or a device, a pipe): chunked, the body is what a read to EOF finds
         return StreamingResponse(_read_file(path, compress), headers=headers, media_type="application/octet-stream")
 
     async def upload(self, request: Request) -> Response:
@@ -290,21 +326,19 @@ class FilesHandler:
 
 
 def _written_entry(path: str, metadata: dict[str, str] | None) -> dict[str, Any]:
-    """Upload response item; X-Metadata-* headers replace the file's ``user.e2b.*`` xattrs.
-
-    Without such headers existing metadata is left alone (the file is truncated in place, so
-    its xattrs survive, as with envd's os.OpenFile(O_TRUNC)).
-    """
+    """Upload response item. A write makes the request's ``X-Metadata-*`` headers the file's
+    whole ``user.e2b.*`` set, so a write without them clears what an earlier write attached
+    (envd: "replacing previous metadata"); the file is truncated in place, so without this
+    its xattrs would survive the overwrite."""
     entry: dict[str, Any] = {"name": os.path.basename(path), "type": "file", "path": path}
-    if metadata is not None:
-        try:
-            xattrs.replace(path, metadata)
-        except OSError as e:
-            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise UploadError(400, f"filesystem of '{path}' does not support metadata (xattrs)") from e
-            if e.errno in (errno.ENOSPC, errno.E2BIG, errno.ERANGE):
-                raise UploadError(400, f"metadata too large for '{path}'") from e
-            raise UploadError(500, f"error setting metadata on '{path}': {e.strerror}") from e
+    try:
+        xattrs.replace(path, metadata or {})
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise UploadError(400, f"filesystem of '{path}' does not support metadata (xattrs)") from e
+        if e.errno in (errno.ENOSPC, errno.E2BIG, errno.ERANGE):
+            raise UploadError(400, f"metadata too large for '{path}'") from e
+        raise UploadError(500, f"error setting metadata on '{path}': {e.strerror}") from e
     current = xattrs.read(path)
     if current:
         entry["metadata"] = current

@@ -7,7 +7,7 @@ import os
 import shutil
 import stat as stat_mod
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from connectrpc.errors import ConnectError
@@ -107,6 +107,38 @@ def make_dirs_owned(path: str, user: users.User) -> None:
         users.chown_to(d, user)
 
 
+def _sorted_names(directory: str) -> list[str]:
+    """Names in ``directory`` in Go's ``os.ReadDir`` order: by their bytes."""
+    return sorted(os.listdir(directory), key=os.fsencode)
+
+
+def _walk(root: str, names: list[str], depth: int, out: list[pb.EntryInfo]) -> None:
+    """Depth-first, lexical, each directory followed by its own children: the order of envd's
+    ``filepath.WalkDir``, which the SDK hands to the user unchanged. A symlinked root is
+    followed once (as ``ls dir/`` would); nothing below it is. Unreadable subdirectories
+    are listed but not entered (envd fails the whole call there; a partial tree is more useful).
+    An explicit stack: a tenant's tree can nest deeper than Python's recursion limit."""
+    stack: list[tuple[str, Iterator[str], int]] = [(root, iter(names), 1)]
+    while stack:
+        directory, pending, level = stack[-1]
+        name = next(pending, None)
+        if name is None:
+            stack.pop()
+            continue
+        child = os.path.join(directory, name)
+        try:
+            info = entry_info(child)
+        except OSError:
+            continue
+        out.append(info)
+        if level < depth and info.type == pb.FileType.DIRECTORY and not info.is_symlink:
+            try:
+                below = _sorted_names(child)
+            except OSError:
+                continue
+            stack.append((child, iter(below), level + 1))
+
+
 class FilesystemService(Filesystem):
     def __init__(self, state: EnvdState) -> None:
         self.state = state
@@ -135,25 +167,11 @@ class FilesystemService(Filesystem):
         if not stat_mod.S_ISDIR(st.st_mode):
             raise error("invalid_argument", f"path '{path}' is not a directory")
         entries: list[pb.EntryInfo] = []
-        # A symlinked root is followed once (as `ls dir/` would); nothing below it is.
-        stack = [(path, 1)]
-        while stack:
-            current, level = stack.pop()
-            try:
-                names = sorted(os.listdir(current))
-            except OSError as e:
-                if current == path:
-                    raise _os_error(e, path) from None
-                continue
-            for name in names:
-                child = os.path.join(current, name)
-                try:
-                    info = entry_info(child)
-                except OSError:
-                    continue
-                entries.append(info)
-                if level < depth and info.type == pb.FileType.DIRECTORY and not info.is_symlink:
-                    stack.append((child, level + 1))
+        try:
+            names = _sorted_names(path)
+        except OSError as e:
+            raise _os_error(e, path) from None
+        _walk(path, names, depth, entries)
         return pb.ListDirResponse(entries=entries)
 
     async def make_dir(self, request: pb.MakeDirRequest,

@@ -27,8 +27,7 @@ def test_write_metadata_roundtrip(sbx, workdir):
     sbx.files.write(f"{workdir}/m.txt", "data2", metadata={"tag": "v2"})
     assert sbx.files.get_info(f"{workdir}/m.txt").metadata == {"tag": "v2"}
     assert os.getxattr(f"{workdir}/m.txt", "user.other") == b"keep"
-    # a plain overwrite keeps it (same inode), a rename carries it along
-    sbx.files.write(f"{workdir}/m.txt", "data3")
+    # a rename carries it along; a plain overwrite clears it (tests/envd/test_fidelity.py)
     moved = sbx.files.rename(f"{workdir}/m.txt", f"{workdir}/n.txt")
     assert moved.metadata == {"tag": "v2"}
     assert sbx.files.get_info(workdir).metadata is None
@@ -131,7 +130,7 @@ def test_1gib_sparse_download_streams_without_buffering(sbx, envd, workdir):
     t0 = time.monotonic()
     try:
         with httpx.stream("GET", envd.url + "/files", params={"path": path}, timeout=120) as r:
-            assert r.headers["content-length"] == str(1 << 30)
+            assert "content-length" not in r.headers   # big reads stream chunked, to EOF
             for chunk in r.iter_raw(1 << 20):
                 total += len(chunk)
     finally:
