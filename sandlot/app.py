@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse
 
 from sandlot.api import builds as build_routes
 from sandlot.api import errors
+from sandlot.api import events as event_routes
 from sandlot.api.idempotency import IdempotencyCache
 from sandlot.api import observability as observability_routes
 from sandlot.api import openapi
@@ -132,6 +133,7 @@ def create_app(services: Services) -> FrontDoor:
     api.include_router(template_routes.router)  # owns DELETE /templates/{id}, delegating snapshot ids
     api.include_router(snapshot_routes.router)   # pause/resume/snapshots/fork (issue 4)
     api.include_router(sandbox_routes.router)
+    api.include_router(event_routes.router)   # lifecycle events and webhooks (issue 15)
     prime_ctx = prime_facade.install(api, services)  # Prime Intellect /api/v1 + /gateway (issue 7)
     front_door = FrontDoor(api, services.sandboxes, services.settings.domain, services.settings.envd_port)
     return front_door

@@ -119,6 +119,25 @@ class Settings(BaseSettings):
     quota_upload_bytes: int = 10 * 1024**3
     """Bytes of uploaded build files (COPY archives, Prime build contexts) a team may keep on this server."""
 
+    # --- lifecycle events and webhooks (orchestrator/lifecycle_events.py, orchestrator/webhooks.py) ---
+    events_retention_days: int = 7
+    """Lifecycle events older than this are deleted (E2B's default retention)."""
+    events_max_per_team: int = 10_000
+    """A team's newest this many events are kept; older ones are deleted."""
+    webhooks_per_team: int = 20
+    """Webhooks a team may register (400 above)."""
+    webhook_allow_private: list[str] = []
+    """CIDRs (IPv4 or IPv6, JSON list) on loopback/private/link-local/host addresses that webhook
+    deliveries may reach; everything else in them is refused. Default: none."""
+    webhook_queue_size: int = 1000
+    """Deliveries waiting (retries included); beyond it new deliveries are dropped and logged."""
+    webhook_max_attempts: int = 4
+    """Attempts per delivery (E2B: the first and up to 3 retries)."""
+    webhook_retry_base_s: float = 10.0
+    """Wait before the first retry; each further retry waits twice as long."""
+    webhook_timeout_s: float = 10.0
+    """One delivery attempt's connect + response time."""
+
     runtime_state_dir: Path = Path("/run/sandlot")
     instance: str = "sandlot"
     """Prefix of host resources (nft table, netns, veths) so two servers never collide."""
@@ -138,6 +157,19 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"SANDLOT_EGRESS_ALLOW_PRIVATE: {entry!r} is not an IPv4 address or CIDR") from None
             out.append(str(net))
+        return out
+
+    @field_validator("webhook_allow_private")
+    @classmethod
+    def _check_webhook_allow_private(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        out = []
+        for entry in value:
+            try:
+                out.append(str(ipaddress.ip_network(entry, strict=False)))
+            except ValueError:
+                raise ValueError(f"SANDLOT_WEBHOOK_ALLOW_PRIVATE: {entry!r} is not an IP address or CIDR") from None
         return out
 
     @field_validator("userns_range")

@@ -53,6 +53,11 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 """Legal moves. ``GONE`` from any state: a container lost across a restart or dead on its own."""
 
+Transition = Callable[[Sandbox, str, str], None]
+"""A listener of :attr:`Lifecycle.transitions`: called with (row, old state, new state) after the
+change is committed (``GONE`` for a removed row). It must not write the store synchronously: a
+recovery's session may still hold the write lock (``lost``)."""
+
 
 class IllegalTransition(RuntimeError):
     """A state change the machine does not allow: a bug in the caller, never the tenant's doing."""
@@ -81,6 +86,8 @@ class Lifecycle:
         self._routes: dict[str, Route] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._pause_hooks: list[PauseHook] = []
+        self.transitions: list[Transition] = []
+        """Who hears of each state change (lifecycle events and webhooks: ``lifecycle_events.py``)."""
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -138,6 +145,7 @@ class Lifecycle:
             if spawned_from is not None:
                 template_store.mark_spawned(session, spawned_from)
         self._route(row, handle.ip)
+        self._tell(row, CREATING, RUNNING)
         return row
 
     def abandon(self, sandbox_id: str) -> None:
@@ -182,6 +190,7 @@ class Lifecycle:
             self._move(row, PAUSED)
             row.paused_at = now
             row.end_at = now
+        self._tell(row, PAUSING, PAUSED)
         self.metrics.forget(sandbox_id)
         if route is not None:
             # CRIU's network lock swallowed the FINs of envd's sockets: peers must forget them
@@ -220,6 +229,7 @@ class Lifecycle:
             row.end_at = min(now + timedelta(seconds=timeout_s),
                              row.started_at + timedelta(seconds=self.settings.max_lifetime_s))
         self._route(row, ip)
+        self._tell(row, RESUMING, RUNNING)
         return row
 
     # --- killing --------------------------------------------------------------------------
@@ -242,6 +252,8 @@ class Lifecycle:
             if row is not None:
                 self._move(row, GONE)
                 session.delete(row)
+        if row is not None:
+            self._tell(row, KILLING, GONE)
         self.metrics.forget(sandbox_id)
         self.events.drop(sandbox_id)
 
@@ -275,10 +287,19 @@ class Lifecycle:
 
     def lost(self, session: Session, row: Sandbox) -> None:
         """A sandbox whose container did not survive the restart: → gone."""
+        old = row.state
         self._move(row, GONE)
         session.delete(row)
+        self._tell(row, old, GONE)
 
     # --- internals ------------------------------------------------------------------------
+
+    def _tell(self, row: Sandbox, old: str, new: str) -> None:
+        for listener in self.transitions:
+            try:
+                listener(row, old, new)
+            except Exception:   # a listener's bug never fails a state change
+                log.exception("transition listener failed", sandbox_id=row.id)
 
     @staticmethod
     def _row(session: Session, sandbox_id: str) -> Sandbox:

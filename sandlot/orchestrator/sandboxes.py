@@ -28,6 +28,7 @@ from sandlot.orchestrator.envd_client import EnvdAgent
 from sandlot.orchestrator.errors import Conflict, InvalidRequest, OperationFailed, SandboxNotFound
 from sandlot.orchestrator.events import EventLog
 from sandlot.orchestrator.lifecycle import KILLING, PAUSED, PAUSING, RESUMING, RUNNING, Lifecycle
+from sandlot.orchestrator.lifecycle_events import LifecycleEvents
 from sandlot.orchestrator.metrics import MetricsSampler
 from sandlot.orchestrator.network import NetworkPolicies
 from sandlot.orchestrator.pausing import Pauser
@@ -68,6 +69,9 @@ class SandboxManager:
         self.snapshots = Snapshots(settings, db, runtime, self.lifecycle, self.envd, self.network, self.pausing)
         self.death_hooks: list[Callable[[str, str], None]] = []
         """Called with (sandbox id, ``"oom"`` or ``"exited"``) when a container died on its own."""
+        self.lifecycle_events = LifecycleEvents(settings, db)   # E2B's /events and webhooks
+        self.lifecycle.transitions.append(self.lifecycle_events.on_transition)
+        self.death_hooks.append(self.lifecycle_events.died)
         self._reaper: asyncio.Task[None] | None = None
 
     # --- the front door's route table ---------------------------------------------------------
@@ -412,6 +416,7 @@ class SandboxManager:
 
     async def close(self) -> None:
         """Stop background work; sandboxes keep running for the next server start."""
+        await self.lifecycle_events.close()
         await self.metrics.close()
         await self.pool.close()
         if self._reaper is not None:
