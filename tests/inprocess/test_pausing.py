@@ -3,7 +3,10 @@ sandboxes that die on their own."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from sandlot.orchestrator.lifecycle import PAUSED, RUNNING
 from tests.inprocess.conftest import Stack
@@ -186,3 +189,49 @@ async def test_a_network_update_replaces_egress_and_keeps_ingress(stack: Stack) 
     stack.runtime.egress.pop(ip)
     await stack.client.post(f"/sandboxes/{sid}/resume", json={}, headers=stack.headers())
     assert stack.runtime.egress[ip].deny == ("1.1.1.1/32",)
+
+
+@pytest.mark.parametrize("case", ["kill", "auto-pause", "paused-ttl"])
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: SandboxManager.expire_due reads the due rows once, then kills (or auto-pauses) them one by one "
+    "without checking again under the sandbox's lock that they are still due; a timeout/refresh/connect that "
+    "extends a sandbox (or a resume of a paused one past SANDLOT_PAUSED_TTL_S) while the reaper is busy with "
+    "an earlier one in the same tick is answered 204/201, and the sandbox is then killed (or paused) anyway. "
+    "The window is every runtime call before it in that tick"))
+async def test_a_sandbox_extended_while_the_reaper_works_is_left_alone(stack: Stack, case: str) -> None:
+    first = (await stack.create({"autoPause": case == "auto-pause"}))["sandboxID"]
+    second = (await stack.create({"autoPause": case == "auto-pause"}))["sandboxID"]
+    for sid in (first, second):
+        if case == "paused-ttl":
+            assert (await stack.client.post(f"/sandboxes/{sid}/pause", headers=stack.headers())).status_code == 204
+            stack.update(sid, paused_at=datetime.now(timezone.utc) - timedelta(hours=2))
+        else:
+            stack.update(sid, end_at=datetime.now(timezone.utc) - PAST)
+    stack.settings.paused_ttl_s = 3600
+    method = "pause" if case == "auto-pause" else "kill"
+    busy, go_on = asyncio.Event(), asyncio.Event()
+    original = getattr(stack.runtime, method)
+    blocked: list[str] = []
+
+    async def slow_first_call(sandbox_id: str, **kwargs: object) -> object:
+        if not blocked:   # the reaper's first runtime call of the tick takes a while, as runc's do
+            blocked.append(sandbox_id)
+            busy.set()
+            await go_on.wait()
+        return await original(sandbox_id, **kwargs)
+
+    setattr(stack.runtime, method, slow_first_call)
+    reaper = asyncio.create_task(stack.manager.expire_due())
+    await busy.wait()
+    later = second if blocked[0] == first else first
+    if case == "paused-ttl":
+        revived = await stack.client.post(f"/sandboxes/{later}/resume", json={}, headers=stack.headers())
+        assert revived.status_code == 201
+    else:
+        extended = await stack.client.post(f"/sandboxes/{later}/timeout", json={"timeout": 600},
+                                           headers=stack.headers())
+        assert extended.status_code == 204
+    go_on.set()
+    await reaper
+    row = stack.row(later)
+    assert row is not None and row.state == RUNNING and stack.manager.route(later) is not None
