@@ -171,3 +171,30 @@ async def test_a_signed_files_url_without_routing_headers_reaches_the_sandbox_th
         await stack.client.post(f"/sandboxes/{sid}/pause", headers=stack.headers())
         assert (await stack.client.get("/files", params=params)).status_code == 401
         assert len(seen) == 1
+
+
+async def test_a_request_during_an_auto_resume_sandboxs_pause_waits_and_wakes_it(stack: Stack) -> None:
+    sid = (await stack.create({"autoPause": True, "autoResume": {"enabled": True}}))["sandboxID"]
+    ip = stack.row(sid).ip  # type: ignore[union-attr]
+    freezing, go_on = asyncio.Event(), asyncio.Event()
+    original = stack.runtime.pause
+
+    async def slow_pause(sandbox_id: str, **kwargs: bool) -> dict[str, float]:
+        freezing.set()
+        await go_on.wait()
+        return await original(sandbox_id, **kwargs)
+
+    stack.runtime.pause = slow_pause  # type: ignore[method-assign]
+    pause = asyncio.create_task(stack.client.post(f"/sandboxes/{sid}/pause", headers=stack.headers()))
+    await freezing.wait()   # the row says pausing, the route is withdrawn
+    async with upstream(ip) as (port, seen):
+        request = asyncio.create_task(stack.client.get("/during", headers=to(sid, port)))
+        for _ in range(50):   # let the request reach the front door and queue behind the pause
+            await asyncio.sleep(0)
+        assert not request.done() and seen == []
+        go_on.set()
+        assert (await pause).status_code == 204
+        response = await request
+        assert response.status_code == 200 and response.text == f"hello from {ip} /during"
+    assert stack.row(sid).state == RUNNING  # type: ignore[union-attr]
+    assert [c[0] for c in stack.runtime.calls if c[1:] == (sid,)][-2:] == ["resume", "finish_resume"]
