@@ -9,13 +9,16 @@ from fastapi import Depends, FastAPI
 from starlette.responses import JSONResponse
 
 from sandlot.api import builds as build_routes
+from sandlot.api import cli_login as cli_login_routes
 from sandlot.api import errors
 from sandlot.api import events as event_routes
 from sandlot.api.idempotency import IdempotencyCache
 from sandlot.api import observability as observability_routes
 from sandlot.api import openapi
 from sandlot.api import sandboxes as sandbox_routes
+from sandlot.api import secrets as secret_routes
 from sandlot.api import snapshots as snapshot_routes
+from sandlot.api import teams as team_routes
 from sandlot.api import templates as template_routes
 from sandlot.api.prime import facade as prime_facade
 from sandlot.orchestrator.disk_guard import DiskGuard, DiskGuardMiddleware
@@ -29,6 +32,7 @@ from sandlot.runtime import log_drain, oom
 from sandlot.runtime.base import Runtime
 from sandlot.services import Services
 from sandlot.settings import Settings
+from sandlot.store import secrets as secret_store
 from sandlot.store.database import Database
 from sandlot.templates import code_interpreter as code_interpreter_template
 
@@ -45,6 +49,7 @@ def build_services(settings: Settings, runtime: Runtime | None = None, launcher:
     log_drain.MAX_BYTES = settings.sandbox_log_max_mb * 1024 * 1024
     oom.protect_server()   # where allowed: the server is the OOM killer's last choice
     db = Database(settings.effective_database_url)
+    secret_store.register_key(db.engine, settings.data_dir)   # /secrets values sealed with the data dir's key
     if runtime is None:
         runtime = RuncRuntime(
             settings.runtime_dir,
@@ -133,6 +138,9 @@ def create_app(services: Services) -> FrontDoor:
     api.include_router(template_routes.router)  # owns DELETE /templates/{id}, delegating snapshot ids
     api.include_router(snapshot_routes.router)   # pause/resume/snapshots/fork (issue 4)
     api.include_router(sandbox_routes.router)
+    api.include_router(secret_routes.router)   # /secrets (issue 15)
+    api.include_router(team_routes.router)   # /teams, team metrics, /api-keys, /access-tokens (issue 15)
+    api.include_router(cli_login_routes.router)   # `e2b auth login`: /docs/api/cli, /oauth/* (issue 15)
     api.include_router(event_routes.router)   # lifecycle events and webhooks (issue 15)
     prime_ctx = prime_facade.install(api, services)  # Prime Intellect /api/v1 + /gateway (issue 7)
     front_door = FrontDoor(api, services.sandboxes, services.settings.domain, services.settings.envd_port)

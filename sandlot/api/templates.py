@@ -7,10 +7,10 @@ routes come before the ``/templates/{id:path}`` catch-alls.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StrictBool
 
 from sandlot.api import limits
@@ -77,6 +77,28 @@ def _build_json(build: Build) -> dict[str, Any]:
 async def list_templates(request: Request, team_id: TeamId) -> list[dict[str, Any]]:
     with request.app.state.services.db.session() as session:
         return [_template_json(session, t) for t in template_store.visible(session, team_id)]
+
+
+@router.get("/v2/templates", responses=openapi.errors(400))
+async def list_templates_v2(request: Request, team_id: TeamId,
+                            team: Annotated[str | None, Query(alias="teamID", max_length=64)] = None,
+                            next_token: Annotated[str | None, Query(alias="nextToken", max_length=128)] = None,
+                            limit: Annotated[int, Query(ge=1, le=100)] = 100) -> JSONResponse:
+    """Newest first, ``limit`` per page, ``X-Next-Token`` while more remain; ``teamID`` must be
+    the caller's own (400 otherwise, as E2B)."""
+    if team is not None and team != team_id:
+        raise APIError(400, "teamID does not match the team of the API key")
+    offset = 0
+    if next_token:
+        if not next_token.isdigit():
+            raise APIError(400, "Invalid nextToken")
+        offset = int(next_token)
+    with request.app.state.services.db.session() as session:
+        templates = sorted(template_store.visible(session, team_id), key=lambda t: (t.created_at, t.id), reverse=True)
+        page = templates[offset:offset + limit]
+        body = [_template_json(session, t) for t in page]
+    more = offset + limit < len(templates)
+    return JSONResponse(body, headers={"X-Next-Token": str(offset + limit)} if more else None)
 
 
 @router.get("/templates/aliases/{alias:path}", responses=openapi.errors(404))
@@ -158,21 +180,25 @@ class UpdateTemplate(BaseModel):
     public: StrictBool | None = None   # 0/"yes" are not booleans (the contract run sends them)
 
 
-async def _update(template_id: str, body: UpdateTemplate, request: Request, team_id: str) -> Response:
+async def _update(template_id: str, body: UpdateTemplate, request: Request, team_id: str) -> dict[str, list[str]]:
+    """E2B's ``TemplateUpdateResponse``: the template's full names (``e2b template publish``
+    prints them as "Published as: …")."""
     with request.app.state.services.db.session() as session, session.begin():
         template = _owned(session, team_id, template_id)
         if body.public is not None:
             template.public = body.public
-    return Response(status_code=200)
+        return {"names": template_store.names(session, template)}
 
 
-@router.patch("/templates/{template_id:path}", response_class=Response, responses=openapi.errors(404))
-async def update_template(template_id: str, body: UpdateTemplate, request: Request, team_id: TeamId) -> Response:
+@router.patch("/templates/{template_id:path}", responses=openapi.errors(404))
+async def update_template(template_id: str, body: UpdateTemplate, request: Request,
+                          team_id: TeamId) -> dict[str, list[str]]:
     return await _update(template_id, body, request, team_id)
 
 
-@router.patch("/v2/templates/{template_id:path}", response_class=Response, responses=openapi.errors(404))
-async def update_template_v2(template_id: str, body: UpdateTemplate, request: Request, team_id: TeamId) -> Response:
+@router.patch("/v2/templates/{template_id:path}", responses=openapi.errors(404))
+async def update_template_v2(template_id: str, body: UpdateTemplate, request: Request,
+                             team_id: TeamId) -> dict[str, list[str]]:
     return await _update(template_id, body, request, team_id)
 
 

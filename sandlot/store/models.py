@@ -313,3 +313,55 @@ class Webhook(Base):
     secret: Mapped[str] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- secrets, access tokens and team metrics (migration 0011) -------------------------------
+
+
+class TeamSecret(Base):
+    """A team's secret. Only the current value is kept, AES-GCM encrypted with the data dir's
+    ``secrets.key`` (``store/secrets.py``): no route returns it, and a copy of the database
+    alone does not reveal it. An update replaces it and counts ``current_version`` up."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("team_id", "name", name="uq_secrets_team_name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """``sec_`` + a 26-character TypeID (a UUIDv7), as E2B's."""
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    current_version: Mapped[int] = mapped_column(Integer, default=1)
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSON, default=dict)
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AccessToken(Base):
+    """An access token (``sk_e2b_…``): E2B's credential for ``GET /teams`` (``e2b auth login``).
+    Sandlot has no users, so a token belongs to the team whose key made it. Stored hashed, like
+    keys; ``refresh_hash`` is set for tokens the CLI login made (OAuth refresh, rotated)."""
+
+    __tablename__ = "access_tokens"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_mask: Mapped[str] = mapped_column(String(64))
+    refresh_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SandboxRun(Base):
+    """One stretch of a sandbox running (create or resume → pause or kill), per team: what
+    ``GET /teams/{id}/metrics`` counts. Sandbox rows are deleted at kill; these are not."""
+
+    __tablename__ = "sandbox_runs"
+    __table_args__ = (Index("ix_sandbox_runs_team_started", "team_id", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    team_id: Mapped[str] = mapped_column(String(64))
+    sandbox_id: Mapped[str] = mapped_column(String(64), index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
