@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from sandlot.protocol.auth import ACCESS_TOKEN_HEADER, basic_auth
+
 
 async def wait_healthy(client: httpx.AsyncClient, ip: str, port: int, timeout_s: float) -> None:
     """Poll ``GET /health`` until envd answers 2xx; raise ``TimeoutError`` otherwise."""
@@ -68,8 +70,8 @@ def _headers(target: Target, user: str) -> dict[str, str]:
     return {
         "Content-Type": "application/connect+json",
         "Connect-Protocol-Version": "1",
-        "X-Access-Token": target.access_token,
-        "Authorization": "Basic " + base64.b64encode(f"{user}:".encode()).decode(),
+        ACCESS_TOKEN_HEADER: target.access_token,
+        "Authorization": basic_auth(user),
     }
 
 
@@ -207,7 +209,7 @@ class EnvdAgent:
     async def init(self, ip: str, token: str | None, body: dict[str, object]) -> None:
         """``POST /init`` authenticated with ``token``; :class:`EnvdInitError` on refusal."""
         response = await self.http.post(f"http://{ip}:{self.port}/init", json=body, timeout=10,
-                                        headers={"X-Access-Token": token} if token else {})
+                                        headers={ACCESS_TOKEN_HEADER: token} if token else {})
         if response.status_code >= 300:
             raise EnvdInitError(response.status_code, response.text)
 
@@ -223,7 +225,7 @@ class EnvdAgent:
     async def warm_up(self, ip: str, token: str) -> None:
         """Touch envd's ``/init`` and process paths once, so a claimed sandbox's first call doesn't
         pay envd's lazy first-use costs."""
-        await self.http.post(f"http://{ip}:{self.port}/init", json={}, headers={"X-Access-Token": token}, timeout=10)
+        await self.http.post(f"http://{ip}:{self.port}/init", json={}, headers={ACCESS_TOKEN_HEADER: token}, timeout=10)
         await run(self.http, Target(ip, self.port, token), "true", user="root", cwd=None, envs={}, bash=False,
                   on_output=lambda _stream, _text: None, timeout_s=10)
 
