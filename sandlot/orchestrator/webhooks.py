@@ -44,6 +44,9 @@ MAX_URL_LENGTH = 2048
 WORKERS = 2
 OUTCOMES_KEPT = 256
 USER_AGENT = "Sandlot-Webhooks/1"
+METADATA: tuple[Network, ...] = (ipaddress.ip_network("168.63.129.16/32"),)
+"""Cloud metadata/host services at public addresses (Azure's wireserver); the others
+(169.254.169.254, fd00:ec2::254, 100.100.100.200) are in non-public ranges already."""
 
 
 class UnsafeTarget(Exception):
@@ -118,6 +121,8 @@ class TargetPolicy:
             return None
         if address.version == self.sandboxes.version and address in self.sandboxes:
             return "the sandbox network"
+        if any(address.version == net.version and address in net for net in METADATA):
+            return "a cloud metadata address"
         if not address.is_global or address.is_multicast:
             return "a loopback/private/link-local/reserved address"
         if _is_local(address):
