@@ -8,6 +8,8 @@ the sandbox running.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 
 from sandlot.orchestrator.boot import Boot
@@ -57,10 +59,14 @@ class Pauser:
 
     # --- pause ------------------------------------------------------------------------------
 
-    async def pause(self, sandbox_id: str, memory: bool | None = None) -> None:
-        """Pause a running sandbox (``memory``: the sandbox's setting when ``None``)."""
+    async def pause(self, sandbox_id: str, memory: bool | None = None, *,
+                    only_if: Callable[[Sandbox], bool] | None = None) -> None:
+        """Pause a running sandbox (``memory``: the sandbox's setting when ``None``). ``only_if`` is
+        checked on the current row under the lock (the reaper: is it still due?); false: no-op."""
         async with self.lifecycle.lock(sandbox_id):
             row = self.lifecycle.get(sandbox_id)
+            if only_if is not None and not only_if(row):
+                return
             keep_memory = row.pause_memory if memory is None else memory
             if keep_memory and row.state == RUNNING:
                 self.check_disk(sandbox_id)

@@ -265,9 +265,12 @@ class SandboxManager:
         await self.destroy(sandbox_id)
         return True
 
-    async def destroy(self, sandbox_id: str) -> None:
-        """Remove a sandbox whatever its state: container, address, image, row."""
+    async def destroy(self, sandbox_id: str, *, only_if: Callable[[Sandbox], bool] | None = None) -> None:
+        """Remove a sandbox whatever its state: container, address, image, row. ``only_if`` is
+        checked on the current row under the sandbox's lock (the reaper: is it still due?)."""
         async with self.lifecycle.lock(sandbox_id):
+            if only_if is not None and not self._holds(sandbox_id, only_if):
+                return
             ip = self.lifecycle.begin_kill(sandbox_id)
             await self.network.clear(ip)
             await self.runtime.kill(sandbox_id)
@@ -276,6 +279,21 @@ class SandboxManager:
         log.info("sandbox killed", sandbox_id=sandbox_id)
 
     # --- background work ------------------------------------------------------------------------
+
+    def _holds(self, sandbox_id: str, condition: Callable[[Sandbox], bool]) -> bool:
+        with self.db.session() as session:
+            row = session.get(Sandbox, sandbox_id)
+            return row is not None and condition(row)
+
+    def _due(self, row: Sandbox) -> bool:
+        """Whether the reaper must act on the row now: a running sandbox past its end, or a
+        paused one past the operator's retention (re-checked under the lock before acting)."""
+        now = datetime.now(timezone.utc)
+        if row.state == RUNNING:
+            return row.end_at <= now
+        if row.state == PAUSED and self.settings.paused_ttl_s > 0 and row.paused_at is not None:
+            return row.paused_at <= now - timedelta(seconds=self.settings.paused_ttl_s)
+        return False
 
     async def expire_due(self) -> None:
         now = datetime.now(timezone.utc)
@@ -290,13 +308,13 @@ class SandboxManager:
             try:
                 if sandbox_id in to_pause:   # autoPause: pause instead of dying (issue 4)
                     try:
-                        await self.pausing.pause(sandbox_id)
+                        await self.pausing.pause(sandbox_id, only_if=self._due)
                         continue
                     except (Conflict, SandboxNotFound):
                         continue
                     except Exception as exc:
                         log.error("auto-pause failed; killing the sandbox", sandbox_id=sandbox_id, error=str(exc))
-                await self.destroy(sandbox_id)
+                await self.destroy(sandbox_id, only_if=self._due)
             except Exception:  # keep the reaper alive; the next tick retries
                 log.exception("failed to expire sandbox", sandbox_id=sandbox_id)
 

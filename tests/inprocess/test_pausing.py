@@ -192,12 +192,6 @@ async def test_a_network_update_replaces_egress_and_keeps_ingress(stack: Stack) 
 
 
 @pytest.mark.parametrize("case", ["kill", "auto-pause", "paused-ttl"])
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: SandboxManager.expire_due reads the due rows once, then kills (or auto-pauses) them one by one "
-    "without checking again under the sandbox's lock that they are still due; a timeout/refresh/connect that "
-    "extends a sandbox (or a resume of a paused one past SANDLOT_PAUSED_TTL_S) while the reaper is busy with "
-    "an earlier one in the same tick is answered 204/201, and the sandbox is then killed (or paused) anyway. "
-    "The window is every runtime call before it in that tick"))
 async def test_a_sandbox_extended_while_the_reaper_works_is_left_alone(stack: Stack, case: str) -> None:
     first = (await stack.create({"autoPause": case == "auto-pause"}))["sandboxID"]
     second = (await stack.create({"autoPause": case == "auto-pause"}))["sandboxID"]
