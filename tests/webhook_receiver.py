@@ -56,10 +56,10 @@ def receiver(host: str = "127.0.0.1") -> Iterator[Receiver]:
     state = Receiver(host, 0)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:   # noqa: N802 (http.server's naming)
+        def do_POST(self) -> None:
             self._record()
 
-        def do_GET(self) -> None:   # noqa: N802
+        def do_GET(self) -> None:
             self._record()
 
         def _record(self) -> None:

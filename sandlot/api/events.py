@@ -119,8 +119,10 @@ def _not_found(webhook_id: str) -> APIError:
 @router.post("/events/webhooks", status_code=201, responses=openapi.errors(400))
 async def create_webhook(body: WebhookCreate, request: Request, team_id: TeamId) -> dict[str, Any]:
     services = request.app.state.services
-    hook = Webhook(id=str(uuid.uuid4()), team_id=team_id, name=body.name, url=_checked_url(request, body.url),
-                   events=_checked_events(body.events), secret=body.signature_secret, enabled=body.enabled)
+    hook_id = str(uuid.uuid4())
+    hook = Webhook(id=hook_id, team_id=team_id, name=body.name, url=_checked_url(request, body.url),
+                   events=_checked_events(body.events), enabled=body.enabled,
+                   secret=event_store.seal_secret(_events(request).secret_key, hook_id, body.signature_secret))
     with services.db.session() as session, session.begin():
         limit = services.settings.webhooks_per_team
         if limit > 0 and event_store.count_webhooks(session, team_id) >= limit:
@@ -159,7 +161,7 @@ async def update_webhook(webhook_id: str, body: WebhookPatch, request: Request, 
         if events is not None:
             hook.events = events
         if body.signature_secret is not None:
-            hook.secret = body.signature_secret
+            hook.secret = event_store.seal_secret(_events(request).secret_key, hook.id, body.signature_secret)
         if body.enabled is not None:
             hook.enabled = body.enabled
         return _webhook_json(hook)

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from sandlot.orchestrator.lifecycle import CREATING, GONE, KILLING, PAUSED, PAUSING, RESUMING, RUNNING
 from sandlot.orchestrator.webhooks import Delivery, WebhookSender
+from sandlot.secret_keys import data_dir_key
 from sandlot.settings import Settings
 from sandlot.store import events as event_store
 from sandlot.store.database import Database
@@ -91,6 +92,14 @@ class LifecycleEvents:
         self._flush_lock: asyncio.Lock | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
+        self._key: bytes | None = None
+
+    @property
+    def secret_key(self) -> bytes:
+        """Seals webhooks' signature secrets in the store (``store/events.py``)."""
+        if self._key is None:
+            self._key = data_dir_key(self.settings.data_dir, event_store.KEY_FILE)
+        return self._key
 
     # --- what the state machine and the manager call (never wait) --------------------------------
 
@@ -160,6 +169,7 @@ class LifecycleEvents:
 
     def _store(self, batch: list[Heard]) -> list[Delivery]:
         deliveries: list[Delivery] = []
+        key = self.secret_key
         retention = timedelta(days=self.settings.events_retention_days)
         with self.db.session() as session, session.begin():
             for heard in batch:
@@ -167,8 +177,13 @@ class LifecycleEvents:
                 event_store.add(session, heard.team_id, heard.sandbox_id, body, heard.at)
                 raw = json.dumps(body, separators=(",", ":")).encode()
                 for hook in event_store.subscribed(session, heard.team_id, heard.type):
+                    try:
+                        secret = event_store.open_secret(key, hook.id, hook.secret)
+                    except Exception:   # a row sealed with another key (a copied database): unsigned is worse
+                        log.error("webhook secret does not open with this data dir's key", webhook_id=hook.id)
+                        continue
                     deliveries.append(Delivery(hook.id, body["id"], heard.type, heard.sandbox_id, hook.url,
-                                               hook.secret, raw))
+                                               secret, raw))
             session.flush()
             for team_id in {heard.team_id for heard in batch}:
                 event_store.prune(session, team_id, keep=max(0, self.settings.events_max_per_team),

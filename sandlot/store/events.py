@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import os
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
@@ -56,6 +59,23 @@ def prune(session: Session, team_id: str, *, keep: int, older_than: datetime | N
 
 
 # --- webhooks -----------------------------------------------------------------------------------
+
+KEY_FILE = "webhooks.key"
+"""AES-GCM key in the data dir that seals signature secrets: a copy of the database alone
+does not let anyone forge a team's deliveries."""
+
+
+def seal_secret(key: bytes, webhook_id: str, secret: str) -> str:
+    nonce = os.urandom(12)
+    sealed = AESGCM(key).encrypt(nonce, secret.encode(), webhook_id.encode())
+    return "v1:" + base64.b64encode(nonce + sealed).decode()
+
+
+def open_secret(key: bytes, webhook_id: str, sealed: str) -> str:
+    """The signature secret (``InvalidTag`` when the row or key do not match)."""
+    raw = base64.b64decode(sealed.removeprefix("v1:"))
+    return AESGCM(key).decrypt(raw[:12], raw[12:], webhook_id.encode()).decode()
+
 
 
 def webhooks(session: Session, team_id: str) -> list[Webhook]:

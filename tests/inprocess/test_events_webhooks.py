@@ -8,15 +8,18 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.exceptions import InvalidTag
 
 from sandlot.orchestrator.lifecycle_events import LifecycleEvents
 from sandlot.store import events as event_store
+from sandlot.store.models import Webhook
 from tests.inprocess.conftest import Stack, StoreTemplate, start_stack, stop_stack
 from tests.webhook_receiver import Receiver, e2b_signature, receiver
 
@@ -175,6 +178,13 @@ async def test_webhook_crud(stack: Stack) -> None:
     assert hook["teamId"] == stack.team_id and hook["enabled"] is True and hook["events"] == [CREATED, KILLED]
     url = f"/events/webhooks/{hook['id']}"
     assert (await stack.client.get(url, headers=stack.headers())).json() == hook
+    with stack.db.session() as session:   # sealed at rest with the data dir's key, bound to the row
+        stored = session.get(Webhook, hook["id"])
+        assert stored is not None and "s3cret" not in stored.secret
+        key = events_of(stack).secret_key
+        assert event_store.open_secret(key, hook["id"], stored.secret) == "s3cret"
+        with pytest.raises(InvalidTag):
+            event_store.open_secret(key, str(uuid.uuid4()), stored.secret)
     assert (await stack.client.get("/events/webhooks", headers=stack.headers())).json() == [hook]
 
     patched = await stack.client.patch(url, json={"enabled": False, "events": [PAUSED], "signatureSecret": "new"},
