@@ -59,7 +59,10 @@ def _not_found(ref: str) -> APIError:
 async def list_secrets(request: Request, team_id: TeamId, limit: Annotated[int, Query(ge=1, le=100)] = 100,
                        next_token: Annotated[str | None, Query(alias="nextToken", max_length=64)] = None) -> JSONResponse:
     with request.app.state.services.db.session() as session:
-        rows, cursor = secret_store.page(session, team_id, limit, next_token)
+        try:
+            rows, cursor = secret_store.page(session, team_id, limit, next_token)
+        except secret_store.InvalidSecret as exc:
+            raise APIError(400, str(exc)) from None
         body = [_secret_json(r) for r in rows]
     headers = dict(NO_STORE)
     if cursor:

@@ -8,6 +8,7 @@ caller only ever sees and changes its own team's keys, tokens and metrics.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
@@ -66,6 +67,11 @@ CallerTeam = Annotated[str, Depends(caller_team)]
 TokenTeam = Annotated[str, Depends(token_team)]
 
 
+ROW_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+"""Key and token ids are UUIDs: anything else is a 404 without a query (a NUL would be a
+PostgreSQL error)."""
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
@@ -73,7 +79,7 @@ def _iso(value: datetime | None) -> str | None:
 # --- teams -----------------------------------------------------------------------------------
 
 
-@router.get("/teams", responses=openapi.errors(401))
+@router.get("/teams", responses=openapi.errors(401, 403))
 async def list_teams(request: Request, team_id: TokenTeam) -> list[dict[str, Any]]:
     """The caller's team, with a new API key: E2B mints one per call, for ``e2b auth login``
     and ``e2b auth configure`` to save (the only time a key's value is ever shown)."""
@@ -101,7 +107,7 @@ def _range(team_id: str, wanted: str, start: int | None, end: int | None) -> tup
 UnixTime = Annotated[int | None, Query(ge=0, le=2**33)]
 
 
-@router.get("/teams/{wanted}/metrics", responses=openapi.errors(400, 403))
+@router.get("/teams/{wanted}/metrics", responses=openapi.errors(401, 403))
 async def team_metrics_series(wanted: str, request: Request, team_id: CallerTeam,
                               start: UnixTime = None, end: UnixTime = None) -> list[dict[str, Any]]:
     """Concurrent sandboxes and start rate (per second) at each step of ``[start, end]``."""
@@ -111,7 +117,7 @@ async def team_metrics_series(wanted: str, request: Request, team_id: CallerTeam
         return [p.to_json() for p in team_metrics.series(session, team_id, since, until)]
 
 
-@router.get("/teams/{wanted}/metrics/max", responses=openapi.errors(400, 403))
+@router.get("/teams/{wanted}/metrics/max", responses=openapi.errors(401, 403))
 async def team_metrics_max(wanted: str, request: Request, team_id: CallerTeam,
                            metric: Literal["concurrent_sandboxes", "sandbox_start_rate"],
                            start: UnixTime = None, end: UnixTime = None) -> dict[str, Any]:
@@ -139,14 +145,14 @@ def _key_json(row: ApiKey) -> dict[str, Any]:
             "createdBy": None, "lastUsed": _iso(row.last_used_at)}
 
 
-@router.get("/api-keys", responses=openapi.errors(401))
+@router.get("/api-keys", responses=openapi.errors(401, 403))
 async def list_api_keys(request: Request, team_id: CallerTeam) -> list[dict[str, Any]]:
     """The team's keys, masked (only a hash of each is stored: the full key cannot be shown)."""
     with request.app.state.services.db.session() as session:
         return [_key_json(row) for row in keys.team_keys(session, team_id)]
 
 
-@router.post("/api-keys", status_code=201, responses=openapi.errors(400, 401))
+@router.post("/api-keys", status_code=201, responses=openapi.errors(401, 403))
 async def create_api_key(body: NewName, request: Request, team_id: CallerTeam) -> dict[str, Any]:
     with request.app.state.services.db.session() as session, session.begin():
         team = session.get(Team, team_id)
@@ -155,21 +161,21 @@ async def create_api_key(body: NewName, request: Request, team_id: CallerTeam) -
         return {**_key_json(row), "key": key}
 
 
-@router.patch("/api-keys/{key_id}", status_code=202, response_class=Response, responses=openapi.errors(400, 404))
+@router.patch("/api-keys/{key_id}", status_code=202, response_class=Response, responses=openapi.errors(401, 403, 404))
 async def rename_api_key(key_id: str, body: NewName, request: Request, team_id: CallerTeam) -> Response:
     """202 without a body, as E2B's server answers (its spec says 200)."""
     with request.app.state.services.db.session() as session, session.begin():
-        row = keys.team_key(session, team_id, key_id)
+        row = keys.team_key(session, team_id, key_id) if ROW_ID.match(key_id) else None
         if row is None:
             raise APIError(404, "id not found")
         row.name = body.name
     return Response(status_code=202)
 
 
-@router.delete("/api-keys/{key_id}", status_code=204, responses=openapi.errors(404))
+@router.delete("/api-keys/{key_id}", status_code=204, responses=openapi.errors(401, 403, 404))
 async def delete_api_key(key_id: str, request: Request, team_id: CallerTeam) -> Response:
     with request.app.state.services.db.session() as session, session.begin():
-        row = keys.team_key(session, team_id, key_id)
+        row = keys.team_key(session, team_id, key_id) if ROW_ID.match(key_id) else None
         if row is None:
             raise APIError(404, "id not found")
         session.delete(row)
@@ -184,7 +190,7 @@ def _token_json(row: AccessToken, token: str) -> dict[str, Any]:
             "createdAt": _iso(row.created_at)}
 
 
-@router.post("/access-tokens", status_code=201, responses=openapi.errors(400, 401))
+@router.post("/access-tokens", status_code=201, responses=openapi.errors(401, 403))
 async def create_access_token(body: NewName, request: Request, team_id: CallerTeam) -> dict[str, Any]:
     """The token is shown once; only its hash is kept."""
     with request.app.state.services.db.session() as session, session.begin():
@@ -192,9 +198,9 @@ async def create_access_token(body: NewName, request: Request, team_id: CallerTe
         return _token_json(row, token)
 
 
-@router.delete("/access-tokens/{token_id}", status_code=204, responses=openapi.errors(404))
+@router.delete("/access-tokens/{token_id}", status_code=204, responses=openapi.errors(401, 403, 404))
 async def delete_access_token(token_id: str, request: Request, team_id: CallerTeam) -> Response:
     with request.app.state.services.db.session() as session, session.begin():
-        if not keys.delete_access_token(session, team_id, token_id):
+        if not ROW_ID.match(token_id) or not keys.delete_access_token(session, team_id, token_id):
             raise APIError(404, "id not found")
     return Response(status_code=204)

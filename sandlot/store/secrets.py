@@ -31,6 +31,7 @@ from sandlot.store.models import TeamSecret
 KEY_FILE = "secrets.key"
 ID_PREFIX = "sec_"
 NAME = re.compile(r"^[a-z0-9_-]{1,128}$")
+SECRET_ID = re.compile(r"^sec_[0-9a-hjkmnp-tv-z]{26}$")
 VALUE_BYTES = 64 * 1024
 METADATA_ENTRIES = 32
 METADATA_KEY_BYTES = 128
@@ -130,11 +131,13 @@ def check_metadata(metadata: dict[str, str]) -> None:
 
 def find(session: Session, team_id: str, name_or_id: str) -> TeamSecret | None:
     """The team's secret by id (``sec_…``) or name; another team's is ``None`` like a missing one."""
-    ref = name_or_id.strip()
+    ref = name_or_id.strip().lower()
     if ref.startswith(ID_PREFIX):
-        row = session.get(TeamSecret, ref)
+        row = session.get(TeamSecret, ref) if SECRET_ID.match(ref) else None
         return row if row is not None and row.team_id == team_id else None
-    stmt = select(TeamSecret).where(TeamSecret.team_id == team_id, TeamSecret.name == ref.lower())
+    if not NAME.match(ref):   # no query for what can't be a name (a NUL is an error on PostgreSQL)
+        return None
+    stmt = select(TeamSecret).where(TeamSecret.team_id == team_id, TeamSecret.name == ref)
     return session.scalars(stmt).first()
 
 
@@ -142,6 +145,8 @@ def page(session: Session, team_id: str, limit: int, after: str | None) -> tuple
     """Up to ``limit`` secrets ordered by id (time-ordered: UUIDv7) after the cursor ``after``,
     and the cursor of the next page (``None`` on the last)."""
     stmt = select(TeamSecret).where(TeamSecret.team_id == team_id)
+    if after and not SECRET_ID.match(after):
+        raise InvalidSecret("invalid nextToken")
     if after:
         stmt = stmt.where(TeamSecret.id > after)
     rows = list(session.scalars(stmt.order_by(TeamSecret.id).limit(limit + 1)))

@@ -103,8 +103,8 @@ async def test_secret_list_pages_with_next_token(stack: Stack) -> None:
         if not token:
             break
     assert pages == 3 and sorted(seen) == sorted(ids) and len(seen) == 5
-    for limit in ("0", "101"):
-        assert (await stack.client.get("/secrets", params={"limit": limit}, headers=stack.headers())).status_code == 400
+    for params in ({"limit": "0"}, {"limit": "101"}, {"nextToken": "not-a-token"}):
+        assert (await stack.client.get("/secrets", params=params, headers=stack.headers())).status_code == 400
 
 
 async def test_another_team_cannot_see_or_touch_a_secret(stack: Stack) -> None:
@@ -118,6 +118,8 @@ async def test_another_team_cannot_see_or_touch_a_secret(stack: Stack) -> None:
     with stack.db.session() as session:
         assert secret_store.secret_value(session, stack.team_id, sid) == VALUE
     assert (await stack.client.get("/secrets")).status_code == 401
+    for odd in ("sec_" + "0" * 26, "nul%00byte", "x" * 300, "SEC_abc"):
+        assert (await stack.client.get(f"/secrets/{odd}", headers=stack.headers())).status_code == 404, odd
 
 
 async def test_a_sealed_value_moved_to_another_row_does_not_open(stack: Stack) -> None:
