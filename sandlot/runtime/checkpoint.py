@@ -30,7 +30,7 @@ from pathlib import Path
 
 from sandlot import tenant_fs
 
-from . import cgroups, disk, idmap, log_drain, overlay
+from . import boot_id, cgroups, disk, idmap, log_drain, overlay
 from .base import CriuUnavailable as CriuUnavailable   # (its old home: api/errors.py imports it here)
 from .base import PauseRecovery, SandboxHandle, SandboxRuntimeError, validate_sandbox_id
 from .containers import ContainerHost
@@ -349,12 +349,27 @@ class Checkpointing(ContainerHost):
                               str(sdir / "init.pid"), sid, log_path=sdir / "envd.log")
 
     async def _cold_start(self, sid: str) -> None:
+        """A boot from disk (a filesystem-only resume, a clone without memory): a new boot id."""
         sdir = self.sandbox_dir(sid)
+        with_boot_id = boot_id.in_config(sdir / "config.json")
+        if with_boot_id:
+            boot_id.new_boot(sdir)
         rc, _ = await run_with_stdio([self.runc, "--root", str(self.runc_root), "create", "--bundle", str(sdir),
                                       "--pid-file", str(sdir / "init.pid"), sid], sdir / "envd.log")
         if rc != 0:
             raise SandboxRuntimeError(f"runc create failed (rc={rc}): {self._log_tail(sid)}")
+        if with_boot_id:
+            self._install_boot_id(sid)
         await self._runc("start", sid)
+
+    def _install_boot_id(self, sid: str) -> None:
+        """The created (not yet started) container's own boot id over the kernel's (``boot_id``)."""
+        sdir = self.sandbox_dir(sid)
+        try:
+            pid = int((sdir / "init.pid").read_text().strip())
+        except (OSError, ValueError) as exc:
+            raise SandboxRuntimeError(f"container {sid} has no init pid after runc create") from exc
+        boot_id.install(pid, sdir)
 
     async def recover_pause(self, sandbox_id: str) -> PauseRecovery:
         """Settle a pause/resume interrupted by a crash: ``running`` (with its address),
@@ -415,6 +430,8 @@ class Checkpointing(ContainerHost):
             finally:
                 await self._runc("resume", sandbox_id, check=False)
             shutil.copy2(sdir / "config.json", dest / "config.json")
+            if boot_id.path(sdir).exists():   # a memory clone is the same boot carried on
+                shutil.copy2(boot_id.path(sdir), dest / boot_id.FILE)
             info = self._read_runtime_json(sandbox_id) or {}
             self._write_atomic(dest / "snapshot.json", json.dumps(
                 {"source": sandbox_id, "layers": info.get("layers", []), "memory": memory,
@@ -485,6 +502,9 @@ class Checkpointing(ContainerHost):
             if rng is not None:   # its own netns's sysfs, not the source sandbox's
                 cfg["mounts"] = [idmap.sysfs_mount(sdir / SYSFS_DIR) if m["destination"] == "/sys" else m
                                  for m in cfg["mounts"]]
+            boot_id.retarget(cfg, sdir)   # its own boot dir, not the source sandbox's
+            if (snapshot / boot_id.FILE).exists():
+                boot_id.copy_boot(snapshot, sdir)
             (sdir / "config.json").write_text(json.dumps(cfg))
             await self._mount_rootfs(sandbox_id)
             if meta.get("memory"):

@@ -15,6 +15,7 @@ Layers: ``containers.ContainerHost`` (runc calls, state files, teardown) ←
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from sandlot import tenant_fs
 
-from . import cgroups, disk, host_limits, idmap, overlay, seccomp
+from . import boot_id, cgroups, disk, host_limits, idmap, overlay, seccomp
 from .base import SandboxHandle, SandboxRuntimeError, SandboxSpec, validate_sandbox_id
 from .bundle import DEFAULT_CAPS, oci_config
 from .checkpoint import SYSFS_DIR, Checkpointing, check_criu, criu_has_userns_patch, run_with_stdio
@@ -223,6 +224,8 @@ class RuncRuntime(Checkpointing):
                 await asyncio.to_thread(idmap.prepare_netns, slot.netns_path, sdir / SYSFS_DIR)
             overlay.mount_overlay([Path(p) for p in spec.layers], upper, work, rootfs, idmap=self.userns)
             t["overlay"] = time.perf_counter()
+            boot_id.new_boot(sdir)
+            spec = dataclasses.replace(spec, mounts=[*spec.mounts, boot_id.bind(sdir)])
             cfg = oci_config(spec, rootfs="rootfs", netns_path=slot.netns_path,
                              cgroups_path=cgroups.cgroups_path(sid, self.cgroup_parent),
                              no_new_privileges=self.no_new_privileges,
@@ -238,6 +241,7 @@ class RuncRuntime(Checkpointing):
             if rc != 0:
                 raise SandboxRuntimeError(f"runc create failed (rc={rc}): {self._log_tail(sid)}")
             t["runc_create"] = time.perf_counter()
+            self._install_boot_id(sid)
             await self._runc("start", sid)
             t["runc_start"] = time.perf_counter()
         except BaseException:
