@@ -54,6 +54,9 @@ def upgrade() -> None:
     op.create_index('ix_sandbox_runs_team_started', 'sandbox_runs', ['team_id', 'started_at'])
     op.create_index('ix_sandbox_runs_sandbox_id', 'sandbox_runs', ['sandbox_id'])
     op.create_index('ix_sandbox_runs_ended_at', 'sandbox_runs', ['ended_at'])
+    # sandboxes running across the upgrade count from their start (later ones: store/team_metrics.py)
+    op.execute("INSERT INTO sandbox_runs (team_id, sandbox_id, started_at) SELECT team_id, id, started_at "
+               "FROM sandboxes WHERE state IN ('running', 'pausing', 'killing')")
 
 
 def downgrade() -> None:
