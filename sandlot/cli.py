@@ -77,6 +77,7 @@ def serve(
 
     from sandlot.app import build_services, create_app
     from sandlot.logging_setup import configure
+    from sandlot.proxy.relay import Relay
     from sandlot.runtime.base import set_child_subreaper
 
     configure(log_level)
@@ -105,13 +106,14 @@ def serve(
         if settings.domain:
             console.print(f"  export E2B_DOMAIN={settings.domain}", highlight=False)
     services = build_services(settings)
+    front_door = create_app(services)
     uvicorn.run(
-        create_app(services),
+        front_door,
         host=settings.host,
         port=settings.port,
         log_level="warning",
         timeout_keep_alive=300,
-        http="h11",
+        http=Relay(front_door).protocol(),   # sandbox traffic as raw bytes, the rest to h11 + ASGI
         ssl_certfile=str(tls_files.cert) if tls_files else None,
         ssl_keyfile=str(tls_files.key) if tls_files else None,
     )

@@ -7,9 +7,7 @@ large downloads) and nothing is decoded: ``Content-Encoding`` passes through.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,23 +15,17 @@ import httpx
 import structlog
 
 from sandlot.proxy import headers as hdrs
+from sandlot.proxy.guards import CODE_INTERPRETER_PORT, ci_refusal, token_refusal
 from sandlot.proxy.routes import RouteTable
 from sandlot.proxy.routing import BadTarget, Target, target_of
 from sandlot.proxy.signed_files import signer_of
-from sandlot.proxy.traffic import TOKEN_HEADER, masked_host
+from sandlot.proxy.traffic import masked_host
 from sandlot.proxy.upstream import BadRequestTarget, check_target, http_url, is_asterisk, websocket_url
 from sandlot.proxy.websocket import deny_websocket, proxy_websocket
 
 log = structlog.get_logger("sandlot.proxy")
 
 ASGIApp = Any
-
-CODE_INTERPRETER_PORT = 49999
-"""E2B's Jupyter port: it runs code, so it is guarded by the envd access token (see ``_ci_refusal``)."""
-_CI_OPEN = re.compile(r"GET /health|GET /contexts|POST /contexts|POST /contexts/[A-Za-z0-9_-]{1,128}/restart"
-                      r"|DELETE /contexts/[A-Za-z0-9_-]{1,128}")
-"""Code-interpreter calls the SDK sends without ``X-Access-Token`` (context management, health);
-everything else on that port — ``/execute`` and anything unknown — needs the token."""
 
 
 async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
@@ -54,44 +46,6 @@ async def _reply(scope: dict[str, Any], send: Any, status: int, body: dict[str, 
         await deny_websocket(scope, send, status, body)
     else:
         await _send_json(send, status, body)
-
-
-def _token_refusal(scope: dict[str, Any], route: Any, port: int, envd_port: int) -> str | None:
-    """Why a private sandbox (allowPublicTraffic=false) refuses this request, if it does.
-
-    envd's own port is guarded by the envd access token instead, as in E2B."""
-    if route.traffic_token is None or port == envd_port:
-        return None
-    sent = _header(scope, TOKEN_HEADER.encode())
-    if sent is None:
-        return f"Missing {TOKEN_HEADER} header: this sandbox does not accept public traffic"
-    if not hmac.compare_digest(sent, route.traffic_token.encode()):
-        return f"Invalid {TOKEN_HEADER} header"
-    return None
-
-
-def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
-    """The header's value; a repeated credential header counts as a wrong one (``b""``)."""
-    values = [v for k, v in scope["headers"] if k.lower() == name]
-    if len(values) > 1:
-        return b""
-    return values[0] if values else None
-
-
-def _ci_refusal(scope: dict[str, Any], route: Any, url_path: bytes) -> str | None:
-    """Why the code interpreter refuses this request, if it does.
-
-    As with E2B's SDK, ``/execute`` carries the envd access token (``X-Access-Token``):
-    knowing a sandbox id is not enough to run code in it. A token that is sent must be right."""
-    if not route.access_token:
-        return None
-    sent = _header(scope, b"x-access-token")
-    if sent is not None:
-        return None if hmac.compare_digest(sent, route.access_token.encode()) else "Invalid X-Access-Token header"
-    method = scope.get("method", "GET")
-    if scope["type"] == "http" and _CI_OPEN.fullmatch(f"{method} {url_path.decode('ascii')}"):
-        return None
-    return "Missing X-Access-Token header: the code interpreter needs the sandbox's envd access token"
 
 
 class FrontDoor:
@@ -139,7 +93,7 @@ class FrontDoor:
                 scope, send, 502, {"sandboxId": target.sandbox_id, "message": "The sandbox was not found", "code": 502}
             )
             return
-        refusal = _token_refusal(scope, route, target.port, self.envd_port)
+        refusal = token_refusal(scope["headers"], route, target.port, self.envd_port)
         if refusal is not None:
             await _reply(scope, send, 403, {"sandboxId": target.sandbox_id, "message": refusal, "code": 403})
             return
@@ -157,7 +111,8 @@ class FrontDoor:
             await _reply(scope, send, 400, {"sandboxId": target.sandbox_id, "message": str(exc), "code": 400})
             return
         if target.port == CODE_INTERPRETER_PORT:
-            refusal = _ci_refusal(scope, route, url.raw_path.partition(b"?")[0])
+            method = scope["method"] if scope["type"] == "http" else None
+            refusal = ci_refusal(method, scope["headers"], route, url.raw_path.partition(b"?")[0])
             if refusal is not None:
                 await _reply(scope, send, 401, {"sandboxId": target.sandbox_id, "message": refusal, "code": 401})
                 return
