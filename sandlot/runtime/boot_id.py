@@ -84,6 +84,10 @@ def in_config(config_json: Path) -> bool:
         cfg: dict[str, Any] = json.loads(config_json.read_text())
     except (OSError, ValueError):
         return False
+    return has_mount(cfg)
+
+
+def has_mount(cfg: dict[str, Any]) -> bool:
     return any(m.get("destination") == MOUNT_DIR for m in cfg.get("mounts", []))
 
 

@@ -505,6 +505,8 @@ class Checkpointing(ContainerHost):
             boot_id.retarget(cfg, sdir)   # its own boot dir, not the source sandbox's
             if (snapshot / boot_id.FILE).exists():
                 boot_id.copy_boot(snapshot, sdir)
+            elif boot_id.has_mount(cfg):   # its source's file went missing: the mount needs one
+                boot_id.new_boot(sdir)
             (sdir / "config.json").write_text(json.dumps(cfg))
             await self._mount_rootfs(sandbox_id)
             if meta.get("memory"):
