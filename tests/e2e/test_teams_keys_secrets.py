@@ -168,6 +168,10 @@ def test_cli_auth_login_then_template_publish(server: Server, own_template: str,
 
     info = subprocess.run([str(E2B_CLI), "auth", "info"], env=env, capture_output=True, text=True, timeout=60)
     assert info.returncode == 0 and "@sandlot" in info.stdout
+    # `auth configure` refreshes the access token through /oauth/token, then lists the teams
+    configure = subprocess.run([str(E2B_CLI), "auth", "configure"], env=env, input="\n", capture_output=True,
+                               text=True, timeout=60)
+    assert configure.returncode == 0 and "selected" in configure.stdout, configure.stdout + configure.stderr
 
     published = subprocess.run([str(E2B_CLI), "template", "publish", own_template, "-y"], env=env,
                                capture_output=True, text=True, timeout=120)
