@@ -18,6 +18,7 @@ from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.datastructures import FormData
 
 from sandlot.store import keys
 from sandlot.store.models import Team
@@ -33,6 +34,17 @@ HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
 }
+
+
+FORM_BYTES = 16 * 1024
+"""These forms hold a key, a URL and a few tokens: a bigger (or unsized) body is refused unread."""
+
+
+async def _small_form(request: Request) -> FormData | None:
+    length = request.headers.get("content-length", "")
+    if not length.isdigit() or int(length) > FORM_BYTES:
+        return None
+    return await request.form(max_files=0, max_fields=16)
 
 
 def loopback_target(next_url: str) -> tuple[str, int] | None:
@@ -82,7 +94,9 @@ async def login_page(request: Request) -> HTMLResponse:
 
 @router.post("/docs/api/cli", response_model=None)
 async def login(request: Request) -> Response:
-    form = await request.form()
+    form = await _small_form(request)
+    if form is None:
+        return _page("Request too large", f"<p>A login form takes at most {FORM_BYTES} bytes.</p>", 413)
     next_url, api_key = str(form.get("next") or ""), str(form.get("apiKey") or "").strip()
     target = loopback_target(next_url)
     if target is None:
@@ -111,7 +125,9 @@ def _oauth_error(error: str, description: str, status: int = 400) -> JSONRespons
 @router.post("/oauth/token", response_model=None)
 async def token(request: Request) -> JSONResponse:
     """OAuth 2 refresh grant (RFC 6749 §6): a new access token and refresh token; the old go."""
-    form = await request.form()
+    form = await _small_form(request)
+    if form is None:
+        return _oauth_error("invalid_request", f"send a form of at most {FORM_BYTES} bytes", 413)
     if form.get("grant_type") != "refresh_token":
         return _oauth_error("unsupported_grant_type", "only grant_type=refresh_token is supported")
     refresh = str(form.get("refresh_token") or "")
@@ -127,7 +143,9 @@ async def token(request: Request) -> JSONResponse:
 @router.post("/oauth/revoke", response_model=None)
 async def revoke(request: Request) -> Response:
     """RFC 7009: 200 whether or not the token existed (``e2b auth logout``)."""
-    form = await request.form()
+    form = await _small_form(request)
+    if form is None:
+        return _oauth_error("invalid_request", f"send a form of at most {FORM_BYTES} bytes", 413)
     value = str(form.get("token") or "")
     if value:
         with request.app.state.services.db.session() as session, session.begin():

@@ -356,6 +356,11 @@ async def test_cli_login_hands_tokens_only_to_a_loopback_listener(stack: Stack) 
     assert (await stack.client.post("/oauth/revoke", data={"token": fresh["refresh_token"]})).status_code == 200
     assert (await stack.client.get("/teams", headers={"Authorization": f"Bearer {fresh['access_token']}"})).status_code == 401
 
+    big = await stack.client.post("/docs/api/cli", data={"next": "http://localhost:43123", "apiKey": "x" * 20000})
+    assert big.status_code == 413 and "location" not in big.headers
+    assert (await stack.client.post("/oauth/token", content=b"grant_type=" + b"r" * 20000,
+                                    headers={"content-type": "application/x-www-form-urlencoded"})).status_code == 413
+
     # the page that reflects the CLI's state escapes it
     shown = await stack.client.get("/docs/api/cli", params={"state": "error", "error": "<script>x</script>"})
     assert "<script>x" not in shown.text and "&lt;script&gt;" in shown.text
