@@ -119,3 +119,31 @@ def test_cli_login_never_sends_tokens_off_the_users_machine(server: Server, evil
     good = httpx.post(f"{server.url}/docs/api/cli", data={"next": "http://localhost:40000", "apiKey": server.api_key},
                       timeout=30)
     assert good.status_code == 303 and good.headers["location"].startswith("http://localhost:40000/?")
+
+
+def test_another_team_can_not_see_or_revoke_this_teams_keys_tokens_or_metrics(server: Server, other_key: str) -> None:
+    mine = {"X-API-Key": server.api_key}
+    key = httpx.post(f"{server.url}/api-keys", json={"name": "victim-key"}, headers=mine, timeout=30).json()
+    token = httpx.post(f"{server.url}/access-tokens", json={"name": "victim-token"}, headers=mine, timeout=30).json()
+    bearer = {"Authorization": f"Bearer {token['token']}"}
+    team_id = httpx.get(f"{server.url}/teams", headers=bearer, timeout=30).json()[0]["teamID"]
+    try:
+        theirs = httpx.get(f"{server.url}/api-keys", headers={"X-API-Key": other_key}, timeout=30)
+        assert theirs.status_code == 200 and key["id"] not in theirs.text and "victim" not in theirs.text
+        for method, path in (("DELETE", f"/api-keys/{key['id']}"), ("PATCH", f"/api-keys/{key['id']}"),
+                             ("DELETE", f"/access-tokens/{token['id']}")):
+            attack = _call(server, method, path, other_key, json={"name": "pwned"} if method == "PATCH" else None)
+            assert attack.status_code == 404, (method, path)
+        for path in (f"/teams/{team_id}/metrics", f"/teams/{team_id}/metrics/max?metric=concurrent_sandboxes"):
+            assert _call(server, "GET", path, other_key).status_code == 403
+        # X-Team-ID can't point an own credential at the victim team either
+        assert httpx.get(f"{server.url}/api-keys", timeout=30,
+                         headers={"X-API-Key": other_key, "X-Team-ID": team_id}).status_code == 403
+        # the canaries: the victim's key and token still work, unrenamed
+        assert _call(server, "GET", "/secrets", key["key"]).status_code == 200
+        assert httpx.get(f"{server.url}/teams", headers=bearer, timeout=30).status_code == 200
+        names = [k["name"] for k in httpx.get(f"{server.url}/api-keys", headers=mine, timeout=30).json()]
+        assert "victim-key" in names and "pwned" not in names
+    finally:
+        _call(server, "DELETE", f"/api-keys/{key['id']}", server.api_key)
+        _call(server, "DELETE", f"/access-tokens/{token['id']}", server.api_key)
