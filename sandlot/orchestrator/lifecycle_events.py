@@ -11,11 +11,14 @@ Transitions → E2B types: creating→running ``created``; resuming→running ``
 pausing→paused ``paused``; killing→gone ``killed`` (``kill_reason`` ``timeout`` when its end
 time had passed, ``unknown`` when it died on its own, else ``request``); lost across a
 restart → ``killed`` (``orphaned``). A start that failed (creating→gone) announced nothing.
+``updated`` (timeout, egress rules) and ``checkpointed`` (a snapshot) are not transitions:
+``SandboxManager`` reports them after the change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import uuid
 from dataclasses import dataclass
@@ -40,7 +43,7 @@ CREATED, RESUMED, PAUSED_EVENT, UPDATED, KILLED, CHECKPOINTED = (
     PREFIX + "created", PREFIX + "resumed", PREFIX + "paused", PREFIX + "updated", PREFIX + "killed",
     PREFIX + "checkpointed")
 TYPES = (CREATED, RESUMED, PAUSED_EVENT, UPDATED, KILLED, CHECKPOINTED)
-"""E2B's event types (webhooks may subscribe to any; Sandlot emits all but updated/checkpointed)."""
+"""E2B's event types."""
 LABELS = {CREATED: "create", RESUMED: "resume", PAUSED_EVENT: "pause", UPDATED: "update", KILLED: "kill",
           CHECKPOINTED: "checkpoint"}
 STARTS = (CREATED, RESUMED)
@@ -66,6 +69,16 @@ class Heard:
     memory_mb: int
     started_at: datetime
     kill_reason: str | None
+    extra: dict[str, Any] | None = None
+    """More ``eventData`` (``updated``: ``set_timeout``, ``network_egress``)."""
+
+
+def _is_cidr(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
+        return True
+    except ValueError:
+        return False
 
 
 def event_type(old: str, new: str) -> str | None:
@@ -119,8 +132,33 @@ class LifecycleEvents:
                 reason = "timeout"
             else:
                 reason = "request"
-        self._heard.append(Heard(kind, now, row.team_id, row.id, row.template_id, row.build_id,
-                                 dict(row.metadata_ or {}), row.cpu_count, row.memory_mb, row.started_at, reason))
+        self._hear(row, kind, reason=reason)
+
+    def updated(self, row: Sandbox, *, set_timeout: datetime | None = None,
+                network: dict[str, Any] | None = None) -> None:
+        """A running sandbox's timeout or egress rules were changed (not a state transition:
+        ``SandboxManager`` calls it after the change is committed)."""
+        extra: dict[str, Any] = {}
+        if set_timeout is not None:
+            extra["set_timeout"] = rfc3339(set_timeout)
+        if network is not None:
+            allow = [str(v) for v in network.get("allowOut") or []]
+            extra["network_egress"] = {
+                "allowed_cidrs": [v for v in allow if _is_cidr(v)],
+                "denied_cidrs": [str(v) for v in network.get("denyOut") or []],
+                "allowed_domains": [v for v in allow if not _is_cidr(v)],
+            }
+        self._hear(row, UPDATED, extra=extra)
+
+    def checkpointed(self, row: Sandbox) -> None:
+        """A snapshot of the running sandbox was taken."""
+        self._hear(row, CHECKPOINTED)
+
+    def _hear(self, row: Sandbox, kind: str, *, reason: str | None = None,
+              extra: dict[str, Any] | None = None) -> None:
+        self._heard.append(Heard(kind, datetime.now(timezone.utc), row.team_id, row.id, row.template_id,
+                                 row.build_id, dict(row.metadata_ or {}), row.cpu_count, row.memory_mb,
+                                 row.started_at, reason, extra))
         self._kick()
 
     def died(self, sandbox_id: str, reason: str) -> None:
@@ -197,7 +235,8 @@ class LifecycleEvents:
             execution = (str(uuid.uuid4()), began)
             self._executions[heard.sandbox_id] = execution
             return execution
-        known = self._executions.pop(heard.sandbox_id, None)
+        ends = heard.type in (PAUSED_EVENT, KILLED)
+        known = self._executions.pop(heard.sandbox_id, None) if ends else self._executions.get(heard.sandbox_id)
         if known is not None:
             return known
         start = event_store.last_of(session, heard.team_id, heard.sandbox_id, STARTS)
@@ -221,6 +260,7 @@ class LifecycleEvents:
             }
         if heard.kill_reason is not None:
             data["kill_reason"] = heard.kill_reason
+        data.update(heard.extra or {})
         return {
             "id": str(uuid.uuid4()),
             "version": "v2",

@@ -192,8 +192,10 @@ class SandboxManager:
         return await self.pausing.resume(sandbox_id, timeout_s)
 
     async def snapshot(self, team_id: str, sandbox_id: str, name: str | None, memory: bool = True) -> Snapshot:
-        self.owned(team_id, sandbox_id)
-        return await self.snapshots.create(team_id, sandbox_id, name, memory)
+        row = self.owned(team_id, sandbox_id)
+        snap = await self.snapshots.create(team_id, sandbox_id, name, memory)
+        self.lifecycle_events.checkpointed(row)
+        return snap
 
     async def start_from(self, snap: Snapshot, request: CloneRequest) -> Sandbox:
         return await self.snapshots.start_from(snap, request)
@@ -219,6 +221,7 @@ class SandboxManager:
             if row is None:
                 raise SandboxNotFound(sandbox_id)
             row.end_at = self._checked_end(row, timeout_s)
+        self.lifecycle_events.updated(row, set_timeout=row.end_at)
 
     async def keep_alive(self, team_id: str, sandbox_id: str, timeout_s: int) -> Sandbox:
         """Extend (never shorten) the end time, as E2B's connect and refresh do."""
@@ -254,6 +257,8 @@ class SandboxManager:
                 if fresh is not None:
                     fresh.network = network
                     fresh.allow_internet_access = allow_internet_access
+            if fresh is not None:
+                self.lifecycle_events.updated(fresh, network=network)
 
     # --- kill -----------------------------------------------------------------------------------
 

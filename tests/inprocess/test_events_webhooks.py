@@ -101,6 +101,27 @@ async def test_lifecycle_events_record_each_transition(stack: Stack) -> None:
     assert [e["id"] for e in ascending] == [e["id"] for e in reversed(listed)]
 
 
+async def test_updates_and_checkpoints_are_events(stack: Stack) -> None:
+    sid = (await stack.create())["sandboxID"]
+    assert (await stack.client.post(f"/sandboxes/{sid}/timeout", json={"timeout": 30},
+                                    headers=stack.headers())).status_code == 204
+    network = {"allowOut": ["1.1.1.1", "8.8.8.0/24"], "denyOut": ["0.0.0.0/0"]}
+    assert (await stack.client.put(f"/sandboxes/{sid}/network", json=network,
+                                   headers=stack.headers())).status_code == 204
+    assert (await stack.client.post(f"/sandboxes/{sid}/snapshots", json={},
+                                    headers=stack.headers())).status_code == 201
+    created, timeout, egress, checkpoint = await get_events(stack, f"/events/sandboxes/{sid}", orderAsc="true")
+    assert [e["type"] for e in (timeout, egress, checkpoint)] == [
+        "sandbox.lifecycle.updated", "sandbox.lifecycle.updated", "sandbox.lifecycle.checkpointed"]
+    row = stack.row(sid)
+    assert row is not None
+    assert datetime.fromisoformat(timeout["eventData"]["set_timeout"].replace("Z", "+00:00")) == row.end_at
+    assert egress["eventData"]["network_egress"] == {"allowed_cidrs": ["1.1.1.1", "8.8.8.0/24"],
+                                                     "denied_cidrs": ["0.0.0.0/0"], "allowed_domains": []}
+    assert [e["eventLabel"] for e in (timeout, checkpoint)] == ["update", "checkpoint"]
+    assert {e["sandboxExecutionId"] for e in (created, timeout, egress, checkpoint)} == {created["sandboxExecutionId"]}
+
+
 async def test_paging_filters_and_teams(stack: Stack) -> None:
     ids = [(await stack.create())["sandboxID"] for _ in range(3)]
     for sid in ids:
