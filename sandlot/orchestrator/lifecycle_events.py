@@ -46,6 +46,8 @@ TYPES = (CREATED, RESUMED, PAUSED_EVENT, UPDATED, KILLED, CHECKPOINTED)
 """E2B's event types."""
 LABELS = {CREATED: "create", RESUMED: "resume", PAUSED_EVENT: "pause", UPDATED: "update", KILLED: "kill",
           CHECKPOINTED: "checkpoint"}
+MAX_UNSTORED = 10_000
+"""Events held in memory while the store fails (each is a few hundred bytes)."""
 STARTS = (CREATED, RESUMED)
 """Events that begin an execution (what ``execution.started_at`` refers to)."""
 
@@ -156,6 +158,9 @@ class LifecycleEvents:
 
     def _hear(self, row: Sandbox, kind: str, *, reason: str | None = None,
               extra: dict[str, Any] | None = None) -> None:
+        if len(self._heard) >= MAX_UNSTORED:   # the store has been failing for long: keep the newest
+            del self._heard[0]
+            log.error("lifecycle event dropped: the store is not accepting events")
         self._heard.append(Heard(kind, datetime.now(timezone.utc), row.team_id, row.id, row.template_id,
                                  row.build_id, dict(row.metadata_ or {}), row.cpu_count, row.memory_mb,
                                  row.started_at, reason, extra))

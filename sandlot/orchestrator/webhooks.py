@@ -212,6 +212,7 @@ class WebhookSender:
         self.capacity = max(1, settings.webhook_queue_size)
         self.max_attempts = max(1, settings.webhook_max_attempts)
         self.retry_base_s = settings.webhook_retry_base_s
+        self.timeout_s = settings.webhook_timeout_s
         self.client = client or httpx.AsyncClient(
             follow_redirects=False, trust_env=False, timeout=settings.webhook_timeout_s,
             limits=httpx.Limits(max_connections=WORKERS * 4, max_keepalive_connections=0))
@@ -309,15 +310,16 @@ class WebhookSender:
             }
             request = self.client.build_request("POST", url, content=delivery.body, headers=headers,
                                                 extensions={"sni_hostname": target.host})
-            response = await self.client.send(request, stream=True)   # the body is never read
-            await response.aclose()
+            async with asyncio.timeout(self.timeout_s):   # whole attempt: a dribbling receiver can't hold a worker
+                response = await self.client.send(request, stream=True)   # the body is never read
+                await response.aclose()
             status = response.status_code
             if not 200 <= status < 300:
                 error = f"http_error: {status}"
         except UnsafeTarget as exc:
             error = str(exc) if str(exc).startswith("dns_error") else f"refused: {exc}"
             delivery.final = not error.startswith("dns_error")
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             error = "timeout"
         except httpx.HTTPError as exc:
             error = f"transport_error: {type(exc).__name__}"

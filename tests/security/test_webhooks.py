@@ -13,6 +13,7 @@ check and the connection; and the same over the real server with the unmodified 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -166,6 +167,29 @@ async def test_dns_is_resolved_once_and_the_checked_address_is_dialled(monkeypat
     assert dialled[0].url.host == "93.184.216.34" and dialled[0].url.port == 8443
     assert dialled[0].headers["host"] == "hooks.rebind.test:8443"
     assert dialled[0].extensions["sni_hostname"] == "hooks.rebind.test"
+
+
+async def test_a_receiver_that_never_answers_holds_no_worker(tmp_path: Path,
+                                                            store_template: StoreTemplate,  # noqa: F811
+                                                            legit: Receiver) -> None:
+    """A tenant's receiver that accepts and never answers costs one attempt's time limit; the
+    sandbox operations around it answer at once and later deliveries still go out."""
+    legit.hold = threading.Event()
+    s = await start_stack(tmp_path, store_template, webhook_allow_private=["127.0.0.1/32"],
+                          webhook_timeout_s=0.5, webhook_max_attempts=1)
+    try:
+        await s.client.post("/events/webhooks", headers=s.headers(), json={
+            "name": "slow", "url": legit.url, "events": [CREATED], "signatureSecret": "x"})
+        for _ in range(3):   # two workers: a third delivery waits behind the held ones
+            sid = (await s.create())["sandboxID"]
+            assert (await s.client.delete(f"/sandboxes/{sid}", headers=s.headers())).status_code == 204
+        await settle(s)
+        outcomes = list(s.manager.lifecycle_events.sender.outcomes)
+    finally:
+        legit.hold.set()
+        await stop_stack(s)
+    assert len(outcomes) == 3 and all(o.error_class == "timeout" for o in outcomes)
+    assert len(legit.requests) == 3
 
 
 async def test_allow_list_is_exact(tmp_path: Path, store_template: StoreTemplate,  # noqa: F811
