@@ -280,3 +280,14 @@ async def test_code_interpreter_run_code_killed_async() -> None:
     with pytest.raises(TimeoutException, match=CI_KILLED):
         await sbx.run_code(SLOW_CODE, on_stdout=lambda _: started.set(), timeout=300)
     await killer
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.usefixtures("template_ready")
+@pytest.mark.skipif(_node_major() < 20, reason="the e2b npm packages need Node >= 20")
+def test_code_interpreter_run_code_killed_js(server: Server) -> None:
+    env = dict(os.environ, E2B_API_URL=server.url, E2B_SANDBOX_URL=server.url, E2B_API_KEY=server.api_key)
+    result = subprocess.run(["node", "--test", "--test-reporter=spec", "fidelity_code_interpreter.test.mjs"],
+                            cwd=JS_DIR, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
