@@ -91,7 +91,7 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None | Literal[Fal
     return start, min(end, size - 1)
 
 
-async def _read_file(path: str, compress: bool, start: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+async def read_file(path: str, compress: bool, start: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
     """Stream a file from a worker thread, one bounded chunk at a time, to EOF (``length``:
     at most that much). The size ``stat`` gave is never trusted: ``/proc`` and ``/sys``
     files report 0 and have content, pipes and devices have none, and a file can grow or
@@ -193,7 +193,7 @@ class FilesHandler:
             if parsed is not None:
                 start, end = parsed
                 headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-                return StreamingResponse(_read_file(path, False, start, end - start + 1), status_code=206,
+                return StreamingResponse(read_file(path, False, start, end - start + 1), status_code=206,
                                          headers=headers, media_type="application/octet-stream")
         encoding = _encoding(request.headers.get("accept-encoding"))
         if encoding is None:
@@ -212,7 +212,7 @@ class FilesHandler:
             if body is not None:
                 return Response(body, headers=headers, media_type="application/octet-stream")
         # bigger (or a device, a pipe): chunked, the body is what a read to EOF finds
-        return StreamingResponse(_read_file(path, compress), headers=headers, media_type="application/octet-stream")
+        return StreamingResponse(read_file(path, compress), headers=headers, media_type="application/octet-stream")
 
     async def upload(self, request: Request) -> Response:
         got = self._authorize(request, "write")

@@ -145,3 +145,19 @@ def test_small_files_keep_an_exact_content_length(envd, sbx, workdir):
     sbx.files.write(f"{workdir}/s", "hello")
     r = httpx.get(envd.url + "/files", params={"path": f"{workdir}/s"})
     assert r.headers["content-length"] == "5" and r.content == b"hello"
+
+
+async def test_a_range_that_shrank_mid_read_breaks_the_transfer(tmp_path):
+    """The range was promised from ``stat`` (Content-Range); a file found shorter than that
+    ends the connection (an error the client sees) instead of a complete-looking short body."""
+    from sandlot.envd.files_http import FileChangedError, read_file
+
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    got = b""
+    with pytest.raises(FileChangedError):
+        async for chunk in read_file(str(path), False, 2, 20):
+            got += chunk
+    assert got == b"23456789"
+    # the range as promised streams whole
+    assert b"".join([c async for c in read_file(str(path), False, 2, 5)]) == b"23456"
