@@ -229,7 +229,7 @@ def test_timeout_under_streaming_command_is_reported_as_end_of_life(server: Serv
 
 
 @pytest.mark.skipif(_node_major() < 20, reason="the e2b npm package needs Node >= 20")
-def test_kill_under_streaming_command_js(server: Server) -> None:
+def test_js_sdk_files_and_kill_under_streaming_command(server: Server) -> None:
     assert (JS_DIR / "node_modules" / "e2b").is_dir(), "run `make test` (it installs tests/js/node_modules)"
     env = dict(os.environ, E2B_API_URL=server.url, E2B_SANDBOX_URL=server.url, E2B_API_KEY=server.api_key)
     result = subprocess.run(["node", "--test", "--test-reporter=spec", "fidelity.test.mjs"], cwd=JS_DIR, env=env,
