@@ -135,22 +135,26 @@ def _criu_unavailable(exc: BaseException) -> str | None:
     return None
 
 
+def _criu_response(request: Request, exc: Exception) -> JSONResponse | None:
+    """503 for a failure whose cause is missing CRIU, whichever layer wrapped it."""
+    criu = _criu_unavailable(exc)
+    if criu is None:
+        return None
+    return _respond(request, 503, "Unavailable on this server: memory pause/resume, snapshots and "
+                                  f"fork need CRIU, which is missing or broken ({criu})")
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        criu = _criu_unavailable(exc)
-        if criu is not None:
-            return _respond(request, 503, "Unavailable on this server: memory pause/resume, snapshots and "
-                                          f"fork need CRIU, which is missing or broken ({criu})")
-        return _respond(request, exc.status, exc.message, exc.headers)
+        return _criu_response(request, exc) or _respond(request, exc.status, exc.message, exc.headers)
 
     @app.exception_handler(domain.SandboxError)
     @app.exception_handler(QuotaExceeded)
     async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
-        criu = _criu_unavailable(exc)
+        criu = _criu_response(request, exc)
         if criu is not None:
-            return _respond(request, 503, "Unavailable on this server: memory pause/resume, snapshots and "
-                                          f"fork need CRIU, which is missing or broken ({criu})")
+            return criu
         prime = prime_errors.applies(request)
         status = status_of(exc, PRIME_STATUS if prime else E2B_STATUS)
         # a 429 is a quota (sandlot/quotas.py), not a rate: the SDK must not retry it for seconds

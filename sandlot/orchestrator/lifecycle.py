@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 import structlog
 from sqlalchemy.orm import Session
 
-from sandlot.orchestrator.errors import Conflict, SandboxNotFound
+from sandlot.orchestrator.errors import Conflict, OperationFailed, SandboxNotFound
 from sandlot.orchestrator.events import EventLog
 from sandlot.orchestrator.metrics import MetricsSampler
 from sandlot.proxy.routes import PauseHook, Route
@@ -148,14 +148,20 @@ class Lifecycle:
         self._tell(row, CREATING, RUNNING)
         return row
 
-    def abandon(self, sandbox_id: str) -> None:
-        """creating → gone: a start that failed (the runtime already removed what it made)."""
+    def abandon(self, sandbox_id: str, exc: BaseException, what: str) -> None:
+        """creating → gone: a start that failed (the runtime already removed what it made).
+
+        Raises :class:`OperationFailed` ("``what``: error") for ordinary errors; returns for
+        cancellations, which the caller re-raises."""
         with self.db.session() as session, session.begin():
             row = session.get(Sandbox, sandbox_id)
             if row is not None:
                 self._move(row, GONE)
                 session.delete(row)
         self._locks.pop(sandbox_id, None)
+        log.error(what.lower(), sandbox_id=sandbox_id, error=repr(exc))
+        if isinstance(exc, Exception):
+            raise OperationFailed(f"{what}: {exc}") from exc
 
     # --- pausing --------------------------------------------------------------------------
 

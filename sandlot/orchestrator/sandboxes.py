@@ -25,7 +25,7 @@ import structlog
 from sandlot import ids
 from sandlot.orchestrator.boot import Boot, envd_init
 from sandlot.orchestrator.envd_client import EnvdAgent
-from sandlot.orchestrator.errors import Conflict, InvalidRequest, OperationFailed, SandboxNotFound
+from sandlot.orchestrator.errors import Conflict, InvalidRequest, SandboxNotFound
 from sandlot.orchestrator.events import EventLog
 from sandlot.orchestrator.lifecycle import KILLING, PAUSED, PAUSING, RESUMING, RUNNING, Lifecycle
 from sandlot.orchestrator.lifecycle_events import LifecycleEvents
@@ -165,10 +165,7 @@ class SandboxManager:
                     await self.runtime.kill(sandbox_id)
                     raise
         except BaseException as exc:
-            self.lifecycle.abandon(sandbox_id)
-            log.error("failed to create sandbox", sandbox_id=sandbox_id, error=repr(exc))
-            if isinstance(exc, Exception):
-                raise OperationFailed(f"Failed to create sandbox: {exc}") from exc
+            self.lifecycle.abandon(sandbox_id, exc, "Failed to create sandbox")
             raise
         row = self.lifecycle.activate(sandbox_id, handle, request.timeout_s, spawned_from=request.template.id)
         self.events.record(sandbox_id, "sandbox created", template=request.template.id, ip=handle.ip,

@@ -171,10 +171,7 @@ class Snapshots:
                     await self.runtime.kill(sandbox_id)
                     raise
         except BaseException as exc:
-            self.lifecycle.abandon(sandbox_id)
-            log.error("failed to start sandbox from snapshot", sandbox_id=sandbox_id, error=repr(exc))
-            if isinstance(exc, Exception):
-                raise OperationFailed(f"Failed to start sandbox from snapshot: {exc}") from exc
+            self.lifecycle.abandon(sandbox_id, exc, "Failed to start sandbox from snapshot")
             raise
         row = self.lifecycle.activate(sandbox_id, handle, request.timeout_s)
         log.info("sandbox started from snapshot", sandbox_id=sandbox_id, ip=handle.ip)
