@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat as stat_mod
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -107,6 +106,35 @@ def make_dirs_owned(path: str, user: users.User) -> None:
         users.chown_to(d, user)
 
 
+def remove_tree(path: str) -> None:
+    """``rm -rf`` of a directory without recursion: a tenant's tree can nest deeper than
+    Python's recursion limit (``shutil.rmtree`` recurses before 3.12) and than PATH_MAX, so
+    each level is reached through its parent's descriptor. Symlinks are removed, not followed."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    stack: list[tuple[int, str]] = [(os.open(path, flags), "")]   # (directory fd, its name in the parent)
+    try:
+        while stack:
+            fd, name = stack[-1]
+            child: tuple[int, str] | None = None
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        child = (os.open(entry.name, flags, dir_fd=fd), entry.name)
+                        break
+                    os.unlink(entry.name, dir_fd=fd)
+            if child is not None:
+                stack.append(child)
+                continue
+            stack.pop()
+            os.close(fd)
+            if stack:
+                os.rmdir(name, dir_fd=stack[-1][0])
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
+    os.rmdir(path)
+
+
 def _sorted_names(directory: str) -> list[str]:
     """Names in ``directory`` in Go's ``os.ReadDir`` order: by their bytes."""
     return sorted(os.listdir(directory), key=os.fsencode)
@@ -192,7 +220,7 @@ class FilesystemService(Filesystem):
         path, _ = self._path(request.path, ctx)
         try:
             if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
+                remove_tree(path)
             else:
                 os.unlink(path)
         except FileNotFoundError:

@@ -161,3 +161,25 @@ async def test_a_range_that_shrank_mid_read_breaks_the_transfer(tmp_path):
     assert got == b"23456789"
     # the range as promised streams whole
     assert b"".join([c async for c in read_file(str(path), False, 2, 5)]) == b"23456"
+
+
+def test_remove_a_tree_deeper_than_python_recursion(sbx, workdir):
+    """The tree that lists (above) also removes; symlinks in it go, their targets stay."""
+    levels = 1100
+    deepest = workdir + "/d" * levels
+    subprocess.run(["mkdir", "-p", deepest], check=True)
+    try:
+        outside = f"{workdir}-canary"
+        os.makedirs(outside)
+        with open(f"{outside}/keep", "w") as f:
+            f.write("canary")
+        os.symlink(outside, f"{workdir}/d/link-to-dir")
+        os.symlink(f"{outside}/keep", f"{deepest}/link-to-file")
+        with open(f"{deepest}/file", "w") as f:
+            f.write("x")
+        sbx.files.remove(workdir)
+        assert not sbx.files.exists(workdir)
+        with open(f"{outside}/keep") as f:
+            assert f.read() == "canary"
+    finally:
+        subprocess.run(["rm", "-rf", workdir, f"{workdir}-canary"], check=True)
