@@ -160,6 +160,25 @@ async def test_kill_reasons_timeout_and_death(stack: Stack) -> None:
     assert reasons == {timed_out: "timeout", died: "unknown"}
 
 
+async def test_a_sandbox_lost_across_a_restart_is_killed_orphaned(stack: Stack) -> None:
+    """Recovery drops the row inside its own store transaction: the event must still be stored
+    (the listener never writes in the caller's transaction, so nothing waits on a lock)."""
+    lost = (await stack.create())["sandboxID"]
+    await events_of(stack).flush()
+    await stack.runtime.kill(lost)   # the host rebooted, say
+    await events_of(stack).close()
+    manager = stack.new_manager()
+    try:
+        await manager.recover()
+        listed = await manager.lifecycle_events.page(stack.team_id, sandbox_id=lost, offset=0, limit=10,
+                                                     order_asc=False, types=[])
+    finally:
+        await manager.close()
+    assert [e["type"] for e in listed] == [KILLED, CREATED]
+    assert listed[0]["eventData"]["kill_reason"] == "orphaned"
+    assert listed[0]["sandboxExecutionId"] == listed[1]["sandboxExecutionId"]   # from the store, after a restart
+
+
 async def test_events_survive_a_restart_and_are_bounded(tmp_path: Path, store_template: StoreTemplate) -> None:
     stack = await start_stack(tmp_path, store_template, events_max_per_team=3)
     try:
