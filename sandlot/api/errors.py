@@ -40,7 +40,9 @@ class APIError(Exception):
 
 E2B_STATUS: dict[type[Exception], int] = {
     domain.SandboxNotFound: 404,
+    domain.GuestUnresponsiveAtPause: 409,
     domain.Conflict: 409,
+    domain.GuestUnhealthy: 503,   # the SDK's ServiceBusyException: retry once the guest answers
     domain.InvalidRequest: 400,
     QuotaExceeded: 429,
     domain.InsufficientStorage: 507,
@@ -159,6 +161,10 @@ def install(app: FastAPI) -> None:
         status = status_of(exc, PRIME_STATUS if prime else E2B_STATUS)
         # a 429 is a quota (sandlot/quotas.py), not a rate: the SDK must not retry it for seconds
         headers = NO_RETRY if status == 429 and not prime else None
+        error_code = getattr(exc, "error_code", None)
+        if error_code is not None and not prime:   # E2B's machine-readable reason: the SDK picks its exception by it
+            return JSONResponse({"code": status, "message": domain_message(exc), "error_code": error_code},
+                                status_code=status)
         return _respond(request, status, domain_message(exc), headers)
 
     @app.exception_handler(RequestValidationError)

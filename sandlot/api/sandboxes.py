@@ -92,7 +92,7 @@ class NewSandbox(_Body):
 
 class ConnectBody(_Body):
     timeout: int | None = None
-    memory: bool | None = None
+    memory: StrictBool | None = None   # False: E2B's on_resume="reboot", a cold boot from disk
 
 
 class TimeoutBody(_Body):
@@ -155,7 +155,25 @@ def _listed_json(row: Sandbox) -> dict[str, Any]:
     }
     if row.alias:
         data["alias"] = row.alias
+    if row.envd_unresponsive_at_pause and row.state in ("paused", "pausing"):   # E2B omits it otherwise
+        data["envdUnresponsiveAtPause"] = True
     return data
+
+
+NETWORK_FIELDS = ("allowPublicTraffic", "allowOut", "denyOut", "maskRequestHost", "dnsServers")
+"""The parts of E2B's ``SandboxNetworkConfig`` a Sandlot sandbox has (no egress proxy, rules or
+HTTPS ports: those are refused at create)."""
+
+
+def network_json(row: Sandbox) -> dict[str, Any]:
+    """The sandbox's network configuration as E2B's ``SandboxDetail.network`` reports it: what
+    the create (or the last ``PUT /network``) set; ``allow_internet_access: false`` is, as in
+    E2B, a ``denyOut`` of ``0.0.0.0/0``."""
+    stored = row.network or {}
+    network = {key: stored[key] for key in NETWORK_FIELDS if stored.get(key) is not None}
+    if row.allow_internet_access is False and "0.0.0.0/0" not in network.get("denyOut", []):
+        network["denyOut"] = [*network.get("denyOut", []), "0.0.0.0/0"]
+    return network
 
 
 def _detail_json(row: Sandbox, domain: str | None) -> dict[str, Any]:
@@ -167,6 +185,7 @@ def _detail_json(row: Sandbox, domain: str | None) -> dict[str, Any]:
             "domain": domain,
             "lifecycle": {"autoResume": bool(row.auto_resume), "onTimeout": "pause" if row.auto_pause else "kill"},
             "pauseMode": "full" if row.pause_memory else "filesystem",
+            "network": network_json(row),
         }
     )
     if row.state in ("paused", "pausing"):
@@ -360,8 +379,9 @@ async def connect(
     sandbox_id: str, request: Request, response: Response, team_id: TeamId, body: ConnectBody | None = None
 ) -> dict[str, Any]:
     timeout = checked_timeout(request, body.timeout if body else None)
+    memory = body is None or body.memory is not False
     # 201 when a paused sandbox was resumed, 200 when it was running
-    row, resumed = await manager(request).resume(team_id, short_id(sandbox_id), timeout)
+    row, resumed = await manager(request).resume(team_id, short_id(sandbox_id), timeout, memory=memory)
     response.status_code = 201 if resumed else 200
     return sandbox_json(row, request.app.state.services.settings.domain)
 

@@ -27,6 +27,8 @@ class _Body(BaseModel):
 
 class PauseBody(_Body):
     memory: StrictBool | None = None
+    # refuse (503, the sandbox keeps running) rather than snapshot a guest agent that does not answer
+    require_healthy_guest: StrictBool | None = Field(None, alias="requireHealthyGuest")
 
 
 class ResumeBody(_Body):
@@ -51,7 +53,8 @@ def _snapshot_json(snap: Snapshot) -> dict[str, Any]:
 
 @router.post("/sandboxes/{sandbox_id}/pause", status_code=204, responses=openapi.errors(404, 409, 503, 507))
 async def pause(sandbox_id: str, request: Request, team_id: TeamId, body: PauseBody | None = None) -> Response:
-    await manager(request).pause(team_id, short_id(sandbox_id), body.memory if body else None)
+    await manager(request).pause(team_id, short_id(sandbox_id), body.memory if body else None,
+                                 strict=bool(body and body.require_healthy_guest))
     return Response(status_code=204)
 
 
@@ -59,7 +62,8 @@ async def pause(sandbox_id: str, request: Request, team_id: TeamId, body: PauseB
 async def resume(sandbox_id: str, request: Request, response: Response, team_id: TeamId,
                  body: ResumeBody | None = None) -> dict[str, Any]:
     timeout = checked_timeout(request, body.timeout if body else None)
-    row, resumed = await manager(request).resume(team_id, short_id(sandbox_id), timeout)
+    memory = body is None or body.memory is not False
+    row, resumed = await manager(request).resume(team_id, short_id(sandbox_id), timeout, memory=memory)
     if not resumed:
         raise APIError(409, f"Sandbox \"{sandbox_id}\" is already running")
     return sandbox_json(row, request.app.state.services.settings.domain)

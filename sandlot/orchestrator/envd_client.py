@@ -41,6 +41,21 @@ async def wait_healthy(client: httpx.AsyncClient, ip: str, port: int, timeout_s:
     raise TimeoutError(f"envd did not become healthy within {timeout_s:.0f}s ({last_error!r})")
 
 
+PROBE_TIMEOUT_S = 2.0
+"""How long a running sandbox's envd may take to answer one ``/health``: a healthy one answers
+in milliseconds; a hung one (stopped, deadlocked, out of memory) never does."""
+
+
+async def probe(client: httpx.AsyncClient, ip: str, port: int, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """One ``GET /health`` with a short timeout: does a running envd answer now? (No retries:
+    unlike :func:`wait_healthy` at boot, there is nothing to wait for.)"""
+    try:
+        response = await client.get(f"http://{ip}:{port}/health", timeout=timeout_s)
+    except httpx.HTTPError:
+        return False
+    return response.status_code < 300
+
+
 OutputSink = Callable[[str, str], None]
 """Receives ``(stream, text)`` chunks: stream is ``stdout`` or ``stderr``."""
 
@@ -205,6 +220,10 @@ class EnvdAgent:
 
     async def wait_healthy(self, ip: str) -> None:
         await wait_healthy(self.http, ip, self.port, self.start_timeout_s)
+
+    async def probe(self, ip: str) -> bool:
+        """Whether the envd of a running sandbox answers now (a pause's guest check)."""
+        return await probe(self.http, ip, self.port)
 
     async def init(self, ip: str, token: str | None, body: dict[str, object]) -> None:
         """``POST /init`` authenticated with ``token``; :class:`EnvdInitError` on refusal."""

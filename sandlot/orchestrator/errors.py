@@ -37,3 +37,15 @@ class InsufficientStorage(SandboxError):
 
 class OperationFailed(SandboxError):
     """The runtime failed; the message says what is left (e.g. "The sandbox keeps running")."""
+
+
+class GuestUnhealthy(SandboxError):
+    """The sandbox's guest agent (envd) does not answer, and the operation needs it to
+    (a strict or a filesystem-only pause). Nothing changed: the sandbox keeps running."""
+
+
+class GuestUnresponsiveAtPause(Conflict):
+    """A plain (memory) resume of a sandbox whose snapshot was taken while its envd did not
+    answer: restoring that memory would bring the hung agent back; resume without memory."""
+
+    error_code = "sandbox_snapshot_guest_agent_unresponsive"

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 import structlog
 from sqlalchemy.orm import Session
 
-from sandlot.orchestrator.errors import Conflict, OperationFailed, SandboxNotFound
+from sandlot.orchestrator.errors import Conflict, GuestUnresponsiveAtPause, OperationFailed, SandboxNotFound
 from sandlot.orchestrator.events import EventLog
 from sandlot.orchestrator.metrics import MetricsSampler
 from sandlot.proxy.routes import PauseHook, Route
@@ -165,8 +165,10 @@ class Lifecycle:
 
     # --- pausing --------------------------------------------------------------------------
 
-    def begin_pause(self, sandbox_id: str) -> Route | None:
-        """running → pausing; the route is withdrawn (returned, to put back if the pause fails)."""
+    def begin_pause(self, sandbox_id: str, *, envd_unresponsive: bool = False) -> Route | None:
+        """running → pausing; the route is withdrawn (returned, to put back if the pause fails).
+        ``envd_unresponsive``: the image about to be taken is of a hung guest agent (recorded now,
+        so a pause settled after a crash keeps it)."""
         with self.db.session() as session, session.begin():
             row = self._row(session, sandbox_id)
             if row.state == PAUSED:
@@ -174,6 +176,7 @@ class Lifecycle:
             if row.state != RUNNING:
                 raise Conflict(f"Sandbox \"{sandbox_id}\" is {row.state}")
             self._move(row, PAUSING)
+            row.envd_unresponsive_at_pause = envd_unresponsive
         return self._routes.pop(sandbox_id, None)
 
     def pause_failed(self, sandbox_id: str, route: Route | None, *, alive: bool) -> None:
@@ -185,6 +188,7 @@ class Lifecycle:
             row = session.get(Sandbox, sandbox_id)
             if row is not None:
                 self._move(row, RUNNING)
+                row.envd_unresponsive_at_pause = False
         if route is not None:
             self._routes[sandbox_id] = route
 
@@ -205,14 +209,20 @@ class Lifecycle:
 
     # --- resuming -------------------------------------------------------------------------
 
-    def begin_resume(self, sandbox_id: str) -> Sandbox | None:
-        """paused → resuming (it takes a quota slot again); ``None`` when it is running already."""
+    def begin_resume(self, sandbox_id: str, *, memory: bool = True) -> Sandbox | None:
+        """paused → resuming (it takes a quota slot again); ``None`` when it is running already.
+        A memory resume of an image of a hung guest agent is refused: it would come back hung."""
         with self.db.session() as session, session.begin():
             row = self._row(session, sandbox_id)
             if row.state == RUNNING:
                 return None
             if row.state != PAUSED:
                 raise Conflict(f"Sandbox \"{sandbox_id}\" is {row.state}")
+            if memory and row.envd_unresponsive_at_pause:
+                raise GuestUnresponsiveAtPause(
+                    f"Sandbox \"{sandbox_id}\" was paused while its guest agent (envd) was not responding: "
+                    "restoring its memory would bring the unresponsive agent back; resume it without "
+                    "memory (memory: false), which cold-boots it from its disk")
             reserve_sandbox(session, self.settings, row.team_id)   # a resumed sandbox runs again
             self._move(row, RESUMING)
         return row
@@ -232,6 +242,7 @@ class Lifecycle:
             self._move(row, RUNNING)
             row.ip = ip
             row.paused_at = None
+            row.envd_unresponsive_at_pause = False
             row.end_at = min(now + timedelta(seconds=timeout_s),
                              row.started_at + timedelta(seconds=self.settings.max_lifetime_s))
         self._route(row, ip)
@@ -280,6 +291,7 @@ class Lifecycle:
             self._move(row, RUNNING)
         row.ip = ip
         row.paused_at = None
+        row.envd_unresponsive_at_pause = False
         now = datetime.now(timezone.utc)
         if row.end_at <= now:
             row.end_at = now + timedelta(seconds=self.settings.default_timeout_s)

@@ -14,7 +14,7 @@ import structlog
 
 from sandlot.orchestrator.boot import Boot
 from sandlot.orchestrator.envd_client import EnvdAgent
-from sandlot.orchestrator.errors import InsufficientStorage, OperationFailed, SandboxNotFound
+from sandlot.orchestrator.errors import GuestUnhealthy, InsufficientStorage, OperationFailed, SandboxNotFound
 from sandlot.orchestrator.lifecycle import PAUSED, PAUSING, RUNNING, Lifecycle
 from sandlot.orchestrator.network import NetworkPolicies
 from sandlot.proxy.routes import Route
@@ -59,18 +59,36 @@ class Pauser:
 
     # --- pause ------------------------------------------------------------------------------
 
-    async def pause(self, sandbox_id: str, memory: bool | None = None, *,
-                    only_if: Callable[[Sandbox], bool] | None = None) -> None:
+    async def guest_answers(self, row: Sandbox) -> bool:
+        """Whether the running sandbox's envd answers now (one short ``/health`` probe)."""
+        return row.ip is not None and await self.envd.probe(row.ip)
+
+    async def pause(self, sandbox_id: str, memory: bool | None = None, *, strict: bool = False,
+                    on_timeout: bool = False, only_if: Callable[[Sandbox], bool] | None = None) -> None:
         """Pause a running sandbox (``memory``: the sandbox's setting when ``None``). ``only_if`` is
-        checked on the current row under the lock (the reaper: is it still due?); false: no-op."""
+        checked on the current row under the lock (the reaper: is it still due?); false: no-op.
+
+        The guest agent is asked first, as E2B does: when it does not answer, a ``strict`` pause
+        (``requireHealthyGuest``) and a filesystem-only one are refused (:class:`GuestUnhealthy`,
+        the sandbox keeps running); a memory pause proceeds and the sandbox is marked
+        ``envd_unresponsive_at_pause`` (it then resumes only without memory). ``on_timeout``: the
+        reaper's autoPause, which keeps the disk of a hung guest rather than have it killed."""
         async with self.lifecycle.lock(sandbox_id):
             row = self.lifecycle.get(sandbox_id)
             if only_if is not None and not only_if(row):
                 return
             keep_memory = row.pause_memory if memory is None else memory
-            if keep_memory and row.state == RUNNING:
-                self.check_disk(sandbox_id)
-            route = self.lifecycle.begin_pause(sandbox_id)
+            answers = True
+            if row.state == RUNNING:   # (otherwise begin_pause says why not)
+                answers = await self.guest_answers(row)
+                if not answers and (strict or (not keep_memory and not on_timeout)):
+                    raise GuestUnhealthy(
+                        f"Sandbox \"{sandbox_id}\"'s guest agent (envd) is not responding: "
+                        f"{'a filesystem-only pause needs it' if not keep_memory else 'pause refused (requireHealthyGuest)'}"
+                        ". The sandbox keeps running")
+                if keep_memory:
+                    self.check_disk(sandbox_id)
+            route = self.lifecycle.begin_pause(sandbox_id, envd_unresponsive=keep_memory and not answers)
             try:
                 if self.settings.failpoint("pause-fail"):
                     raise RuntimeError("injected checkpoint failure")
@@ -86,19 +104,21 @@ class Pauser:
                     raise InsufficientStorage(message) from exc
                 raise OperationFailed(message) from exc
             await self.lifecycle.paused(sandbox_id, route)
-        log.info("sandbox paused", sandbox_id=sandbox_id, memory=keep_memory,
+        log.info("sandbox paused", sandbox_id=sandbox_id, memory=keep_memory, envd_answered=answers,
                  **{k: round(v, 1) for k, v in timings.items()})
 
     # --- resume -----------------------------------------------------------------------------
 
-    async def resume(self, sandbox_id: str, timeout_s: int) -> tuple[Sandbox, bool]:
-        """Resume a paused sandbox: its row and ``True``, or ``False`` when it was running already."""
+    async def resume(self, sandbox_id: str, timeout_s: int, *, memory: bool = True) -> tuple[Sandbox, bool]:
+        """Resume a paused sandbox: its row and ``True``, or ``False`` when it was running already.
+        ``memory=False`` (E2B's ``on_resume="reboot"``): cold-boot it from its disk, its memory
+        image (if any) discarded; envd is then re-identified as after any reboot."""
         async with self.lifecycle.lock(sandbox_id):
-            row = self.lifecycle.begin_resume(sandbox_id)
+            row = self.lifecycle.begin_resume(sandbox_id, memory=memory)
             if row is None:
                 return self.lifecycle.get(sandbox_id), False
             try:
-                handle = await self.runtime.resume(sandbox_id)
+                handle = await self.runtime.resume(sandbox_id, memory=memory)
                 try:
                     await self.envd.wait_healthy(handle.ip)
                     if handle.rebooted:
@@ -118,7 +138,7 @@ class Pauser:
             # the runtime's rule table may have been rebuilt since the pause
             await self.network.apply(handle.ip, row.allow_internet_access, row.network)
             row = self.lifecycle.resumed(sandbox_id, handle.ip, timeout_s)
-        log.info("sandbox resumed", sandbox_id=sandbox_id)
+        log.info("sandbox resumed", sandbox_id=sandbox_id, rebooted=handle.rebooted)
         return row, True
 
     def _build_of(self, row: Sandbox) -> Build:

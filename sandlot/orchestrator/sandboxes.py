@@ -177,16 +177,18 @@ class SandboxManager:
 
     # --- pause, resume, snapshots, forks (team-checked) -----------------------------------------
 
-    async def pause(self, team_id: str, sandbox_id: str, memory: bool | None = None) -> None:
+    async def pause(self, team_id: str, sandbox_id: str, memory: bool | None = None, *, strict: bool = False) -> None:
         self.owned(team_id, sandbox_id)
-        await self.pausing.pause(sandbox_id, memory)
+        await self.pausing.pause(sandbox_id, memory, strict=strict)
 
-    async def resume(self, team_id: str, sandbox_id: str, timeout_s: int) -> tuple[Sandbox, bool]:
-        """Resume a paused sandbox (``True``) or extend a running one (``False``)."""
+    async def resume(self, team_id: str, sandbox_id: str, timeout_s: int, *,
+                     memory: bool = True) -> tuple[Sandbox, bool]:
+        """Resume a paused sandbox (``True``; ``memory=False``: cold-boot it from disk) or extend a
+        running one (``False``)."""
         row = self.owned(team_id, sandbox_id)
         if row.state == RUNNING:
             return await self.keep_alive(team_id, sandbox_id, timeout_s), False
-        return await self.pausing.resume(sandbox_id, timeout_s)
+        return await self.pausing.resume(sandbox_id, timeout_s, memory=memory)
 
     async def snapshot(self, team_id: str, sandbox_id: str, name: str | None, memory: bool = True) -> Snapshot:
         row = self.owned(team_id, sandbox_id)
@@ -310,7 +312,7 @@ class SandboxManager:
             try:
                 if sandbox_id in to_pause:   # autoPause: pause instead of dying (issue 4)
                     try:
-                        await self.pausing.pause(sandbox_id, only_if=self._due)
+                        await self.pausing.pause(sandbox_id, on_timeout=True, only_if=self._due)
                         continue
                     except (Conflict, SandboxNotFound):
                         continue

@@ -39,7 +39,9 @@ from sandlot.store.models import Sandbox, Snapshot
 
 log = structlog.get_logger("sandlot.snapshots")
 
-MAX_FORKS = 20
+MAX_FORKS = 100
+"""E2B's server limit on one fork call's ``count`` (the Python SDK checks 20 before sending; the JS
+SDK and raw API calls may ask up to this). The team's sandbox quota still bounds how many start."""
 
 
 def clone_policy(source: Snapshot | Sandbox, request: CloneRequest) -> tuple[bool | None, dict[str, Any] | None]:

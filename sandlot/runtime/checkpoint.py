@@ -290,8 +290,10 @@ class Checkpointing(ContainerHost):
         timings["dump"] = (time.perf_counter() - t0) * 1000
         os.replace(partial, final)
 
-    async def resume(self, sandbox_id: str) -> SandboxHandle:
-        """Restore a paused sandbox in place (same id, netns, IP, disk)."""
+    async def resume(self, sandbox_id: str, *, memory: bool = True) -> SandboxHandle:
+        """Restore a paused sandbox in place (same id, netns, IP, disk). ``memory=False``: boot it
+        from its disk as a filesystem-only pause's resume does; a memory image is left in place
+        until :meth:`finish_resume` (so a boot that fails leaves the sandbox paused as it was)."""
         validate_sandbox_id(sandbox_id)
         if self.before_start is not None:
             await self.before_start()
@@ -303,8 +305,9 @@ class Checkpointing(ContainerHost):
         info = self._read_runtime_json(sandbox_id) or {}
         await self._mount_rootfs(sandbox_id)
         self._criu_conf(sdir)
+        restore = bool(marker.get("memory")) and memory
         try:
-            if marker.get("memory"):
+            if restore:
                 self._require_criu(sandbox_id)
                 await self._restore_in_place(sandbox_id)
             else:
@@ -312,7 +315,7 @@ class Checkpointing(ContainerHost):
         except BaseException:
             await asyncio.shield(self._release_container(sandbox_id))
             raise
-        return SandboxHandle(sandbox_id, info["ip"], rebooted=not marker.get("memory"))
+        return SandboxHandle(sandbox_id, info["ip"], rebooted=not restore)
 
     def finish_resume(self, sandbox_id: str) -> None:
         """The restored sandbox is healthy: drop the pause marker and its image."""

@@ -212,17 +212,18 @@ class FakeRuntime:
         sb.state, sb.paused_memory = "paused", memory
         return {"freeze": 0.0, "dump": 0.0, "total": 0.0} if memory else {"total": 0.0}
 
-    async def resume(self, sandbox_id: str) -> SandboxHandle:
+    async def resume(self, sandbox_id: str, *, memory: bool = True) -> SandboxHandle:
         validate_sandbox_id(sandbox_id)
         await self._starting()
         sb = self.sandboxes.get(sandbox_id)
         if sb is None or sb.state != "paused" or sb.paused_memory is None:
             raise SandboxRuntimeError(f"sandbox {sandbox_id} is not paused")
-        if sb.paused_memory:
+        restore = sb.paused_memory and memory
+        if restore:
             self._require_criu()
         self._call("resume", sandbox_id)
         sb.state = "running"
-        return SandboxHandle(sandbox_id, sb.ip, rebooted=not sb.paused_memory)
+        return SandboxHandle(sandbox_id, sb.ip, rebooted=not restore)
 
     def finish_resume(self, sandbox_id: str) -> None:
         self.calls.append(("finish_resume", sandbox_id))

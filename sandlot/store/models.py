@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -184,6 +184,9 @@ class Sandbox(Base):
     pause_memory: Mapped[bool] = mapped_column(Boolean, default=True)
     """Pause mode at timeout (and default of ``POST /pause``): ``False`` = filesystem only."""
     paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # --- guest health at pause (migration 0013) ---
+    envd_unresponsive_at_pause: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """The memory image was taken while envd did not answer: only a resume without memory may use it."""
 
 
 class Snapshot(Base):

@@ -101,6 +101,10 @@ class FakeEnvd(EnvdAgent):
         if "*" in self.unhealthy or ip in self.unhealthy or not self._running_at(ip):
             raise TimeoutError(f"envd did not become healthy within 0s (fake envd at {ip})")
 
+    async def probe(self, ip: str) -> bool:
+        self.healthy_checks.append(ip)
+        return not ("*" in self.unhealthy or ip in self.unhealthy or not self._running_at(ip))
+
     def _authorize(self, ip: str, token: str | None) -> None:
         """What envd's ``_guard`` does, after the connection a dead or paused container refuses."""
         if not self._running_at(ip):
@@ -178,9 +182,9 @@ class EnvdFakeRuntime(FakeRuntime):
         await self._yield()
         return await super().pause(sandbox_id, memory=memory)
 
-    async def resume(self, sandbox_id: str) -> SandboxHandle:
+    async def resume(self, sandbox_id: str, *, memory: bool = True) -> SandboxHandle:
         await self._yield()
-        handle = await super().resume(sandbox_id)
+        handle = await super().resume(sandbox_id, memory=memory)
         if handle.rebooted and sandbox_id in self.specs:
             self.envd.boot(handle.ip, self._boot_token(self.specs[sandbox_id]))
         return handle
