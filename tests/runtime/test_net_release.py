@@ -94,7 +94,8 @@ async def test_reset_removes_every_link_of_the_instance(base_rootfs, tmp_path):
     assert len(links("slxv")) == 2
     db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     try:
-        killed = await _reset(types.SimpleNamespace(runtime=runtime(), db=db))
+        killed = await _reset(types.SimpleNamespace(runtime=runtime(), db=db,
+                                                    settings=types.SimpleNamespace(runtime_dir=TEST_DATA / "rt-reset")))
     finally:
         db.dispose()
     assert killed == 2
