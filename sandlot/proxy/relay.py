@@ -76,6 +76,7 @@ class Side(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)   # uvloop's transports don't subclass asyncio's
+        self.transport.set_write_buffer_limits(high=HIGH_WATER)   # fewer pause/resume rounds on bulk bodies
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -451,7 +452,7 @@ class ClientConnection(Side):
                     await upstream.write(out)
                 if chunked.done:
                     return
-                if not await self.fill():
+                if not used and not await self.fill():   # fill only when no progress is possible
                     raise ConnectionResetError("client closed mid-body")
         remaining = head.length or 0
         while remaining:
@@ -499,11 +500,10 @@ class ClientConnection(Side):
             return False
         del upstream.buffer[:end]
         if body is not None and not body.done():
-            # the sandbox answered before reading the whole upload: finish the request
-            # body relay if it can, but this client connection won't carry another request
-            keep = False
-        else:
-            keep = True
+            await asyncio.sleep(0)   # its last write may just have drained
+        # a sandbox that answers before reading the whole upload: this client connection
+        # won't carry another request (the rest of the upload is not read)
+        keep = body is None or body.done()
         keep = keep and b"close" not in _connection_tokens(head.headers) and not self.closing
         up_tokens = _connection_tokens(response.headers)
         reusable = b"close" not in up_tokens and response.method != "HTTP/1.0"
@@ -524,6 +524,8 @@ class ClientConnection(Side):
             upstream.close()
             raise _Broken() from None
         if body is not None:
+            if not body.done():
+                body.cancel()
             try:
                 await body
             except (asyncio.CancelledError, Exception):
@@ -551,7 +553,7 @@ class ClientConnection(Side):
                 if out:
                     await self.write(out)
                     out = bytearray()
-                if not await upstream.fill() and not upstream.buffer:
+                if not upstream.buffer and not await upstream.fill() and not upstream.buffer:
                     await self.write(b"0\r\n\r\n")
                     return True
         if length == -1:
@@ -567,7 +569,7 @@ class ClientConnection(Side):
                 if out:
                     await self.write(out)
                     out = bytearray()
-                if not await upstream.fill():
+                if not used and not await upstream.fill():   # fill only when no progress is possible
                     return False
         remaining = length
         if upstream.buffer:
@@ -576,7 +578,7 @@ class ClientConnection(Side):
             out += data
         await self.write(out)
         while remaining:
-            if not await upstream.fill():
+            if not upstream.buffer and not await upstream.fill():
                 return False
             data = upstream.take(remaining)
             remaining -= len(data)

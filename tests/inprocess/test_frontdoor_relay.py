@@ -60,8 +60,22 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     if b"content-length:" in lower:
         body = await reader.readexactly(int(lower.split(b"content-length:")[1].split(b"\r\n")[0]))
     elif b"transfer-encoding: chunked" in lower:
-        body = await reader.readuntil(b"0\r\n\r\n")
+        body = await _read_chunked(reader)
     return head, body
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    """A chunked body as it came, framing included (up to and including the last chunk's blank line)."""
+    raw = b""
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        raw += line
+        size = int(line.split(b";")[0], 16)
+        if size == 0:
+            while (trailer := await reader.readuntil(b"\r\n")) != b"\r\n":
+                raw += trailer
+            return raw + b"\r\n"
+        raw += await reader.readexactly(size + 2)
 
 
 async def _serve_upstream(state: Upstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -148,7 +162,7 @@ async def _response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     if b"content-length:" in lower:
         return head, await reader.readexactly(int(lower.split(b"content-length:")[1].split(b"\r\n")[0]))
     if b"transfer-encoding: chunked" in lower:
-        return head, await reader.readuntil(b"0\r\n\r\n")
+        return head, await _read_chunked(reader)
     return head, await reader.read()
 
 
@@ -288,3 +302,35 @@ async def test_code_interpreter_port_and_traffic_token_are_guarded(door: Door) -
     head, body = await _response(reader)
     assert head.startswith(b"HTTP/1.1 200") and b"/private" in door.upstream.received[-1]
     writer.close()
+
+
+async def test_large_bodies_cross_whole_both_ways(door: Door) -> None:
+    """Several MiB each way: flow control pauses and resumes both sockets, nothing is lost or reordered."""
+    payload = bytes(range(256)) * (12 * 4096)   # 12 MiB
+    reader, writer = await asyncio.open_connection("127.0.0.1", door.port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\n" + _to(door.upstream.port)
+                 + b"Content-Length: %d\r\n\r\n" % len(payload))
+    for start in range(0, len(payload), 1 << 20):
+        writer.write(payload[start:start + (1 << 20)])
+        await writer.drain()
+    head, body = await _response(reader)
+    assert head.startswith(b"HTTP/1.1 200") and body == payload
+    chunked = b"".join(b"%x\r\n%s\r\n" % (65536, payload[i:i + 65536]) for i in range(0, 4 << 20, 65536))
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\n" + _to(door.upstream.port)
+                 + b"Transfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n")
+    head, body = await _response(reader)
+    assert head.startswith(b"HTTP/1.1 200") and _dechunk(body) == payload[:4 << 20]   # re-framed, same bytes
+    writer.close()
+
+
+def _dechunk(raw: bytes) -> bytes:
+    out, pos = b"", 0
+    while True:
+        end = raw.index(b"\r\n", pos)
+        size = int(raw[pos:end], 16)
+        if size == 0:
+            assert raw[end:] == b"\r\n\r\n"
+            return out
+        out += raw[end + 2:end + 2 + size]
+        assert raw[end + 2 + size:end + 4 + size] == b"\r\n"
+        pos = end + 4 + size
