@@ -27,10 +27,11 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from sandlot import tenant_fs
 
-from . import boot_id, cgroups, disk, idmap, log_drain, overlay
+from . import boot_id, cgroups, criu_netlock, disk, idmap, log_drain, overlay
 from .base import CriuUnavailable as CriuUnavailable   # (its old home: api/errors.py imports it here)
 from .base import PauseRecovery, SandboxHandle, SandboxRuntimeError, validate_sandbox_id
 from .containers import ContainerHost
@@ -311,11 +312,18 @@ class Checkpointing(ContainerHost):
                 self._require_criu(sandbox_id)
                 await self._restore_in_place(sandbox_id)
             else:
+                if marker.get("memory"):   # a memory image, booted past: its dump's network lock goes
+                    await criu_netlock.lift(self._netns_path(info))
                 await self._cold_start(sandbox_id)
         except BaseException:
             await asyncio.shield(self._release_container(sandbox_id))
+            if marker.get("memory") and not restore:
+                await asyncio.shield(criu_netlock.put_back(self._netns_path(info)))
             raise
         return SandboxHandle(sandbox_id, info["ip"], rebooted=not restore)
+
+    def _netns_path(self, info: dict[str, Any]) -> str:
+        return self.network.slot(int(info["slot"])).netns_path
 
     def finish_resume(self, sandbox_id: str) -> None:
         """The restored sandbox is healthy: drop the pause marker and its image."""
@@ -325,8 +333,16 @@ class Checkpointing(ContainerHost):
         shutil.rmtree(sdir / "criu-work", ignore_errors=True)
 
     async def abort_resume(self, sandbox_id: str) -> None:
-        """A restored sandbox never became healthy: release it again; it stays paused."""
+        """A restored sandbox never became healthy: release it again; it stays paused (with a
+        memory image: its netns locked again, as the dump left it for the restore to lift)."""
         await self._release_container(sandbox_id)
+        try:
+            memory = json.loads((self.sandbox_dir(sandbox_id) / "paused.json").read_text()).get("memory")
+        except (OSError, ValueError):
+            return
+        info = self._read_runtime_json(sandbox_id) or {}
+        if memory and "slot" in info:
+            await criu_netlock.put_back(self._netns_path(info))
 
     async def _restore_in_place(self, sid: str) -> None:
         """Restore a paused sandbox with its TCP connections; if CRIU can't, restore it
