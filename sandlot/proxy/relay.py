@@ -413,6 +413,8 @@ class ClientConnection(Side):
                 pass
             if not upstream.buffer:
                 upstream.close()
+                if self.lost:   # the client left while we waited: nothing to retry for
+                    return False
                 got = await self.relay.pool.acquire(plan.route.ip, plan.port)
                 if got is None:
                     raise _Handoff()
