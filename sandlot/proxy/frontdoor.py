@@ -2,6 +2,11 @@
 
 Bodies are streamed both ways (chunked uploads, long-lived Connect streams,
 large downloads) and nothing is decoded: ``Content-Encoding`` passes through.
+
+Under ``sandlot serve`` the common case — a plain HTTP/1.1 request for a running sandbox
+that every guard admits — never gets here: ``sandlot.proxy.relay`` relays its bytes. This
+app answers everything else: the API, WebSockets, auto-resume, signed ``/files`` URLs and
+every refusal (400/401/403/502 JSON), and it is what the in-process tests drive.
 """
 
 from __future__ import annotations
