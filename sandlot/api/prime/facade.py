@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from sandlot.api.prime import errors, images, sandboxes
+from sandlot.api.prime import background_jobs, checkpoints, egress, errors, images, sandboxes, volumes
 from sandlot.api.prime.context import PrimeContext
 from sandlot.api.prime.envd import EnvdAccess
 from sandlot.api.prime.gateway import Gateway
@@ -26,6 +26,11 @@ def install(api: FastAPI, services: Services) -> PrimeContext:
     ctx = PrimeContext(services, TokenSigner.from_data_dir(settings.data_dir), EnvdAccess(settings.envd_port))
     api.state.prime = ctx
     errors.install(api)
+    # before sandboxes: ``/sandbox/volumes`` must not read as ``/sandbox/{sandbox_id}``
+    api.include_router(volumes.router)
+    api.include_router(checkpoints.router)
+    api.include_router(background_jobs.router)
+    api.include_router(egress.router)
     api.include_router(sandboxes.router)
     api.include_router(images.router)
     api.mount(GATEWAY_PATH, Gateway(ctx))

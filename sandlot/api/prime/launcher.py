@@ -26,6 +26,8 @@ log = structlog.get_logger("sandlot.prime")
 
 START_LOG = "/var/log/sandlot-start-command.log"
 """Where the start command's output goes; ``GET /sandbox/{id}/logs`` reads it back."""
+START_EXIT = "/var/log/sandlot-start-command.exit"
+"""The start command's exit status once it ended: ``GET /sandbox/{id}``'s ``exitCode``."""
 BUILD_POLL_S = 1.0
 
 
@@ -135,7 +137,7 @@ async def launch(ctx: PrimeContext, job: Launch) -> None:
         await ctx.services.sandboxes.kill(job.team_id, job.sandbox_id)
         return
     if start_command:
-        await _start_command(ctx, job.sandbox_id, start_command)
+        await run_start_command(ctx, job.sandbox_id, start_command)
 
 
 def _remember_image(ctx: PrimeContext, sandbox_id: str, image_config: dict[str, Any]) -> None:
@@ -147,13 +149,15 @@ def _remember_image(ctx: PrimeContext, sandbox_id: str, image_config: dict[str, 
             row.pending_image_build_id = None
 
 
-async def _start_command(ctx: PrimeContext, sandbox_id: str, command: dict[str, Any]) -> None:
+async def run_start_command(ctx: PrimeContext, sandbox_id: str, command: dict[str, Any]) -> None:
     """Run the image's start command as root, detached, its output appended to ``START_LOG``."""
     route = ctx.services.sandboxes.route(sandbox_id)
     if route is None:
         return
     argv = [command["executable"], *command.get("args", [])]
-    script = f"exec {' '.join(shlex.quote(a) for a in argv)} >>{START_LOG} 2>&1 </dev/null"
+    # its exit status lands in START_EXIT (the Prime ``exitCode``); a stale one (a checkpoint's) goes first
+    script = (f"rm -f {START_EXIT}; {' '.join(shlex.quote(a) for a in argv)} >>{START_LOG} 2>&1 </dev/null; "
+              f"echo $? >{START_EXIT}")
     request = ppb.StartRequest(
         process=ppb.ProcessConfig(cmd="/bin/sh", args=["-c", script], envs={}, cwd="/"),
         tag="prime-start-command",

@@ -6,6 +6,8 @@ import math
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
+import httpx
+
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import JSONResponse
@@ -13,10 +15,10 @@ from starlette.responses import JSONResponse
 from sandlot import ids
 from sandlot.api import limits, openapi
 from sandlot.api.auth import TeamId
-from sandlot.api.prime import image_builds, image_refs, records
+from sandlot.api.prime import checkpoints, egress, image_builds, image_refs, records
 from sandlot.api.prime.context import PrimeContext, prime
 from sandlot.api.prime.errors import PrimeError, not_found, parse_body
-from sandlot.api.prime.launcher import START_LOG, Launch, launch
+from sandlot.api.prime.launcher import START_EXIT, START_LOG, Launch, launch
 from sandlot.api.prime.shapes import iso, sandbox_json, status_json
 from sandlot.quotas import reserve_sandbox
 from sandlot.store.models import PrimeSandbox
@@ -86,21 +88,15 @@ def _auth_json(ctx: PrimeContext, request: Request, sandbox_id: str, team_id: st
     }
 
 
-def _network(body: CreateBody) -> dict[str, list[str]] | None:
+def _network(body: CreateBody) -> dict[str, Any] | None:
     """Prime lists → the engine's E2B-shaped egress rules (an allowlist denies everything else)."""
-    if body.network_allowlist is not None and body.network_denylist is not None:
-        raise PrimeError(422, "network_allowlist and network_denylist are mutually exclusive; provide at most one")
-    if body.network_allowlist is not None:
-        return {"allowOut": body.network_allowlist, "denyOut": ["0.0.0.0/0"]}
-    if body.network_denylist is not None:
-        return {"denyOut": body.network_denylist}
-    return None
+    return egress.stored(body.network_allowlist, body.network_denylist)
 
 
 def _check_supported(body: CreateBody) -> None:
-    if body.checkpoint_id:
-        raise PrimeError(400, "Restoring from checkpoints is not supported by this Sandlot server")
-    if not body.docker_image:
+    if body.checkpoint_id and body.docker_image:
+        raise PrimeError(422, "omit docker_image and disk_size_gb when restoring a checkpoint")
+    if not body.checkpoint_id and not body.docker_image:
         raise PrimeError(422, "docker_image is required unless checkpoint_id is set")
     if body.gpu_count:
         raise PrimeError(400, "GPU sandboxes are not available on this Sandlot server")
@@ -125,6 +121,8 @@ async def create_sandbox(request: Request, team_id: TeamId) -> JSONResponse:
     if network is not None:
         ctx.services.sandboxes.egress_policy(None, network)   # InvalidRequest: Prime's 422 (api/errors.py)
     timeout_s = min(body.timeout_minutes * 60, settings.max_lifetime_s)
+    if body.checkpoint_id:
+        return await _restore(ctx, request, team_id, body, network, timeout_s)
     now = datetime.now(timezone.utc)
     with ctx.services.db.session() as session, session.begin():
         if body.idempotency_key:
@@ -189,6 +187,29 @@ async def create_sandbox(request: Request, team_id: TeamId) -> JSONResponse:
     return JSONResponse(response, 201)
 
 
+async def _restore(ctx: PrimeContext, request: Request, team_id: str, body: CreateBody,
+                   network: dict[str, Any] | None, timeout_s: int) -> JSONResponse:
+    """``checkpoint_id``: a RUNNING sandbox at once (checkpoints.restore), the same answer as a create."""
+    assert body.checkpoint_id is not None
+    if body.idempotency_key:
+        with ctx.services.db.session() as session, session.begin():
+            existing = records.by_idempotency_key(session, team_id, body.idempotency_key)
+            if existing is not None:
+                v = records.view(session, existing.id, prime=existing)
+                assert v is not None
+                return JSONResponse({**sandbox_json(v), "gatewayAuth": _auth_json(ctx, request, v.id, team_id)}, 201)
+    sandbox_id = await checkpoints.restore(ctx, checkpoints.Restore(
+        team_id=team_id, checkpoint_id=body.checkpoint_id, name=body.name, timeout_minutes=body.timeout_minutes,
+        timeout_s=timeout_s, labels=body.labels, idempotency_key=body.idempotency_key,
+        env_vars=body.environment_vars or {}, secrets=body.secrets or {}, network=network,
+        allowlist=body.network_allowlist, denylist=body.network_denylist))
+    with ctx.services.db.session() as session, session.begin():
+        v = records.get(session, team_id, sandbox_id)
+        if v is None:
+            raise PrimeError(409, f"Sandbox {sandbox_id} ended while it was restored from checkpoint {body.checkpoint_id}")
+        return JSONResponse({**sandbox_json(v), "gatewayAuth": _auth_json(ctx, request, sandbox_id, team_id)}, 201)
+
+
 @router.get("/sandbox")
 async def list_sandboxes(
     request: Request,
@@ -238,9 +259,28 @@ def _require(request: Request, team_id: str, sandbox_id: str) -> dict[str, Any]:
         return sandbox_json(v)
 
 
+async def _read_exit_code(ctx: PrimeContext, sandbox_id: str) -> int | None:
+    """The start command's exit status once it ended (``START_EXIT`` in the sandbox), else ``None``.
+
+    The file is the tenant's to write: only a short decimal number is believed."""
+    route = ctx.services.sandboxes.route(sandbox_id)
+    if route is None:
+        return None
+    try:
+        response = await ctx.envd.http.get(f"{ctx.envd.base_url(route)}/files", params={"path": START_EXIT, "username": "root"},
+                                           headers=ctx.envd.headers(route, "root"), timeout=5.0)
+    except httpx.HTTPError:
+        return None
+    text = response.content[:16].decode("ascii", "replace").strip() if response.status_code == 200 else ""
+    return int(text) if text.isdigit() and len(text) <= 3 else None
+
+
 @router.get("/sandbox/{sandbox_id}", responses=openapi.prime_errors(404))
 async def get_sandbox(sandbox_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
-    return _require(request, team_id, sandbox_id)
+    data = _require(request, team_id, sandbox_id)
+    if data["status"] == "RUNNING" and data["startCommand"] is not None:
+        data["exitCode"] = await _read_exit_code(prime(request), sandbox_id)
+    return data
 
 
 async def _delete(ctx: PrimeContext, team_id: str, sandbox_id: str) -> bool:

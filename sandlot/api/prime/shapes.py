@@ -71,7 +71,8 @@ def sandbox_json(v: View) -> dict[str, Any]:
             "secrets": None,
             "advancedConfigs": None,
             "createdAt": iso(created_at(v)),
-            "exitCode": None,
+            # the start command's status is read on GET (sandboxes.py); the OOM killer's SIGKILL is 128 + 9
+            "exitCode": 137 if v.error_type == "OOM_KILLED" else None,
             "errorType": v.error_type,
             "errorMessage": v.error_message,
             "userId": None,
