@@ -1,0 +1,109 @@
+"""Prime parity (issue 15) with the unmodified prime-sandboxes SDK and prime CLI against real sandboxes:
+checkpoints and sandboxes restored from them, egress policies, background-job batch status,
+exitCode; volumes answer a clear 400."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.prime_clients import call, cli, driver
+from tests.e2e.server import Server
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+def test_sdk_checkpoints_egress_jobs_exit_code(server: Server, home: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    out = driver(server, home, "sdk_parity", tag, timeout=420)
+
+    # exitCode: the start command's, once it ended (the sandbox keeps running, as on Prime's VMs)
+    assert out["exit_code"] == 5 and f"started-{tag}" in out["logs"]
+
+    # background jobs through the batch endpoint (the SDK remembers it is supported)
+    assert out["jobs_batched"] is True
+    fast, slow = out["jobs"]
+    assert fast["completed"] is True and fast["exit_code"] == 4
+    assert slow["completed"] is False and slow["exit_code"] is None
+    assert out["job_output"] == "out\n"
+
+    # checkpoints: DURABLE at once, listed, batch lookups with per-id errors
+    cp = out["checkpoint"]
+    assert cp["state"] == "DURABLE" and cp["docker_image"] == "base" and cp["depth"] == 0 and cp["parent_id"] is None
+    assert out["listed"] == [cp["id"]]
+    assert out["checkpoint_batched"] is True
+    assert out["batch"]["found"] == [cp["id"]]
+    assert out["batch"]["errors"] == [{"checkpoint_id": "nosuchcheckpoint", "code": "NOT_FOUND",
+                                       "message": "Checkpoint nosuchcheckpoint not found"}]
+
+    # the restored sandbox has the disk as it was at the checkpoint, and its start command ran again
+    restored = out["restored"]
+    assert restored["status"] == "RUNNING" and restored["labels"] == [tag] and restored["docker_image"] == "base"
+    assert restored["environment_vars"] == {"PARITY": tag}
+    assert out["restored_files"] == "before\nno-later\n"
+    assert out["restored_exit_code"] == 5
+    assert out["child"] == {"parent_id": cp["id"], "depth": 1}
+
+    # egress policy: read, replaced, read back; '*' is an empty denylist
+    assert out["policy_before"]["policy"] == {"allowlist": None, "denylist": None}
+    assert out["policy_denied"]["policy"] == {"allowlist": None, "denylist": ["10.255.255.1"]}
+    assert out["policy_denied"]["applied"] is True and out["policy_denied"]["generation"] == 2
+    assert out["policy_read"] == out["policy_denied"]
+    assert out["policy_all"] == {"allowlist": None, "denylist": []}
+    assert out["policy_bad"].startswith("APIError: HTTP 422")
+
+    assert out["async"]["checkpoint"] == cp["id"] and out["async"]["listed"] == [cp["id"]]
+    assert out["async"]["policy"] == {"allowlist": None, "denylist": []}
+
+    # volumes: a clear 400 (not a wrong route's 404)
+    for key in ("volumes", "volumes_list"):
+        assert "HTTP 400" in out[key] and "volumes are not supported" in out[key], out[key]
+
+    # deleting checkpoints leaves the sandbox restored from them running
+    assert "HTTP 404" in out["deleted_get"]
+    assert len(out["delete_all"]["deleted"]) == 1 and out["delete_all"]["errors"] == []
+    assert out["restored_still"] == "RUNNING"
+
+
+def _json(text: str) -> dict:
+    return json.loads(text[text.index("{"):])
+
+
+def test_cli_checkpoint_fork_and_egress(server: Server, home: Path) -> None:
+    source = call(server, home, "create_and_wait", {"name": "cli-parity", "docker_image": "base"})
+    sid = source["id"]
+    made = [sid]
+    try:
+        call(server, home, "exec", sid, "echo forked-content > /root/f")
+        created = cli(server, home, "sandbox", "checkpoint", "create", sid, "-o", "json")
+        assert created.returncode == 0, created.stdout + created.stderr
+        checkpoint_id = _json(created.stdout)["id"]
+        listed = cli(server, home, "sandbox", "checkpoint", "list", sid, "-o", "json")
+        assert [c["id"] for c in _json(listed.stdout)["checkpoints"]] == [checkpoint_id]
+
+        forked = cli(server, home, "sandbox", "fork", sid, "--yes")
+        assert forked.returncode == 0, forked.stdout + forked.stderr
+        match = re.search(r"forked into sandbox (\S+)", forked.stdout)
+        assert match, forked.stdout
+        fork_id = match.group(1)
+        made.append(fork_id)
+        call(server, home, "wait", fork_id)
+        assert call(server, home, "exec", fork_id, "cat /root/f")["stdout"] == "forked-content\n"
+
+        egress = cli(server, home, "sandbox", "network", "egress", sid, "--deny", "10.255.255.2")
+        assert egress.returncode == 0, egress.stdout + egress.stderr
+        assert call(server, home, "get", sid)["network_denylist"] == ["10.255.255.2"]
+
+        deleted = cli(server, home, "sandbox", "checkpoint", "delete", "--sandbox", sid, "--yes", "-o", "json")
+        assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+        assert len(_json(deleted.stdout)["deleted"]) == 2   # the one above and the fork's
+    finally:
+        for sandbox_id in made:
+            call(server, home, "delete", sandbox_id)
