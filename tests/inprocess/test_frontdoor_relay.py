@@ -94,6 +94,9 @@ async def _serve_upstream(state: Upstream, reader: asyncio.StreamReader, writer:
                 writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close")
                 await writer.drain()
                 return
+            elif path == b"/extra":   # a second, unasked-for response behind the first
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                             b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Poison: 1\r\n\r\npoison")
             elif path == b"/bad":
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx")
             elif path == b"/cookie":
@@ -334,3 +337,21 @@ def _dechunk(raw: bytes) -> bytes:
         out += raw[end + 2:end + 2 + size]
         assert raw[end + 2 + size:end + 4 + size] == b"\r\n"
         pos = end + 4 + size
+
+
+async def test_a_sandbox_cannot_queue_responses_for_later_requests(door: Door) -> None:
+    """Bytes a sandbox sent beyond its response are not read as the answer to the next
+    request (another client's, on a pooled connection): a connection with unread bytes is
+    dropped, at release and again at reuse. (A pooled connection only ever carries that one
+    sandbox port's own traffic.)"""
+    reader, writer = await asyncio.open_connection("127.0.0.1", door.port)
+    writer.write(b"GET /extra HTTP/1.1\r\nHost: x\r\n" + _to(door.upstream.port) + b"\r\n")
+    head, body = await _response(reader)
+    assert body == b"ok"
+    writer.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", door.port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\n" + _to(door.upstream.port) + b"Content-Length: 4\r\n\r\nmine")
+    head, body = await _response(reader)
+    assert body == b"mine" and b"X-Poison" not in head
+    assert door.upstream.connections == 2
+    writer.close()
