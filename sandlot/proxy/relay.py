@@ -53,6 +53,8 @@ log = structlog.get_logger("sandlot.proxy.relay")
 HIGH_WATER = 1 << 20
 """Stop reading a socket while this much of its data waits to be relayed."""
 IDLE_PER_UPSTREAM = 32
+IDLE_EXPIRY = 60.0
+"""A pooled connection unused this long is closed: a killed sandbox's sockets never see a FIN."""
 CONNECT_TIMEOUT = 5.0
 KEEP_ALIVE = 300.0
 """Idle client connections are closed after this long (uvicorn's ``timeout_keep_alive`` before)."""
@@ -149,10 +151,11 @@ class Side(asyncio.Protocol):
 class Upstream(Side):
     """A keep-alive connection to one sandbox port."""
 
-    def __init__(self, key: tuple[str, int], pool: Pool) -> None:
+    def __init__(self, key: tuple[str, int, str], pool: Pool) -> None:
         super().__init__()
         self.key = key
         self.pool = pool
+        self.expiry: asyncio.TimerHandle | None = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -162,22 +165,28 @@ class Upstream(Side):
         return not self.lost and not self.eof and not self.buffer and self.transport is not None
 
     def close(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
         if self.transport is not None:
             self.transport.abort()
 
 
 class Pool:
-    """Idle keep-alive connections per ``(sandbox IP, port)``."""
+    """Idle keep-alive connections per ``(sandbox IP, port, sandbox id)``: with the id in the
+    key, a sandbox that gets a dead one's IP never receives a connection made for the other."""
 
     def __init__(self) -> None:
-        self.idle: dict[tuple[str, int], list[Upstream]] = {}
+        self.idle: dict[tuple[str, int, str], list[Upstream]] = {}
 
-    async def acquire(self, ip: str, port: int) -> tuple[Upstream, bool] | None:
+    async def acquire(self, ip: str, port: int, sandbox_id: str) -> tuple[Upstream, bool] | None:
         """A connection and whether it was reused; ``None`` when the port can't be reached."""
-        key = (ip, port)
+        key = (ip, port, sandbox_id)
         idle = self.idle.get(key)
         while idle:
             conn = idle.pop()
+            if conn.expiry is not None:
+                conn.expiry.cancel()
+                conn.expiry = None
             if conn.usable():
                 return conn, True
             conn.close()
@@ -193,8 +202,14 @@ class Pool:
         idle = self.idle.setdefault(conn.key, [])
         if conn.usable() and len(idle) < IDLE_PER_UPSTREAM:
             idle.append(conn)
+            conn.expiry = asyncio.get_running_loop().call_later(IDLE_EXPIRY, self._expire, conn)
         else:
             conn.close()
+
+    def _expire(self, conn: Upstream) -> None:
+        conn.expiry = None
+        self.forget(conn)
+        conn.close()
 
     def forget(self, conn: Upstream) -> None:
         idle = self.idle.get(conn.key)
@@ -400,7 +415,7 @@ class ClientConnection(Side):
 
     async def _exchange(self, head: Head, plan: _Plan) -> bool:
         """Relay one request and its response; ``True`` if the connection stays open."""
-        got = await self.relay.pool.acquire(plan.route.ip, plan.port)
+        got = await self.relay.pool.acquire(plan.route.ip, plan.port, plan.sandbox_id)
         if got is None:
             raise _Handoff()   # the ASGI front door answers "port is not open" as it always did
         upstream, reused = got
@@ -415,7 +430,7 @@ class ClientConnection(Side):
                 upstream.close()
                 if self.lost:   # the client left while we waited: nothing to retry for
                     return False
-                got = await self.relay.pool.acquire(plan.route.ip, plan.port)
+                got = await self.relay.pool.acquire(plan.route.ip, plan.port, plan.sandbox_id)
                 if got is None:
                     raise _Handoff()
                 upstream = self.active = got[0]
