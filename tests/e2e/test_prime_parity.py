@@ -107,3 +107,29 @@ def test_cli_checkpoint_fork_and_egress(server: Server, home: Path) -> None:
     finally:
         for sandbox_id in made:
             call(server, home, "delete", sandbox_id)
+
+
+def test_cli_publish_unpublish_and_unsupported_rename(server: Server, home: Path, tmp_path: Path) -> None:
+    tag = "v" + uuid.uuid4().hex[:6]
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM base\nENV PARITY=1\n")
+    pushed = cli(server, home, "images", "push", f"parity:{tag}", "--context", str(context))
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+
+    def visibility() -> str:
+        listed = cli(server, home, "images", "list", "--output", "json")
+        rows = [r for r in _json(listed.stdout)["data"] if r["imageName"] == "parity" and r["imageTag"] == tag]
+        assert len(rows) == 1, listed.stdout
+        return str(rows[0]["visibility"])
+
+    published = cli(server, home, "images", "publish", f"parity:{tag}")
+    assert published.returncode == 0, published.stdout + published.stderr
+    assert visibility() == "PUBLIC"
+    unpublished = cli(server, home, "images", "unpublish", f"parity:{tag}")
+    assert unpublished.returncode == 0, unpublished.stdout + unpublished.stderr
+    assert visibility() == "PRIVATE"
+    renamed = cli(server, home, "images", "update", f"parity:{tag}", "--name", "other")
+    assert renamed.returncode != 0 and "not supported" in renamed.stdout + renamed.stderr, renamed.stdout
+    missing = cli(server, home, "images", "publish", f"nosuch:{tag}")
+    assert missing.returncode != 0 and "not found" in (missing.stdout + missing.stderr).lower(), missing.stdout

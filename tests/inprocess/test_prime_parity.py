@@ -207,3 +207,66 @@ async def test_volumes_answer_a_clear_400(stack: Stack) -> None:
     assert created.status_code == 400
     with stack.db.session() as session:
         assert [p.id for p in session.scalars(select(PrimeSandbox))] == [sid]
+
+
+def add_image(stack: Stack, team_id: str, name: str, tag: str) -> str:
+    from sandlot.api.prime.image_builds import new_row
+
+    row = new_row(team_id, name, tag, source_image=None, dockerfile_path="Dockerfile")
+    row.status = "COMPLETED"
+    with stack.db.session() as session, session.begin():
+        session.add(row)
+    return row.full_image_path
+
+
+def visibilities(stack: Stack) -> dict[str, str]:
+    from sandlot.store.models import PrimeImageBuild
+
+    with stack.db.session() as session:
+        return {r.full_image_path: r.visibility for r in session.scalars(select(PrimeImageBuild))}
+
+
+async def test_patch_images_changes_visibility_of_own_images_only(stack: Stack) -> None:
+    h = prime_headers(stack)
+    mine = add_image(stack, stack.team_id, "app", "v1")
+    other_team = stack.other_team_id
+    theirs = add_image(stack, other_team, "app", "v1")
+    body = {"mode": "explicit", "updates": [
+        {"source": {"owner": {"type": "personal"}, "name": "app", "tag": "v1"}, "set": {"visibility": "PUBLIC"}}]}
+    dry = await stack.client.patch("/api/v1/images", headers=h, json={**body, "dryRun": True})
+    assert dry.status_code == 200, dry.text
+    assert dry.json()["dryRun"] is True and dry.json()["results"][0]["after"]["visibility"] == "PUBLIC"
+    assert visibilities(stack) == {mine: "PRIVATE", theirs: "PRIVATE"}
+    done = await stack.client.patch("/api/v1/images", headers=h, json=body)
+    result = done.json()["results"][0]
+    assert done.json()["success"] is True and result["before"]["visibility"] == "PRIVATE"
+    assert result["after"] == {"owner": {"type": "personal"}, "name": "app", "tag": "v1", "visibility": "PUBLIC"}
+    assert visibilities(stack) == {mine: "PUBLIC", theirs: "PRIVATE"}
+    # by reference, plain or with the team's own prefix; another team's prefix is not found
+    back = await stack.client.patch("/api/v1/images", headers=h, json={"updates": [
+        {"source": {"reference": mine}, "set": {"visibility": "PRIVATE"}},
+        {"source": {"reference": theirs}, "set": {"visibility": "PUBLIC"}},
+        {"source": {"owner": {"type": "team", "teamId": other_team}, "name": "app", "tag": "v1"},
+         "set": {"visibility": "PUBLIC"}},
+        {"source": {"reference": "nosuch:v1"}, "set": {"visibility": "PUBLIC"}}]})
+    codes = [(r["success"], (r["error"] or {}).get("code")) for r in back.json()["results"]]
+    assert codes == [(True, None), (False, "NOT_FOUND"), (False, "NOT_FOUND"), (False, "NOT_FOUND")]
+    assert back.json()["success"] is False
+    assert visibilities(stack) == {mine: "PRIVATE", theirs: "PRIVATE"}
+
+
+async def test_patch_images_that_cannot_work_say_so(stack: Stack) -> None:
+    h = prime_headers(stack)
+    mine = add_image(stack, stack.team_id, "app", "v1")
+    answer = await stack.client.patch("/api/v1/images", headers=h, json={"updates": [
+        {"source": {"reference": "app:v1"}, "set": {"name": "renamed"}},
+        {"source": {"reference": "app:v1"}, "set": {"owner": {"type": "platform"}, "visibility": "PUBLIC"}}]})
+    assert answer.status_code == 200
+    assert [r["error"]["code"] for r in answer.json()["results"]] == ["UNSUPPORTED", "UNSUPPORTED"]
+    assert "not supported" in answer.json()["results"][0]["error"]["message"]
+    assert visibilities(stack) == {mine: "PRIVATE"}
+    for bad in ({"updates": []}, {"mode": "search", "updates": [{"source": {"reference": "app:v1"}, "set": {"tag": "x"}}]},
+                {"updates": [{"source": {"reference": "app:v1"}, "set": {}}]},
+                {"updates": [{"source": {"reference": "app:v1"}, "set": {"visibility": "SECRET"}}]}):
+        rejected = await stack.client.patch("/api/v1/images", headers=h, json=bad)
+        assert rejected.status_code == 422 and set(rejected.json()) == {"detail"}, bad

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from sandlot.api.prime import background_jobs, checkpoints, egress, errors, images, sandboxes, volumes
+from sandlot.api.prime import background_jobs, checkpoints, egress, errors, image_updates, images, sandboxes, volumes
 from sandlot.api.prime.context import PrimeContext
 from sandlot.api.prime.envd import EnvdAccess
 from sandlot.api.prime.gateway import Gateway
@@ -33,6 +33,7 @@ def install(api: FastAPI, services: Services) -> PrimeContext:
     api.include_router(egress.router)
     api.include_router(sandboxes.router)
     api.include_router(images.router)
+    api.include_router(image_updates.router)
     api.mount(GATEWAY_PATH, Gateway(ctx))
     fail_orphans(ctx)
     services.sandboxes.death_hooks.append(lambda sandbox_id, reason: record_death(services.db, sandbox_id, reason))
