@@ -31,7 +31,7 @@ from typing import Any
 
 from sandlot import tenant_fs
 
-from . import boot_id, cgroups, criu_netlock, disk, idmap, log_drain, overlay
+from . import boot_id, cgroups, criu_netlock, disk, idmap, log_drain, overlay, stopped_tasks
 from .base import CriuUnavailable as CriuUnavailable   # (its old home: api/errors.py imports it here)
 from .base import PauseRecovery, SandboxHandle, SandboxRuntimeError, validate_sandbox_id
 from .containers import ContainerHost
@@ -180,9 +180,10 @@ class Checkpointing(ContainerHost):
                 f"CRIU at {self.criu} lacks Sandlot's user-namespace patch, so this sandbox (in a user "
                 "namespace) can't be checkpointed or restored: run scripts/install-criu.sh (`make setup`)")
 
-    async def _runc_criu(self, *args: str, log_path: Path | None = None) -> None:
+    async def _runc_criu(self, *args: str, log_path: Path | None = None, thaw: str | None = None) -> None:
         """runc with our CRIU binary; on failure the error carries the tail of CRIU's log.
-        With ``log_path`` the (restored) init gets fresh stdio pipes drained there."""
+        With ``log_path`` the (restored) init gets fresh stdio pipes drained there. ``thaw``: the
+        frozen sandbox a dump is of, thawed if CRIU hangs attaching to a stopped task."""
         work = Path(args[args.index("--work-path") + 1])
         work.mkdir(parents=True, exist_ok=True)
         argv = [self.runc, "--root", str(self.runc_root), "--criu", self.criu, *args]
@@ -192,8 +193,24 @@ class Checkpointing(ContainerHost):
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE)
-            _, err = await proc.communicate()
+            watch = None
+            if thaw is not None:
+                sid = thaw
+
+                async def _thaw() -> None:
+                    log.warning("CRIU hangs attaching to a stopped task of %s: thawing it", sid)
+                    await self._runc("resume", sid, check=False)
+
+                watch = asyncio.create_task(stopped_tasks.watch_attach(proc.pid, _thaw))
+            try:
+                _, err = await proc.communicate()
+            finally:
+                if watch is not None:
+                    watch.cancel()
+            thawed = watch is not None and watch.done() and not watch.cancelled() and watch.result()
             rc, err_text = proc.returncode or 0, err.decode(errors="replace").strip()
+            if rc != 0 and thawed:
+                raise SandboxRuntimeError(stopped_tasks.MESSAGE)
         if rc != 0:
             detail = err_text[-600:]
             for name in ("dump.log", "restore.log"):
@@ -278,11 +295,12 @@ class Checkpointing(ContainerHost):
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)
         partial.mkdir()
+        self._refuse_stopped_tasks(sandbox_id)
         await self._runc("pause", sandbox_id)
         timings["freeze"] = (time.perf_counter() - t0) * 1000
         try:
             await self._runc_criu("checkpoint", "--image-path", str(partial),
-                                  "--work-path", str(sdir / "criu-work"), sandbox_id)
+                                  "--work-path", str(sdir / "criu-work"), sandbox_id, thaw=sandbox_id)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             if await self.is_alive(sandbox_id):
@@ -290,6 +308,11 @@ class Checkpointing(ContainerHost):
             raise
         timings["dump"] = (time.perf_counter() - t0) * 1000
         os.replace(partial, final)
+
+    def _refuse_stopped_tasks(self, sid: str) -> None:
+        """Before freezing: a stopped task would hang CRIU's attach (``stopped_tasks``)."""
+        if stopped_tasks.stopped_in(cgroups.controller_dir("freezer", sid, self.cgroup_parent)):
+            raise SandboxRuntimeError(stopped_tasks.MESSAGE)
 
     async def resume(self, sandbox_id: str, *, memory: bool = True) -> SandboxHandle:
         """Restore a paused sandbox in place (same id, netns, IP, disk). ``memory=False``: boot it
@@ -435,6 +458,8 @@ class Checkpointing(ContainerHost):
                 # their images in it: searchable by the range's group only
                 (dest / "image").mkdir()
                 idmap.open_dir_to_range(dest / "image", rng)
+            if memory:
+                self._refuse_stopped_tasks(sandbox_id)
             await self._runc("pause", sandbox_id)
             try:
                 # the disk copy is taken while frozen so it matches the memory image
@@ -443,7 +468,7 @@ class Checkpointing(ContainerHost):
                     self._criu_conf(sdir, CRIU_CONFIG_COPY)
                     try:
                         await self._runc_criu("checkpoint", "--leave-running", "--image-path", str(dest / "image"),
-                                              "--work-path", str(dest / "criu-work"), sandbox_id)
+                                              "--work-path", str(dest / "criu-work"), sandbox_id, thaw=sandbox_id)
                     finally:
                         self._criu_conf(sdir)
             finally:
