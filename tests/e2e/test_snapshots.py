@@ -108,8 +108,8 @@ def test_fork_bad_count_and_unknown(server: Server) -> None:
     assert r.status_code == 404 and r.json()["code"] == 404
     sbx = Sandbox.create(timeout=60)
     try:
-        r = httpx.post(f"{server.url}/sandboxes/{sbx.sandbox_id}/fork", json={"count": 21}, headers=headers)
-        assert r.status_code == 400 and "between 1 and 20" in r.json()["message"]
+        r = httpx.post(f"{server.url}/sandboxes/{sbx.sandbox_id}/fork", json={"count": 101}, headers=headers)
+        assert r.status_code == 400 and "between 1 and 100" in r.json()["message"]
     finally:
         sbx.kill()
 
