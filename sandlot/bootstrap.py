@@ -67,16 +67,21 @@ def _write_secret(path: Path, content: str) -> None:
 
 
 def base_rootfs_dir(settings: Settings) -> Path:
-    return settings.templates_dir / "base" / "rootfs"
+    """The current base recipe's rootfs: ``<templates>/base/<recipe id>/rootfs``. Older
+    recipes' dirs (and the pre-recipe ``base/rootfs``) stay for what was built on them."""
+    from sandlot.templates.base import base_rootfs_path
+
+    return base_rootfs_path(settings.templates_dir / "base")
 
 
 def prepare_images(settings: Settings, progress: Progress) -> None:
-    """Build the envd runtime and the ``base`` rootfs if they are missing (slow once, then cached)."""
+    """Build the envd runtime and the ``base`` rootfs if they are missing (slow once, then
+    cached; a changed base recipe builds once more, next to the old one)."""
     from sandlot.runtime.envd_bundle import build_envd_runtime
-    from sandlot.templates.base import build_base_rootfs
+    from sandlot.templates.base import ensure_base
 
     build_envd_runtime(settings.envd_runtime_dir, progress=progress)
-    build_base_rootfs(base_rootfs_dir(settings), progress=progress)
+    ensure_base(settings.templates_dir / "base", progress=progress)
 
 
 def register_base_template(settings: Settings, db: Database, envd_version: str) -> None:

@@ -1,0 +1,108 @@
+"""Issue 15: the ``base`` template carries what E2B's ``e2bdev/base`` gives agents —
+``python`` and ``python3`` with pip, Node.js 20+ with npm/npx, git, curl, a C toolchain,
+jq, unzip — for the default user and for root, with nothing installed first.
+The unmodified ``e2b`` SDK against a real server."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from e2b import Sandbox
+
+from tests.e2e.server import data_dir
+
+USERS = ["user", "root"]
+
+
+def _run(sbx: Sandbox, cmd: str, user: str) -> str:
+    result = sbx.commands.run(cmd, user=user, timeout=120)
+    assert result.exit_code == 0, (cmd, result.stdout, result.stderr)
+    return result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_python_pip_and_node_are_on_path(sandbox: Sandbox, user: str) -> None:
+    assert re.fullmatch(r"Python 3\.\d+\.\d+", _run(sandbox, "python --version", user).strip())
+    assert _run(sandbox, "python3 --version", user).strip() == _run(sandbox, "python --version", user).strip()
+    assert _run(sandbox, "python3 -m pip --version", user).startswith("pip ")
+    assert _run(sandbox, "pip --version", user).startswith("pip ")
+    node = _run(sandbox, "node --version", user).strip()
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", node), node
+    assert int(node[1:].split(".")[0]) >= 20
+    assert _run(sandbox, "node -e 'console.log(6 * 7)'", user).strip() == "42"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", _run(sandbox, "npm --version", user).strip())
+    assert re.fullmatch(r"\d+\.\d+\.\d+", _run(sandbox, "npx --version", user).strip())
+    assert _run(sandbox, "command -v node npm npx", user).split() == [
+        "/usr/local/bin/node", "/usr/local/bin/npm", "/usr/local/bin/npx"]
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_pip_install_works_without_flags(sandbox: Sandbox, user: str) -> None:
+    """As in E2B's base (``pip install cowsay`` in its docs): no PEP 668 refusal. A local
+    package, so the test sends nothing off the machine."""
+    pyproject = ('[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+                 '[project]\nname = "hello-pkg"\nversion = "0.1"\n')
+    sandbox.files.write(f"/tmp/pkg-{user}/pyproject.toml", pyproject, user=user)
+    sandbox.files.write(f"/tmp/pkg-{user}/hello_pkg/__init__.py", "GREETING = 'hi'\n", user=user)
+    _run(sandbox, f"pip install -q --no-index --no-build-isolation /tmp/pkg-{user}", user)
+    assert _run(sandbox, "cd / && python -c 'import hello_pkg; print(hello_pkg.GREETING)'", user) == "hi\n"
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_npm_init_and_run_in_a_temp_dir(sandbox: Sandbox, user: str) -> None:
+    out = _run(sandbox, "d=$(mktemp -d) && cd $d && npm init -y >/dev/null"
+                        " && npm pkg set scripts.hi='node -e \"console.log(process.version)\"'"
+                        " && npm run --silent hi && cat package.json", user)
+    version, _, package = out.partition("\n")
+    assert int(version.strip()[1:].split(".")[0]) >= 20
+    assert json.loads(package)["scripts"]["hi"].startswith("node -e")
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_c_toolchain_builds_and_runs_hello_world(sandbox: Sandbox, user: str) -> None:
+    sandbox.files.write(f"/tmp/hello-{user}.c",
+                        '#include <stdio.h>\nint main(void) { printf("hello from %s\\n", "gcc"); return 0; }\n',
+                        user=user)
+    assert _run(sandbox, f"cd /tmp && gcc -O2 -o hello-{user} hello-{user}.c && ./hello-{user}", user) == "hello from gcc\n"
+    assert _run(sandbox, "make --version", user).startswith("GNU Make")
+    assert _run(sandbox, "printf 'int main(){return 0;}' | g++ -x c++ -o /tmp/cxx-$(id -u) - && /tmp/cxx-$(id -u) && echo ok",
+                user) == "ok\n"
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_jq_unzip_git_curl(sandbox: Sandbox, user: str) -> None:
+    assert _run(sandbox, "echo '{\"a\": [1, 2, 3]}' | jq -c '.a | add'", user) == "6\n"
+    assert _run(sandbox, "d=$(mktemp -d) && cd $d && echo zipped > f.txt && zip -q a.zip f.txt && rm f.txt"
+                         " && unzip -q a.zip && cat f.txt", user) == "zipped\n"
+    assert _run(sandbox, "git --version", user).startswith("git version ")
+    assert _run(sandbox, "d=$(mktemp -d) && cd $d && git init -q && echo x > x && git add x"
+                         " && git -c user.name=t -c user.email=t@e commit -qm one && git log --format=%s", user) == "one\n"
+    assert _run(sandbox, "curl --version", user).startswith("curl ")
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_python_http_server_serves_a_file_curl_fetches(sandbox: Sandbox, user: str) -> None:
+    port = 8000 if user == "user" else 8001
+    home = "/home/user" if user == "user" else "/root"
+    sandbox.files.write(f"{home}/www/index.txt", f"served to {user}\n", user=user)
+    server = sandbox.commands.run(f"cd {home}/www && exec python -m http.server {port} --bind 127.0.0.1",
+                                  user=user, background=True)
+    try:
+        # waits for the listener by retrying refused connections (no sleeps, no clocks)
+        out = _run(sandbox, f"curl -sf --retry 100 --retry-connrefused --retry-delay 0"
+                            f" http://127.0.0.1:{port}/index.txt", user)
+        assert out == f"served to {user}\n"
+    finally:
+        server.kill()
+
+
+def test_base_marker_records_recipe_and_node_version(server: object) -> None:
+    """The build's metadata names its recipe and the Node version the range resolved to."""
+    from sandlot.templates.base import MARKER, base_rootfs_path, recipe_id
+
+    marker = (base_rootfs_path(data_dir() / "templates" / "base") / MARKER).read_text()
+    assert f"recipe {recipe_id()} " in marker
+    node = re.search(r"node v(\d+)\.\d+\.\d+ sha256:[0-9a-f]{64} ", marker)
+    assert node is not None and int(node.group(1)) >= 20, marker
