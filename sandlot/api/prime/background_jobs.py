@@ -52,9 +52,11 @@ def check_script(job_ids: list[str]) -> str:
     for job_id in job_ids:
         assert JOB_ID.fullmatch(job_id)
         exit_file, pid_file = f"/tmp/job_{job_id}.exit", f"/tmp/job_{job_id}.launch/pid"
+        # the exit file is read through ``head -c``: an endless one (``/dev/zero``) can't stall the check
+        content = f"head -c 64 {exit_file} 2>/dev/null | grep ."
         lines.append(
-            f"s=$(grep -s . {exit_file} || {{ grep -qF {exit_file} /proc/$(cat {pid_file} 2>/dev/null)/cmdline "
-            f"2>/dev/null && echo running; }} || grep -s . {exit_file} || echo lost); echo {job_id} $s"
+            f"s=$({content} || {{ grep -qF {exit_file} /proc/$(cat {pid_file} 2>/dev/null)/cmdline "
+            f"2>/dev/null && echo running; }} || {content} || echo lost); echo {job_id} $s"
         )
     return "\n".join(lines)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 
 import httpx
@@ -37,6 +38,26 @@ class EnvdAccess:
             ACCESS_TOKEN_HEADER: route.access_token,
             "Authorization": basic_auth(name),
         }
+
+    async def read_file(self, route: Route, path: str, limit: int, timeout_s: float = 30.0) -> bytes | None:
+        """At most ``limit`` bytes of a sandbox file, read as root; ``None`` if it can't be read.
+
+        The tenant shapes the file (a symlink to ``/dev/zero``, a pipe): the body is streamed
+        and dropped past ``limit``, and the read gives up after ``timeout_s``."""
+        data = bytearray()
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self.http.stream("GET", f"{self.base_url(route)}/files", params={"path": path, "username": "root"},
+                                            headers=self.headers(route, "root")) as response:
+                    if response.status_code != 200:
+                        return None
+                    async for chunk in response.aiter_bytes():
+                        data += chunk[: limit - len(data)]
+                        if len(data) >= limit:
+                            break
+        except (httpx.HTTPError, TimeoutError):
+            return None
+        return bytes(data)
 
     def processes(self, route: Route) -> ProcessClient:
         return ProcessClient(self.base_url(route), http_client=self._rpc_http, send_compression=None)

@@ -6,7 +6,6 @@ import math
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-import httpx
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -24,6 +23,9 @@ from sandlot.quotas import reserve_sandbox
 from sandlot.store.models import PrimeSandbox
 
 router = APIRouter(prefix="/api/v1")
+
+MAX_LOG_BYTES = 4 << 20
+"""``GET /sandbox/{id}/logs`` answers at most the first 4 MiB of the start command's output."""
 
 
 class _Body(BaseModel):
@@ -266,12 +268,8 @@ async def _read_exit_code(ctx: PrimeContext, sandbox_id: str) -> int | None:
     route = ctx.services.sandboxes.route(sandbox_id)
     if route is None:
         return None
-    try:
-        response = await ctx.envd.http.get(f"{ctx.envd.base_url(route)}/files", params={"path": START_EXIT, "username": "root"},
-                                           headers=ctx.envd.headers(route, "root"), timeout=5.0)
-    except httpx.HTTPError:
-        return None
-    text = response.content[:16].decode("ascii", "replace").strip() if response.status_code == 200 else ""
+    raw = await ctx.envd.read_file(route, START_EXIT, 16, timeout_s=5.0)
+    text = raw.decode("ascii", "replace").strip() if raw is not None and len(raw) < 16 else ""
     return int(text) if text.isdigit() and len(text) <= 3 else None
 
 
@@ -347,10 +345,8 @@ async def logs(sandbox_id: str, request: Request, team_id: TeamId) -> dict[str, 
     route = ctx.services.sandboxes.route(sandbox_id)
     if data["startCommand"] is None or route is None:
         return {"logs": ""}
-    response = await ctx.envd.http.get(
-        f"{ctx.envd.base_url(route)}/files", params={"path": START_LOG, "username": "root"}, headers=ctx.envd.headers(route, "root")
-    )
-    return {"logs": response.content.decode("utf-8", "replace") if response.status_code == 200 else ""}
+    raw = await ctx.envd.read_file(route, START_LOG, MAX_LOG_BYTES)   # bounded: the tenant shapes this file
+    return {"logs": raw.decode("utf-8", "replace") if raw is not None else ""}
 
 
 @router.post("/sandbox/{sandbox_id}/auth", responses=openapi.prime_errors(404, 410))
