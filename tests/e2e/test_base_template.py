@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 
 import pytest
 from e2b import Sandbox
 
-from tests.e2e.server import data_dir
+from tests.e2e.server import Server, data_dir
 
 USERS = ["user", "root"]
 
@@ -106,3 +108,48 @@ def test_base_marker_records_recipe_and_node_version(server: object) -> None:
     assert f"recipe {recipe_id()} " in marker
     node = re.search(r"node v(\d+)\.\d+\.\d+ sha256:[0-9a-f]{64} ", marker)
     assert node is not None and int(node.group(1)) >= 20, marker
+
+
+def test_a_new_base_recipe_serves_new_sandboxes_and_old_ones_keep_theirs(
+        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `sandlot setup` does after an upgrade changes the recipe: the new base is
+    registered next to the old one; a sandbox made before keeps its lower layer, through a
+    pause and resume too. (The "new" base is a hard-linked copy: same content, new path.)"""
+    from sandlot import bootstrap
+    from sandlot.orchestrator.requests import ENVD_VERSION
+    from sandlot.settings import Settings
+    from sandlot.store.database import Database
+    from sandlot.templates import base
+
+    old_layer = str(base.base_rootfs_path(data_dir() / "templates" / "base"))
+    before = Sandbox.create(timeout=120)
+    new_root = data_dir() / "templates" / "base" / f"test-{server.instance}"
+    after: Sandbox | None = None
+    try:
+        assert _layers(server, before.sandbox_id) == [old_layer]
+        new_root.mkdir()
+        subprocess.run(["cp", "-al", old_layer, str(new_root / "rootfs")], check=True, capture_output=True)
+        monkeypatch.setattr(base, "recipe_id", lambda: new_root.name)
+        db = Database(server.database_url)
+        try:
+            bootstrap.register_base_template(Settings(data_dir=data_dir()), db, ENVD_VERSION)
+        finally:
+            db.dispose()
+        after = Sandbox.create(timeout=120)
+        assert _layers(server, after.sandbox_id) == [str(new_root / "rootfs")]
+        assert after.commands.run("node -e 'console.log(1)'").stdout == "1\n"
+
+        before.beta_pause()
+        resumed = Sandbox.connect(before.sandbox_id)
+        assert resumed.commands.run("python -c 'print(2)'").stdout == "2\n"
+        assert _layers(server, before.sandbox_id) == [old_layer]
+    finally:
+        before.kill()
+        if after is not None:
+            after.kill()
+        shutil.rmtree(new_root, ignore_errors=True)
+
+
+def _layers(server: Server, sandbox_id: str) -> list[str]:
+    path = data_dir() / "runtime" / server.instance / "sandboxes" / sandbox_id / "runtime.json"
+    return list(json.loads(path.read_text())["layers"])
