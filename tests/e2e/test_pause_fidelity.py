@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +32,14 @@ from tests.e2e.server import Server
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 ENVD_PORT = 49983
 TABLE = "sandlot_test_hung_envd"
+JS_DIR = Path(__file__).resolve().parents[1] / "js"
+
+
+def _node_major() -> int:
+    if shutil.which("node") is None:
+        return 0
+    out = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    return int(out.lstrip("v").split(".")[0] or 0)
 
 
 def _netns_path(server: Server, sandbox_id: str) -> str:
@@ -176,3 +186,13 @@ def test_fork_count_limit_is_100(sandbox: Sandbox, server: Server) -> None:
         for fork in forks:
             if isinstance(fork, Sandbox):
                 fork.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_node_major() < 20, reason="the e2b npm package needs Node >= 20")
+def test_js_sdk_reboot_network_and_fork_count(server: Server) -> None:
+    assert (JS_DIR / "node_modules" / "e2b").is_dir(), "run `make test` (it installs tests/js/node_modules)"
+    env = dict(os.environ, E2B_API_URL=server.url, E2B_SANDBOX_URL=server.url, E2B_API_KEY=server.api_key)
+    result = subprocess.run(["node", "--test", "--test-reporter=spec", "pause_fidelity.test.mjs"], cwd=JS_DIR,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
