@@ -153,3 +153,23 @@ def test_a_new_base_recipe_serves_new_sandboxes_and_old_ones_keep_theirs(
 def _layers(server: Server, sandbox_id: str) -> list[str]:
     path = data_dir() / "runtime" / server.instance / "sandboxes" / sandbox_id / "runtime.json"
     return list(json.loads(path.read_text())["layers"])
+
+
+def test_npm_global_installs_land_on_everyones_path(sandbox: Sandbox) -> None:
+    """The Node tree's npmrc puts `npm i -g` in /usr/local (bin on PATH), not inside the
+    Node tree; a local package, so nothing leaves the machine."""
+    for user in USERS:
+        assert _run(sandbox, "npm config get prefix", user).strip() == "/usr/local"
+    sandbox.files.write("/opt/greet/package.json",
+                        json.dumps({"name": "greet", "version": "1.0.0", "bin": {"greet": "cli.js"}}), user="root")
+    sandbox.files.write("/opt/greet/cli.js", "#!/usr/bin/env node\nconsole.log('hello ' + process.version)\n",
+                        user="root")
+    _run(sandbox, "chmod +x /opt/greet/cli.js && npm install -g --no-audit /opt/greet", "root")
+    for user in USERS:
+        assert _run(sandbox, "greet", user).startswith("hello v")
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_python_venv_works(sandbox: Sandbox, user: str) -> None:
+    assert _run(sandbox, "d=$(mktemp -d) && python -m venv $d/v && $d/v/bin/python -c 'import sys; print(sys.prefix)'",
+                user).strip().endswith("/v")
