@@ -35,15 +35,15 @@ MAX_OUTPUT = 64 * 1024
 PARALLEL_SANDBOXES = 8
 
 
-class Job(BaseModel):
+class JobRef(BaseModel):
     model_config = ConfigDict(extra="ignore")
     sandbox_id: limits.ShortId
     job_id: Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f]{8}$")]
 
 
-class BatchBody(BaseModel):
+class JobStatusBatchBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    jobs: Annotated[list[Job], Field(min_length=1, max_length=100)]
+    jobs: Annotated[list[JobRef], Field(min_length=1, max_length=100)]
 
 
 def check_script(job_ids: list[str]) -> str:
@@ -134,10 +134,10 @@ async def _check(ctx: PrimeContext, sandbox_id: str, job_ids: list[str], limit: 
 
 
 @router.post("/sandbox/background-jobs/status:batchGet", responses=openapi.prime_errors(422),
-             openapi_extra=openapi.body(BatchBody))
+             openapi_extra=openapi.body(JobStatusBatchBody))
 async def batch_status(request: Request, team_id: TeamId) -> dict[str, Any]:
     """Results in request order; a sandbox that is unknown or not running fails only its own jobs."""
-    body = await parse_body(request, BatchBody)
+    body = await parse_body(request, JobStatusBatchBody)
     ctx = prime(request)
     by_sandbox: dict[str, list[str]] = defaultdict(list)
     for job in body.jobs:

@@ -39,7 +39,7 @@ router = APIRouter(prefix="/api/v1")
 CheckpointIds = Annotated[list[limits.ShortId], Field(min_length=1, max_length=100)]
 
 
-class BatchBody(BaseModel):
+class CheckpointBatchBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     checkpoint_ids: CheckpointIds
 
@@ -86,9 +86,9 @@ def _owned_sandbox(session: Session, team_id: str, sandbox_id: str) -> records.V
     return v
 
 
-@router.post("/sandbox/checkpoints:batchGet", openapi_extra=openapi.body(BatchBody))
+@router.post("/sandbox/checkpoints:batchGet", openapi_extra=openapi.body(CheckpointBatchBody))
 async def batch_get(request: Request, team_id: TeamId) -> dict[str, Any]:
-    body = await parse_body(request, BatchBody)
+    body = await parse_body(request, CheckpointBatchBody)
     ctx = prime(request)
     found, errors = [], []
     with ctx.services.db.session() as session:

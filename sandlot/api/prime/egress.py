@@ -26,7 +26,7 @@ router = APIRouter(prefix="/api/v1")
 EVERYWHERE = "0.0.0.0/0"
 
 
-class PolicyBody(BaseModel):
+class EgressPolicyBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     allowlist: limits.NetworkList | None = None
     denylist: limits.NetworkList | None = None
@@ -81,10 +81,10 @@ async def get_policy(sandbox_id: str, request: Request, team_id: TeamId) -> dict
 
 
 @router.put("/sandbox/{sandbox_id}/egress-policy", responses=openapi.prime_errors(404, 409, 422),
-            openapi_extra=openapi.body(PolicyBody))
+            openapi_extra=openapi.body(EgressPolicyBody))
 async def put_policy(sandbox_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
     """Replace (never merge) the rules of a running sandbox; established flows are kept."""
-    body = await parse_body(request, PolicyBody)
+    body = await parse_body(request, EgressPolicyBody)
     if (body.allowlist is None) == (body.denylist is None):
         raise PrimeError(422, "Provide exactly one of allowlist or denylist")
     ctx = prime(request)

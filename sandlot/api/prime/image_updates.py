@@ -28,42 +28,42 @@ router = APIRouter(prefix="/api/v1")
 Text = Annotated[str, Field(min_length=1, max_length=255)]
 
 
-class Owner(BaseModel):
+class ImageOwnerRef(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
     type: Literal["personal", "team", "platform"]
     team_id: str | None = Field(None, alias="teamId", max_length=64)
 
 
-class Source(BaseModel):
+class ImageUpdateSource(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    owner: Owner | None = None
+    owner: ImageOwnerRef | None = None
     name: Text | None = None
     tag: Text | None = None
     reference: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
 
 
-class Patch(BaseModel):
+class ImageUpdatePatch(BaseModel):
     model_config = ConfigDict(extra="ignore")
     name: Text | None = None
     tag: Text | None = None
-    owner: Owner | None = None
+    owner: ImageOwnerRef | None = None
     visibility: Literal["PUBLIC", "PRIVATE"] | None = None
 
 
-class Update(BaseModel):
+class ImageUpdateItem(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    source: Source
-    set: Patch
+    source: ImageUpdateSource
+    set: ImageUpdatePatch
 
 
-class UpdatesBody(BaseModel):
+class ImageUpdatesBody(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
     mode: Literal["explicit"] = "explicit"
     dry_run: bool = Field(False, alias="dryRun")
-    updates: Annotated[list[Update], Field(min_length=1, max_length=100)]
+    updates: Annotated[list[ImageUpdateItem], Field(min_length=1, max_length=100)]
 
 
-def _coordinates(team_id: str, source: Source) -> tuple[str, str] | None:
+def _coordinates(team_id: str, source: ImageUpdateSource) -> tuple[str, str] | None:
     """(name, tag) of the caller's image the source names; ``None`` for anything else."""
     if source.reference is not None:
         ref = source.reference.removeprefix("prime/")
@@ -91,7 +91,7 @@ def _state(name: str, tag: str, visibility: str) -> dict[str, Any]:
     return {"owner": {"type": "personal"}, "name": name, "tag": tag, "visibility": visibility}
 
 
-def _unsupported(team_id: str, name: str, tag: str, patch: Patch) -> str | None:
+def _unsupported(team_id: str, name: str, tag: str, patch: ImageUpdatePatch) -> str | None:
     if (patch.name is not None and patch.name != name) or (patch.tag is not None and patch.tag != tag):
         return "Renaming or re-tagging images is not supported by this Sandlot server; push it again under the new name"
     owner = patch.owner
@@ -100,7 +100,7 @@ def _unsupported(team_id: str, name: str, tag: str, patch: Patch) -> str | None:
     return None
 
 
-def _apply(session: Session, team_id: str, update: Update, dry_run: bool) -> dict[str, Any]:
+def _apply(session: Session, team_id: str, update: ImageUpdateItem, dry_run: bool) -> dict[str, Any]:
     result: dict[str, Any] = {"source": update.source.model_dump(by_alias=True, exclude_none=True), "success": False,
                               "before": None, "after": None, "error": None}
     found = _coordinates(team_id, update.source)
@@ -123,9 +123,9 @@ def _apply(session: Session, team_id: str, update: Update, dry_run: bool) -> dic
     return result
 
 
-@router.patch("/images", responses=openapi.prime_errors(422), openapi_extra=openapi.body(UpdatesBody))
+@router.patch("/images", responses=openapi.prime_errors(422), openapi_extra=openapi.body(ImageUpdatesBody))
 async def update_images(request: Request, team_id: TeamId) -> dict[str, Any]:
-    body = await parse_body(request, UpdatesBody)
+    body = await parse_body(request, ImageUpdatesBody)
     for update in body.updates:
         if update.set.model_dump(exclude_none=True) == {}:
             raise PrimeError(422, "set must change at least one field")
