@@ -100,7 +100,8 @@ def is_built(dest: Path) -> bool:
 
 def _download_node(workdir: Path, progress: Progress) -> Path:
     """The Node wheel resolved from :data:`NODE_REQUIREMENT`, fetched by the host's pip (it
-    trusts the host's CA bundle, the TLS-intercepting proxy's included)."""
+    trusts the host's CA bundle, the TLS-intercepting proxy's included). Wheels only: pip
+    never builds (runs) a downloaded sdist on the host, and nothing from it is executed here."""
     args = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
             "--disable-pip-version-check", "--progress-bar", "off", "--dest", str(workdir), NODE_REQUIREMENT]
     progress("running: " + " ".join(args))
