@@ -164,8 +164,8 @@ def install_node(rootfs: Path, progress: Progress) -> str:
 
 
 def node_version(header: Path) -> str:
-    """Read from the headers, not by running the binary (the build must not run tenant-less
-    code from outside Debian on the host)."""
+    """Read from the headers, not by running the binary: the build never runs what it
+    downloaded on the host."""
     text = header.read_text()
     parts = [re.search(rf"#define NODE_{p}_VERSION (\d+)", text) for p in ("MAJOR", "MINOR", "PATCH")]
     if not all(parts):
