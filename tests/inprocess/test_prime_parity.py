@@ -270,3 +270,20 @@ async def test_patch_images_that_cannot_work_say_so(stack: Stack) -> None:
                 {"updates": [{"source": {"reference": "app:v1"}, "set": {"visibility": "SECRET"}}]}):
         rejected = await stack.client.patch("/api/v1/images", headers=h, json=bad)
         assert rejected.status_code == 422 and set(rejected.json()) == {"detail"}, bad
+
+
+async def test_a_restore_honours_idempotency_keys_and_the_teams_quota(stack: Stack) -> None:
+    h = prime_headers(stack)
+    sid = await running(stack)
+    cp = (await stack.client.post(f"/api/v1/sandbox/{sid}/checkpoints", headers=h)).json()
+    body = {"name": "r", "checkpoint_id": cp["id"], "idempotency_key": "restore-once"}
+    first = await stack.client.post("/api/v1/sandbox", headers=h, json=body)
+    again = await stack.client.post("/api/v1/sandbox", headers=h, json=body)
+    assert first.status_code == again.status_code == 201 and first.json()["id"] == again.json()["id"]
+    assert len(stack.runtime.sandboxes) == 2
+    stack.settings.quota_concurrent_sandboxes = 2
+    over = await stack.client.post("/api/v1/sandbox", headers=h, json={"name": "r2", "checkpoint_id": cp["id"]})
+    assert over.status_code == 429 and set(over.json()) == {"detail"}
+    assert len(stack.runtime.sandboxes) == 2
+    with stack.db.session() as session:
+        assert len(list(session.scalars(select(PrimeSandbox)))) == 2
