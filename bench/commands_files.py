@@ -4,13 +4,17 @@ Usage (as root, after `make setup`):
     .venv/bin/python bench/commands_files.py [--concurrency 16] [--commands 400]
 
 Starts its own `sandlot serve` on loopback unless E2B_API_URL is set. Prints:
-round-trip latency percentiles, concurrent command throughput (commands/s) and
-upload/download MB/s for 1 MiB, 100 MiB and 1 GiB files.
+round-trip latency percentiles of ``commands.run("true")`` beside its floor measured in the
+same sandbox in the same run (``bash -l -c true`` timed by a shell loop inside the sandbox:
+every command envd runs goes through ``bash -l -c``), concurrent command throughput
+(commands/s) and upload/download MB/s for 1 MiB, 100 MiB and 1 GiB files
+(``--sizes-mib ''`` skips the files).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -25,17 +29,35 @@ from bench.local_server import with_server
 MiB = 1024 * 1024
 
 
-def run(concurrency: int, commands: int, sizes: list[int]) -> None:
+FLOOR_SCRIPT = (
+    "for i in $(seq {n}); do s=$EPOCHREALTIME; bash -l -c true; e=$EPOCHREALTIME; "
+    "echo $s $e; done"
+)
+
+
+def floor_ms(sbx: object, runs: int) -> list[float]:
+    """``bash -l -c true`` timed inside the sandbox: what a command costs without envd."""
+    out = sbx.commands.run(FLOOR_SCRIPT.format(n=runs)).stdout  # type: ignore[attr-defined]
+    return [(float(e) - float(s)) * 1000 for s, e in (line.split() for line in out.splitlines())]
+
+
+def run(concurrency: int, commands: int, sizes: list[int], rounds: int) -> None:
     from e2b import Sandbox
 
     sbx = Sandbox.create(timeout=1800)
     try:
-        rtt = []
-        for _ in range(100):
-            start = time.perf_counter()
-            sbx.commands.run("true")
-            rtt.append((time.perf_counter() - start) * 1000)
+        sbx.commands.run("true")  # warm the connection
+        rtt: list[float] = []
+        floor: list[float] = []
+        for _ in range(rounds):  # interleaved, so both see the same machine load
+            floor += floor_ms(sbx, 50)
+            for _ in range(50):
+                start = time.perf_counter()
+                sbx.commands.run("true")
+                rtt.append((time.perf_counter() - start) * 1000)
         print(f"commands.run('true') round trip   {percentiles(rtt)}")
+        print(f"floor: bash -l -c true in sandbox {percentiles(floor)}")
+        print(f"over the floor (p50)              {statistics.median(rtt) - statistics.median(floor):.2f} ms")
 
         def one(_: int) -> None:
             sbx.commands.run("echo x")
@@ -72,9 +94,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--commands", type=int, default=400)
     parser.add_argument("--sizes-mib", type=str, default="1,100,1024")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of 50 floor runs + 50 commands")
     args = parser.parse_args()
-    sizes = [int(s) * MiB for s in args.sizes_mib.split(",")]
-    with_server(lambda: run(args.concurrency, args.commands, sizes))
+    sizes = [int(s) * MiB for s in args.sizes_mib.split(",") if s]
+    with_server(lambda: run(args.concurrency, args.commands, sizes, args.rounds))
 
 
 if __name__ == "__main__":

@@ -87,10 +87,13 @@ class Subscriber:
 
     async def get(self, timeout: float | None) -> Event | None:
         """Next event, or None on timeout (used for keepalives)."""
-        try:
-            ev = await asyncio.wait_for(self.queue.get(), timeout)
-        except asyncio.TimeoutError:
-            return None
+        if self.queue.empty():  # wait_for costs a task per call: only when there is a wait
+            try:
+                ev = await asyncio.wait_for(self.queue.get(), timeout)
+            except asyncio.TimeoutError:
+                return None
+        else:
+            ev = self.queue.get_nowait()
         self.proc._maybe_resume()
         return ev
 

@@ -1,12 +1,15 @@
 """User lookup straight from the rootfs' /etc/passwd and /etc/group.
 
 Parsed by hand instead of via ``pwd``/``grp`` so the answer never depends on the runtime's NSS
-configuration, only on the files of the sandbox's own rootfs.
+configuration, only on the files of the sandbox's own rootfs. Every command and file request
+resolves a user, so the parsed files are kept until a ``stat`` shows they changed (a tenant
+may edit them at any time: ``useradd`` in the sandbox applies to the next request).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 PASSWD_PATH = "/etc/passwd"
@@ -27,12 +30,38 @@ class UnknownUser(LookupError):
     pass
 
 
+_Identity = tuple[int, int, int, int, int] | None
+_RACY_NS = 100_000_000
+"""A file changed less than this long ago is not cached: file timestamps are coarse (a clock
+tick), so a second write inside the same tick could leave size and times unchanged (git's
+"racily clean" index entries)."""
+_parsed: dict[str, tuple[_Identity, list[list[str]]]] = {}
+
+
+def _identity(path: str) -> _Identity:
+    """What changes whenever the file's content may have: any write or rename bumps ctime."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _read_lines(path: str) -> list[list[str]]:
+    ident = _identity(path)
+    cached = _parsed.get(path)
+    if cached is not None and cached[0] == ident:
+        return cached[1]
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+            lines = [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
     except FileNotFoundError:
-        return []
+        lines = []
+    if ident is not None and time.time_ns() - max(ident[3], ident[4]) > _RACY_NS:
+        _parsed[path] = (ident, lines)
+    else:
+        _parsed.pop(path, None)
+    return lines
 
 
 def lookup(name: str) -> User:
