@@ -9,11 +9,12 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from e2b import Sandbox
 
-from tests.e2e.server import Server, data_dir
+from tests.e2e.server import Server, data_dir, unique_instance, unique_subnet
 
 USERS = ["user", "root"]
 
@@ -110,43 +111,46 @@ def test_base_marker_records_recipe_and_node_version(server: object) -> None:
     assert node is not None and int(node.group(1)) >= 20, marker
 
 
+@pytest.mark.slow
 def test_a_new_base_recipe_serves_new_sandboxes_and_old_ones_keep_theirs(
-        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What `sandlot setup` does after an upgrade changes the recipe: the new base is
     registered next to the old one; a sandbox made before keeps its lower layer, through a
-    pause and resume too. (The "new" base is a hard-linked copy: same content, new path.)"""
-    from sandlot import bootstrap
+    pause and resume too. (The "new" base is a hard-linked copy: same content, new path.)
+    A server of its own: registering a base changes what every later create of that
+    server's database gets, and the copy is removed afterwards."""
+    from sandlot import bootstrap, ids
     from sandlot.orchestrator.requests import ENVD_VERSION
     from sandlot.settings import Settings
     from sandlot.store.database import Database
     from sandlot.templates import base
 
+    srv = Server(workdir=tmp_path, api_key=ids.new_api_key(), instance=unique_instance("b"), subnet=unique_subnet())
+    srv.start()
+    opts = {"api_key": srv.api_key, "api_url": srv.url, "sandbox_url": srv.url}
     old_layer = str(base.base_rootfs_path(data_dir() / "templates" / "base"))
-    before = Sandbox.create(timeout=120)
-    new_root = data_dir() / "templates" / "base" / f"test-{server.instance}"
-    after: Sandbox | None = None
+    new_root = data_dir() / "templates" / "base" / f"test-{srv.instance}"
     try:
-        assert _layers(server, before.sandbox_id) == [old_layer]
+        before = Sandbox.create(timeout=120, **opts)
+        assert _layers(srv, before.sandbox_id) == [old_layer]
         new_root.mkdir()
         subprocess.run(["cp", "-al", old_layer, str(new_root / "rootfs")], check=True, capture_output=True)
         monkeypatch.setattr(base, "recipe_id", lambda: new_root.name)
-        db = Database(server.database_url)
+        db = Database(srv.database_url)
         try:
             bootstrap.register_base_template(Settings(data_dir=data_dir()), db, ENVD_VERSION)
         finally:
             db.dispose()
-        after = Sandbox.create(timeout=120)
-        assert _layers(server, after.sandbox_id) == [str(new_root / "rootfs")]
+        after = Sandbox.create(timeout=120, **opts)
+        assert _layers(srv, after.sandbox_id) == [str(new_root / "rootfs")]
         assert after.commands.run("node -e 'console.log(1)'").stdout == "1\n"
 
         before.beta_pause()
-        resumed = Sandbox.connect(before.sandbox_id)
+        resumed = Sandbox.connect(before.sandbox_id, **opts)
         assert resumed.commands.run("python -c 'print(2)'").stdout == "2\n"
-        assert _layers(server, before.sandbox_id) == [old_layer]
+        assert _layers(srv, before.sandbox_id) == [old_layer]
     finally:
-        before.kill()
-        if after is not None:
-            after.kill()
+        srv.reset()   # its sandboxes (and warm pool) go before the copy they stand on
         shutil.rmtree(new_root, ignore_errors=True)
 
 
