@@ -31,6 +31,11 @@ HOST_SYSCTLS: dict[str, int] = {
     "fs/inotify/max_user_watches": 2**31 - 1,     # scaled with RAM (≈ 190 k here)
     "fs/file-max": 2**63 - 1,                     # systemd's own default
     "kernel/pid_max": 4_194_304,                  # the 64-bit maximum (32768 here: 8 full sandboxes)
+    # runc makes one session keyring per container, charged to the userns root's host uid:
+    # Debian's 200 keys / 20000 bytes stopped creates at ~200 sandboxes (EDQUOT). Tenants
+    # can't make keys (seccomp denies add_key/keyctl), so this is one key per sandbox.
+    "kernel/keys/maxkeys": 1_000_000,             # root_maxkeys' default
+    "kernel/keys/maxbytes": 25_000_000,           # root_maxbytes' default
 }
 """Raised at start-up; each object is charged to the memory cgroup of the sandbox that made it."""
 
