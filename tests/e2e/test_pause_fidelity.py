@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,18 +27,11 @@ import pytest
 from e2b import AsyncSandbox, GuestUnresponsiveException, Sandbox, ServiceBusyException
 
 from tests.e2e.server import Server
+from tests.e2e.test_js_sdk import JS_DIR, _node_major
 
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 ENVD_PORT = 49983
 TABLE = "sandlot_test_hung_envd"
-JS_DIR = Path(__file__).resolve().parents[1] / "js"
-
-
-def _node_major() -> int:
-    if shutil.which("node") is None:
-        return 0
-    out = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
-    return int(out.lstrip("v").split(".")[0] or 0)
 
 
 def _netns_path(server: Server, sandbox_id: str) -> str:
