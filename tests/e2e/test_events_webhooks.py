@@ -85,7 +85,11 @@ def test_lifecycle_events_and_signed_webhooks(hooked_server: Server, rx: Receive
             assert len(got) == 5
             bodies = [json.loads(r.body) for r in got]
             assert {b["id"] for b in bodies} == {e["id"] for e in events}
-            assert bodies[0] == bodies[1] == next(e for e in events if e["type"] == CREATED)   # the retry
+            # the failed first delivery (created) came again; deliveries of later events may
+            # overtake its retry (two senders, back-off), so order is not asserted
+            assert bodies[0] == next(e for e in events if e["type"] == CREATED)
+            assert [b["id"] for b in bodies].count(bodies[0]["id"]) == 2
+            assert all(b == next(e for e in events if e["id"] == b["id"]) for b in bodies)
             for r in got:
                 assert r.headers["e2b-signature"] == e2b_signature("shh", r.body)
                 assert r.headers["e2b-webhook-id"] == hook["id"] and r.headers["e2b-signature-version"] == "v1"
