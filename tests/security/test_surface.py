@@ -130,14 +130,20 @@ def test_lxcfs_views_are_read_only(sandbox: Sandbox) -> None:
 def test_mountinfo_shows_no_host_paths(sandbox: Sandbox, server: Server) -> None:
     """The sandbox's mount table names neither its id, nor the server instance, nor the
     host's data directory — overlay layers are handed to the kernel as ``/proc/self/fd/N``.
-    One exception is known and documented: a bind mount's root field is its source's path
-    inside the host filesystem, so envd's read-only runtime at ``/.sandlot`` shows it."""
+    Known and documented exceptions: a bind mount's root field is its source's path inside
+    the host filesystem, so envd's read-only runtime at ``/.sandlot`` shows it, and so does
+    the sandbox's own read-only boot-id directory (``/.sandlot-boot`` and the file bound over
+    ``/proc/sys/kernel/random/boot_id``; ``runtime/boot_id.py``), which names the sandbox's id
+    and the server instance: nothing the sandbox can use to reach any other path."""
     data_dir = str(server.env().get("SANDLOT_DATA_DIR") or default_data_dir())
     info = sandbox.commands.run("cat /proc/self/mountinfo").stdout
     root = [line for line in info.splitlines() if line.split()[4] == "/"]
     assert len(root) == 1 and "lowerdir=/proc/self/fd/" in root[0], root
     leaks = [line for line in info.splitlines()
              if data_dir in line or sandbox.sandbox_id in line or server.instance in line]
-    assert [line.split()[4] for line in leaks] in ([], ["/.sandlot"]), leaks
-    assert all(line.split()[5].startswith("ro") and line.split()[3] == f"{data_dir}/envd/runtime"
+    boot_dir = f"{data_dir}/runtime/{server.instance}/sandboxes/{sandbox.sandbox_id}/boot"
+    allowed = {"/.sandlot": f"{data_dir}/envd/runtime", "/.sandlot-boot": boot_dir,
+               "/proc/sys/kernel/random/boot_id": f"{boot_dir}/boot_id"}
+    assert {line.split()[4] for line in leaks} <= set(allowed), leaks
+    assert all(line.split()[5].startswith("ro") and line.split()[3] == allowed[line.split()[4]]
                for line in leaks), leaks
