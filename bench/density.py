@@ -42,10 +42,15 @@ from typing import Any, TypeVar
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.local_server import with_server
+from sandlot.settings import Settings
+from sandlot.templates.base import base_rootfs_path
 
 MEM_CGROUP = Path("/sys/fs/cgroup/memory")
-RUNTIME_ROOT = Path("/var/lib/sandlot/runtime")
-BASE_ROOTFS = Path("/var/lib/sandlot/templates/base/rootfs")
+DATA_DIR = Settings().data_dir
+"""``SANDLOT_DATA_DIR`` or the default, as the server the bench starts uses."""
+RUNTIME_ROOT = DATA_DIR / "runtime"
+BASE_ROOTFS = base_rootfs_path(DATA_DIR / "templates" / "base")
+"""The current recipe's base rootfs (the floor's containers run on what sandboxes do)."""
 MEMINFO_KEYS = ("MemAvailable", "MemFree", "AnonPages", "Cached", "Buffers", "Shmem", "Slab",
                 "SReclaimable", "SUnreclaim", "KernelStack", "PageTables", "Percpu", "Mapped")
 MiB = 1024 * 1024

@@ -67,7 +67,6 @@ BOUNDS_MS = {
 """p99 bounds per operation: generous on a shared 2-core machine, they catch hangs, not slowness."""
 CRIU_OPS = {"pause", "resume", "snapshot", "fork", "from_snapshot"}
 DOCUMENTED_5XX = {502, 503, 507}
-DEFAULT_DATA_DIR = Path("/var/lib/sandlot")
 SEED_DIRS = ("templates/base", "envd")
 """What a fresh data dir needs so the server doesn't rebuild the base images (minutes of CPU)."""
 DISK_MB = 6144
@@ -557,7 +556,7 @@ class Host:
             subprocess.run(["mkfs.ext4", "-q", "-m", "0", "-E", "lazy_itable_init=1,nodiscard", str(image)], check=True)
             self.data_dir.mkdir()
             subprocess.run(["mount", "-o", "loop,discard", str(image), str(self.data_dir)], check=True)
-            source = DEFAULT_DATA_DIR
+            source = Settings().data_dir   # SANDLOT_DATA_DIR or the default: where the base is built
             for rel in SEED_DIRS:
                 if (source / rel).is_dir():
                     (self.data_dir / rel).parent.mkdir(parents=True, exist_ok=True)
