@@ -31,6 +31,7 @@ from sandlot.orchestrator.network import NetworkPolicies
 from sandlot.orchestrator.pausing import Pauser
 from sandlot.orchestrator.requests import CloneRequest
 from sandlot.quotas import reserve_snapshot
+from sandlot.runtime import disk
 from sandlot.runtime.base import Runtime
 from sandlot.settings import Settings
 from sandlot.store import snapshots as snapshot_store
@@ -86,7 +87,7 @@ class Snapshots:
                 alive = await self.runtime.is_alive(sandbox_id)
                 message = (f"Failed to snapshot sandbox \"{sandbox_id}\": {exc}"
                            + (". The sandbox keeps running" if alive else ""))
-                if "no space left" in str(exc).lower():
+                if disk.out_of_space(exc):
                     raise InsufficientStorage(message) from exc
                 raise OperationFailed(message) from exc
         return row
