@@ -4,32 +4,24 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
 from sandlot.api import openapi
 from sandlot.api.auth import TeamId
 from sandlot.api.errors import APIError, not_found_sandbox
+from sandlot.api.sandboxes import manager, short_id
 from sandlot.orchestrator.events import LogEntry
-from sandlot.orchestrator.sandboxes import SandboxManager
 from sandlot.store import sandboxes as sandbox_store
-
-if TYPE_CHECKING:
-    from sandlot.services import Services
 
 router = APIRouter()
 
 MAX_METRICS_IDS = 100
 
 
-def _manager(request: Request) -> SandboxManager:
-    services: Services = request.app.state.services
-    return services.sandboxes
-
-
 def _owned(request: Request, team_id: str, sandbox_id: str) -> str:
-    short = sandbox_id.split("-", 1)[0]
+    short = short_id(sandbox_id)
     with request.app.state.services.db.session() as session:
         if sandbox_store.get_for_team(session, team_id, short) is None:
             raise not_found_sandbox(sandbox_id)
@@ -47,12 +39,12 @@ async def many_metrics(
     ids = [s.strip() for s in sandbox_ids.split(",") if s.strip()]
     if len(ids) > MAX_METRICS_IDS:
         raise APIError(400, f"At most {MAX_METRICS_IDS} sandbox ids per request")
-    manager = _manager(request)
+    sandboxes = manager(request)
     result: dict[str, Any] = {}
     with request.app.state.services.db.session() as session:
         owned = [i for i in ids if sandbox_store.get_for_team(session, team_id, i) is not None]
     for sandbox_id in owned:
-        sample = manager.metrics.latest(sandbox_id) or await manager.metrics.sample_now(sandbox_id)
+        sample = sandboxes.metrics.latest(sandbox_id) or await sandboxes.metrics.sample_now(sandbox_id)
         if sample is not None:
             result[sandbox_id] = sample.to_json()
     return {"sandboxes": result}
@@ -63,7 +55,7 @@ async def metrics(
     sandbox_id: str, request: Request, team_id: TeamId, start: int | None = None, end: int | None = None
 ) -> list[dict[str, Any]]:
     short = _owned(request, team_id, sandbox_id)
-    sampler = _manager(request).metrics
+    sampler = manager(request).metrics
     if sampler.latest(short) is None:
         await sampler.sample_now(short)
     return [s.to_json() for s in sampler.series(short, _from_unix(start), _from_unix(end))]
@@ -88,7 +80,7 @@ async def logs_v1(
 ) -> dict[str, Any]:
     short = _owned(request, team_id, sandbox_id)
     since = datetime.fromtimestamp(start / 1000, timezone.utc) if start is not None else None
-    entries = [e for e in _manager(request).events.read(short) if since is None or e.timestamp >= since][:limit]
+    entries = [e for e in manager(request).events.read(short) if since is None or e.timestamp >= since][:limit]
     return {
         # E2B's v1 lines are envd's JSON log records; the e2b CLI parses them (level, logger)
         "logs": [{"timestamp": e.to_json()["timestamp"], "line": _json_line(e)} for e in entries],
@@ -110,7 +102,7 @@ async def logs_v2(
     short = _owned(request, team_id, sandbox_id)
     if direction not in ("forward", "backward"):
         raise APIError(400, f"Invalid direction {direction!r}: use forward or backward")
-    entries = _filter_entries(_manager(request).events.read(short), level)
+    entries = _filter_entries(manager(request).events.read(short), level)
     if search:
         entries = [e for e in entries if search in e.message]
     if cursor is not None:
