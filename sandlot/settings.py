@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     api_key: str | None = None
     """Bootstrap key: created for the default team at first start when set."""
+    admin_token: str | None = None
+    """Operator token (``SANDLOT_ADMIN_TOKEN``): signs in to the dashboard's operator page (and is
+    what operator-only endpoints take in ``X-Admin-Token``); unset = no operator access."""
 
     domain: str | None = None
     """Sandbox domain for ``{port}-{id}.{domain}`` hosts; ``None`` = SDK default."""
