@@ -187,6 +187,9 @@ class Sandbox(Base):
     # --- guest health at pause (migration 0013) ---
     envd_unresponsive_at_pause: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """The memory image was taken while envd did not answer: only a resume without memory may use it."""
+    # --- volumes (migration 0014) ---
+    volume_mounts: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)
+    """``[{"volumeID", "name", "path"}]``: the team's volumes bound read-write into the sandbox."""
 
 
 class Snapshot(Base):
@@ -216,6 +219,8 @@ class Snapshot(Base):
     # --- the source's network policy, which every clone keeps (migration 0009) ---
     allow_internet_access: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     network: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # --- the source's volume mounts, which every clone shares (migration 0014) ---
+    volume_mounts: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)
 
 
 # --- Prime Intellect façade (migration 0005) -------------------------------------------------
@@ -368,3 +373,21 @@ class SandboxRun(Base):
     sandbox_id: Mapped[str] = mapped_column(String(64), index=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+
+
+# --- volumes (migration 0014) -----------------------------------------------------------------
+
+
+class Volume(Base):
+    """A team's named persistent volume: an ext4 image in the data dir (``runtime/volume_disk.py``)
+    that sandboxes mount read-write and the volume-content API reads and writes."""
+
+    __tablename__ = "volumes"
+    __table_args__ = (UniqueConstraint("team_id", "name", name="uq_volumes_team_name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """A UUID, as E2B's (anything else in a path answers 400 before a lookup)."""
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    size_mb: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
