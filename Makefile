@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON := /usr/bin/python3
 VENV := .venv
 DEB_PACKAGES := runc mmdebstrap nftables python3-nftables iproute2 iptables python3-venv python3-dev \
-                uidmap curl zstd ca-certificates busybox-static e2fsprogs mount lxcfs \
+                uidmap curl zstd ca-certificates busybox-static e2fsprogs mount lxcfs gcc libc6-dev \
                 skopeo umoci docker-registry golang-github-containers-common
 SANDLOT := $(VENV)/bin/sandlot
 PYTEST_ARGS ?=

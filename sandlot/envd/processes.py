@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import struct
-import subprocess
 import termios
 import time
 from collections import OrderedDict
@@ -20,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from . import reaper
+from . import reaper, spawn
 from .users import User
 
 READ_CHUNK = 32 * 1024
@@ -28,11 +27,7 @@ SUBSCRIBER_HIGH_WATER = 64  # queued chunks (≤32 KiB each) per subscriber befo
 EXIT_DRAIN_GRACE = 1.0  # seconds to wait for pipe EOF after exit (grandchildren may hold it)
 RETAIN_EXITED = 256  # how many finished processes Connect can still re-attach to
 RETAIN_SECONDS = 600.0
-USER_OOM_SCORE_ADJ = 1000
-"""Every process envd starts (and so all their descendants) is the OOM killer's first choice,
-far above envd itself (the container's value): a sandbox's own memory or fork bomb kills the
-bomb, never its envd. Raising is always allowed; lowering below the container's value needs
-CAP_SYS_RESOURCE, which sandboxes do not have (docs/reliability.md)."""
+USER_OOM_SCORE_ADJ = spawn.USER_OOM_SCORE_ADJ
 
 
 class ProcessError(Exception):
@@ -114,23 +109,6 @@ def _end_from_status(status: int, deadline: bool) -> End:
     return End(-1, False, text, text, deadline)
 
 
-def _child_setup(user: User, set_ctty: bool) -> None:
-    """Runs in the forked child before exec: new session, oom score, then drop to the user."""
-    os.setsid()
-    if set_ctty:
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-    try:  # raising is allowed unprivileged, but do it before dropping root anyway
-        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
-        os.write(fd, b"%d" % USER_OOM_SCORE_ADJ)
-        os.close(fd)
-    except OSError:
-        pass
-    if os.geteuid() == 0:
-        os.setgroups(list(user.groups))
-        os.setgid(user.gid)
-        os.setuid(user.uid)
-
-
 def _set_winsize(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
@@ -162,14 +140,10 @@ class ManagedProcess:
         argv = [spec.cmd, *spec.args]
         if spec.pty_size is not None:
             master, slave = os.openpty()
-            _set_winsize(slave, *spec.pty_size)
             try:
-                popen = subprocess.Popen(
-                    argv, executable=exe, stdin=slave, stdout=slave, stderr=slave,
-                    cwd=spec.cwd, env=spec.env, close_fds=True,
-                    preexec_fn=lambda: _child_setup(spec.user, True),
-                )
-            except OSError:
+                _set_winsize(slave, *spec.pty_size)
+                pid = spawn.spawn(exe, argv, spec.env, spec.cwd, spec.user, slave, slave, slave, ctty=True)
+            except BaseException:
                 os.close(master)
                 raise
             finally:
@@ -177,17 +151,12 @@ class ManagedProcess:
             self._pty_fd = master
             self._readers[master] = "pty"
         else:
-            # Raw pipes, not subprocess.PIPE: Popen would wrap each end in a file object
-            # that we would only dup and close again (a measurable share of a spawn).
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            in_r, in_w = os.pipe2(os.O_CLOEXEC) if spec.stdin else (subprocess.DEVNULL, -1)
+            in_r, in_w = os.pipe2(os.O_CLOEXEC) if spec.stdin else (-1, -1)
             try:
-                popen = subprocess.Popen(
-                    argv, executable=exe, stdin=in_r, stdout=out_w, stderr=err_w,
-                    cwd=spec.cwd, env=spec.env, close_fds=True,
-                    preexec_fn=lambda: _child_setup(spec.user, False),
-                )
+                pid = spawn.spawn(exe, argv, spec.env, spec.cwd, spec.user,
+                                  in_r if in_r >= 0 else None, out_w, err_w)
             except BaseException:
                 for fd in (out_r, err_r, in_w):
                     if fd >= 0:
@@ -201,9 +170,6 @@ class ManagedProcess:
                 self._stdin_fd = in_w
             self._readers[out_r] = "stdout"
             self._readers[err_r] = "stderr"
-        pid = popen.pid
-        # The reaper owns wait(); mark the Popen done so subprocess never waits on it.
-        popen.returncode = 0
         reaper.watch(pid, self._on_exit)
         for fd in self._readers:
             self._loop.add_reader(fd, self._on_readable, fd)

@@ -220,6 +220,31 @@ def app_dir(root: Path | str) -> Path:
     return Path(root) / "opt/envd/apps" / app_digest()
 
 
+SPAWN_HELPER_SOURCE = _REPO_SANDLOT / "envd" / "spawn_helper.c"
+SPAWN_HELPER_NAME = "spawnhelper"
+"""Where envd looks for it: next to ``sandlot/envd/spawn.py`` (``spawn.HELPER_NAME``)."""
+
+
+def build_spawn_helper(dest: Path) -> bool:
+    """Compile envd's exec helper (``sandlot/envd/spawn_helper.c``) to ``dest``, static so it
+    runs on any sandbox rootfs. False (and a warning) when there is no C compiler: envd then
+    spawns by forking itself, correct but ≈ 2 ms slower per command."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        log.warning("no C compiler: envd's spawn helper is not built (commands spawn by fork)")
+        return False
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    done = subprocess.run([cc, "-static", "-O2", "-s", "-Wall", "-o", str(tmp), str(SPAWN_HELPER_SOURCE)],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if done.returncode != 0:
+        log.warning("envd's spawn helper did not build (commands spawn by fork): %s", done.stderr[-2000:])
+        tmp.unlink(missing_ok=True)
+        return False
+    os.chmod(tmp, 0o755)
+    os.rename(tmp, dest)
+    return True
+
+
 def _copy_app(root: Path) -> None:
     """Add this code's app dir (complete and precompiled, or not at all)."""
     final = app_dir(root)
@@ -231,6 +256,7 @@ def _copy_app(root: Path) -> None:
         copy = tmp / "sandlot" / source.relative_to(_REPO_SANDLOT)
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, copy)
+    build_spawn_helper(tmp / "sandlot" / "envd" / SPAWN_HELPER_NAME)
     _compile([tmp], root, final)
     try:
         os.rename(tmp, final)

@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
+import atexit
+import functools
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -31,6 +36,19 @@ def _ensure_user() -> None:
         subprocess.run(["useradd", "-m", "-s", "/bin/bash", "user"], check=True)
 
 
+@functools.cache
+def spawn_helper() -> str | None:
+    """envd's exec helper built as the runtime install builds it (None: no compiler, so envd
+    spawns by fork — the same behaviour, slower)."""
+    from sandlot.runtime.envd_bundle import build_spawn_helper
+
+    where = tempfile.mkdtemp(prefix="envd-helper-")
+    os.chmod(where, 0o755)  # as in the runtime: anyone in the sandbox may run it (it grants nothing)
+    atexit.register(shutil.rmtree, where, True)
+    dest = Path(where) / "spawnhelper"
+    return str(dest) if build_spawn_helper(dest) else None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,6 +61,9 @@ class Envd:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "SANDLOT_ENVD_PORT": str(self.port), "SANDLOT_ENVD_HOST": "127.0.0.1",
                "SANDLOT_ENVD_INIT": json.dumps(init), "PYTHONPATH": REPO}
+        helper = spawn_helper()
+        if helper:
+            env["SANDLOT_ENVD_SPAWN_HELPER"] = helper
         self.started = time.monotonic()
         argv = [*(wrapper or []), sys.executable, "-m", "sandlot.envd"]
         self.proc = subprocess.Popen(argv, env=env, cwd=REPO)
