@@ -23,8 +23,10 @@ from sqlalchemy.orm import Session
 from sandlot.settings import Settings
 from sandlot.store.models import Build, PrimeImageBuild, PrimeSandbox, Sandbox, Snapshot, Team, Template
 
-NOT_RUNNING = ("paused",)
-"""Sandbox states that do not hold a slot: E2B counts running sandboxes only."""
+NOT_RUNNING = ("paused", "killing")
+"""Sandbox states that do not hold a slot: E2B counts running sandboxes only. A ``killing``
+sandbox's processes are dead already; only its teardown may still run (``SandboxManager.destroy``),
+and a kill answered 204 must free the slot for the next create."""
 CONTACT = "If you need more, ask the operator of this Sandlot server to raise SANDLOT_QUOTA_{name}"
 NO_RETRY = {"Should-Retry": "false"}
 """The SDK retries 429s without this header; a quota does not clear in its 0.1-10 s back-off."""
@@ -62,7 +64,7 @@ def lock_team(session: Session, team_id: str) -> None:
 
 
 def running_sandboxes(session: Session, team_id: str, exclude_id: str | None = None) -> int:
-    """Sandboxes holding a slot: every state but paused, plus Prime creates still ``PENDING``
+    """Sandboxes holding a slot: every state but paused and killing, plus Prime creates still ``PENDING``
     (answered 201 before their sandbox row exists, e.g. while an image is pulled)."""
     rows = session.scalar(
         select(func.count()).select_from(Sandbox).where(Sandbox.team_id == team_id, Sandbox.state.notin_(NOT_RUNNING))

@@ -73,6 +73,8 @@ class SandboxManager:
         self.lifecycle.transitions.append(self.lifecycle_events.on_transition)
         self.death_hooks.append(self.lifecycle_events.died)
         self._reaper: asyncio.Task[None] | None = None
+        self._teardowns: set[asyncio.Task[None]] = set()
+        """Kills answered before their teardown finished (``destroy(background=True)``)."""
 
     # --- the front door's route table ---------------------------------------------------------
 
@@ -262,25 +264,68 @@ class SandboxManager:
     # --- kill -----------------------------------------------------------------------------------
 
     async def kill(self, team_id: str, sandbox_id: str) -> bool:
+        """E2B's kill: answered once the sandbox is unroutable and its processes are dead; the
+        rest of the teardown goes on in the background (``destroy(background=True)``)."""
         try:
             self.owned(team_id, sandbox_id)
         except SandboxNotFound:
             return False
-        await self.destroy(sandbox_id)
+        await self.destroy(sandbox_id, background=True)
         return True
 
-    async def destroy(self, sandbox_id: str, *, only_if: Callable[[Sandbox], bool] | None = None) -> None:
+    async def destroy(self, sandbox_id: str, *, only_if: Callable[[Sandbox], bool] | None = None,
+                      background: bool = False) -> None:
         """Remove a sandbox whatever its state: container, address, image, row. ``only_if`` is
-        checked on the current row under the sandbox's lock (the reaper: is it still due?)."""
-        async with self.lifecycle.lock(sandbox_id):
+        checked on the current row under the sandbox's lock (the reaper: is it still due?).
+
+        ``background``: return once the sandbox is unrouted (row ``killing``), its egress shut
+        and every process of it SIGKILLed; the teardown (runc, mounts, disk, netns, cgroups,
+        row) then runs in a task that keeps holding the sandbox's lock. Nothing leaks when
+        that task fails or the server dies first: the row stays ``killing`` until the teardown
+        is done, and the reaper (``settle_interrupted``) or the next start finishes it."""
+        lock = self.lifecycle.lock(sandbox_id)
+        await lock.acquire()
+        try:
             if only_if is not None and not self._holds(sandbox_id, only_if):
+                lock.release()
                 return
             ip = self.lifecycle.begin_kill(sandbox_id)
             await self.network.clear(ip)
+            if background:
+                try:
+                    await self.runtime.stop(sandbox_id)
+                except Exception:
+                    log.exception("could not stop the sandbox; tearing it down now", sandbox_id=sandbox_id)
+                    background = False
+        except BaseException:
+            lock.release()
+            raise
+        if not background:
+            await self._tear_down(sandbox_id, lock)
+            return
+        task = asyncio.ensure_future(self._tear_down(sandbox_id, lock))
+        self._teardowns.add(task)
+        task.add_done_callback(self._teardown_done)
+
+    async def _tear_down(self, sandbox_id: str, lock: asyncio.Lock) -> None:
+        """The second half of ``destroy``; releases the sandbox's lock (taken by ``destroy``)."""
+        try:
             await self.runtime.kill(sandbox_id)
             self.lifecycle.gone(sandbox_id)
+        finally:
+            lock.release()
         self.lifecycle.release_lock(sandbox_id)
         log.info("sandbox killed", sandbox_id=sandbox_id)
+
+    def _teardown_done(self, task: "asyncio.Task[None]") -> None:
+        self._teardowns.discard(task)
+        if not task.cancelled() and task.exception() is not None:   # the row stays killing: retried
+            log.error("background teardown failed; the reaper retries", error=repr(task.exception()))
+
+    async def settled(self) -> None:
+        """Wait for background teardowns in flight (tests; ``close``)."""
+        while self._teardowns:
+            await asyncio.gather(*list(self._teardowns), return_exceptions=True)
 
     # --- background work ------------------------------------------------------------------------
 
@@ -441,6 +486,7 @@ class SandboxManager:
         await self.lifecycle_events.close()
         await self.metrics.close()
         await self.pool.close()
+        await self.settled()   # teardowns are bounded; a crash instead leaves rows killing, settled at start
         if self._reaper is not None:
             self._reaper.cancel()
             try:

@@ -18,12 +18,13 @@ import logging
 import os
 import select
 import shutil
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from . import cgroups, idmap, overlay
-from .base import SandboxRuntimeError
+from .base import SandboxRuntimeError, validate_sandbox_id
 from .idmap import IdRange
 from .network import Network, NetSlot, release_netns
 
@@ -103,6 +104,29 @@ class ContainerHost:
                 f"make it 0711, or group {rng.base} with 0710 (sandlot serve does this for its data dir)")
 
     # --- teardown ---------------------------------------------------------------------
+
+    async def stop(self, sid: str) -> None:
+        """SIGKILL the container's init, the first half of a kill that a caller answers after:
+        the init is its pid namespace's, so the kernel kills every process of the sandbox with it
+        (none runs another instruction), and no runc or other subprocess is needed. ``kill``
+        still removes everything; a paused sandbox (no container) has nothing to stop."""
+        validate_sandbox_id(sid)
+        state = self._read_state(sid)
+        pid, start = (state or {}).get("init_process_pid"), (state or {}).get("init_process_start")
+        if not pid:
+            return
+        try:
+            fd = os.pidfd_open(int(pid))
+        except (ProcessLookupError, OSError):
+            return
+        try:
+            if start is not None and self._proc_start(int(pid)) != start:
+                return   # pid reused by another process since: not ours to signal
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        finally:
+            os.close(fd)
 
     async def _teardown(self, sid: str, slot: NetSlot | None) -> None:
         errors: list[str] = []

@@ -151,6 +151,13 @@ class FakeRuntime:
             self.egress.pop(sb.ip, None)
             self.memory.pop(sandbox_id, None)
 
+    async def stop(self, sandbox_id: str) -> None:
+        validate_sandbox_id(sandbox_id)
+        self._call("stop", sandbox_id)
+        sb = self.sandboxes.get(sandbox_id)
+        if sb is not None and sb.state in ("running", "frozen"):
+            sb.state = "dead"   # still to be removed by ``kill``
+
     async def kill_keeping_upper(self, sandbox_id: str, dest: Path) -> None:
         validate_sandbox_id(sandbox_id)
         self._call("kill_keeping_upper", sandbox_id)

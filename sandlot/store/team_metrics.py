@@ -19,8 +19,9 @@ from sqlalchemy.orm import Mapper, Session
 
 from sandlot.store.models import Sandbox, SandboxRun
 
-LIVE = frozenset({"running", "pausing", "killing"})
-"""States in which a sandbox counts as running (``pausing``/``killing`` have not stopped yet)."""
+LIVE = frozenset({"running", "pausing"})
+"""States in which a sandbox counts as running (``pausing`` has not stopped yet; a ``killing``
+one has: its processes are killed before a kill answers, the teardown may go on after)."""
 RETENTION = timedelta(days=31)
 MAX_RANGE = timedelta(days=31)
 

@@ -88,4 +88,7 @@ def test_snapshot_clones_get_a_disk_of_the_same_size(small_disks: Server) -> Non
     finally:
         src.kill()
     sandboxes = data_dir().joinpath("runtime", small_disks.instance, "sandboxes")
+    deadline = time.monotonic() + 60   # a kill answers before its teardown finishes (in the background)
+    while time.monotonic() < deadline and ((sandboxes / src.sandbox_id).exists() or (sandboxes / fork.sandbox_id).exists()):
+        time.sleep(0.1)
     assert not (sandboxes / src.sandbox_id).exists() and not (sandboxes / fork.sandbox_id).exists()

@@ -37,6 +37,7 @@ async def test_pause_and_kill_racing_end_with_nothing_left(stack: Stack) -> None
         stack.client.delete(f"/sandboxes/{sid}", headers=stack.headers()))
     assert kill.status_code == 204
     assert pause.status_code in (204, 404), pause.text
+    await stack.manager.settled()   # the kill's teardown (answered before it finished)
     assert stack.row(sid) is None and stack.runtime.sandboxes == {} and stack.manager.route(sid) is None
 
 
@@ -45,6 +46,7 @@ async def test_two_kills_racing_remove_the_sandbox_once(stack: Stack) -> None:
     responses = await asyncio.gather(*(stack.client.delete(f"/sandboxes/{sid}", headers=stack.headers())
                                        for _ in range(2)))
     assert sorted(r.status_code for r in responses) in ([204, 204], [204, 404])
+    await stack.manager.settled()
     assert stack.row(sid) is None and stack.runtime.sandboxes == {}
     assert sid not in stack.manager.lifecycle._locks
 

@@ -334,6 +334,7 @@ async def test_slow_receiver_never_blocks_lifecycle_and_queue_is_bounded(
         for sid in ids:                              # … and kills still answer at once
             response = await stack.client.delete(f"/sandboxes/{sid}", headers=stack.headers())
             assert response.status_code == 204
+        await stack.manager.settled()
         assert stack.rows() == []
         await events_of(stack).flush()
         sender = events_of(stack).sender

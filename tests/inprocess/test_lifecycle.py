@@ -68,6 +68,13 @@ async def test_kill_removes_row_route_container_and_lock(stack: Stack) -> None:
     ip = stack.row(sid).ip  # type: ignore[union-attr]
     response = await stack.client.delete(f"/sandboxes/{sid}", headers=stack.headers())
     assert response.status_code == 204
+    # answered before the teardown may have finished: unrouted, invisible, egress shut, processes dead
+    assert stack.manager.route(sid) is None
+    assert (await stack.client.get(f"/sandboxes/{sid}", headers=stack.headers())).status_code == 404
+    assert ("stop", sid) in stack.runtime.calls
+    assert sid not in stack.runtime.sandboxes or stack.runtime.sandboxes[sid].state == "dead"
+    assert ip not in stack.runtime.egress or not stack.runtime.egress[ip].is_open
+    await stack.manager.settled()
     assert stack.row(sid) is None
     assert stack.manager.route(sid) is None
     assert stack.runtime.sandboxes == {} and ip not in stack.runtime.egress
@@ -133,8 +140,23 @@ async def test_over_quota_is_429_without_retry_and_starts_nothing(stack: Stack) 
     assert stack.row(first).state == PAUSED  # type: ignore[union-attr]
 
 
-async def test_a_kill_the_runtime_fails_is_500_json_and_unroutes_the_sandbox(stack: Stack) -> None:
+async def test_a_kill_whose_teardown_fails_stays_killing_until_the_reaper_finishes_it(stack: Stack) -> None:
     sid = (await stack.create())["sandboxID"]
+    stack.runtime.fail_next["kill"] = SandboxRuntimeError("runc kill failed: device or resource busy")
+    response = await stack.client.delete(f"/sandboxes/{sid}", headers=stack.headers())
+    assert response.status_code == 204   # answered once unrouted and stopped; the teardown failed after
+    await stack.manager.settled()
+    assert stack.manager.route(sid) is None
+    assert stack.row(sid).state == KILLING  # type: ignore[union-attr]
+    assert stack.runtime.sandboxes[sid].state == "dead"
+    assert (await stack.client.get(f"/sandboxes/{sid}", headers=stack.headers())).status_code == 404
+    await stack.manager.settle_interrupted()   # the reaper's next tick
+    assert stack.row(sid) is None and sid not in stack.runtime.sandboxes
+
+
+async def test_a_kill_that_fails_to_stop_the_sandbox_tears_it_down_before_answering(stack: Stack) -> None:
+    sid = (await stack.create())["sandboxID"]
+    stack.runtime.fail_next["stop"] = SandboxRuntimeError("cannot signal the init")
     stack.runtime.fail_next["kill"] = SandboxRuntimeError("runc kill failed: device or resource busy")
     response = await stack.client.delete(f"/sandboxes/{sid}", headers=stack.headers())
     assert response.status_code == 500 and set(response.json()) == {"code", "message"}
@@ -146,7 +168,9 @@ async def test_a_kill_that_failed_half_way_is_finished_by_the_next_start(stack: 
     stack.settings.quota_concurrent_sandboxes = 1
     sid = (await stack.create())["sandboxID"]
     stack.runtime.fail_next["kill"] = SandboxRuntimeError("runc kill failed: device or resource busy")
-    assert (await stack.client.delete(f"/sandboxes/{sid}", headers=stack.headers())).status_code == 500
+    assert (await stack.client.delete(f"/sandboxes/{sid}", headers=stack.headers())).status_code == 204
+    await stack.manager.settled()   # its background teardown failed: the row stays killing
+    assert stack.row(sid).state == KILLING  # type: ignore[union-attr]
     restarted = stack.new_manager()
     await restarted.recover()
     await restarted.close()

@@ -42,6 +42,7 @@ async def test_a_prime_create_runs_an_engine_sandbox_both_facades_see(stack: Sta
     assert (await stack.client.get(f"/sandboxes/{sid}", headers=stack.headers(other=True))).status_code == 404
     deleted = await stack.client.delete(f"/api/v1/sandbox/{sid}", headers=prime_headers(stack))
     assert deleted.status_code == 200, deleted.text
+    await stack.manager.settled()
     assert stack.row(sid) is None and stack.runtime.sandboxes == {}
     gone = await stack.client.get(f"/api/v1/sandbox/{sid}", headers=prime_headers(stack))
     assert gone.status_code == 200 and gone.json()["status"] == "TERMINATED"
