@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     egress_allow_private: list[str] = []
     """IPv4 CIDRs in private/special ranges that sandboxes may reach (JSON list: a LAN registry,
     a proxy); everything else in them is closed, whatever a sandbox's own ``allowOut`` says."""
+    egress_upstream_ca_files: list[Path] = []
+    """PEM CA files the egress proxy trusts for upstream HTTPS besides ``host_ca_bundle`` (JSON
+    list: an internal CA of the hosts rules send secrets to)."""
 
     default_timeout_s: int = 300
     max_lifetime_s: int = 24 * 3600

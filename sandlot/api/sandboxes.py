@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sandlot.api import limits, openapi
 from sandlot.api.auth import TeamId
 from sandlot.api.errors import APIError, not_found_sandbox
+from sandlot.egress.config import proxy_info
 from sandlot.orchestrator.requests import CloneRequest, CreateRequest
 from sandlot.orchestrator.sandboxes import SandboxManager
 from sandlot.services import Services
@@ -47,7 +48,7 @@ class NetworkConfig(_Body):
 
     def stored(self) -> dict[str, Any]:
         """The camelCase form kept in the store and applied by the orchestrator."""
-        return self.model_dump(by_alias=True, exclude_none=True, exclude={"https_ports", "egress_proxy", "rules"})
+        return self.model_dump(by_alias=True, exclude_none=True)
 
 
 class NetworkUpdate(_Body):
@@ -61,14 +62,19 @@ class NetworkUpdate(_Body):
     allow_internet_access: StrictBool | None = None
 
 
-def _reject_unsupported_network(egress_proxy: object, rules: object, https_ports: object = None) -> None:
+def _reject_unsupported_network(https_ports: object = None) -> None:
     """Network features Sandlot does not implement fail loudly instead of being ignored."""
-    if egress_proxy:
-        raise APIError(400, "network.egressProxy is not supported by this Sandlot server")
-    if rules:
-        raise APIError(400, "network.rules (request transforms) are not supported by this Sandlot server")
     if https_ports:
         raise APIError(400, "network.httpsPorts is not supported by this Sandlot server")
+
+
+def _reject_iam(iam: dict[str, Any] | None) -> None:
+    """Workload identity needs an identity provider the audience trusts (E2B's SPIFFE issuer):
+    a server without one answers as E2B does for a team without the feature, 400."""
+    tokens = (iam or {}).get("tokens")
+    if tokens:
+        raise APIError(400, "iam (workload identity tokens) is not supported by this Sandlot server: it has no "
+                            "identity provider to mint JWT-SVIDs that an audience would trust")
 
 
 class AutoResume(_Body):
@@ -86,6 +92,7 @@ class NewSandbox(_Body):
     metadata: limits.Metadata | None = None
     env_vars: limits.EnvVars | None = Field(None, alias="envVars")
     mcp: limits.JsonObject | None = None
+    iam: limits.JsonObject | None = None
     volume_mounts: limits.JsonObjects | None = Field(None, alias="volumeMounts")
     secure: bool | None = None
 
@@ -160,9 +167,9 @@ def _listed_json(row: Sandbox) -> dict[str, Any]:
     return data
 
 
-NETWORK_FIELDS = ("allowPublicTraffic", "allowOut", "denyOut", "maskRequestHost", "dnsServers")
-"""The parts of E2B's ``SandboxNetworkConfig`` a Sandlot sandbox has (no egress proxy, rules or
-HTTPS ports: those are refused at create)."""
+NETWORK_FIELDS = ("allowPublicTraffic", "allowOut", "denyOut", "maskRequestHost", "dnsServers", "rules")
+"""The parts of E2B's ``SandboxNetworkConfig`` a Sandlot sandbox has, shown as stored (rules keep
+their ``${e2b.secrets.…}`` placeholders); ``egressProxy`` is shown without its password and CA."""
 
 
 def network_json(row: Sandbox) -> dict[str, Any]:
@@ -171,6 +178,8 @@ def network_json(row: Sandbox) -> dict[str, Any]:
     E2B, a ``denyOut`` of ``0.0.0.0/0``."""
     stored = row.network or {}
     network = {key: stored[key] for key in NETWORK_FIELDS if stored.get(key) is not None}
+    if isinstance(stored.get("egressProxy"), dict):
+        network["egressProxy"] = proxy_info(stored["egressProxy"])
     if row.allow_internet_access is False and "0.0.0.0/0" not in network.get("denyOut", []):
         network["denyOut"] = [*network.get("denyOut", []), "0.0.0.0/0"]
     return network
@@ -201,7 +210,8 @@ def _reject_unsupported(body: NewSandbox) -> None:
     if auto_resume and body.auto_pause_memory is False:
         raise APIError(400, "autoResume cannot be combined with a filesystem-only autoPause (autoPauseMemory=false)")
     if body.network is not None:
-        _reject_unsupported_network(body.network.egress_proxy, body.network.rules, body.network.https_ports)
+        _reject_unsupported_network(body.network.https_ports)
+    _reject_iam(body.iam)
     if body.mcp:
         raise APIError(400, "MCP gateway sandboxes are not supported by this Sandlot server")
     if body.volume_mounts:
@@ -388,8 +398,8 @@ async def connect(
 
 @router.put("/sandboxes/{sandbox_id}/network", status_code=204, responses=openapi.errors(404, 409))
 async def update_network(sandbox_id: str, body: NetworkUpdate, request: Request, team_id: TeamId) -> Response:
-    _reject_unsupported_network(body.egress_proxy, body.rules)
-    egress = {"allowOut": body.allow_out, "denyOut": body.deny_out, "dnsServers": body.dns_servers}
+    egress = {"allowOut": body.allow_out, "denyOut": body.deny_out, "dnsServers": body.dns_servers,
+              "rules": body.rules, "egressProxy": body.egress_proxy}
     await manager(request).update_network(team_id, short_id(sandbox_id), body.allow_internet_access, egress)
     return Response(status_code=204)
 

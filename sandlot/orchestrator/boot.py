@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sandlot.egress.ca import CA_DIR
+from sandlot.egress.config import needs_proxy
 from sandlot.orchestrator.envd_client import EnvdAgent, EnvdInitError
 from sandlot.orchestrator.requests import DEFAULT_USER, DEFAULT_WORKDIR, EnvdLauncher
 from sandlot.orchestrator.warm_pool import BootTokens
@@ -18,10 +20,17 @@ from sandlot.settings import Settings
 from sandlot.store.models import Build, Sandbox
 
 
+SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+CA_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE", "PIP_CERT")
+"""Pointed at the system bundle (which holds the egress CA) in sandboxes whose traffic the
+egress proxy intercepts, so Python's requests, Node and pip trust it as curl does."""
+
+
 def envd_init(row: Sandbox, build: Build) -> dict[str, object]:
     """envd's ``/init`` body: a built template's ENV/USER/WORKDIR (issue 6); the create request's envs win."""
+    ca_env = {name: SYSTEM_BUNDLE for name in CA_ENV} if needs_proxy(row.network)[0] else {}
     return {
-        "envVars": {**(build.env_vars or {}), **(row.env_vars or {})},
+        "envVars": {**ca_env, **(build.env_vars or {}), **(row.env_vars or {})},
         "accessToken": row.envd_access_token,
         "defaultUser": build.default_user or DEFAULT_USER,
         "defaultWorkdir": build.default_workdir or DEFAULT_WORKDIR,
@@ -44,7 +53,10 @@ class Boot:
         env["SANDLOT_ENVD_PORT"] = str(self.settings.envd_port)
         mounts = [BindMount(self.settings.envd_runtime_dir, "/.sandlot", read_only=True)]
         if self.settings.trust_host_ca and self.settings.host_ca_bundle.exists():
-            mounts.append(BindMount(self.settings.host_ca_bundle, "/etc/ssl/certs/ca-certificates.crt", read_only=True))
+            # the host's bundle plus the egress proxy's CA when the server has one (sandlot/egress/ca.py)
+            egress = self.settings.data_dir / CA_DIR / "bundle.crt"
+            bundle = egress if egress.exists() else self.settings.host_ca_bundle
+            mounts.append(BindMount(bundle, SYSTEM_BUNDLE, read_only=True))
         mounts += self.proc_mounts
         return SandboxSpec(
             sandbox_id=row.id,

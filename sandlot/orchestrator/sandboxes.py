@@ -59,7 +59,7 @@ class SandboxManager:
         self.metrics = MetricsSampler(runtime)
         self.events = EventLog(settings.data_dir / "logs" / settings.instance)
         self.lifecycle = Lifecycle(settings, db, self.metrics, self.events)
-        self.network = NetworkPolicies(settings, runtime)
+        self.network = NetworkPolicies(settings, runtime, db)
         tokens = BootTokens(settings.data_dir)
         self.boot = Boot(settings, self.envd, envd_launch, tokens)
         self.ready_snapshots = ReadySnapshots(settings, db, runtime, self.envd, self.boot)
@@ -249,7 +249,7 @@ class SandboxManager:
             row = self.owned(team_id, sandbox_id)
             if row.state != RUNNING or not row.ip:
                 raise Conflict(f"Sandbox \"{sandbox_id}\" is {row.state}")
-            network = {k: v for k, v in (row.network or {}).items() if k in ("allowPublicTraffic", "maskRequestHost")}
+            network = {k: v for k, v in (row.network or {}).items() if k in ("allowPublicTraffic", "maskRequestHost", "httpsPorts")}
             network.update({k: v for k, v in egress.items() if v is not None})
             self.network.policy(allow_internet_access, network)   # validate before touching anything
             await self.network.apply(row.ip, allow_internet_access, network)
@@ -472,6 +472,7 @@ class SandboxManager:
     async def start(self) -> None:
         if self.settings.lxcfs and await asyncio.to_thread(lxcfs.ensure, self.settings.lxcfs_dir):
             self.boot.proc_mounts = lxcfs.proc_mounts(self.settings.lxcfs_dir)
+        await self.network.start()   # the egress proxy's ports go into the policies recover re-applies
         await self.recover()
         self._reaper = asyncio.create_task(self._reap_forever())
         self.metrics.start()
@@ -493,4 +494,5 @@ class SandboxManager:
                 await self._reaper
             except asyncio.CancelledError:
                 pass
+        await self.network.close()
         await self.envd.aclose()

@@ -28,6 +28,17 @@ class EgressPolicy:
     dns_servers: tuple[str, ...] = ()    # IPs always allowed when domains are used
     upstreams: tuple[str, ...] = field(default=(), compare=False)
     """Resolvers the DNS filter forwards allowed names to (server setting, not policy)."""
+    http_port: int = 0
+    https_port: int = 0
+    """The egress proxy's listeners new TCP connections to ports 80/443 are redirected to
+    (``network.rules``; 0 = not redirected)."""
+    tunnel_port: int = 0
+    """The egress proxy's listener every other new TCP connection is redirected to
+    (``network.egressProxy``; 0 = not redirected)."""
+
+    @property
+    def proxied(self) -> bool:
+        return bool(self.http_port or self.https_port or self.tunnel_port)
 
     @property
     def is_open(self) -> bool:
@@ -99,6 +110,23 @@ def chain_name(index: int) -> str:
     return f"eg{index}"
 
 
+def proxy_commands(table: str, index: int, veth: str, policy: EgressPolicy) -> list[str]:
+    """Slot ``index``'s nat chain ``px<n>``: its new TCP connections to the egress proxy."""
+    c = f"px{index}"
+    t = f"inet {table}"
+    lines = [f"add chain {t} {c}", f"flush chain {t} {c}"]
+    if policy.http_port:
+        lines.append(f"add rule {t} {c} tcp dport 80 redirect to :{policy.http_port}")
+    if policy.https_port:
+        lines.append(f"add rule {t} {c} tcp dport 443 redirect to :{policy.https_port}")
+    if policy.tunnel_port:
+        lines.append(f"add rule {t} {c} meta l4proto tcp redirect to :{policy.tunnel_port}")
+    lines += [f'add element {t} proxy {{ "{veth}" : jump {c} }}', f'add element {t} proxy_ifs {{ "{veth}" }}']
+    if not policy.proxied:
+        lines += [f'delete element {t} proxy {{ "{veth}" }}', f'delete element {t} proxy_ifs {{ "{veth}" }}']
+    return lines
+
+
 def policy_commands(table: str, index: int, veth: str, policy: EgressPolicy) -> str:
     """One libnftables transaction that (re)writes slot ``index``'s chain and sets."""
     c = chain_name(index)
@@ -125,6 +153,7 @@ def policy_commands(table: str, index: int, veth: str, policy: EgressPolicy) -> 
             f"add rule {t} {c} ip daddr @{c}d reject with icmpx admin-prohibited",
         ]
     lines.append(f'add element {t} egress {{ "{veth}" : jump {c} }}')
+    lines += proxy_commands(table, index, veth, policy)
     if policy.domains:
         lines.append(f'add element {t} dns_ifs {{ "{veth}" }}')
     return "\n".join(lines) + "\n"

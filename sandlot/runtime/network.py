@@ -285,7 +285,9 @@ class Network:
         return f"""
 table inet {self.table} {{
   map egress {{ type ifname : verdict; }}
+  map proxy {{ type ifname : verdict; }}
   set dns_ifs {{ type ifname; }}
+  set proxy_ifs {{ type ifname; }}
   set own {{ type ifname . ether_addr . ipv4_addr; }}
   set private {{ type ipv4_addr; flags interval; auto-merge; }}
   set lan_allow {{ type ipv4_addr; flags interval; auto-merge; }}
@@ -299,6 +301,7 @@ table inet {self.table} {{
     type filter hook input priority filter - 10; policy accept;
     iifname {v} ct state established,related accept
     iifname @dns_ifs udp dport {DNS_PORT} accept
+    iifname @proxy_ifs meta l4proto tcp ct status dnat accept
     iifname {v} reject with icmpx admin-prohibited
   }}
   chain floor {{
@@ -321,6 +324,7 @@ table inet {self.table} {{
   chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
     iifname @dns_ifs meta l4proto {{ tcp, udp }} th dport {DNS_PORT} redirect
+    iifname {v} iifname vmap @proxy
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;

@@ -1,0 +1,184 @@
+"""E2B's ``network.rules`` (header injection from team secrets) and ``egressProxy`` with the real
+SDK, against test hosts in a network namespace (tests/e2e/egress_lab.py): the secret reaches
+the matching host over HTTPS and HTTP and nothing else, the sandbox can't read it, an upstream
+SOCKS5 proxy carries the traffic when configured, rule updates apply to a running sandbox, and
+a sandbox without rules keeps its direct path.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+from collections.abc import Iterator
+
+import pytest
+from e2b import CommandExitException, Sandbox, Secret
+
+from sandlot import ids
+from tests.e2e.egress_lab import API_NAME, ECHO_PORT, OTHER_NAME, SOCKS_PASSWORD, SOCKS_PORT, SOCKS_USER, EgressLab, \
+    egress_lab
+from tests.e2e.server import Server, sdk_pointed_at, unique_instance, unique_subnet
+
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="network tests need root"), pytest.mark.slow]
+
+SECRET_NAME = "lab-api-key"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EgressLab]:
+    with egress_lab(tmp_path_factory.mktemp("egress-lab")) as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, lab: EgressLab) -> Iterator[Server]:
+    srv = Server(workdir=tmp_path_factory.mktemp("sandlot-egress"), api_key=ids.new_api_key(),
+                 instance=unique_instance("e"), subnet=unique_subnet(),
+                 extra_env={"SANDLOT_DNS_UPSTREAMS": json.dumps([lab.api_ip]),
+                            "SANDLOT_EGRESS_ALLOW_PRIVATE": json.dumps([f"{lab.api_ip}/32", f"{lab.other_ip}/32"]),
+                            # the lab's HTTPS servers have a test CA: trusted by a setting, not by skipping checks
+                            "SANDLOT_EGRESS_UPSTREAM_CA_FILES": json.dumps([str(lab.ca_pem)])})
+    srv.start()
+    with sdk_pointed_at(srv):
+        yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def secret_value(server: Server) -> str:
+    value = "lab-secret-" + secrets.token_hex(16)
+    Secret.create(SECRET_NAME, value)
+    return value
+
+
+def _rules(name: str = API_NAME, header: str = "Authorization",
+           template: str = "Bearer ${e2b.secrets." + SECRET_NAME + "}") -> dict:
+    return {name: [{"transform": {"headers": {header: template}}}]}
+
+
+def _sandbox(lab: EgressLab, **network: object) -> Sandbox:
+    sbx = Sandbox.create(timeout=300, network=network or None)   # type: ignore[arg-type]
+    sbx.commands.run(f"printf {shlex.quote(lab.hosts_file())} >> /etc/hosts", user="root")
+    return sbx
+
+
+def _curl(sbx: Sandbox, url: str, *args: str) -> str:
+    cmd = " ".join(["curl", "-sS", "-m", "8", *map(shlex.quote, args), shlex.quote(url)])
+    try:
+        return sbx.commands.run(cmd, timeout=30).stdout
+    except CommandExitException as exc:
+        return f"failed: {exc.stderr}"
+
+
+@pytest.fixture(scope="module")
+def ruled(server: Server, lab: EgressLab, secret_value: str) -> Iterator[Sandbox]:
+    sbx = _sandbox(lab, rules=_rules())
+    yield sbx
+    sbx.kill()
+
+
+def test_rule_injects_the_secret_over_https_and_http_to_the_matching_host_only(
+        ruled: Sandbox, lab: EgressLab, secret_value: str) -> None:
+    assert _curl(ruled, f"https://{API_NAME}/") == f"https {lab.api_ip} auth=yes"
+    assert _curl(ruled, f"http://{API_NAME}/") == f"http {lab.api_ip} auth=yes"
+    assert _curl(ruled, f"https://{OTHER_NAME}/") == f"https {lab.other_ip} auth=no"
+    assert _curl(ruled, f"http://{OTHER_NAME}/") == f"http {lab.other_ip} auth=no"
+    log = lab.lines()
+    assert f"https {lab.api_ip} host={API_NAME} auth=Bearer {secret_value} x-extra=None" in log
+    assert f"http {lab.api_ip} host={API_NAME} auth=Bearer {secret_value} x-extra=None" in log
+    assert not [line for line in log if lab.other_ip in line and secret_value in line]
+
+
+def test_rule_replaces_the_sandboxs_own_header(ruled: Sandbox, lab: EgressLab, secret_value: str) -> None:
+    assert _curl(ruled, f"https://{API_NAME}/", "-H", "Authorization: Bearer forged") == f"https {lab.api_ip} auth=yes"
+    assert "auth=Bearer forged" not in "\n".join(lab.lines())
+
+
+def test_tools_trust_the_egress_ca_unmodified(ruled: Sandbox, lab: EgressLab) -> None:
+    script = ("import urllib.request,ssl;"
+              f"print(urllib.request.urlopen('https://{API_NAME}/', timeout=8).read().decode())")
+    assert ruled.commands.run(f"python3 -c {shlex.quote(script)}", timeout=30).stdout.strip() == \
+        f"https {lab.api_ip} auth=yes"
+    env = ruled.commands.run("env", timeout=30).stdout
+    assert "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" in env
+    assert "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt" in env
+    assert "REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt" in env
+
+
+def test_the_secret_is_nowhere_the_sandbox_or_the_logs_can_read(
+        ruled: Sandbox, server: Server, secret_value: str) -> None:
+    _curl(ruled, f"https://{API_NAME}/")
+    seen = ruled.commands.run("(env; cat /proc/*/environ /proc/*/cmdline) 2>/dev/null | tr '\\0' '\\n'; true",
+                              user="root", timeout=60).stdout
+    assert "SSL_CERT_FILE" in seen and secret_value not in seen
+    tail = secret_value[-20:]   # the whole value must not be on this command line either
+    files = ruled.commands.run(f"grep -rsF -l {tail} /etc /root /home /tmp /var /usr/local /run /opt; true",
+                               user="root", timeout=120).stdout
+    assert files.strip() == ""
+    info = ruled.get_info()
+    assert secret_value not in repr(info)
+    assert "${e2b.secrets." + SECRET_NAME + "}" in repr(info.network)
+    assert secret_value not in (server.workdir / "server.log").read_text(errors="replace")
+
+
+def test_rule_update_applies_to_the_running_sandbox(server: Server, lab: EgressLab, secret_value: str) -> None:
+    sbx = _sandbox(lab)
+    try:
+        assert _curl(sbx, f"http://{API_NAME}/") == f"http {lab.api_ip} auth=no"
+        sbx.update_network({"rules": _rules(header="X-Extra", template="k=${e2b.secrets." + SECRET_NAME + "}")})
+        assert _curl(sbx, f"http://{API_NAME}/") == f"http {lab.api_ip} auth=no"
+        assert f"http {lab.api_ip} host={API_NAME} auth=None x-extra=k={secret_value}" in lab.lines()
+        # HTTPS right after the update: the server's CA is in every sandbox's system bundle
+        assert _curl(sbx, f"https://{API_NAME}/") == f"https {lab.api_ip} auth=no"
+        sbx.update_network({})
+        injected = len([line for line in lab.lines() if "x-extra=k=" in line])
+        assert _curl(sbx, f"http://{API_NAME}/") == f"http {lab.api_ip} auth=no"
+        assert len([line for line in lab.lines() if "x-extra=k=" in line]) == injected
+    finally:
+        sbx.kill()
+
+
+def test_egress_proxy_carries_the_traffic_through_socks5(server: Server, lab: EgressLab, secret_value: str) -> None:
+    proxy = {"address": f"{lab.api_ip}:{SOCKS_PORT}", "username": SOCKS_USER, "password": SOCKS_PASSWORD}
+    sbx = _sandbox(lab, rules=_rules(), egress_proxy=proxy)
+    try:
+        before = len(lab.lines())
+        assert _curl(sbx, f"https://{API_NAME}/") == f"https {lab.api_ip} auth=yes"
+        echo = (f"import socket;s=socket.create_connection(('{lab.api_ip}',{ECHO_PORT}),5);"
+                "s.sendall(b'hi');print(s.recv(64).decode())")
+        echoed = sbx.commands.run(f"python3 -c {shlex.quote(echo)}", timeout=30).stdout
+        new = lab.lines()[before:]
+        assert f"socks {lab.api_ip}:443" in new
+        assert f"socks {lab.api_ip}:{ECHO_PORT}" in new, (new, echoed)
+        assert "echo:hi" in echoed
+        info = sbx.get_info()
+        assert SOCKS_PASSWORD not in repr(info)
+    finally:
+        sbx.kill()
+
+
+def test_sandbox_without_rules_keeps_its_direct_path(server: Server, lab: EgressLab) -> None:
+    sbx = _sandbox(lab)
+    try:
+        # not intercepted: the lab's own certificate (its test CA) is what the sandbox sees
+        sbx.files.write("/tmp/lab-ca.pem", lab.ca_pem.read_text())
+        assert _curl(sbx, f"https://{API_NAME}/", "--cacert", "/tmp/lab-ca.pem") == f"https {lab.api_ip} auth=no"
+        assert _curl(sbx, f"https://{API_NAME}/").startswith("failed")   # and the test CA is not trusted
+    finally:
+        sbx.kill()
+
+
+def test_invalid_rules_and_iam_are_refused(server: Server) -> None:
+    import httpx
+    api = httpx.Client(base_url=server.url, headers={"X-API-Key": server.api_key})
+    bad = [{"rules": {"*": [{}]}}, {"rules": {"a.test": [{"transform": {"headers": {"Host": "x"}}}]}},
+           {"rules": {"a.test": [{"transform": {"headers": {"A": "${e2b.secrets.sec_x}"}}}]}},
+           {"rules": {"a.test": [{"transform": {"headers": {"A": "${e2b.secrets.x"}}}]}},
+           {"egressProxy": {"address": "127.0.0.1:1080"}}, {"egressProxy": {"address": "nohost"}}]
+    for network in bad:
+        answer = api.post("/v2/sandboxes", json={"templateID": "base", "network": network})
+        assert answer.status_code == 400, (network, answer.text)
+    answer = api.post("/v2/sandboxes", json={"templateID": "base", "iam": {"tokens": {
+        "aws": {"audience": "sts.amazonaws.com", "tokenType": "JWT-SVID"}}}})
+    assert answer.status_code == 400 and "identity" in answer.json()["message"]
