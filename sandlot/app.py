@@ -35,6 +35,7 @@ from sandlot.settings import Settings
 from sandlot.store import secrets as secret_store
 from sandlot.store.database import Database
 from sandlot.templates import code_interpreter as code_interpreter_template
+from sandlot.templates import mcp_gateway as mcp_gateway_template
 
 
 def build_services(settings: Settings, runtime: Runtime | None = None, launcher: EnvdLauncher | None = None,
@@ -91,6 +92,7 @@ def create_app(services: Services) -> FrontDoor:
         if services.builder is not None:
             await services.builder.start()
         code_interpreter_template.ensure_built(services)  # background build of code-interpreter-v1
+        mcp_gateway_template.ensure_built(services)  # background build of mcp-gateway
         oom_guard.start()  # a sandbox's fork bomb kills the bomb, not the sandbox (issue 12)
         disk_guard.start()  # 507 for new sandboxes and builds before the host's disk fills
         if services.settings.lxcfs:

@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     """Deeper layer stacks are flattened into one layer (overlay mount options are limited to a page)."""
     code_interpreter_template: bool = True
     """Build the public ``code-interpreter-v1`` template at start-up when it has no ready build."""
+    mcp_gateway_template: bool = True
+    """Build the public ``mcp-gateway`` template (``Sandbox.create(mcp=...)``) at start-up likewise."""
 
     # --- supply chain (docs/security/supply-chain.md) ---
     upload_max_bytes: int = 1 << 30

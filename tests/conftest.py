@@ -25,8 +25,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     # building code-interpreter-v1 costs minutes of CPU when its layers aren't cached yet:
     # only when the session runs its tests
     wants_ci = any("test_code_interpreter" in item.nodeid for item in request.session.items)
+    wants_mcp = any("test_mcp_gateway" in item.nodeid for item in request.session.items)
     srv = Server(workdir=tmp_path_factory.mktemp("sandlot"), api_key=ids.new_api_key(),
-                 extra_env={"SANDLOT_CODE_INTERPRETER_TEMPLATE": "true" if wants_ci else "false"})
+                 extra_env={"SANDLOT_CODE_INTERPRETER_TEMPLATE": "true" if wants_ci else "false",
+                            "SANDLOT_MCP_GATEWAY_TEMPLATE": "true" if wants_mcp else "false"})
     srv.start()
     with sdk_pointed_at(srv):
         yield srv

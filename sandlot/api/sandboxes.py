@@ -212,8 +212,6 @@ def _reject_unsupported(body: NewSandbox) -> None:
     if body.network is not None:
         _reject_unsupported_network(body.network.https_ports)
     _reject_iam(body.iam)
-    if body.mcp:
-        raise APIError(400, "MCP gateway sandboxes are not supported by this Sandlot server")
     if body.volume_mounts:
         raise APIError(400, "volume mounts are not supported by this Sandlot server")
 

@@ -13,7 +13,7 @@ from sandlot.store.models import Build, BuildLogEntry, Sandbox, Team, Template, 
 
 SYSTEM_NAMESPACE = ""
 """Namespace of team-less templates (``base``)."""
-BUILTIN_NAMES = ("base", "code-interpreter-v1")
+BUILTIN_NAMES = ("base", "code-interpreter-v1", "mcp-gateway")
 """Templates the server registers itself; every team reaches them by bare name and no
 other team may name a template so."""
 SYSTEM_TEAM_NAME = "default"
@@ -205,7 +205,7 @@ DEFAULT_TAG = "default"
 
 
 class NameTaken(Exception):
-    """The name is reserved: a built-in template's (``base``, ``code-interpreter-v1``)."""
+    """The name is reserved: a built-in template's (``base``, ``code-interpreter-v1``, ``mcp-gateway``)."""
 
 
 def split_tag(name: str) -> tuple[str, str | None]:

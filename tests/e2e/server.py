@@ -103,8 +103,9 @@ class Server:
                 "SANDLOT_RUNTIME_STATE_DIR": str(self.workdir / "run"),
                 "SANDLOT_INSTANCE": self.instance,
                 "SANDLOT_SANDBOX_SUBNET": self.subnet,
-                # the code-interpreter-v1 build only where tests need it (the session server)
+                # the code-interpreter-v1 and mcp-gateway builds only where tests need them (the session server)
                 "SANDLOT_CODE_INTERPRETER_TEMPLATE": "false",
+                "SANDLOT_MCP_GATEWAY_TEMPLATE": "false",
             }
         )
         env.update(self.extra_env)

@@ -1,0 +1,142 @@
+"""The public ``mcp-gateway`` template (``Sandbox.create(mcp=...)``), built by Sandlot's own
+pipeline at start-up like ``code-interpreter-v1``.
+
+``base`` + a venv with the official ``mcp`` package + the catalogue's preinstalled MCP
+servers (npm and PyPI, pinned: ``sandlot/mcp_gateway/catalogue.py``) + an ``mcp-gateway``
+command on ``PATH``. The gateway's code is not copied into the image: it is installed into
+the envd runtime (read-only ``/.sandlot`` in every sandbox) under a directory named by its
+content hash, and the command runs it from there. So a Sandlot upgrade that changes the
+gateway changes only the last step (the command's text), and the servers' layers come from
+the layer cache. There is no start command: the SDK runs ``mcp-gateway --config`` itself.
+
+Runs in the control plane; it imports the gateway's catalogue and install commands (plain
+Python) but never the gateway server, which needs ``mcp`` and runs only inside sandboxes.
+"""
+
+from __future__ import annotations
+
+import compileall
+import hashlib
+import json
+import os
+import shlex
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from sandlot.mcp_gateway import catalogue
+from sandlot.mcp_gateway import install as gateway_install
+from sandlot.store import keys
+from sandlot.store import templates as template_store
+from sandlot.store.models import TemplateTag
+from sandlot.templates import steps as build_steps
+from sandlot.templates.builder import BuildRequest
+
+if TYPE_CHECKING:
+    from sandlot.services import Services
+
+log = structlog.get_logger("sandlot.mcp_gateway")
+
+NAME = "mcp-gateway"
+VENV = "/opt/mcp-gateway/venv"
+PACKAGES = ["mcp==2.3.0", "uvicorn==0.55.0"]
+MEMORY_MB = 1024
+"""The gateway, Node servers and a Python server or two: more than the 512 MB default."""
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+MOUNT_POINT = "/.sandlot"
+CODE_DIR = "opt/mcp-gateway"
+"""In the envd runtime: ``<digest>/sandlot/mcp_gateway``, nothing else."""
+COMMAND = "/usr/local/bin/mcp-gateway"
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent / "mcp_gateway"
+"""``sandlot/mcp_gateway``: what runs inside the sandbox."""
+
+
+def _sources() -> list[Path]:
+    return sorted(PACKAGE_DIR.glob("*.py"))
+
+
+def install_code(runtime_dir: Path) -> str:
+    """Copy the gateway into the envd runtime (once per content) and return the in-sandbox
+    dir to put on ``PYTHONPATH``."""
+    digest = hashlib.sha256()
+    for source in _sources():
+        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    rel = f"{CODE_DIR}/{digest.hexdigest()[:16]}"
+    final = runtime_dir / rel
+    if not (final / "sandlot" / "mcp_gateway" / "__main__.py").is_file():
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        package = tmp / "sandlot" / "mcp_gateway"
+        package.mkdir(parents=True)
+        (tmp / "sandlot" / "__init__.py").write_text("")
+        for source in _sources():
+            shutil.copyfile(source, package / source.name)
+        compileall.compile_dir(str(tmp), ddir=f"{MOUNT_POINT}/{rel}", quiet=2)  # the mount is read-only
+        for path in [tmp, *tmp.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another server installed the same content first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return f"{MOUNT_POINT}/{rel}"
+
+
+def steps(code_dir: str) -> list[dict[str, Any]]:
+    script = (f"#!/bin/sh\nPYTHONPATH={code_dir} PYTHONDONTWRITEBYTECODE=1 "
+              f'exec {VENV}/bin/python -m sandlot.mcp_gateway "$@"\n')
+    preinstalled = [catalogue.CATALOGUE[name] for name in catalogue.PREINSTALLED]
+    return [
+        {"type": "RUN", "args": [
+            f"python3 -m venv {VENV} && PIP_CERT={CA_BUNDLE} {VENV}/bin/pip install --no-cache-dir"
+            f" --disable-pip-version-check --progress-bar off {' '.join(PACKAGES)}"
+            f" && {VENV}/bin/python -c 'import mcp, uvicorn'", "root"]},
+        {"type": "RUN", "args": [gateway_install.shell_command(preinstalled), "root"]},
+        {"type": "RUN", "args": [
+            f"printf %s {shlex.quote(script)} > {COMMAND} && chmod 755 {COMMAND}"
+            " && install -d -m 700 /etc/mcp-gateway && install -d -m 755 /var/log/mcp-gateway"
+            f" && {COMMAND} pull {' '.join(catalogue.PREINSTALLED)}", "root"]},
+    ]
+
+
+def recipe_tag(recipe_steps: list[dict[str, Any]]) -> str:
+    """Tags the build made from this exact recipe (gateway code included, through the
+    command's path), so a Sandlot upgrade that changes it rebuilds (mostly from cache)."""
+    return "recipe-" + hashlib.sha256(json.dumps([recipe_steps, MEMORY_MB]).encode()).hexdigest()[:12]
+
+
+def ensure_built(services: Services) -> str | None:
+    """Submit a build of ``mcp-gateway`` unless one from the current recipe is ready or
+    running; returns the new build's id. The build runs in the background."""
+    settings, builder = services.settings, services.builder
+    if not settings.mcp_gateway_template or builder is None:
+        return None
+    from sandlot.orchestrator.requests import ENVD_VERSION
+
+    recipe = steps(install_code(settings.envd_runtime_dir))
+    tag = recipe_tag(recipe)
+    with services.db.session() as session, session.begin():
+        team = keys.get_or_create_default_team(session)
+        template = template_store.find_named(session, team.id, NAME)
+        if template is not None:
+            if template.team_id != team.id:
+                log.warning("not building mcp-gateway: the name belongs to another team's template")
+                return None
+            if session.get(TemplateTag, (template.id, tag)) is not None:
+                return None
+            if any(b.status in ("waiting", "building") and builder.running(b.id)
+                   for b in template_store.builds(session, template.id)):
+                return None
+        template, build = template_store.request_build(
+            session, team_id=team.id, name=NAME, tags=[template_store.DEFAULT_TAG, tag],
+            cpu_count=settings.default_cpu_count, memory_mb=MEMORY_MB, disk_mb=settings.default_disk_mb,
+            envd_version=ENVD_VERSION,
+        )
+        template.public = True
+        build.status = "building"
+        build_id, team_id = build.id, team.id
+    builder.submit(build_id, BuildRequest(team_id=team_id, steps=build_steps.parse(recipe), from_template="base"))
+    log.info("building the mcp-gateway template in the background", build_id=build_id)
+    return build_id
