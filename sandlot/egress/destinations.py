@@ -45,12 +45,12 @@ class Destinations:
             return "another sandbox"
         if any(addr in net for net in _BLOCKED):
             return "a loopback, multicast or reserved address"
+        if is_host_address(ip):   # before the operator's allow-list: it opens LAN hosts, never this one
+            return "the host itself"
         if any(addr in net for net in self.allow_private):
             return None
         if any(addr in net for net in _PRIVATE):
             return "a private or link-local address"
-        if is_host_address(ip):
-            return "the host itself"
         return None
 
     def allowed(self, policy: EgressPolicy, ip: str, name: str | None) -> str | None:

@@ -328,7 +328,12 @@ class EgressProxy:
                 up_writer.write(server.send(forwarded))
                 # the body, then the response; a 101 turns the connection into a byte pipe
                 await _pump_body(client, reader, server, up_writer)
-                response = await _next_event(server, up_reader, IDLE_TIMEOUT_S)
+                try:
+                    response = await _next_event(server, up_reader, IDLE_TIMEOUT_S)
+                except h11.RemoteProtocolError:
+                    await _answer(client, writer, 502, "Sandlot egress proxy: the upstream server sent no valid "
+                                                       "response")
+                    return
                 while isinstance(response, h11.InformationalResponse) and response.status_code != 101:
                     writer.write(client.send(response))
                     response = await _next_event(server, up_reader, IDLE_TIMEOUT_S)
