@@ -20,6 +20,7 @@ from sandlot.api import secrets as secret_routes
 from sandlot.api import snapshots as snapshot_routes
 from sandlot.api import teams as team_routes
 from sandlot.api import templates as template_routes
+from sandlot.api import volumes as volume_routes
 from sandlot.api.prime import facade as prime_facade
 from sandlot.orchestrator.disk_guard import DiskGuard, DiskGuardMiddleware
 from sandlot.orchestrator.lxcfs_watch import LxcfsWatch
@@ -141,6 +142,7 @@ def create_app(services: Services) -> FrontDoor:
     api.include_router(snapshot_routes.router)   # pause/resume/snapshots/fork (issue 4)
     api.include_router(sandbox_routes.router)
     api.include_router(secret_routes.router)   # /secrets (issue 15)
+    api.include_router(volume_routes.router)   # /volumes and /volumecontent (issue 15)
     api.include_router(team_routes.router)   # /teams, team metrics, /api-keys, /access-tokens (issue 15)
     api.include_router(cli_login_routes.router)   # `e2b auth login`: /docs/api/cli, /oauth/* (issue 15)
     api.include_router(event_routes.router)   # lifecycle events and webhooks (issue 15)

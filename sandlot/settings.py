@@ -146,6 +146,17 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = 10.0
     """One delivery attempt's connect + response time."""
 
+    # --- volumes (orchestrator/volumes.py) ---
+    volume_size_mb: int = 10 * 1024
+    """Size of a new volume (a sparse ext4 image: host space only for what is kept); writes past it
+    fail with ENOSPC in sandboxes and 507 through the content API."""
+    volumes_per_team: int = 100
+    """Volumes a team may have (400 above; 0 = no limit)."""
+    volume_token_ttl_s: int = 24 * 3600
+    """Lifetime of the volume tokens create and ``GET /volumes/{id}`` hand out."""
+    volume_idle_unmount_s: float = 10.0
+    """A volume only the content API used is unmounted on the host this long after its last call."""
+
     runtime_state_dir: Path = Path("/run/sandlot")
     instance: str = "sandlot"
     """Prefix of host resources (nft table, netns, veths) so two servers never collide."""
@@ -225,6 +236,11 @@ class Settings(BaseSettings):
     def template_snapshots_dir(self) -> Path:
         """Post-ready memory snapshots of templates with a start command, one dir per build."""
         return self.templates_dir / "snapshots" / self.instance
+
+    @property
+    def volumes_dir(self) -> Path:
+        """This instance's volume images, one dir per volume id (``runtime/volume_disk.py``)."""
+        return self.data_dir / "volumes" / self.instance
 
     @property
     def runtime_dir(self) -> Path:

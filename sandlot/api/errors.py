@@ -21,6 +21,8 @@ from starlette.routing import compile_path
 from sandlot.api.prime import errors as prime_errors
 from sandlot.api.prime.errors import route_path
 from sandlot.orchestrator import errors as domain
+from sandlot.orchestrator.volume_files import PathNotFound
+from sandlot.orchestrator.volumes import VolumeNotFound, VolumeTokenInvalid
 from sandlot.quotas import NO_RETRY, QuotaExceeded
 from sandlot.runtime import disk
 from sandlot.runtime.checkpoint import CriuUnavailable
@@ -40,6 +42,9 @@ class APIError(Exception):
 
 E2B_STATUS: dict[type[Exception], int] = {
     domain.SandboxNotFound: 404,
+    VolumeNotFound: 404,
+    PathNotFound: 404,
+    VolumeTokenInvalid: 401,
     domain.GuestUnresponsiveAtPause: 409,
     domain.Conflict: 409,
     domain.GuestUnhealthy: 503,   # the SDK's ServiceBusyException: retry once the guest answers

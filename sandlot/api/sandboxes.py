@@ -162,6 +162,8 @@ def _listed_json(row: Sandbox) -> dict[str, Any]:
     }
     if row.alias:
         data["alias"] = row.alias
+    if row.volume_mounts:   # E2B echoes the create's {name, path} pairs
+        data["volumeMounts"] = [{"name": m["name"], "path": m["path"]} for m in row.volume_mounts]
     if row.envd_unresponsive_at_pause and row.state in ("paused", "pausing"):   # E2B omits it otherwise
         data["envdUnresponsiveAtPause"] = True
     return data
@@ -212,8 +214,6 @@ def _reject_unsupported(body: NewSandbox) -> None:
     if body.network is not None:
         _reject_unsupported_network(body.network.https_ports)
     _reject_iam(body.iam)
-    if body.volume_mounts:
-        raise APIError(400, "volume mounts are not supported by this Sandlot server")
 
 
 def parse_metadata_filter(raw: str | None) -> dict[str, str]:
@@ -250,6 +250,8 @@ async def _create_sandbox(body: NewSandbox, request: Request, team_id: str) -> d
     services = request.app.state.services
     with services.db.session() as session:   # a snapshot name/id starts a sandbox from it (issue 4)
         snap = snapshot_store.resolve(session, team_id, body.template_id)
+    if snap is not None and body.volume_mounts:
+        raise APIError(400, "invalid mounts: a sandbox started from a snapshot mounts the snapshot's volumes")
     if snap is not None:
         row = await manager(request).start_from(
             snap, CloneRequest(team_id, timeout, body.metadata, body.env_vars, body.allow_internet_access, network))
@@ -270,6 +272,7 @@ async def _create_sandbox(body: NewSandbox, request: Request, team_id: str) -> d
                                     f"{pending.status}); try again when the build is ready")
             raise APIError(400, f"Template '{body.template_id}' has no finished build")
         names = template_store.aliases(session, template.id)
+    mounts = manager(request).volumes.resolve_mounts(team_id, body.volume_mounts) if body.volume_mounts else None
     plain = template_store.split_tag(body.template_id)[0]
     alias = plain if plain in names else (names[0] if names else None)
     row = await manager(request).create(
@@ -286,6 +289,7 @@ async def _create_sandbox(body: NewSandbox, request: Request, team_id: str) -> d
             auto_pause=bool(body.auto_pause),
             auto_resume=bool(body.auto_pause and body.auto_resume and body.auto_resume.enabled),
             pause_memory=body.auto_pause_memory is not False,
+            volume_mounts=mounts,
         )
     )
     return sandbox_json(row, services.settings.domain)

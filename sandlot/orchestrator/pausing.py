@@ -17,6 +17,7 @@ from sandlot.orchestrator.envd_client import EnvdAgent
 from sandlot.orchestrator.errors import GuestUnhealthy, InsufficientStorage, OperationFailed, SandboxNotFound
 from sandlot.orchestrator.lifecycle import PAUSED, PAUSING, RUNNING, Lifecycle
 from sandlot.orchestrator.network import NetworkPolicies
+from sandlot.orchestrator.requests import MountVolumes
 from sandlot.proxy.routes import Route
 from sandlot.runtime import disk
 from sandlot.runtime.base import Runtime
@@ -37,6 +38,8 @@ class Pauser:
         self.envd = envd
         self.network = network
         self.boot = boot
+        self.mount_volumes: MountVolumes | None = None
+        """Set by the manager: a resume binds the sandbox's volumes again."""
 
     def check_disk(self, sandbox_id: str) -> None:
         """Refuse a memory image that cannot fit on disk, before freezing anything."""
@@ -118,6 +121,8 @@ class Pauser:
             if row is None:
                 return self.lifecycle.get(sandbox_id), False
             try:
+                if self.mount_volumes is not None:   # the volumes it binds, mounted on the host again
+                    await self.mount_volumes(row.volume_mounts)
                 handle = await self.runtime.resume(sandbox_id, memory=memory)
                 try:
                     await self.envd.wait_healthy(handle.ip)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sandlot.store.models import Build, Template
@@ -21,6 +21,9 @@ DEFAULT_WORKDIR = "/home/user"
 
 EnvdLauncher = Callable[[int], tuple[list[str], dict[str, str]]]
 """Returns argv and environment that start envd inside a sandbox on a port."""
+
+MountVolumes = Callable[[list[dict[str, str]] | None], Awaitable[None]]
+"""Mounts on the host the volumes of a sandbox's stored ``volume_mounts`` (before runc binds them)."""
 
 
 @dataclass
@@ -39,6 +42,8 @@ class CreateRequest:
     network: dict[str, Any] | None = None
     sandbox_id: str | None = None
     """Pre-assigned id (the Prime façade answers with it before the sandbox exists)."""
+    volume_mounts: list[dict[str, str]] | None = None
+    """Resolved ``volumeMounts`` (``orchestrator/volumes.py``): ``[{volumeID, name, path}]``."""
 
 
 @dataclass

@@ -35,6 +35,7 @@ from sandlot.orchestrator.pausing import Pauser
 from sandlot.orchestrator.ready_snapshots import ReadySnapshots
 from sandlot.orchestrator.requests import ENVD_VERSION, CloneRequest, CreateRequest, EnvdLauncher
 from sandlot.orchestrator.snapshots import Snapshots
+from sandlot.orchestrator.volumes import Volumes
 from sandlot.orchestrator.warm_pool import BootTokens, WarmPool
 from sandlot.proxy.routes import PauseHook, Route
 from sandlot.runtime import lxcfs
@@ -71,6 +72,9 @@ class SandboxManager:
         """Called with (sandbox id, ``"oom"`` or ``"exited"``) when a container died on its own."""
         self.lifecycle_events = LifecycleEvents(settings, db)   # E2B's /events and webhooks
         self.lifecycle.transitions.append(self.lifecycle_events.on_transition)
+        self.volumes = Volumes(settings, db, lambda: runtime.userns)   # E2B volumes (issue 15)
+        self.lifecycle.transitions.append(self.volumes.on_transition)   # the last user unmounts
+        self.pausing.mount_volumes = self.snapshots.mount_volumes = self.volumes.acquire
         self.death_hooks.append(self.lifecycle_events.died)
         self._reaper: asyncio.Task[None] | None = None
         self._teardowns: set[asyncio.Task[None]] = set()
@@ -129,8 +133,11 @@ class SandboxManager:
             pause_memory=request.pause_memory,
             allow_internet_access=request.allow_internet_access,
             network=request.network,
+            volume_mounts=request.volume_mounts,
         )
-        claim = (lambda: self.pool.claim(request.build)) if request.sandbox_id is None else None
+        # a sandbox with volumes boots with their binds: never a pooled or pre-restored one
+        fast = request.sandbox_id is None and not request.volume_mounts
+        claim = (lambda: self.pool.claim(request.build)) if fast else None
         warm = self.lifecycle.admit(row, reserved_id=request.sandbox_id, claim=claim)
         sandbox_id = row.id
         restored: SandboxHandle | None = None
@@ -144,12 +151,16 @@ class SandboxManager:
                     warm = None
                 # booted ahead by the warm pool, else restored from the template's post-ready
                 # snapshot: either way identity-less, it gets its identity through /init
-                if warm is None:
+                if warm is None and not request.volume_mounts:
                     restored = await self.ready_snapshots.restore(request.build, sandbox_id)
                 handle = warm or restored
                 booted = handle is None
                 if handle is None:
-                    handle = await self.runtime.create(self.boot.spec(row, request.build))
+                    spec = self.boot.spec(row, request.build)
+                    if request.volume_mounts:
+                        await self.volumes.acquire(request.volume_mounts)
+                        spec.mounts += self.volumes.bind_mounts(request.volume_mounts)
+                    handle = await self.runtime.create(spec)
                 try:
                     # the policy first: a pooled or restored sandbox's processes get the
                     # user's identity and env vars (secrets) only once it is in force
@@ -474,6 +485,7 @@ class SandboxManager:
             self.boot.proc_mounts = lxcfs.proc_mounts(self.settings.lxcfs_dir)
         await self.network.start()   # the egress proxy's ports go into the policies recover re-applies
         await self.recover()
+        await self.volumes.recover()   # after the sandboxes: unmount what no survivor uses
         self._reaper = asyncio.create_task(self._reap_forever())
         self.metrics.start()
         with self.db.session() as session:  # keep the default template warm from the first request
@@ -485,6 +497,7 @@ class SandboxManager:
     async def close(self) -> None:
         """Stop background work; sandboxes keep running for the next server start."""
         await self.lifecycle_events.close()
+        await self.volumes.close()
         await self.metrics.close()
         await self.pool.close()
         await self.settled()   # teardowns are bounded; a crash instead leaves rows killing, settled at start

@@ -29,7 +29,7 @@ from sandlot.orchestrator.errors import Conflict, InsufficientStorage, Operation
 from sandlot.orchestrator.lifecycle import RUNNING, Lifecycle
 from sandlot.orchestrator.network import NetworkPolicies
 from sandlot.orchestrator.pausing import Pauser
-from sandlot.orchestrator.requests import CloneRequest
+from sandlot.orchestrator.requests import CloneRequest, MountVolumes
 from sandlot.quotas import reserve_snapshot
 from sandlot.runtime import disk
 from sandlot.runtime.base import Runtime
@@ -72,6 +72,8 @@ class Snapshots:
         self.envd = envd
         self.network = network
         self.pauser = pauser
+        self.mount_volumes: MountVolumes | None = None
+        """Set by the manager: a clone binds its source's volumes (shared, as E2B mounts them)."""
 
     async def _dump(self, sandbox_id: str, dest: Path, memory: bool) -> Sandbox:
         """Snapshot a running sandbox into ``dest`` under its lock; returns its row."""
@@ -106,6 +108,7 @@ class Snapshots:
                 snap.source_sandbox_id, snap.envd_access_token = sandbox_id, row.envd_access_token
                 snap.env_vars = row.env_vars or {}
                 snap.allow_internet_access, snap.network = row.allow_internet_access, row.network
+                snap.volume_mounts = row.volume_mounts
             await asyncio.to_thread(shutil.rmtree, old_path, True)
             with self.db.session() as session:
                 fresh = session.get(Snapshot, existing.id)
@@ -118,6 +121,7 @@ class Snapshots:
             memory_mb=row.memory_mb, disk_mb=row.disk_mb, envd_version=row.envd_version,
             envd_access_token=row.envd_access_token, env_vars=row.env_vars or {}, memory=memory, path=str(dest),
             allow_internet_access=row.allow_internet_access, network=row.network,
+            volume_mounts=row.volume_mounts,
         )
         try:
             with self.db.session() as session, session.begin():
@@ -158,11 +162,14 @@ class Snapshots:
             envd_version=source.envd_version, envd_access_token=ids.new_access_token(),
             metadata_=request.metadata or {}, env_vars=env_vars, auto_pause=False,
             allow_internet_access=allow_internet_access, network=network,
+            volume_mounts=source.volume_mounts,
         )
         self.lifecycle.admit(row)
         sandbox_id = row.id
         try:
             async with self.lifecycle.lock(sandbox_id):
+                if self.mount_volumes is not None:   # its config binds the source's volumes
+                    await self.mount_volumes(row.volume_mounts)
                 # the policy is on the new slot before the image's processes run again
                 handle = await self.runtime.clone(path, sandbox_id, egress=policy)
                 try:
