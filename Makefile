@@ -6,11 +6,12 @@ PYTHON := /usr/bin/python3
 VENV := .venv
 DEB_PACKAGES := runc mmdebstrap nftables python3-nftables iproute2 iptables python3-venv python3-dev \
                 uidmap curl zstd ca-certificates busybox-static e2fsprogs mount lxcfs gcc libc6-dev \
-                skopeo umoci docker-registry golang-github-containers-common
+                skopeo umoci docker-registry golang-github-containers-common \
+                chromium
 SANDLOT := $(VENV)/bin/sandlot
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint deps venv setup js-deps prime-venv criu
+.PHONY: serve test lint deps venv setup js-deps prime-venv criu dashboard-assets
 
 serve: setup
 	$(SANDLOT) serve
@@ -46,8 +47,27 @@ $(VENV)/.installed: pyproject.toml | deps
 
 venv: deps $(VENV)/.installed
 
-setup: venv criu
+setup: venv criu dashboard-assets
 	$(SANDLOT) setup
+
+# The dashboard's front-end pieces (htmx, xterm.js + fit addon, Chart.js) from npm at the versions
+# in sandlot/dashboard/assets/package-lock.json, copied into sandlot/dashboard/static/vendor: served
+# by the server itself (no CDN at run time). Needs Node >= 20 like js-deps; without it the
+# dashboard answers a page saying the step is missing.
+DASH := sandlot/dashboard
+DASH_VENDOR := $(DASH)/static/vendor
+dashboard-assets: $(DASH_VENDOR)/.installed
+$(DASH_VENDOR)/.installed: $(DASH)/assets/package-lock.json
+	@if command -v node >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)'; then \
+		(cd $(DASH)/assets && npm ci --no-audit --no-fund --loglevel=error) && \
+		mkdir -p $(DASH_VENDOR) && \
+		cp $(DASH)/assets/node_modules/htmx.org/dist/htmx.min.js \
+		   $(DASH)/assets/node_modules/@xterm/xterm/lib/xterm.js \
+		   $(DASH)/assets/node_modules/@xterm/xterm/css/xterm.css \
+		   $(DASH)/assets/node_modules/@xterm/addon-fit/lib/addon-fit.js \
+		   $(DASH)/assets/node_modules/chart.js/dist/chart.umd.min.js $(DASH_VENDOR)/ && \
+		touch $@; \
+	else echo "Node >= 20 not found: the dashboard's front-end assets are not vendored (it will say so)"; fi
 
 # CRIU 4.2.x for pause/resume, snapshots and fork (bookworm's 3.17 fails on this kernel):
 # built once from Debian's source package into /usr/local/sbin/criu; a no-op afterwards.

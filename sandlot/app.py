@@ -22,6 +22,7 @@ from sandlot.api import teams as team_routes
 from sandlot.api import templates as template_routes
 from sandlot.api import volumes as volume_routes
 from sandlot.api.prime import facade as prime_facade
+from sandlot.dashboard.web import create_dashboard
 from sandlot.orchestrator.disk_guard import DiskGuard, DiskGuardMiddleware
 from sandlot.orchestrator.lxcfs_watch import LxcfsWatch
 from sandlot.orchestrator.oom_guard import OomGuard
@@ -147,5 +148,6 @@ def create_app(services: Services) -> FrontDoor:
     api.include_router(cli_login_routes.router)   # `e2b auth login`: /docs/api/cli, /oauth/* (issue 15)
     api.include_router(event_routes.router)   # lifecycle events and webhooks (issue 15)
     prime_ctx = prime_facade.install(api, services)  # Prime Intellect /api/v1 + /gateway (issue 7)
+    api.mount("/dashboard", create_dashboard(services, lambda: health_problems(services, disk_guard)))  # issue 18
     front_door = FrontDoor(api, services.sandboxes, services.settings.domain, services.settings.envd_port)
     return front_door

@@ -63,6 +63,11 @@ def team_for_key(session: Session, key: str) -> str | None:
     return row.team_id
 
 
+def key_row(session: Session, key: str) -> ApiKey | None:
+    """The stored row of a presented key (the dashboard keeps its id, never the key)."""
+    return session.scalars(select(ApiKey).where(ApiKey.key_hash == ids.hash_secret(key))).first()
+
+
 def list_keys(session: Session) -> list[tuple[ApiKey, Team]]:
     rows = session.execute(select(ApiKey, Team).join(Team).order_by(ApiKey.created_at))
     return [(key, team) for key, team in rows]
