@@ -18,11 +18,13 @@ from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
-from sandlot.code_interpreter.languages import RUNS_ON, normalize
+from sandlot.code_interpreter.languages import IPC_KERNELS, kernel_language, normalize
 
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 """``%matplotlib inline``: pyplot figures come back as ``image/png`` display data."""
 _SERVER_ONLY_ENV = ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
+IPYTHON_STARTUP = Path(__file__).with_name("ipython_startup.py")
+"""Run by every Python kernel at start: E2B's ``e2b/chart``, ``e2b/data`` and JSON formatters."""
 """Set for this server (its code lives in the envd runtime), not for user code."""
 
 
@@ -71,19 +73,23 @@ class Kernel:
 
     @property
     def kernel_language(self) -> str:
-        return RUNS_ON.get(self.language, self.language)
+        return kernel_language(self.language)
 
     async def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if k not in _SERVER_ONLY_ENV}
         env["MPLBACKEND"] = INLINE_BACKEND
         self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ipc = self.kernel_language in IPC_KERNELS
         manager = AsyncKernelManager(
-            kernel_name=self.spec_name, transport="ipc", ip=f"@sandlot-kernel-{self.id}",
+            kernel_name=self.spec_name, transport="ipc" if ipc else "tcp",
+            ip=f"@sandlot-kernel-{self.id}" if ipc else "127.0.0.1",
             connection_file=str(self.runtime_dir / f"kernel-{self.id}.json"),
         )
-        # IPython's sqlite history would outlive a post-ready snapshot badly (sqlite sees its
-        # file "moved" after the restore and refuses writes); in-memory history is enough
-        extra = ["--HistoryManager.hist_file=:memory:"] if self.kernel_language == "python" else []
+        extra: list[str] = []
+        if self.kernel_language == "python":
+            # IPython's sqlite history would outlive a post-ready snapshot badly (sqlite sees its
+            # file "moved" after the restore and refuses writes); in-memory history is enough
+            extra = ["--HistoryManager.hist_file=:memory:", f"--IPKernelApp.exec_files={IPYTHON_STARTUP}"]
         await manager.start_kernel(env=env, cwd=self.cwd, extra_arguments=extra)
         client = manager.client()
         client.start_channels()
@@ -135,8 +141,7 @@ class Contexts:
         return self._languages
 
     def spec_for(self, language: str) -> str:
-        kernel_language = RUNS_ON.get(language, language)
-        spec = self.languages().get(kernel_language)
+        spec = self.languages().get(kernel_language(language))
         if spec is None:
             raise UnsupportedLanguage(language, sorted(self.languages()))
         return spec

@@ -20,6 +20,7 @@ import compileall
 import hashlib
 import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,30 +43,69 @@ VENV = "/opt/code-interpreter"
 PACKAGES = [
     "ipykernel==7.4.0", "jupyter_client==8.10.0", "starlette==1.10.0", "uvicorn==0.54.0",
     "matplotlib==3.11.2", "numpy==2.4.6", "pandas==3.1.1", "bash_kernel==0.10.0",
+    # E2B's own chart extraction (result.chart), JavaScript/TypeScript (Deno's built-in
+    # Jupyter kernel; the wheel ships the binary) and Java (JJava, a JShell kernel)
+    "e2b-charts==1.0.0", "deno==2.9.8", "jjava==1.0a8",
 ]
-MEMORY_MB = 1024
-"""A kernel with pandas and matplotlib loaded needs more than the 512 MB default."""
+APT_PACKAGES = ["r-base-core", "r-cran-irkernel", "default-jdk-headless"]
+"""R (IRkernel, whose kernelspec Debian installs as ``/usr/share/jupyter/kernels/ir``) and the
+JDK JJava runs on (it needs ``jdk.jshell``, which a JRE lacks)."""
+MEMORY_MB = 2048
+"""A kernel with pandas and matplotlib loaded needs more than the 512 MB default, and each
+language's kernel starts on first use of it: with all six default contexts running (two of
+them Deno's, for JavaScript and TypeScript) a sandbox uses about 0.6–0.9 GB, so 1 GB left no
+room for user data. A limit, not a reservation: an idle sandbox uses what its kernels use."""
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 """The system bundle (the host's when ``trust_host_ca``): a venv's pip would use certifi's."""
 MOUNT_POINT = "/.sandlot"
 SERVER_DIR = "opt/code-interpreter"
 """In the envd runtime: ``<digest>/sandlot/code_interpreter``, nothing else, so putting
 ``<digest>`` on ``PYTHONPATH`` shadows nothing of the venv."""
+KERNELS = f"{VENV}/share/jupyter/kernels"
+DENO_KERNEL = {
+    "argv": [f"{VENV}/bin/deno", "jupyter", "--kernel", "--conn", "{connection_file}"],
+    "display_name": "Deno", "language": "typescript", "env": {"DENO_NO_UPDATE_CHECK": "1", "NO_COLOR": "1"},
+}
+"""What ``deno jupyter --install`` writes, but in the venv (that writes to a user's dir), and
+without ANSI colours (``1 + 1`` is the text ``2``, not ``\x1b[33m2\x1b[39m``)."""
+JAVA_KERNEL = {
+    # jjava.jar directly: JJava's launcher would only start this same command as a second JVM.
+    # java.util is opened so that env vars can be set in the running JVM (languages.env_code)
+    "argv": ["java", "--add-opens", "jdk.jshell/jdk.jshell=ALL-UNNAMED",
+             "--add-opens", "java.base/java.util=ALL-UNNAMED", "--add-opens", "java.base/java.lang=ALL-UNNAMED",
+             "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+             "-jar", f"{KERNELS}/java/jjava.jar", "{connection_file}"],
+    "display_name": "Java (JJava)", "language": "java", "interrupt_mode": "message",
+}
+
+
+def _write_json(path: str, value: dict[str, Any]) -> str:
+    return f"printf '%s' {shlex.quote(json.dumps(value))} > {path}"
+
 
 STEPS: list[dict[str, Any]] = [
+    # its own layer, first: the slowest download, and it changes least. The JRE's postinst
+    # links its man page, and the base is built without /usr/share/man
+    {"type": "RUN", "args": [
+        "mkdir -p /usr/share/man/man1 && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
+        + " ".join(APT_PACKAGES)
+        + " && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb",
+        "root"]},
     {"type": "RUN", "args": [
         f"python3 -m venv {VENV}"
         f" && PIP_CERT={CA_BUNDLE} {VENV}/bin/pip install --no-cache-dir --disable-pip-version-check"
         " --progress-bar off "
         + " ".join(PACKAGES)
         + f" && {VENV}/bin/python -m bash_kernel.install --sys-prefix"
+        f" && mkdir -p {KERNELS}/deno && {_write_json(f'{KERNELS}/deno/kernel.json', DENO_KERNEL)}"
+        f" && {_write_json(f'{KERNELS}/java/kernel.json', JAVA_KERNEL)}"
         f" && chown -R user:user {VENV}",  # `%pip install` from a kernel (which runs as user) works
         "root"]},
     {"type": "ENV", "args": ["PATH", f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
     {"type": "USER", "args": ["user"]},
     {"type": "WORKDIR", "args": ["/home/user"]},
     # matplotlib's font cache and the .pyc of the big imports, once, instead of in every sandbox
-    {"type": "RUN", "args": [f"{VENV}/bin/python -c 'import matplotlib.pyplot, pandas, ipykernel'", "user"]},
+    {"type": "RUN", "args": [f"{VENV}/bin/python -c 'import matplotlib.pyplot, pandas, ipykernel, e2b_charts'", "user"]},
 ]
 READY_CMD = "curl -sf -o /dev/null http://localhost:49999/health"
 

@@ -36,3 +36,37 @@ test('runCode keeps state, streams output, reports errors, returns charts and co
     await sbx.kill()
   }
 })
+
+test('every language E2B has, env vars and contexts per language, chart and data results', async () => {
+  const sbx = await Sandbox.create({ timeoutMs: 300_000, envs: { GREETING: 'from-js' } })
+  try {
+    const js = await sbx.runCode(
+      'import { join } from "node:path"\nconst parts = await Promise.resolve(["a", process.env.GREETING])\njoin(...parts)',
+      { language: 'js' },
+    )
+    assert.equal(js.text, 'a/from-js')
+    const ts = await sbx.runCode('const n: number = 41\nn + 1', { language: 'ts' })
+    assert.equal(ts.text, '42')
+    const r = await sbx.runCode('cat(Sys.getenv("PER_RUN"))', { language: 'r', envs: { PER_RUN: 'r env' } })
+    assert.deepEqual(r.logs.stdout, ['r env'])
+    const java = await sbx.runCode('System.out.println("java " + (6 * 7));', { language: 'java' })
+    assert.deepEqual(java.logs.stdout, ['java 42\n'])
+
+    const ctx = await sbx.createCodeContext({ language: 'typescript', cwd: '/tmp' })
+    assert.equal(ctx.language, 'typescript')
+    assert.equal(ctx.cwd, '/tmp')
+    assert.equal((await sbx.runCode('Deno.cwd()', { context: ctx })).text, '/tmp')
+    await sbx.removeCodeContext(ctx)
+
+    const bars = await sbx.runCode(
+      "import matplotlib.pyplot as plt\nplt.bar(['a', 'b'], [1, 2])\nplt.title('bars')\nplt.show()",
+    )
+    assert.equal(bars.results[0].chart.type, 'bar')
+    assert.equal(bars.results[0].chart.title, 'bars')
+    assert.deepEqual(bars.results[0].chart.elements.map((e) => e.label), ['a', 'b'])
+    const frame = await sbx.runCode("import pandas as pd\npd.DataFrame({'a': [1, 2]})")
+    assert.deepEqual(frame.results[0].data, { a: [1, 2] })
+  } finally {
+    await sbx.kill()
+  }
+})

@@ -58,4 +58,37 @@ def test_language_names_and_env_code() -> None:
     finally:
         os.environ.pop("A", None)
     assert env_code("bash", {"A": "x y"}, ["B"]) == "export A='x y'; unset B"
-    assert env_code("r", {"A": "1"}, []) is None
+    assert env_code("r", {"A": "x \"y\""}, ["B"]) == (
+        'invisible({ do.call(Sys.setenv, list("A" = "x \\"y\\"")); Sys.unsetenv(c("B")) })')
+    assert env_code("typescript", {"A": "1"}, ["B"]) == '{ Deno.env.set("A", "1");Deno.env.delete("B"); }'
+    java = env_code("java", {"A": "1"}, ["B"])
+    assert java is not None and '__m.put("A", "1");__m.remove("B");' in java
+    assert 'System.setProperty("A", "1");System.clearProperty("B");' in java
+    assert env_code("cobol", {"A": "1"}, []) is None
+
+
+def test_kernels_of_languages() -> None:
+    from sandlot.code_interpreter.languages import IPC_KERNELS, kernel_language
+
+    assert kernel_language("javascript") == kernel_language("typescript") == "typescript"  # Deno's kernel
+    assert [kernel_language(x) for x in ("python", "r", "java", "bash")] == ["python", "r", "java", "bash"]
+    assert IPC_KERNELS == {"python", "bash"}  # the others only build tcp:// addresses
+
+
+def test_chart_and_data_bundles_parse_with_the_sdk() -> None:
+    """What ipython_startup.py's formatters add to a figure's and a DataFrame's bundle."""
+    from e2b_code_interpreter.charts import LineChart
+
+    chart = {"type": "line", "title": "t", "elements": [{"label": "s", "points": [[1.0, 2.0]]}],
+             "x_label": "x", "y_label": "y", "x_unit": None, "y_unit": None, "x_ticks": [1.0],
+             "x_tick_labels": ["1"], "x_scale": "linear", "y_ticks": [2.0], "y_tick_labels": ["2"],
+             "y_scale": "linear"}
+    figure = messages.translate(_msg("display_data", {"data": {"image/png": "iVBO", "e2b/chart": chart}}))
+    frame = messages.translate(_msg("execute_result", {"data": {"text/plain": "df", "e2b/data": {"a": [1]}}}))
+    execution = Execution()
+    for line in (figure, frame):
+        assert line is not None
+        parse_output(execution, messages.encode(line).decode().rstrip("\n"))
+    shown, main = execution.results
+    assert isinstance(shown.chart, LineChart) and shown.chart.elements[0].points == [(1.0, 2.0)]
+    assert shown.extra == {} and main.data == {"a": [1]} and main.is_main_result
