@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import os
-import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 from . import lean
 
-lean.install()  # before uvicorn: keeps its CLI/reloader modules out of envd's memory
+lean.install()  # before anything imports asyncio, ssl or uvicorn: keeps what envd never uses out
+
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
 import uvicorn  # noqa: E402
 
@@ -67,6 +67,7 @@ async def serve() -> None:
         loop="asyncio",
         access_log=False,
         log_level="warning",
+        log_config=None,  # uvicorn's dictConfig would need logging.config (lean.py)
         timeout_keep_alive=300,
     )
     await _Server(config).serve()

@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from urllib.parse import quote
 
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from sandlot.protocol.auth import ACCESS_TOKEN_HEADER
 
 from . import auth, users, xattrs
+from .asgi import JSONResponse, Request, Response, StreamingResponse
 from .filesystem import make_dirs_owned
 from .rpc_common import resolve_path
 from .state import EnvdState
@@ -229,7 +228,7 @@ class FilesHandler:
                 if not raw_path:
                     return json_error(400, "path query parameter is required")
                 dest = resolve_path(raw_path, user, default_dir)
-                gz = request.headers.get("content-encoding", "").lower() == "gzip"
+                gz = (request.headers.get("content-encoding") or "").lower() == "gzip"
                 await self._write_stream(dest, user, request.stream(), gz)
                 written = [dest]
             return JSONResponse([_written_entry(p, metadata) for p in written])

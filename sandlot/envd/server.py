@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, Router
-from starlette.types import Receive, Scope, Send
+from collections.abc import Awaitable, Callable
 
 from sandlot.protocol.auth import ACCESS_TOKEN_HEADER
 from sandlot.protocol.gen.filesystem.filesystem_connect import FilesystemASGIApplication
 from sandlot.protocol.gen.process.process_connect import ProcessASGIApplication
 
 from . import auth
+from .asgi import JSONResponse, Receive, Request, Response, Scope, Send, plain
 from .files_http import FilesHandler, json_error
 from .filesystem import FilesystemService
 from .metrics import Metrics
@@ -23,10 +20,11 @@ from .state import EnvdState
 
 CONNECT_PREFIXES = ("/process.Process/", "/filesystem.Filesystem/")
 _TOKEN_KEY = ACCESS_TOKEN_HEADER.lower().encode()
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 class EnvdApp:
-    """Dispatches Connect paths to the connectrpc apps and everything else to a Starlette router."""
+    """Dispatches Connect paths to the connectrpc apps and everything else to its own routes."""
 
     def __init__(self, state: EnvdState) -> None:
         self.state = state
@@ -36,18 +34,20 @@ class EnvdApp:
         self.fs_app = FilesystemASGIApplication(FilesystemService(state), compressions=())
         files = FilesHandler(state)
         self._metrics = Metrics()
-        self.router = Router(routes=[
-            Route("/health", self.health, methods=["GET"]),
-            Route("/init", self.init, methods=["POST"]),
-            Route("/envs", self.envs, methods=["GET"]),
-            Route("/metrics", self.metrics, methods=["GET"]),
-            Route("/files", files.download, methods=["GET"]),
-            Route("/files", files.upload, methods=["POST"]),
-        ])
+        # path -> method -> handler; a GET route answers HEAD too (the server drops the body)
+        self.routes: dict[str, dict[str, Handler]] = {
+            "/health": {"GET": self.health},
+            "/init": {"POST": self.init},
+            "/envs": {"GET": self.envs},
+            "/metrics": {"GET": self.metrics},
+            "/files": {"GET": files.download, "POST": files.upload},
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1000})
         if scope["type"] != "http":
-            return await self.router(scope, receive, send)
+            return None
         path: str = scope["path"]
         if path.startswith(CONNECT_PREFIXES):
             if not self._token_ok(scope):
@@ -55,7 +55,16 @@ class EnvdApp:
                 return await Response(body, 401, media_type="application/json")(scope, receive, send)
             app = self.process_app if path.startswith("/process.") else self.fs_app
             return await app(scope, receive, send)
-        return await self.router(scope, receive, send)
+        methods = self.routes.get(path)
+        if methods is None:
+            return await plain(404, "Not Found")(scope, receive, send)
+        method = scope["method"]
+        handler = methods.get("GET" if method == "HEAD" else method)
+        if handler is None:
+            allow = ", ".join(sorted({*methods, *(["HEAD"] if "GET" in methods else [])}))
+            return await plain(405, "Method Not Allowed", {"Allow": allow})(scope, receive, send)
+        response = await handler(Request(scope, receive))
+        await response(scope, receive, send)
 
     def _token_ok(self, scope: Scope) -> bool:
         given = None
