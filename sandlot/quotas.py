@@ -95,6 +95,18 @@ def reserve_sandbox(session: Session, settings: Settings, team_id: str, sandbox_
         )
 
 
+def check_sandbox_quota(session: Session, settings: Settings, team_id: str, *,
+                        error: ErrorFactory = QuotaExceeded) -> None:
+    """``reserve_sandbox``'s refusal without its lock (a read): lets a create say 429 before it
+    uses anything up (a warm-pool sandbox), deciding again under the lock when it inserts."""
+    most = team_limit(session, settings, team_id, "concurrent_sandboxes")
+    if most > 0 and running_sandboxes(session, team_id) >= most:
+        raise error(
+            429, f"you have reached the maximum number of concurrent E2B sandboxes ({most}). "
+            + CONTACT.format(name="CONCURRENT_SANDBOXES")
+        )
+
+
 def reserve_snapshot(session: Session, settings: Settings, team_id: str, *, error: ErrorFactory = QuotaExceeded) -> None:
     lock_team(session, team_id)
     most = team_limit(session, settings, team_id, "snapshots")

@@ -29,7 +29,7 @@ from sandlot.orchestrator.events import EventLog
 from sandlot.orchestrator.metrics import MetricsSampler
 from sandlot.proxy.routes import PauseHook, Route
 from sandlot.proxy.traffic import private_traffic_token
-from sandlot.quotas import reserve_sandbox
+from sandlot.quotas import check_sandbox_quota, reserve_sandbox
 from sandlot.runtime.base import SandboxHandle
 from sandlot.settings import Settings
 from sandlot.store import templates as template_store
@@ -131,6 +131,35 @@ class Lifecycle:
                 row.id = handle.sandbox_id
             session.add(row)
         return handle
+
+    def check_quota(self, team_id: str) -> None:
+        """``QuotaExceeded`` when the team runs its limit of sandboxes now: a read without the team's
+        lock, so a create can refuse before it uses anything up; the decision that counts is taken
+        again in the write that inserts the row."""
+        with self.db.session() as session:
+            check_sandbox_quota(session, self.settings, team_id)
+
+    def admit_running(self, row: Sandbox, handle: SandboxHandle, timeout_s: int, *,
+                      spawned_from: str | None = None) -> Sandbox:
+        """Insert ``row`` as ``running`` at ``handle``'s address in one write (creating → running at
+        once), for a sandbox that ran before it had a row: a warm-pool claim whose envd has its
+        identity already. The quota check (``QuotaExceeded``: nothing written), the insert and the
+        template's spawn count commit together; traffic is routed to it from here on."""
+        started = datetime.now(timezone.utc)
+        check_move(CREATING, RUNNING)
+        row.state = RUNNING
+        row.ip = handle.ip
+        row.started_at = started
+        row.end_at = started + timedelta(seconds=timeout_s)
+        with self.db.session() as session, session.begin():
+            reserve_sandbox(session, self.settings, row.team_id)
+            session.add(row)
+            if spawned_from is not None:
+                template_store.mark_spawned(session, spawned_from)
+        self._route(row, handle.ip)
+        self._tell(row, GONE, CREATING)
+        self._tell(row, CREATING, RUNNING)
+        return row
 
     def activate(self, sandbox_id: str, handle: SandboxHandle, timeout_s: int, *,
                  spawned_from: str | None = None) -> Sandbox:

@@ -20,6 +20,7 @@ them as orphans and removes them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -49,6 +50,12 @@ Restore = Callable[[Build, str], Awaitable[SandboxHandle | None]]
 
 
 KEY_FILE = "warm-pool.key"
+
+REFILL_DELAY_S = 0.2
+"""A refill boot starts this long after it was asked for (by the claim of the sandbox it
+replaces): the claim's /init and the caller's first commands right after ``create`` (the common
+agent pattern) don't share the CPU with the boot's runc and envd start-up. Boots also run at the
+least CPU weight until claimed (``SandboxSpec.background``)."""
 
 
 def load_key(data_dir: Path) -> bytes:
@@ -127,12 +134,13 @@ class WarmPool:
         if pool is None or not pool.ready:
             return None
         handle = pool.ready.pop(0)
-        self._refill(pool)
+        self._refill(pool)   # its boot waits REFILL_DELAY_S first: off this claim's own path
         return handle
 
     async def initialize(self, handle: SandboxHandle, build: Build, init: dict[str, object]) -> None:
         """Give a claimed (or snapshot-restored) sandbox its identity (access token, env vars,
         default user), authenticated with the token it has until now."""
+        self.runtime.foreground(handle.sandbox_id)
         await self.envd.init(handle.ip, self.token_of(handle, build), init)
         self._tokens.pop(handle.sandbox_id, None)
 
@@ -156,8 +164,10 @@ class WarmPool:
     async def _boot(self, pool: _BuildPool) -> None:
         sandbox_id = ids.new_sandbox_id()
         try:
+            await asyncio.sleep(REFILL_DELAY_S)
             restored = await self.restore(pool.build, sandbox_id) if self.restore is not None else None
-            handle = restored or await self.runtime.create(self.spec_for(sandbox_id, pool.build))
+            handle = restored or await self.runtime.create(
+                dataclasses.replace(self.spec_for(sandbox_id, pool.build), background=True))
             try:
                 if restored is None:
                     await self.envd.wait_healthy(handle.ip)

@@ -40,6 +40,7 @@ class SandboxSpec:
     mounts: list[BindMount] = field(default_factory=list)
     hostname: str = "sandbox"
     disk_mb: int | None = None      # size of the writable disk (``None``: unlimited, host fs)
+    background: bool = False        # booted ahead of need (warm pool): least CPU weight until ``foreground``
 
 
 @dataclass
@@ -96,6 +97,9 @@ class Runtime(Protocol):
         ...
     async def kill_keeping_upper(self, sandbox_id: str, dest: Path) -> None:
         """Kill, moving the writable layer to ``dest`` first (a template build's result)."""
+        ...
+    def foreground(self, sandbox_id: str) -> None:
+        """A ``background`` sandbox was claimed: it competes for CPU like any other from now on."""
         ...
     async def list(self) -> list[SandboxHandle]: ...
     async def is_alive(self, sandbox_id: str) -> bool: ...

@@ -41,6 +41,15 @@ def read(controller: str, sandbox_id: str, name: str, parent: str = PARENT) -> s
         return None
 
 
+def write(controller: str, sandbox_id: str, name: str, value: str, parent: str = PARENT) -> bool:
+    """Set a control file of a sandbox's cgroup; ``False`` when it is gone."""
+    try:
+        (controller_dir(controller, sandbox_id, parent) / name).write_text(value)
+    except OSError:
+        return False
+    return True
+
+
 def _rmdir_tree(d: Path) -> None:
     # children first (cgroup dirs can only be rmdir'ed, never unlinked)
     for dirpath, dirnames, _ in os.walk(d, topdown=False):

@@ -151,6 +151,10 @@ class FakeRuntime:
             self.egress.pop(sb.ip, None)
             self.memory.pop(sandbox_id, None)
 
+    def foreground(self, sandbox_id: str) -> None:
+        validate_sandbox_id(sandbox_id)
+        self._call("foreground", sandbox_id)
+
     async def stop(self, sandbox_id: str) -> None:
         validate_sandbox_id(sandbox_id)
         self._call("stop", sandbox_id)

@@ -39,6 +39,8 @@ from .usage import Usage, oom_killed, read_usage
 log = logging.getLogger(__name__)
 
 RUNC = "/usr/sbin/runc"
+DEFAULT_CPU_SHARES = 1024   # cgroup v1's default weight
+BACKGROUND_CPU_SHARES = 2   # the least: a warm-pool boot runs on what claimed sandboxes and the server leave
 
 
 def _has_cap(bit: int) -> bool:
@@ -241,6 +243,8 @@ class RuncRuntime(Checkpointing):
             if rc != 0:
                 raise SandboxRuntimeError(f"runc create failed (rc={rc}): {self._log_tail(sid)}")
             t["runc_create"] = time.perf_counter()
+            if spec.background:   # a warm-pool boot yields the CPU to claimed sandboxes' requests
+                cgroups.write("cpu", sid, "cpu.shares", str(BACKGROUND_CPU_SHARES), parent=self.cgroup_parent)
             self._install_boot_id(sid)
             await self._runc("start", sid)
             t["runc_start"] = time.perf_counter()
@@ -252,6 +256,10 @@ class RuncRuntime(Checkpointing):
         log.debug("sandbox %s created in %.1f ms %s", sid, (t["runc_start"] - t0) * 1000,
                   self.last_timings[sid])
         return SandboxHandle(sid, slot.sandbox_ip)
+
+    def foreground(self, sandbox_id: str) -> None:
+        validate_sandbox_id(sandbox_id)
+        cgroups.write("cpu", sandbox_id, "cpu.shares", str(DEFAULT_CPU_SHARES), parent=self.cgroup_parent)
 
     async def kill(self, sandbox_id: str) -> None:
         """Idempotent: container, cgroups, overlay mount, netns and sandbox dir all go."""
