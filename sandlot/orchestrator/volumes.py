@@ -52,6 +52,8 @@ RESERVED_PATHS = ("/proc", "/sys", "/dev", "/.sandlot", "/.sandlot-boot", "/etc/
                   "/etc/resolv.conf", "/etc/ssl/certs/ca-certificates.crt")
 """Mount paths that would hide what the runtime mounts (or lie on top of the kernel's trees)."""
 MAX_MOUNTS = 16
+DELETE_WAIT_S = 30.0
+"""How long a volume delete waits for sandboxes whose kill is still tearing down."""
 
 
 class VolumeNotFound(SandboxError):
@@ -163,21 +165,33 @@ class Volumes:
         return row
 
     async def delete(self, team_id: str, volume_id: str) -> None:
-        """409 while a sandbox (running or paused: it mounts it again at resume) names it."""
+        """409 while a sandbox (running or paused: it mounts it again at resume) names it. Sandboxes
+        being killed are waited for (a kill answers before its teardown ends; the SDK's
+        ``kill(); Volume.destroy()`` must work), up to ``DELETE_WAIT_S``."""
         self.get(team_id, volume_id)
+        deadline = time.monotonic() + DELETE_WAIT_S
+        while True:
+            async with self._lock(volume_id):
+                with self.db.session() as session, session.begin():
+                    row = volume_store.find(session, team_id, volume_id)
+                    if row is None:
+                        raise VolumeNotFound(volume_id)
+                    users = volume_store.sandboxes_using(session, volume_id)
+                    live = [s.id for s in users if s.state != "killing"]
+                    if live:
+                        raise Conflict(f"Volume '{row.name}' is mounted by sandbox {live[0]}"
+                                       + (f" and {len(live) - 1} more" if len(live) > 1 else "")
+                                       + ": kill those sandboxes first")
+                    if self._in_flight.get(volume_id):
+                        raise Conflict(f"Volume '{row.name}' has content requests in flight: retry")
+                    if not users:
+                        volume_store.delete(session, row)
+                        break
+                    name = row.name
+            if time.monotonic() > deadline:
+                raise Conflict(f"Volume '{name}' is still mounted by a sandbox being killed: retry")
+            await asyncio.sleep(0.1)
         async with self._lock(volume_id):
-            with self.db.session() as session, session.begin():
-                row = volume_store.find(session, team_id, volume_id)
-                if row is None:
-                    raise VolumeNotFound(volume_id)
-                users = [s.id for s in volume_store.sandboxes_using(session, volume_id)]
-                if users:
-                    raise Conflict(f"Volume '{row.name}' is mounted by sandbox {users[0]}"
-                                   + (f" and {len(users) - 1} more" if len(users) > 1 else "")
-                                   + ": kill those sandboxes first")
-                if self._in_flight.get(volume_id):
-                    raise Conflict(f"Volume '{row.name}' has content requests in flight: retry")
-                volume_store.delete(session, row)
             self._cancel_timer(volume_id)
             try:
                 await volume_disk.remove(self.volume_dir(volume_id))
