@@ -28,6 +28,9 @@ class Entry:
     args: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
     """SDK options without which the server cannot start."""
+    pins: tuple[str, ...] = ()
+    """Requirements installed with a PyPI server: those written for ``mcp`` 1.x get ``mcp<2``
+    (2.x dropped the decorator API they use, and their own metadata does not say so)."""
 
     @property
     def spec(self) -> str:
@@ -53,7 +56,8 @@ CATALOGUE: dict[str, Entry] = {
     "fetch": _pypi("mcp-server-fetch", "2026.10.24"),
     "git": _pypi("mcp-server-git", "2026.10.19"),
     # installed on first use
-    "sqlite": _pypi("mcp-server-sqlite", "2025.4.25", args=("--db-path", "/var/lib/mcp-gateway/sqlite.db")),
+    "sqlite": _pypi("mcp-server-sqlite", "2025.4.25", args=("--db-path", "/var/lib/mcp-gateway/sqlite.db"),
+                    pins=("mcp>=1.2,<2",)),
     "duckduckgo": _pypi("duckduckgo-mcp-server", "0.7.0"),
     "markitdown": _pypi("markitdown-mcp", "0.0.1a8"),
     "github": _npm("@modelcontextprotocol/server-github", "2025.4.8", "mcp-server-github",

@@ -59,7 +59,7 @@ def shell_command(entries: list[Entry]) -> str:
             venv = PYPI_DIR / e.package
             parts.append(
                 f"rm -rf {venv} && python3 -m venv {venv} && {venv}/bin/pip install --no-cache-dir"
-                f" --disable-pip-version-check --progress-bar off -q {shlex.quote(e.spec)}"
+                f" --disable-pip-version-check --progress-bar off -q {' '.join(map(shlex.quote, (e.spec, *e.pins)))}"
                 f" && echo {shlex.quote(e.spec)} > {venv}/.sandlot-installed")
     return " && ".join(parts)
 

@@ -99,21 +99,26 @@ async def serve(plans: list[Plan], token: str, sock: socket.socket, deadline: fl
                 ready: Callable[[str | None], None]) -> None:
     """Start every server (``ready(error)`` if one fails), then ``ready(None)`` and serve."""
     async with anyio.create_task_group() as servers:
-        started = []
-        for plan in plans:
-            error = None
+        started: dict[int, upstream.Upstream] = {}
+        errors: dict[int, str] = {}
+
+        async def start_one(index: int, plan: Plan) -> None:
             try:
                 with anyio.fail_after(max(1.0, deadline - time.monotonic())):
-                    started.append(await servers.start(upstream.run, plan, deadline))
+                    started[index] = await servers.start(upstream.run, plan, deadline)
             except TimeoutError:
-                error = str(upstream.failure(plan, "did not start in time"))
+                errors[index] = str(upstream.failure(plan, "did not start in time"))
             except Exception as e:
-                error = str(e)
-            if error is not None:
-                ready(error)
-                servers.cancel_scope.cancel()
-                return
-        routes = Routes(started)
+                errors[index] = str(e)
+
+        async with anyio.create_task_group() as starting:  # in parallel: each start is seconds of imports
+            for index, plan in enumerate(plans):
+                starting.start_soon(start_one, index, plan)
+        if errors:
+            ready(errors[min(errors)])  # the first failing server in the config's order
+            servers.cancel_scope.cancel()
+            return
+        routes = Routes([started[i] for i in range(len(plans))])
         app = mcp_server(routes).streamable_http_app(
             streamable_http_path=PATH, host="0.0.0.0",
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from sandlot.mcp_gateway.config import ConfigError, Plan
 LOG_DIR = Path("/var/log/mcp-gateway")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_TOOL_PAGES = 100
+INSTALLING = threading.Lock()
+"""Servers start in parallel, installs one at a time (two ``npm install`` in one prefix collide)."""
 
 
 @dataclass
@@ -30,10 +33,12 @@ def _launch(plan: Plan, deadline: float) -> StdioServerParameters:
     """Install what ``plan`` needs (blocking: run in a thread) and say how to start it."""
     env = {"PATH": PATH, "HOME": "/root", **install.TLS_ENV, **plan.env}
     if plan.github is not None:
-        repo_dir = install.clone(plan.github, deadline)
+        with INSTALLING:
+            repo_dir = install.clone(plan.github, deadline)
         return StdioServerParameters(command="bash", args=["-lc", plan.github.run_cmd], env=env, cwd=str(repo_dir))
     assert plan.entry is not None
-    install.install([plan.entry], deadline)
+    with INSTALLING:
+        install.install([plan.entry], deadline)
     if plan.entry.args and plan.entry.args[0] == "--db-path":
         Path(plan.entry.args[1]).parent.mkdir(parents=True, exist_ok=True)
     return StdioServerParameters(command=str(install.executable(plan.entry)), args=list(plan.args), env=env, cwd="/")
