@@ -232,16 +232,17 @@ def test_build_logs_stream(page: Any, dash: Server, shots: Shots) -> None:
 
     nonce = uuid.uuid4().hex[:8]
     template = Template().from_template("base").run_cmd(
-        f"echo dash-first-{nonce}; sleep 6; echo dash-second-{nonce}")
+        f"echo dash-first-$((40+2))-{nonce}; sleep 6; echo dash-second-$((40+3))-{nonce}")   # output ≠ command text
+    first, second = f"dash-first-42-{nonce}", f"dash-second-43-{nonce}"
     info = Template.build_in_background(template, f"dash-{nonce}", cpu_count=1, memory_mb=512)
     page.goto(f"{dash.url}/dashboard/templates/{info.template_id}/builds/{info.build_id}")
-    page.wait_for_function(f"() => document.querySelector('#build-log').textContent.includes('dash-first-{nonce}')",
+    page.wait_for_function(f"() => document.querySelector('#build-log').textContent.includes('{first}')",
                            timeout=300_000)
     # the first line is on screen while the build still runs: the poller is there, the last line not yet
-    seen_running = page.locator("#build-poller").count() == 1 and f"dash-second-{nonce}" not in page.inner_text("#build-log")
+    seen_running = page.locator("#build-poller").count() == 1 and second not in page.inner_text("#build-log")
     page.locator('#build-status[data-status="ready"]').wait_for(timeout=300_000)
     log = page.inner_text("#build-log")
-    assert f"dash-second-{nonce}" in log and log.index(f"dash-first-{nonce}") < log.index(f"dash-second-{nonce}")
+    assert second in log and log.index(first) < log.index(second)
     assert seen_running, "the page should show the first step's output before the build ends"
     shots.take(page, "build")
     page.goto(f"{dash.url}/dashboard/templates")
@@ -269,9 +270,10 @@ def test_create_and_revoke_a_key(page: Any, dash: Server, shots: Shots) -> None:
     page.wait_for_function("() => Number(document.querySelector('[data-usage]').dataset.points || 0) > 0")
     assert float(page.inner_text("#hours-24h")) > 0   # the module's sandboxes have run
     assert "concurrent_sandboxes" in page.inner_text("#quotas")
-    shots.take(page, "team")
     page.reload()
     assert page.locator("#new-key").count() == 0   # shown once
+    page.wait_for_function("() => Number(document.querySelector('[data-usage]').dataset.points || 0) > 0")
+    shots.take(page, "team")
     row = page.locator("tr.key", has_text="dash-temporary")
     row.locator("button.revoke").click()
     assert "revoked" in page.inner_text("#flash")
