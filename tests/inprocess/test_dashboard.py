@@ -97,3 +97,17 @@ async def test_revoking_the_key_ends_the_session(stack: Stack) -> None:
         await second.aclose()
     finally:
         await client.aclose()
+
+
+async def test_tenant_text_is_escaped(stack: Stack) -> None:
+    """Metadata (tenant-controlled) shows as text: no markup, no htmx attributes reach the page."""
+    attack = '<img src=x onerror="alert(1)" hx-post="/dashboard/logout">'
+    sandbox = (await stack.create({"metadata": {"note": attack}}))["sandboxID"]
+    client, _ = await sign_in(stack, stack.api_key)
+    try:
+        for path in ("/dashboard/sandboxes/list", f"/dashboard/sandboxes/{sandbox}"):
+            page = await client.get(path)
+            assert page.status_code == 200
+            assert attack not in page.text and "&lt;img src=x onerror=&#34;alert(1)&#34;" in page.text
+    finally:
+        await client.aclose()
