@@ -12,13 +12,17 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import select
+import socket
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 CONFIG_DIR = Path("/etc/mcp-gateway")
 TOKEN_FILE = CONFIG_DIR / ".token"
@@ -26,6 +30,7 @@ CONFIG_FILE = CONFIG_DIR / "config.json"
 LOG_FILE = Path("/var/log/mcp-gateway/gateway.log")
 READY_FD_ENV = "MCP_GATEWAY_READY_FD"
 DEADLINE_ENV = "MCP_GATEWAY_DEADLINE_S"
+PORT = 50005
 START_BUDGET_S = 50.0
 """The SDK waits 60 s for this command: installs, clones and server starts share 50."""
 
@@ -88,8 +93,32 @@ def start(raw_config: str) -> int:
     return _fail(f"the gateway exited before it served: {tail}")
 
 
+def listen(port: int = PORT) -> socket.socket:
+    """Bound before anything starts, so a second gateway fails at once and clients that
+    connect between "ready" and uvicorn's first accept wait in the backlog."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("0.0.0.0", port))
+    sock.listen(128)
+    return sock
+
+
+async def _serve(plans: list[Any], token: str, sock: socket.socket, deadline: float,
+                 ready: Callable[[str | None], None]) -> None:
+    from sandlot.mcp_gateway import config, spawn
+
+    try:
+        spawned = await spawn.spawn_all(plans, deadline)
+    except config.ConfigError as e:
+        ready(str(e))
+        return
+    from sandlot.mcp_gateway import server  # imports mcp: seconds, while the servers import theirs
+
+    await server.serve(spawned, token, sock, deadline, ready)
+
+
 def serve() -> int:
-    from sandlot.mcp_gateway import config, server
+    from sandlot.mcp_gateway import config
 
     ready_fd = int(os.environ.pop(READY_FD_ENV))
     deadline = time.monotonic() + float(os.environ.pop(DEADLINE_ENV, START_BUDGET_S))
@@ -100,15 +129,15 @@ def serve() -> int:
 
     try:
         plans = config.parse(CONFIG_FILE.read_text())
-        sock = server.listen()
+        sock = listen()
     except (config.ConfigError, OSError) as e:
         reason = str(e)
-        if isinstance(e, OSError) and e.errno == 98:
-            reason = f"port {server.PORT} is in use: an MCP gateway already runs in this sandbox"
+        if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
+            reason = f"port {PORT} is in use: an MCP gateway already runs in this sandbox"
         ready(reason)
         return 1
     token = TOKEN_FILE.read_text().strip()
-    asyncio.run(server.serve(plans, token, sock, deadline, ready))
+    asyncio.run(_serve(plans, token, sock, deadline, ready))
     return 0
 
 

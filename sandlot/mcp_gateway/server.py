@@ -25,9 +25,8 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 
 from sandlot.mcp_gateway import upstream
-from sandlot.mcp_gateway.config import Plan
+from sandlot.mcp_gateway.spawn import Spawned, failure
 
-PORT = 50005
 PATH = "/mcp"
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
@@ -85,40 +84,30 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def listen(port: int = PORT) -> socket.socket:
-    """Bound before the servers start, so a second gateway fails at once and clients that
-    connect between "ready" and uvicorn's first accept wait in the backlog."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("0.0.0.0", port))
-    sock.listen(128)
-    return sock
-
-
-async def serve(plans: list[Plan], token: str, sock: socket.socket, deadline: float,
+async def serve(spawned: list[Spawned], token: str, sock: socket.socket, deadline: float,
                 ready: Callable[[str | None], None]) -> None:
-    """Start every server (``ready(error)`` if one fails), then ``ready(None)`` and serve."""
+    """Connect to every server (``ready(error)`` if one fails), then ``ready(None)`` and serve."""
     async with anyio.create_task_group() as servers:
         started: dict[int, upstream.Upstream] = {}
         errors: dict[int, str] = {}
 
-        async def start_one(index: int, plan: Plan) -> None:
+        async def start_one(index: int, one: Spawned) -> None:
             try:
                 with anyio.fail_after(max(1.0, deadline - time.monotonic())):
-                    started[index] = await servers.start(upstream.run, plan, deadline)
+                    started[index] = await servers.start(upstream.run, one)
             except TimeoutError:
-                errors[index] = str(upstream.failure(plan, "did not start in time"))
+                errors[index] = str(failure(one.plan, "did not start in time"))
             except Exception as e:
                 errors[index] = str(e)
 
         async with anyio.create_task_group() as starting:  # in parallel: each start is seconds of imports
-            for index, plan in enumerate(plans):
-                starting.start_soon(start_one, index, plan)
+            for index, one in enumerate(spawned):
+                starting.start_soon(start_one, index, one)
         if errors:
             ready(errors[min(errors)])  # the first failing server in the config's order
             servers.cancel_scope.cancel()
             return
-        routes = Routes([started[i] for i in range(len(plans))])
+        routes = Routes([started[i] for i in range(len(spawned))])
         app = mcp_server(routes).streamable_http_app(
             streamable_http_path=PATH, host="0.0.0.0",
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
@@ -127,6 +116,6 @@ async def serve(plans: list[Plan], token: str, sock: socket.socket, deadline: fl
         server = uvicorn.Server(config)
         ready(None)
         print(f"{time.strftime('%FT%T')} serving {len(routes.tools)} tools from "
-              f"{', '.join(p.name for p in plans)} on :{PORT}{PATH}", flush=True)
+              f"{', '.join(s.plan.name for s in spawned)} on :{sock.getsockname()[1]}{PATH}", flush=True)
         await server.serve(sockets=[sock])
         servers.cancel_scope.cancel()

@@ -1,25 +1,32 @@
-"""The configured MCP servers as stdio clients of the gateway (the official ``mcp`` package)."""
+"""The spawned MCP servers as stdio clients of the gateway (the official ``mcp`` package).
+
+``mcp``'s own ``stdio_client`` spawns the process itself; the gateway spawns them earlier
+(``spawn.py``), so this is the same newline-delimited JSON-RPC transport over a process that
+already runs.
+"""
 
 from __future__ import annotations
 
-import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
-from anyio.abc import TaskStatus
 import mcp_types as types
-from mcp import Client, StdioServerParameters
-from mcp.client.stdio import stdio_client
+from anyio.abc import Process, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp import Client
+from mcp.shared.message import SessionMessage
 
-from sandlot.mcp_gateway import install
-from sandlot.mcp_gateway.config import ConfigError, Plan
+from sandlot.mcp_gateway.config import Plan
+from sandlot.mcp_gateway.spawn import Spawned, failure
 
-LOG_DIR = Path("/var/log/mcp-gateway")
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_TOOL_PAGES = 100
-INSTALLING = threading.Lock()
-"""Servers start in parallel, installs one at a time (two ``npm install`` in one prefix collide)."""
+MAX_LINE_BYTES = 64 << 20
+"""One JSON-RPC message from a server (a tool result with a big file inside)."""
+STOP_GRACE_S = 2.0
+
+Streams = tuple[MemoryObjectReceiveStream[SessionMessage | Exception], MemoryObjectSendStream[SessionMessage]]
 
 
 @dataclass
@@ -29,57 +36,91 @@ class Upstream:
     tools: list[types.Tool]
 
 
-def _launch(plan: Plan, deadline: float) -> StdioServerParameters:
-    """Install what ``plan`` needs (blocking: run in a thread) and say how to start it."""
-    env = {"PATH": PATH, "HOME": "/root", **install.TLS_ENV, **plan.env}
-    if plan.github is not None:
-        with INSTALLING:
-            repo_dir = install.clone(plan.github, deadline)
-        return StdioServerParameters(command="bash", args=["-lc", plan.github.run_cmd], env=env, cwd=str(repo_dir))
-    assert plan.entry is not None
-    with INSTALLING:
-        install.install([plan.entry], deadline)
-    if plan.entry.args and plan.entry.args[0] == "--db-path":
-        Path(plan.entry.args[1]).parent.mkdir(parents=True, exist_ok=True)
-    return StdioServerParameters(command=str(install.executable(plan.entry)), args=list(plan.args), env=env, cwd="/")
-
-
-def _tail(log: Path, lines: int = 8) -> str:
+def _message(line: bytes) -> SessionMessage | Exception:
     try:
-        text = log.read_text(errors="replace").strip()
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
+        return SessionMessage(types.jsonrpc_message_adapter.validate_json(line, by_name=False))
+    except ValueError as e:  # the session reports it; the server may still answer the rest
+        return e
 
 
-def log_path(plan: Plan) -> Path:
-    return LOG_DIR / f"{plan.prefix}.log"
+@asynccontextmanager
+async def process_transport(process: Process) -> AsyncIterator[Streams]:
+    """``(read, write)`` streams of session messages over ``process``'s stdout/stdin; the
+    process is terminated (then killed) on exit."""
+    read_in, read_out = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    write_in, write_out = anyio.create_memory_object_stream[SessionMessage](0)
+    assert process.stdout is not None and process.stdin is not None
+    stdout, stdin = process.stdout, process.stdin
+
+    async def reader() -> None:
+        async with read_in:
+            buffer = b""
+            try:
+                async for chunk in stdout:
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    if len(buffer) > MAX_LINE_BYTES:
+                        await read_in.send(ValueError("an MCP server sent a line longer than 64 MiB"))
+                        return
+                    for line in lines:
+                        if line.strip():
+                            await read_in.send(_message(line))
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
+                pass
+
+    async def writer() -> None:
+        async with write_out:
+            try:
+                async for message in write_out:
+                    data = message.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n"
+                    await stdin.send(data.encode())
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+                await read_in.aclose()  # the session sees the end instead of a request hanging
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(reader)
+        group.start_soon(writer)
+        try:
+            yield read_out, write_in
+        finally:
+            group.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await _stop(process)
 
 
-def failure(plan: Plan, what: str, error: BaseException | None = None) -> ConfigError:
-    """Why ``plan``'s server did not start: the end of its stderr, else the exception."""
-    detail = _tail(log_path(plan)) or (f"{type(error).__name__}: {error}" if error is not None else "")
-    return ConfigError(f"MCP server '{plan.name}' {what}" + (f": {detail}" if detail else ""))
+async def _stop(process: Process) -> None:
+    if process.returncode is None:
+        process.terminate()
+        with anyio.move_on_after(STOP_GRACE_S):
+            await process.wait()
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
 
 
-async def run(plan: Plan, deadline: float, *, task_status: TaskStatus[Upstream]) -> None:
-    """Start ``plan``'s server, list its tools, report the :class:`Upstream` through
+async def run(spawned: Spawned, *, task_status: TaskStatus[Upstream]) -> None:
+    """Connect to ``spawned``, list its tools, report the :class:`Upstream` through
     ``task_status`` and keep the connection open until cancelled (``TaskGroup.start``:
     the caller bounds the start with its own timeout)."""
-    params = await anyio.to_thread.run_sync(_launch, plan, deadline)
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    with open(log_path(plan), "w") as errlog:  # the server's stderr, for the failure message
-        try:
-            async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
-                tools: list[types.Tool] = []
-                cursor: str | None = None
-                for _ in range(MAX_TOOL_PAGES):
-                    page = await client.list_tools(cursor=cursor)
-                    tools += page.tools
-                    cursor = page.next_cursor
-                    if not cursor:
-                        break
-                task_status.started(Upstream(plan, client, tools))
-                await anyio.sleep_forever()
-        except Exception as e:  # whatever the transport raised, the server's stderr says why
+    plan, connected = spawned.plan, False
+    try:
+        async with Client(process_transport(spawned.process), mode="legacy") as client:
+            tools: list[types.Tool] = []
+            cursor: str | None = None
+            for _ in range(MAX_TOOL_PAGES):
+                page = await client.list_tools(cursor=cursor)
+                tools += page.tools
+                cursor = page.next_cursor
+                if not cursor:
+                    break
+            task_status.started(Upstream(plan, client, tools))
+            connected = True
+            await anyio.sleep_forever()
+    except Exception as e:  # whatever the transport raised, the server's stderr says why
+        spawned.errlog.flush()
+        if not connected:
             raise failure(plan, "did not start", e) from None
+        # a server that dies later leaves the others serving: its tools' calls fail
+        print(f"MCP server '{plan.name}' stopped: {type(e).__name__}: {e}", flush=True)
+    finally:
+        spawned.errlog.close()
