@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
+from pathlib import Path
 
 from tests.inprocess.conftest import Stack
 
@@ -111,3 +113,13 @@ async def test_tenant_text_is_escaped(stack: Stack) -> None:
             assert attack not in page.text and "&lt;img src=x onerror=&#34;alert(1)&#34;" in page.text
     finally:
         await client.aclose()
+
+
+async def test_missing_front_end_files_are_announced(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandlot.dashboard import common
+
+    monkeypatch.setattr(common, "VENDOR", tmp_path / "no-vendor")
+    page = await stack.client.get("/dashboard/login")
+    assert page.status_code == 200
+    assert 'id="assets-missing"' in page.text and "make dashboard-assets" in page.text
+    assert "/dashboard/static/vendor/htmx.min.js" not in page.text
