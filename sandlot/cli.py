@@ -182,12 +182,22 @@ async def _reset(services: Services) -> int:
         ids = {h.sandbox_id for h in await runtime.list()} | set(runtime.paused_ids())
         for sandbox_id in ids:
             await runtime.kill(sandbox_id)
+        await _unmount_volumes(services.settings.volumes_dir)
     finally:
         await runtime.close()
     services.db.migrate()
     with services.db.session() as session, session.begin():
         session.execute(delete(Sandbox))
     return len(found | ids)
+
+
+async def _unmount_volumes(volumes_dir: Path) -> None:
+    """Volumes keep their data (they outlive sandboxes); with no sandbox left, no host mount of one stays."""
+    from sandlot.runtime import volume_disk
+
+    for entry in sorted(volumes_dir.iterdir()) if volumes_dir.is_dir() else []:
+        if not await volume_disk.unmount(entry):
+            console.print(f"[yellow]volume {entry.name} is still in use on the host: not unmounted[/]")
 
 
 @keys_app.command("create")

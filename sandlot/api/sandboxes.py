@@ -62,10 +62,13 @@ class NetworkUpdate(_Body):
     allow_internet_access: StrictBool | None = None
 
 
-def _reject_unsupported_network(https_ports: object = None) -> None:
-    """Network features Sandlot does not implement fail loudly instead of being ignored."""
-    if https_ports:
-        raise APIError(400, "network.httpsPorts is not supported by this Sandlot server")
+def _check_https_ports(https_ports: list[int] | None, envd_port: int) -> None:
+    """E2B's ``httpsPorts``: real ports, and never envd's (which the front door reaches itself)."""
+    for port in https_ports or []:
+        if not 1 <= port <= 65535:
+            raise APIError(400, f"network.httpsPorts: {port} is not a TCP port")
+        if port == envd_port:
+            raise APIError(400, f"network.httpsPorts: port {port} is envd's and cannot be HTTPS")
 
 
 def _reject_iam(iam: dict[str, Any] | None) -> None:
@@ -169,7 +172,8 @@ def _listed_json(row: Sandbox) -> dict[str, Any]:
     return data
 
 
-NETWORK_FIELDS = ("allowPublicTraffic", "allowOut", "denyOut", "maskRequestHost", "dnsServers", "rules")
+NETWORK_FIELDS = ("allowPublicTraffic", "allowOut", "denyOut", "maskRequestHost", "dnsServers", "rules",
+                  "httpsPorts")
 """The parts of E2B's ``SandboxNetworkConfig`` a Sandlot sandbox has, shown as stored (rules keep
 their ``${e2b.secrets.…}`` placeholders); ``egressProxy`` is shown without its password and CA."""
 
@@ -204,7 +208,7 @@ def _detail_json(row: Sandbox, domain: str | None) -> dict[str, Any]:
     return data
 
 
-def _reject_unsupported(body: NewSandbox) -> None:
+def _reject_unsupported(body: NewSandbox, envd_port: int) -> None:
     """Features of later milestones fail loudly instead of being silently ignored."""
     auto_resume = bool(body.auto_resume and body.auto_resume.enabled)
     if auto_resume and not body.auto_pause:
@@ -212,7 +216,7 @@ def _reject_unsupported(body: NewSandbox) -> None:
     if auto_resume and body.auto_pause_memory is False:
         raise APIError(400, "autoResume cannot be combined with a filesystem-only autoPause (autoPauseMemory=false)")
     if body.network is not None:
-        _reject_unsupported_network(body.network.https_ports)
+        _check_https_ports(body.network.https_ports, envd_port)
     _reject_iam(body.iam)
 
 
@@ -244,7 +248,7 @@ async def create_sandbox(body: NewSandbox, request: Request, team_id: TeamId) ->
 
 async def _create_sandbox(body: NewSandbox, request: Request, team_id: str) -> dict[str, Any]:
     timeout = checked_timeout(request, body.timeout)
-    _reject_unsupported(body)
+    _reject_unsupported(body, request.app.state.services.settings.envd_port)
     network = body.network.stored() if body.network is not None else None
     manager(request).egress_policy(body.allow_internet_access, network)
     services = request.app.state.services

@@ -73,13 +73,13 @@ async def create_volume(body: NewVolume, request: Request, team_id: TeamId) -> J
     return JSONResponse(_with_token(manager, row), status_code=201)
 
 
-@router.get("/volumes/{volume_id}", responses=openapi.errors(404))
+@router.get("/volumes/{volume_id}", responses=openapi.errors(400, 404))
 async def get_volume(volume_id: str, request: Request, team_id: TeamId) -> dict[str, Any]:
     manager = volumes(request)
     return _with_token(manager, manager.get(team_id, _checked_id(volume_id)))
 
 
-@router.delete("/volumes/{volume_id}", status_code=204, responses=openapi.errors(404, 409))
+@router.delete("/volumes/{volume_id}", status_code=204, responses=openapi.errors(400, 404, 409))
 async def delete_volume(volume_id: str, request: Request, team_id: TeamId) -> Response:
     await volumes(request).delete(team_id, _checked_id(volume_id))
     return Response(status_code=204)
@@ -93,7 +93,7 @@ def _authorized(request: Request, volume_id: str) -> Volume:
     return volumes(request).authorize(token.strip() if scheme.lower() == "bearer" else None, _checked_id(volume_id))
 
 
-CONTENT_ERRORS = openapi.errors(401, 404, 409, 507)
+CONTENT_ERRORS = openapi.errors(400, 401, 404, 409, 507)
 
 
 @router.get("/volumecontent/{volume_id}/path", responses=CONTENT_ERRORS)

@@ -72,7 +72,7 @@ def route_for(row: Sandbox, ip: str, state: str = RUNNING) -> Route:
     """The front door's view of a sandbox row (network ingress settings included)."""
     network = row.network or {}
     return Route(ip, state, row.envd_access_token, private_traffic_token(row.id, row.envd_access_token, network),
-                 network.get("maskRequestHost"))
+                 network.get("maskRequestHost"), tuple(network.get("httpsPorts") or ()))
 
 
 class Lifecycle:

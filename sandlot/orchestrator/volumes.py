@@ -288,7 +288,10 @@ class Volumes:
             self.release_soon(volume_store.mounted_ids(row.volume_mounts), delay=0.0)
 
     def release_soon(self, volume_ids: Iterable[str], delay: float) -> None:
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:   # no server loop (a CLI's store work): the next start settles it
+            return
         for volume_id in volume_ids:
             self._cancel_timer(volume_id)
             self._timers[volume_id] = loop.call_later(delay, self._spawn_release, volume_id)

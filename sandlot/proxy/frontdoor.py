@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -65,6 +66,15 @@ class FrontDoor:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=60),
             trust_env=False,   # always straight to the sandbox IP, whatever HTTP_PROXY says
         )
+        self.backend_tls = ssl.create_default_context()
+        self.backend_tls.check_hostname = False
+        self.backend_tls.verify_mode = ssl.CERT_NONE
+        """E2B's ``httpsPorts``: re-encrypted to the sandbox, its certificate not verified (as E2B)."""
+        self.tls_client = httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=5.0, read=None, write=None, pool=None),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=50, keepalive_expiry=60),
+            trust_env=False, verify=self.backend_tls,
+        )
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -110,8 +120,9 @@ class FrontDoor:
             await send({"type": "http.response.body", "body": b""})
             return
         try:
-            url = http_url(route.ip, target.port, path, query)
-            ws_url = websocket_url(route.ip, target.port, path, query) if scope["type"] == "websocket" else ""
+            tls = target.port in route.https_ports
+            url = http_url(route.ip, target.port, path, query, tls=tls)
+            ws_url = websocket_url(route.ip, target.port, path, query, tls=tls) if scope["type"] == "websocket" else ""
         except BadRequestTarget as exc:
             await _reply(scope, send, 400, {"sandboxId": target.sandbox_id, "message": str(exc), "code": 400})
             return
@@ -125,7 +136,7 @@ class FrontDoor:
         if scope["type"] == "websocket":
             port_closed = {"sandboxId": target.sandbox_id, "message": "The sandbox is running but port is not open",
                            "port": target.port, "code": 502}
-            await proxy_websocket(scope, receive, send, ws_url, host, port_closed)
+            await proxy_websocket(scope, receive, send, ws_url, host, port_closed, self.backend_tls if tls else None)
             return
         headers = hdrs.to_sandbox(scope["headers"], host)
         has_body = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
@@ -144,13 +155,14 @@ class FrontDoor:
                     body_done.set()
                     return
 
-        request = self.client.build_request(
+        client = self.tls_client if tls else self.client
+        request = client.build_request(
             scope["method"], url, headers=headers, content=request_body() if has_body else None
         )
         if not has_body:
             body_done.set()
         try:
-            upstream = await self.client.send(request, stream=True)
+            upstream = await client.send(request, stream=True)
         except httpx.ConnectError:
             await _send_json(
                 send,
@@ -219,3 +231,4 @@ class FrontDoor:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        await self.tls_client.aclose()

@@ -312,8 +312,8 @@ class Relay:
         if target is None or path == b"*":
             return None
         route = self.routes.route(target.sandbox_id)
-        if route is None or route.state != "running":
-            return None
+        if route is None or route.state != "running" or target.port in route.https_ports:
+            return None   # (an httpsPorts port: the ASGI front door re-encrypts)
         if token_refusal(head.headers, route, target.port, self.envd_port) is not None:
             return None
         if target.port == CODE_INTERPRETER_PORT and ci_refusal(head.method, head.headers, route, path) is not None:

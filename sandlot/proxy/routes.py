@@ -21,6 +21,9 @@ class Route:
     traffic_token: str | None = None
     """Required in ``e2b-traffic-access-token`` on user ports when set (allowPublicTraffic=false)."""
     mask_request_host: str | None = None
+    https_ports: tuple[int, ...] = ()
+    """Sandbox ports that speak TLS themselves (E2B's ``httpsPorts``): the front door connects to
+    them over TLS, without verifying the sandbox's (typically self-signed) certificate."""
 
 
 PauseHook = Callable[[str], Awaitable[None]]

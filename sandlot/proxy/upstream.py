@@ -45,19 +45,21 @@ def _path_and_query(raw_path: bytes, query: bytes) -> bytes:
     return raw_path + (b"?" + query if query else b"")
 
 
-def http_url(ip: str, port: int, raw_path: bytes, query: bytes) -> httpx.URL:
-    """``http://{ip}:{port}{raw_path}?{query}`` built from parts; ``check_target`` first.
+def http_url(ip: str, port: int, raw_path: bytes, query: bytes, *, tls: bool = False) -> httpx.URL:
+    """``http://{ip}:{port}{raw_path}?{query}`` built from parts (``https`` for a TLS port);
+    ``check_target`` first.
 
     httpx removes dot segments (``/a/../b`` → ``/b``), which stays inside the sandbox."""
-    url = httpx.URL(scheme="http", host=ip, port=port, raw_path=_path_and_query(raw_path, query))
-    if url.host != ip or (url.port or 80) != port or url.userinfo:
+    url = httpx.URL(scheme="https" if tls else "http", host=ip, port=port, raw_path=_path_and_query(raw_path, query))
+    if url.host != ip or (url.port or (443 if tls else 80)) != port or url.userinfo:
         raise BadRequestTarget("The request target does not resolve to the sandbox")
     return url
 
 
-def websocket_url(ip: str, port: int, raw_path: bytes, query: bytes) -> str:
-    """``ws://{ip}:{port}{raw_path}?{query}`` for the websockets client, checked the same way."""
-    url = "ws://%s:%d%s" % (ip, port, _path_and_query(raw_path, query).decode("ascii"))
+def websocket_url(ip: str, port: int, raw_path: bytes, query: bytes, *, tls: bool = False) -> str:
+    """``ws://{ip}:{port}{raw_path}?{query}`` (``wss`` for a TLS port) for the websockets client,
+    checked the same way."""
+    url = "%s://%s:%d%s" % ("wss" if tls else "ws", ip, port, _path_and_query(raw_path, query).decode("ascii"))
     parsed = parse_uri(url)
     if parsed.host != ip or parsed.port != port or parsed.username is not None:
         raise BadRequestTarget("The request target does not resolve to the sandbox")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -64,7 +65,7 @@ async def deny_websocket(scope: Scope, send: Send, status: int, body: dict[str, 
 
 
 async def proxy_websocket(scope: Scope, receive: Receive, send: Send, url: str,
-                          host: str | None, port_closed: dict[str, Any]) -> None:
+                          host: str | None, port_closed: dict[str, Any], tls: ssl.SSLContext | None = None) -> None:
     """Relay one WebSocket session to ``url`` (``ws://ip:port/path?query``, from ``upstream.websocket_url``)."""
     message = await receive()
     if message["type"] != "websocket.connect":
@@ -72,10 +73,11 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, url: str,
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in hdrs.to_sandbox(scope["headers"], None)
                if k.lower() not in _SKIP]
     subprotocols = list(scope.get("subprotocols") or [])
+    extra: dict[str, Any] = {"ssl": tls} if tls is not None else {}   # wss: an httpsPorts port
     try:
         upstream = await _Connect(url, additional_headers=headers, subprotocols=subprotocols or None,
                                   compression=None, max_size=None, proxy=None, user_agent_header=None,
-                                  open_timeout=10, ping_interval=None, create_connection=_with_host(host))
+                                  open_timeout=10, ping_interval=None, create_connection=_with_host(host), **extra)
     except OSError:
         await deny_websocket(scope, send, 502, port_closed)
         return

@@ -182,3 +182,40 @@ def test_invalid_rules_and_iam_are_refused(server: Server) -> None:
     answer = api.post("/v2/sandboxes", json={"templateID": "base", "iam": {"tokens": {
         "aws": {"audience": "sts.amazonaws.com", "tokenType": "JWT-SVID"}}}})
     assert answer.status_code == 400 and "identity" in answer.json()["message"]
+
+
+_TLS_SERVER = """
+import http.server, ssl
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"tls backend " + self.path.encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+srv = http.server.HTTPServer(("0.0.0.0", 8443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain("/tmp/tls.pem", "/tmp/tls.key")
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"""
+
+
+def test_https_ports_are_reencrypted_to_the_sandbox(server: Server, lab: EgressLab) -> None:
+    """E2B's httpsPorts: the front door speaks TLS to that sandbox port, self-signed accepted."""
+    import httpx
+    from tests.e2e.egress_lab import self_signed
+    cert, key = self_signed("backend.invalid")
+    sbx = Sandbox.create(timeout=120, network={"https_ports": [8443]})
+    try:
+        sbx.files.write("/tmp/tls.pem", cert)
+        sbx.files.write("/tmp/tls.key", key)
+        sbx.files.write("/tmp/srv.py", _TLS_SERVER)
+        sbx.commands.run("python3 /tmp/srv.py", background=True)
+        sbx.commands.run("for i in $(seq 50); do python3 -c \"import socket;socket.create_connection(('127.0.0.1',8443),1)\" "
+                         "2>/dev/null && break; sleep 0.1; done", timeout=30)
+        answer = httpx.get(f"{server.url}/hello?x=1", headers={"Host": sbx.get_host(8443)}, timeout=20)
+        assert answer.status_code == 200 and answer.text == "tls backend /hello?x=1"
+        assert sbx.get_info().network.get("https_ports") == [8443] or "8443" in repr(sbx.get_info().network)
+    finally:
+        sbx.kill()
+    api = httpx.Client(base_url=server.url, headers={"X-API-Key": server.api_key})
+    refused = api.post("/v2/sandboxes", json={"templateID": "base", "network": {"httpsPorts": [49983]}})
+    assert refused.status_code == 400

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -22,6 +23,7 @@ from sandlot import ids
 from tests.e2e.server import SANDLOT, Server, data_dir, sdk_pointed_at
 
 VOLUME_MB = 64
+JS_DIR = Path(__file__).resolve().parents[1] / "js"
 
 
 @pytest.fixture(scope="module")
@@ -282,3 +284,20 @@ def test_volume_survives_a_server_restart(vserver: Server) -> None:
     assert not _mounted(vserver, vol.volume_id)
     assert Volume.connect(vol.volume_id).read_file("/k.txt").strip() == "kept"
     assert _unmounted_soon(vserver, vol.volume_id)
+
+
+def _node_major() -> int:
+    if shutil.which("node") is None:
+        return 0
+    out = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    return int(out.lstrip("v").split(".")[0] or 0)
+
+
+@pytest.mark.skipif(_node_major() < 20, reason="the e2b npm package needs Node >= 20")
+def test_js_sdk(vserver: Server) -> None:
+    assert (JS_DIR / "node_modules" / "e2b").is_dir(), "run `make test` (it installs tests/js/node_modules)"
+    env = dict(os.environ, E2B_API_URL=vserver.url, E2B_SANDBOX_URL=vserver.url, E2B_API_KEY=vserver.api_key,
+               E2B_VOLUME_API_URL=vserver.url)
+    result = subprocess.run(["node", "--test", "--test-reporter=spec", "volumes.test.mjs"], cwd=JS_DIR, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
