@@ -231,12 +231,13 @@ def test_async_sdk(vserver: Server) -> None:
 
 
 @pytest.mark.slow
-def test_pause_resume_and_snapshot_keep_the_volume(vserver: Server) -> None:
+def test_pause_resume_snapshot_and_fork_keep_the_volume(vserver: Server) -> None:
     from e2b import Sandbox, Volume
 
     vol = Volume.create(_name("pause"))
     sbx = Sandbox.create(timeout=300, volume_mounts={"/w": vol})
     clone = None
+    forks: list[Sandbox] = []
     try:
         # an open file on the volume across the dump: CRIU restores it through the external mount
         sbx.commands.run("sleep 600 > /w/held.txt", background=True)
@@ -252,10 +253,20 @@ def test_pause_resume_and_snapshot_keep_the_volume(vserver: Server) -> None:
         assert clone.get_info().volume_mounts == [{"name": vol.name, "path": "/w"}]
         clone.commands.run("echo from-clone > /w/c.txt")
         assert sbx.commands.run("cat /w/c.txt").stdout.strip() == "from-clone"   # shared, not copied
+        forked = sbx.fork(timeout=120, count=1)[0]
+        assert not isinstance(forked, Exception), forked
+        forks.append(forked)
+        assert forked.commands.run("cat /w/c.txt").stdout.strip() == "from-clone"
+        forked.commands.run("echo from-fork > /w/f.txt")
+        assert vol.read_file("/f.txt").strip() == "from-fork"
+        sbx.pause()   # a reboot (filesystem-only resume) binds the volume again too
+        rebooted = Sandbox.connect(sbx.sandbox_id, on_resume="reboot")
+        assert rebooted.commands.run("cat /w/f.txt").stdout.strip() == "from-fork"
     finally:
         sbx.kill()
-        if clone is not None:
-            clone.kill()
+        for other in [clone, *forks]:
+            if other is not None:
+                other.kill()
     assert _unmounted_soon(vserver, vol.volume_id)
 
 
