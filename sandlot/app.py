@@ -15,6 +15,9 @@ from sandlot.api import events as event_routes
 from sandlot.api.idempotency import IdempotencyCache
 from sandlot.api import observability as observability_routes
 from sandlot.api import openapi
+from sandlot.api import operator as operator_routes
+from sandlot.api import prometheus as prometheus_routes
+from sandlot.api.request_context import RequestContext, bind_path_ids
 from sandlot.api import sandboxes as sandbox_routes
 from sandlot.api import secrets as secret_routes
 from sandlot.api import snapshots as snapshot_routes
@@ -36,6 +39,7 @@ from sandlot.services import Services
 from sandlot.settings import Settings
 from sandlot.store import secrets as secret_store
 from sandlot.store.database import Database
+from sandlot.telemetry import Telemetry
 from sandlot.templates import code_interpreter as code_interpreter_template
 from sandlot.templates import mcp_gateway as mcp_gateway_template
 
@@ -121,11 +125,21 @@ def create_app(services: Services) -> FrontDoor:
     lxcfs_watch = LxcfsWatch(services.settings.lxcfs_dir, services.runtime)
     disk_guard = DiskGuard(services.settings.data_dir, services.settings.disk_min_free_mb)
     api = FastAPI(title="Sandlot", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  dependencies=[Depends(errors.most_specific_route)])   # a wrong method is a 405 (sandlot/api/errors.py)
+                  dependencies=[Depends(errors.most_specific_route),   # a wrong method is a 405 (sandlot/api/errors.py)
+                                Depends(bind_path_ids)])   # the path's sandbox/template/build ids in log lines
     api.state.services = services
+    # operator tools (issue 18): Prometheus instruments fed by the orchestrator's hooks
+    telemetry = Telemetry()
+    services.sandboxes.lifecycle.transitions.append(telemetry.on_transition)
+    services.sandboxes.lifecycle.operations.append(telemetry.on_operation)
+    if services.builder is not None:
+        services.builder.finished.append(telemetry.on_build)
+    api.state.telemetry = telemetry
+    api.state.health_problems = lambda: health_problems(services, disk_guard)
     api.state.idempotency = IdempotencyCache()
     errors.install(api)
     api.add_middleware(DiskGuardMiddleware, guard=disk_guard)
+    api.add_middleware(RequestContext, observer=telemetry)   # outermost: X-Request-Id, log ids, metrics by route
     openapi.install(api)   # error statuses and bodies as served (sandlot/api/openapi.py)
 
     @api.get("/health", include_in_schema=False)
@@ -137,6 +151,8 @@ def create_app(services: Services) -> FrontDoor:
             return JSONResponse({"status": "degraded", "problems": problems})
         return JSONResponse({"status": "ok"})
 
+    api.include_router(operator_routes.router)   # /admin/status (X-Admin-Token)
+    api.include_router(prometheus_routes.router)   # /metrics (X-Admin-Token)
     api.include_router(observability_routes.router)  # before /sandboxes/{id}: owns /sandboxes/metrics
     api.include_router(build_routes.router)  # template builds; before the /templates/{id:path} catch-alls
     api.include_router(template_routes.router)  # owns DELETE /templates/{id}, delegating snapshot ids
@@ -150,4 +166,5 @@ def create_app(services: Services) -> FrontDoor:
     prime_ctx = prime_facade.install(api, services)  # Prime Intellect /api/v1 + /gateway (issue 7)
     api.mount("/dashboard", create_dashboard(services, lambda: health_problems(services, disk_guard)))  # issue 18
     front_door = FrontDoor(api, services.sandboxes, services.settings.domain, services.settings.envd_port)
+    telemetry.register(prometheus_routes.ServerCollector(services, api.state.health_problems, front_door.stats))
     return front_door

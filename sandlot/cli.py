@@ -1,4 +1,4 @@
-"""`sandlot` command line: serve, setup, reset, keys, template."""
+"""`sandlot` command line: serve, setup, reset, keys, template, status, sandbox."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sandlot.operator_cli import sandbox_app, status
 from sandlot.quotas_cli import quota_command
 from sandlot.settings import Settings
 from sandlot.templates.cli import template_app
@@ -21,6 +22,8 @@ app = typer.Typer(help="Sandlot: self-hosted sandboxes for AI agents that speak 
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(template_app, name="template")  # issue 6: template build|list|delete|tag
+app.add_typer(sandbox_app, name="sandbox")  # issue 18: sandbox list|logs|kill|connect (operator_cli.py)
+app.command("status")(status)  # issue 18: health, pools, capacity (operator token)
 keys_app.command("quota")(quota_command)  # per-team quotas (sandlot/quotas_cli.py)
 console = Console(stderr=True)
 
@@ -71,6 +74,8 @@ def serve(
     tls_cert: Annotated[Optional[Path], typer.Option(help="Certificate for DOMAIN and *.DOMAIN (PEM)")] = None,
     tls_key: Annotated[Optional[Path], typer.Option(help="Private key of --tls-cert (PEM)")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    log_format: Annotated[Optional[str], typer.Option(
+        help="json, console or auto (JSON unless stderr is a terminal); default SANDLOT_LOG_FORMAT")] = None,
 ) -> None:
     """Run the API and the sandbox front door on one port."""
     import uvicorn
@@ -80,15 +85,20 @@ def serve(
     from sandlot.proxy.relay import Relay
     from sandlot.runtime.base import set_child_subreaper
 
-    configure(log_level)
-    settings = _settings(host=host, port=port, domain=domain, tls=tls, tls_cert=tls_cert, tls_key=tls_key)
+    settings = _settings(host=host, port=port, domain=domain, tls=tls, tls_cert=tls_cert, tls_key=tls_key,
+                         log_format=log_format)
+    configure(log_level, settings.log_format)
     tls_files = _tls_files(settings)
     created = _prepare(settings)
     set_child_subreaper()
     url = f"http://{settings.host}:{settings.port}"
-    key = created or ("$SANDLOT_API_KEY" if settings.api_key else f"$(cat {settings.api_key_file})")
-    if created and not settings.api_key:
+    # the key itself only on a terminal: a service's stderr is a log, and keys never go to logs
+    shown = created if created and not settings.api_key and console.is_terminal else None
+    key = shown or ("$SANDLOT_API_KEY" if settings.api_key else f"$(cat {settings.api_key_file})")
+    if shown:
         console.print(f"[bold]New API key[/] (shown once, also saved to {settings.api_key_file}): [bold green]{created}[/]")
+    elif created and not settings.api_key:
+        console.print(f"New API key saved to {settings.api_key_file} (mode 0600)", highlight=False)
     console.print("Point the E2B SDKs at this server with:")
     if tls_files is not None and settings.domain:
         from sandlot.proxy.tls import trust_instructions

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     """Operator token (``SANDLOT_ADMIN_TOKEN``): signs in to the dashboard's operator page (and is
     what operator-only endpoints take in ``X-Admin-Token``); unset = no operator access."""
 
+    log_format: str = "auto"
+    """``json`` (one object a line), ``console``, or ``auto``: JSON unless stderr is a terminal."""
+
     domain: str | None = None
     """Sandbox domain for ``{port}-{id}.{domain}`` hosts; ``None`` = SDK default."""
 
@@ -197,6 +200,13 @@ class Settings(BaseSettings):
         from sandlot.runtime.idmap import IdRange
 
         IdRange.parse(value)   # raises a ValueError naming the setting
+        return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _check_log_format(cls, value: str) -> str:
+        if value not in ("auto", "json", "console"):
+            raise ValueError("SANDLOT_LOG_FORMAT must be auto, json or console")
         return value
 
     @field_validator("instance")

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from sandlot.api.errors import APIError
+from sandlot.logging_setup import bind_request
 from sandlot.store import keys
 
 
@@ -31,6 +32,7 @@ def require_team(request: Request) -> str:
         team_id = keys.team_for_key(session, key)
     if team_id is None:
         raise APIError(401, "Invalid API key")
+    bind_request(team_id=team_id)   # the request's later log lines name the team
     return team_id
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from sandlot.api import openapi
 from sandlot.api.errors import APIError
+from sandlot.logging_setup import bind_request
 from sandlot.store import keys
 from sandlot.store import team_metrics
 from sandlot.store.models import AccessToken, ApiKey, Team
@@ -50,6 +51,7 @@ def _resolve(request: Request, *, keys_allowed: bool) -> str:
     wanted = request.headers.get("x-team-id")
     if wanted is not None and wanted != team_id:
         raise APIError(403, "The credential does not belong to the team in X-Team-ID")
+    bind_request(team_id=team_id)   # the request's later log lines name the team
     return team_id
 
 

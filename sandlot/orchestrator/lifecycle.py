@@ -18,7 +18,9 @@ holding the sandbox's lock. An illegal transition is a bug and raises
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import structlog
@@ -55,8 +57,13 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 Transition = Callable[[Sandbox, str, str], None]
 """A listener of :attr:`Lifecycle.transitions`: called with (row, old state, new state) after the
-change is committed (``GONE`` for a removed row). It must not write the store synchronously: a
-recovery's session may still hold the write lock (``lost``)."""
+change is committed (``GONE`` for a removed row, and as the old state of a row just admitted as
+``creating``). It must not write the store synchronously: a recovery's session may still hold
+the write lock (``lost``). Listeners are called on the event loop: they must be cheap."""
+
+Operation = Callable[[str, float, bool], None]
+"""A listener of :attr:`Lifecycle.operations`: (kind, seconds, succeeded) of a timed operation
+that is not a state change (``snapshot``)."""
 
 
 class IllegalTransition(RuntimeError):
@@ -87,7 +94,10 @@ class Lifecycle:
         self._locks: dict[str, asyncio.Lock] = {}
         self._pause_hooks: list[PauseHook] = []
         self.transitions: list[Transition] = []
-        """Who hears of each state change (lifecycle events and webhooks: ``lifecycle_events.py``)."""
+        """Who hears of each state change (lifecycle events and webhooks: ``lifecycle_events.py``;
+        the Prometheus metrics: ``telemetry.py``)."""
+        self.operations: list[Operation] = []
+        """Who hears how long snapshots took (``telemetry.py``)."""
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -130,6 +140,7 @@ class Lifecycle:
             if handle is not None:
                 row.id = handle.sandbox_id
             session.add(row)
+        self._tell(row, GONE, CREATING)
         return handle
 
     def check_quota(self, team_id: str) -> None:
@@ -187,6 +198,8 @@ class Lifecycle:
             if row is not None:
                 self._move(row, GONE)
                 session.delete(row)
+        if row is not None:
+            self._tell(row, CREATING, GONE)
         self._locks.pop(sandbox_id, None)
         log.error(what.lower(), sandbox_id=sandbox_id, error=repr(exc))
         if isinstance(exc, Exception):
@@ -206,6 +219,7 @@ class Lifecycle:
                 raise Conflict(f"Sandbox \"{sandbox_id}\" is {row.state}")
             self._move(row, PAUSING)
             row.envd_unresponsive_at_pause = envd_unresponsive
+        self._tell(row, RUNNING, PAUSING)
         return self._routes.pop(sandbox_id, None)
 
     def pause_failed(self, sandbox_id: str, route: Route | None, *, alive: bool) -> None:
@@ -220,6 +234,8 @@ class Lifecycle:
                 row.envd_unresponsive_at_pause = False
         if route is not None:
             self._routes[sandbox_id] = route
+        if row is not None:
+            self._tell(row, PAUSING, RUNNING)
 
     async def paused(self, sandbox_id: str, route: Route | None) -> None:
         """pausing → paused; peers of its old address forget their connections."""
@@ -254,6 +270,7 @@ class Lifecycle:
                     "memory (memory: false), which cold-boots it from its disk")
             reserve_sandbox(session, self.settings, row.team_id)   # a resumed sandbox runs again
             self._move(row, RESUMING)
+        self._tell(row, PAUSED, RESUMING)
         return row
 
     def resume_failed(self, sandbox_id: str) -> None:
@@ -262,6 +279,8 @@ class Lifecycle:
             row = session.get(Sandbox, sandbox_id)
             if row is not None:
                 self._move(row, PAUSED)
+        if row is not None:
+            self._tell(row, RESUMING, PAUSED)
 
     def resumed(self, sandbox_id: str, ip: str, timeout_s: int) -> Sandbox:
         """resuming → running, with a new end time (within the sandbox's maximum lifetime)."""
@@ -338,6 +357,24 @@ class Lifecycle:
         self._move(row, GONE)
         session.delete(row)
         self._tell(row, old, GONE)
+
+    # --- timed operations (no state of their own) -----------------------------------------
+
+    @contextmanager
+    def timed(self, kind: str) -> Iterator[None]:
+        """Tell :attr:`operations` how long the block took and whether it raised."""
+        started = time.monotonic()
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            elapsed = time.monotonic() - started
+            for listener in self.operations:
+                try:
+                    listener(kind, elapsed, ok)
+                except Exception:   # a listener's bug never fails the operation
+                    log.exception("operation listener failed", kind=kind)
 
     # --- internals ------------------------------------------------------------------------
 

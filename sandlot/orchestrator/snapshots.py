@@ -84,7 +84,8 @@ class Snapshots:
             if memory:
                 self.pauser.check_disk(sandbox_id)
             try:
-                await self.runtime.snapshot(sandbox_id, dest, memory=memory)
+                with self.lifecycle.timed("snapshot"):
+                    await self.runtime.snapshot(sandbox_id, dest, memory=memory)
             except Exception as exc:
                 alive = await self.runtime.is_alive(sandbox_id)
                 message = (f"Failed to snapshot sandbox \"{sandbox_id}\": {exc}"

@@ -208,6 +208,10 @@ class WarmPool:
         """Wait for the boots in flight (tests)."""
         await asyncio.gather(*list(self._tasks))
 
+    def depth(self) -> list[tuple[str, str, int, int]]:
+        """(template id, build id, ready, booting) of each build kept warm (``/metrics``, status)."""
+        return [(p.build.template_id, p.build.id, len(p.ready), p.filling) for p in list(self._pools.values())]
+
     def pooled_ids(self) -> set[str]:
         return {h.sandbox_id for p in self._pools.values() for h in p.ready}
 

@@ -25,6 +25,7 @@ from sandlot.proxy.guards import CODE_INTERPRETER_PORT, ci_refusal, token_refusa
 from sandlot.proxy.routes import RouteTable
 from sandlot.proxy.routing import BadTarget, Target, target_of
 from sandlot.proxy.signed_files import signer_of
+from sandlot.proxy.stats import TrafficStats
 from sandlot.proxy.traffic import masked_host
 from sandlot.proxy.upstream import BadRequestTarget, check_target, http_url, is_asterisk, websocket_url
 from sandlot.proxy.websocket import deny_websocket, proxy_websocket
@@ -60,6 +61,8 @@ class FrontDoor:
         self.routes = routes
         self.domain = domain
         self.envd_port = envd_port
+        self.stats = TrafficStats()
+        """Requests and bytes to sandboxes (ASGI path here, relay in ``relay.py``): ``/metrics``."""
         routes.on_pause(self.drop_connections)
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=5.0, read=None, write=None, pool=None),
@@ -133,11 +136,14 @@ class FrontDoor:
                 await _reply(scope, send, 401, {"sandboxId": target.sandbox_id, "message": refusal, "code": 401})
                 return
         host = masked_host(route.mask_request_host, target.port)
+        stats = self.stats
         if scope["type"] == "websocket":
+            stats.websockets += 1
             port_closed = {"sandboxId": target.sandbox_id, "message": "The sandbox is running but port is not open",
                            "port": target.port, "code": 502}
             await proxy_websocket(scope, receive, send, ws_url, host, port_closed, self.backend_tls if tls else None)
             return
+        stats.proxied += 1
         headers = hdrs.to_sandbox(scope["headers"], host)
         has_body = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
         body_done = asyncio.Event()
@@ -150,6 +156,7 @@ class FrontDoor:
                     raise asyncio.CancelledError("client went away")
                 chunk = message.get("body", b"")
                 if chunk:
+                    stats.bytes_to_sandbox += len(chunk)
                     yield chunk
                 if not message.get("more_body", False):
                     body_done.set()
@@ -200,7 +207,7 @@ class FrontDoor:
                     "headers": hdrs.from_sandbox(list(upstream.headers.raw)),
                 }
             )
-            pump = asyncio.ensure_future(self._pump(upstream, send))
+            pump = asyncio.ensure_future(self._pump(upstream, send, stats))
             watcher = asyncio.ensure_future(watch_disconnect())
             done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
             if pump not in done:
@@ -215,8 +222,9 @@ class FrontDoor:
             await upstream.aclose()
 
     @staticmethod
-    async def _pump(upstream: httpx.Response, send: Any) -> None:
+    async def _pump(upstream: httpx.Response, send: Any, stats: TrafficStats) -> None:
         async for chunk in upstream.aiter_raw():
+            stats.bytes_from_sandbox += len(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 

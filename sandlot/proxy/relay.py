@@ -276,6 +276,7 @@ class Relay:
         self.routes = front_door.routes
         self.domain = front_door.domain
         self.envd_port = front_door.envd_port
+        self.stats = front_door.stats
         self.pool = Pool()
         self.routes.on_pause(self.pool.drop)
 
@@ -420,6 +421,9 @@ class ClientConnection(Side):
             raise _Handoff()   # the ASGI front door answers "port is not open" as it always did
         upstream, reused = got
         request_head = self._request_head(head, plan)
+        stats = self.relay.stats
+        stats.relayed += 1
+        stats.bytes_to_sandbox += len(request_head)
         if reused and head.length is None:
             # a pooled connection the sandbox closed meanwhile: retry once on a fresh one
             self.active = upstream
@@ -466,6 +470,7 @@ class ClientConnection(Side):
                 if chunked.done:
                     out += b"0\r\n\r\n"
                 if out:
+                    self.relay.stats.bytes_to_sandbox += len(out)
                     await upstream.write(out)
                 if chunked.done:
                     return
@@ -477,6 +482,7 @@ class ClientConnection(Side):
                 raise ConnectionResetError("client closed mid-body")
             data = self.take(remaining)
             remaining -= len(data)
+            self.relay.stats.bytes_to_sandbox += len(data)
             await upstream.write(data)
 
     async def _respond(self, head: Head, plan: _Plan, upstream: Upstream, body: asyncio.Task[None] | None) -> bool:
@@ -554,6 +560,11 @@ class ClientConnection(Side):
         if not ok:
             raise _Broken()
         return keep
+
+    async def write(self, data: bytes | bytearray) -> None:
+        """Everything relayed to the client goes through here (counted for ``/metrics``)."""
+        self.relay.stats.bytes_from_sandbox += len(data)
+        await super().write(data)
 
     async def _relay_body(self, upstream: Upstream, length: int | None, out: bytearray) -> bool:
         """Response body to the client after ``out`` (the head); ``False`` if it was cut short."""

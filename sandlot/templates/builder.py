@@ -13,6 +13,7 @@ import asyncio
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -113,6 +114,8 @@ class TemplateBuilder:
         self.sandboxes = BuildSandboxes(settings, runtime, envd_launch, self._http)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(settings.build_max_concurrent)
+        self.finished: list[Callable[[str, bool, float], None]] = []
+        """Told (build id, succeeded, seconds since submitted) when a build ends (``telemetry.py``)."""
 
     async def start(self) -> None:
         self.layers.start()
@@ -146,6 +149,7 @@ class TemplateBuilder:
     async def _run(self, build_id: str, request: BuildRequest) -> None:
         blog = BuildLog(self.db, build_id)
         started = time.monotonic()
+        ok = False
         try:
             async with self._slots, blog.live():
                 with self.db.session() as session, session.begin():
@@ -172,6 +176,7 @@ class TemplateBuilder:
                         await self.ready_snapshots.discard([str(snapshot)])
                     raise
                 blog.line(f"Build finished in {time.monotonic() - started:.1f}s: {len(state.layers)} layer(s)")
+                ok = True
         except BuildFailed as exc:
             self._fail(build_id, blog, exc.message, exc.step)
         except asyncio.CancelledError:
@@ -182,6 +187,11 @@ class TemplateBuilder:
             self._fail(build_id, blog, f"Internal build error: {exc}", "base")
         finally:
             blog.flush()
+            for listener in self.finished:
+                try:
+                    listener(build_id, ok, time.monotonic() - started)
+                except Exception:   # a listener's bug never fails a build
+                    log.exception("build listener failed", build_id=build_id)
 
     def _fail(self, build_id: str, blog: BuildLog, message: str, step: str) -> None:
         blog.line(message, level="error", step=step)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import httpx
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from sandlot.settings import Settings
@@ -26,6 +29,8 @@ if TYPE_CHECKING:  # e2b is imported lazily: the CLI starts without it
 template_app = typer.Typer(help="Build and manage templates (through a running server); collect unused layers.",
                            no_args_is_help=True)
 console = Console(stderr=True)
+if not console.is_terminal:   # pipes, CI logs and tests: no wrapping of ids and build log lines
+    console = Console(stderr=True, width=220)
 
 ApiUrl = Annotated[Optional[str], typer.Option("--api-url", envvar="E2B_API_URL", help="Server URL (default: local server)")]
 ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="E2B_API_KEY", help="API key (default: the key file)")]
@@ -94,25 +99,87 @@ def build(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
 ) -> None:
-    """Build a template, streaming its build log."""
+    """Build a template: a live view of its steps above the streaming build log."""
     from e2b import Template
     from e2b.exceptions import BuildException
 
     _connection(api_url, api_key)
     template = _load(source)
-    with console.status(f"Building {name}…") as status:
+    progress = BuildProgress(name)
+    with Live(progress.render(), console=console, refresh_per_second=4) as live:
         def on_log(entry: LogEntry) -> None:
             style = {"error": "red", "warn": "yellow", "debug": "dim"}.get(entry.level, "")
-            console.print(f"[{style}]{entry.message}[/{style}]" if style else entry.message, highlight=False, markup=bool(style))
-            status.update(f"Building {name}… {entry.message[:60]}")
+            live.console.print(f"[{style}]{entry.message}[/{style}]" if style else entry.message, highlight=False,
+                               markup=bool(style), soft_wrap=True)
+            progress.heard(entry.message, entry.level)
+            live.update(progress.render())
 
         try:
             info = Template.build(template, name, tags=tag or None, cpu_count=cpu, memory_mb=memory_mb,
                                   skip_cache=no_cache, on_build_logs=on_log)
         except BuildException as exc:
+            progress.failed()
+            live.update(progress.render())
             console.print(f"[red]Build failed: {exc}[/red]")
             raise typer.Exit(1) from None
+        progress.finished()
+        live.update(progress.render())
     console.print(f"[green]Built {name}[/green] (template {info.template_id}, build {info.build_id})")
+
+
+STEP_LINE = re.compile(r"^(?P<cached>CACHED )?\[(?P<n>\d+)/(?P<total>\d+)\] (?P<what>.*?)(?:: done in (?P<s>[\d.]+)s)?$")
+"""The builder's step lines (``templates/builder.py``): ``[2/5] RUN …``, ``CACHED [1/5] …``, ``…: done in 1.2s``."""
+
+
+class BuildProgress:
+    """The live view of ``template build``: each step's state and time, from the build's log lines."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.started = time.monotonic()
+        self.steps: dict[int, list[str]] = {}
+        """Step number → [description, state (running/cached/done/failed), seconds]."""
+        self.total = 0
+        self.state = "building"
+        self.last = ""
+
+    def heard(self, message: str, level: str) -> None:
+        found = STEP_LINE.match(message.strip())
+        if found is not None:
+            number, self.total = int(found["n"]), int(found["total"])
+            for earlier, step in self.steps.items():   # a new step: the one before it is done
+                if earlier < number and step[1] == "running":
+                    step[1] = "done"
+            state = "cached" if found["cached"] else "done" if found["s"] else "running"
+            self.steps[number] = [found["what"], state, found["s"] or ""]
+        elif level != "debug" and message.strip():
+            self.last = message.strip()
+
+    def finished(self) -> None:
+        self.state = "ready"
+        for step in self.steps.values():
+            if step[1] == "running":
+                step[1] = "done"
+
+    def failed(self) -> None:
+        self.state = "failed"
+        for step in self.steps.values():
+            if step[1] == "running":
+                step[1] = "failed"
+
+    def render(self) -> Table:
+        marks = {"running": "[yellow]…[/]", "cached": "[blue]cached[/]", "done": "[green]✓[/]", "failed": "[red]✗[/]"}
+        elapsed = time.monotonic() - self.started
+        colour = {"ready": "green", "failed": "red"}.get(self.state, "yellow")
+        title = f"[bold]{self.name}[/]: [{colour}]{self.state}[/] ({elapsed:.0f}s"
+        title += f", {sum(1 for s in self.steps.values() if s[1] != 'running')}/{self.total} steps)" if self.total else ")"
+        table = Table("step", "", "instruction", "time", title=title, title_justify="left", expand=False)
+        for number in sorted(self.steps):
+            what, state, seconds = self.steps[number]
+            table.add_row(f"{number}/{self.total}", marks[state], what[:100], f"{seconds}s" if seconds else "")
+        if self.state == "building" and self.last:
+            table.caption = self.last[:120]
+        return table
 
 
 @template_app.command("list")

@@ -219,3 +219,25 @@ def test_https_ports_are_reencrypted_to_the_sandbox(server: Server, lab: EgressL
     api = httpx.Client(base_url=server.url, headers={"X-API-Key": server.api_key})
     refused = api.post("/v2/sandboxes", json={"templateID": "base", "network": {"httpsPorts": [49983]}})
     assert refused.status_code == 400
+
+
+def test_rules_survive_pause_resume_and_go_with_snapshots(server: Server, lab: EgressLab, secret_value: str) -> None:
+    """The rules are stored with the sandbox: a resume and a sandbox made from its snapshot
+    inject the header as the original did (the secret is read again, never stored with them)."""
+    sbx = _sandbox(lab, rules=_rules())
+    made: list[Sandbox] = [sbx]
+    try:
+        assert _curl(sbx, f"http://{API_NAME}/") == f"http {lab.api_ip} auth=yes"
+        sbx.pause()
+        resumed = Sandbox.connect(sbx.sandbox_id)
+        assert _curl(resumed, f"https://{API_NAME}/") == f"https {lab.api_ip} auth=yes"
+        snap = resumed.create_snapshot()
+        clone = Sandbox.create(snap.snapshot_id, timeout=120)
+        made.append(clone)
+        clone.commands.run(f"printf {shlex.quote(lab.hosts_file())} >> /etc/hosts", user="root")   # a clone's is new
+        assert _curl(clone, f"https://{API_NAME}/") == f"https {lab.api_ip} auth=yes"
+        assert "${e2b.secrets." + SECRET_NAME + "}" in repr(clone.get_info().network)
+        Sandbox.delete_snapshot(snap.snapshot_id)
+    finally:
+        for one in made:
+            one.kill()

@@ -151,3 +151,14 @@ def test_oversized_request_head_is_refused(sbx: Sandbox, lab: EgressLab) -> None
     out = _curl(sbx, "-H", big, f"http://{API_NAME}/")
     assert "status=431" in out or "status=400" in out
     assert not [line for line in lab.lines() if "a" * 1000 in line]
+
+
+def test_slow_request_head_is_cut_off(sbx: Sandbox, lab: EgressLab) -> None:
+    """Slowloris: a head that never completes holds a connection for a bounded time only."""
+    before = len(lab.lines())
+    probe = (f"import socket\ns = socket.create_connection(('{lab.api_ip}', 80), 5)\n"
+             "s.sendall(b'GET / HTTP/1.1\\r\\nHost: " + API_NAME + "\\r\\nX-Slow: ')\n"
+             "s.settimeout(120)\nprint(repr(s.recv(4096)))")
+    out = sbx.commands.run(f"python3 -c {shlex.quote(probe)}", timeout=150).stdout.strip()
+    assert out == "b''"
+    assert len(lab.lines()) == before
