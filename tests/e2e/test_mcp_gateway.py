@@ -83,8 +83,11 @@ def test_sdk_urls_and_token(gateway: Sandbox) -> None:
     assert token
     again = Sandbox.connect(gateway.sandbox_id)   # no cached token: read from /etc/mcp-gateway/.token as root
     assert again.get_mcp_token() == token
-    mode = gateway.commands.run("stat -c %a /etc/mcp-gateway/.token", user="root").stdout.strip()
-    assert mode == "600"
+    modes = gateway.commands.run("stat -c '%a %U' /etc/mcp-gateway /etc/mcp-gateway/.token /etc/mcp-gateway/config.json",
+                                 user="root").stdout.split("\n")
+    assert modes[:3] == ["700 root", "600 root", "600 root"]   # the config holds the servers' API keys
+    refused = gateway.commands.run("cat /etc/mcp-gateway/.token || true", user="user")
+    assert token not in refused.stdout and "Permission denied" in refused.stderr
 
 
 def test_tools_of_two_package_servers_listed_and_called(server: Server, gateway: Sandbox) -> None:
