@@ -122,6 +122,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        log_config=None,   # uvicorn's own lines go to the root handler: JSON like ours (logging_setup.py)
         timeout_keep_alive=300,
         http=Relay(front_door).protocol(),   # sandbox traffic as raw bytes, the rest to h11 + ASGI
         ssl_certfile=str(tls_files.cert) if tls_files else None,
