@@ -74,7 +74,11 @@ async def _use_gateway(server: Server, sbx: Sandbox, token: str) -> dict[str, An
             read = await client.call_tool("read_text_file", {"path": "/home/user/note.txt"})
             now = await client.call_tool("get_current_time", {"timezone": "UTC"})
             missing = await client.call_tool("read_text_file", {"path": "/etc/shadow"})
-    return {"tools": {t.name for t in tools}, "read": read, "now": now, "missing": missing}
+        # a client of the handshake era (initialize, protocol 2025-xx), as most deployed ones are
+        async with Client(streamable_http_client(url, http_client=http), mode="legacy") as legacy:
+            legacy_tools = (await legacy.list_tools()).tools
+    return {"tools": {t.name for t in tools}, "read": read, "now": now, "missing": missing,
+            "legacy_tools": {t.name for t in legacy_tools}}
 
 
 def test_sdk_urls_and_token(gateway: Sandbox) -> None:
@@ -97,6 +101,7 @@ def test_tools_of_two_package_servers_listed_and_called(server: Server, gateway:
     result = anyio.run(_use_gateway, server, gateway, token)
     assert {"read_text_file", "list_directory", "write_file"} <= result["tools"]     # filesystem (npm)
     assert {"get_current_time", "convert_time"} <= result["tools"]                   # time (PyPI)
+    assert result["legacy_tools"] == result["tools"]
     assert not result["read"].is_error and NOTE in result["read"].content[0].text
     assert not result["now"].is_error and "UTC" in result["now"].content[0].text
     # the filesystem server's own rule: only the configured paths
