@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 SETTLE_AFTER_INTERRUPT_S = 10.0
 """How long an abandoned cell may take to stop after the interrupt before we move on."""
 REPLY_TIMEOUT_S = 30.0
+LATE_OUTPUT_QUIET_S = {"typescript": 0.05}
+"""Kernels whose output may follow their ``idle`` status (Deno's), and how long a quiet iopub
+channel must stay quiet before the cell is taken as done."""
+LATE_OUTPUT_MAX_S = 2.0
 
 
 class KernelDied(Exception):
@@ -153,6 +157,26 @@ class Execution:
             if line is not None:
                 self._emit(line)
         await self._reply(msg_id, timeout=5.0)
+        await self._late_output(msg_id)
+
+    async def _late_output(self, msg_id: str) -> None:
+        """Deno's kernel publishes a cell's ``console.log`` output (and at times its result)
+        from another task than its ``idle`` status, so some arrive after it: take what still
+        comes for this cell until the kernel has been quiet for a moment."""
+        quiet = LATE_OUTPUT_QUIET_S.get(self.kernel.kernel_language)
+        if quiet is None:
+            return
+        client = self._client()
+        deadline = time.monotonic() + LATE_OUTPUT_MAX_S
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = await client.get_iopub_msg(timeout=min(quiet, left))
+            except Empty:
+                return
+            if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                line = messages.translate(msg)
+                if line is not None:
+                    self._emit(line)
 
     async def _reply(self, msg_id: str, timeout: float) -> dict[str, Any] | None:
         """The shell reply to ``msg_id`` (older unread replies are dropped on the way)."""

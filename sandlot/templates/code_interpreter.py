@@ -53,8 +53,8 @@ JDK JJava runs on (it needs ``jdk.jshell``, which a JRE lacks)."""
 MEMORY_MB = 2048
 """A kernel with pandas and matplotlib loaded needs more than the 512 MB default, and each
 language's kernel starts on first use of it: with all six default contexts running (two of
-them Deno's, for JavaScript and TypeScript) a sandbox uses about 0.6–0.9 GB, so 1 GB left no
-room for user data. A limit, not a reservation: an idle sandbox uses what its kernels use."""
+them Deno's, ≈ 175 MiB each) a sandbox uses 667 MiB, so 1 GB left little room for user data.
+A limit, not a reservation: a fresh sandbox uses 85 MiB."""
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 """The system bundle (the host's when ``trust_host_ca``): a venv's pip would use certifi's."""
 MOUNT_POINT = "/.sandlot"

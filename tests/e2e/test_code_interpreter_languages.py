@@ -12,6 +12,7 @@ import base64
 from collections.abc import Iterator
 
 import pytest
+from e2b import TimeoutException
 from e2b_code_interpreter import AsyncSandbox, Sandbox
 from e2b_code_interpreter.charts import BarChart, ChartType, LineChart
 
@@ -135,6 +136,27 @@ def test_errors(sbx: Sandbox, language: str) -> None:
     assert sbx.run_code(HELLO[language], language=language).error is None  # the kernel carries on
 
 
+@pytest.mark.parametrize(("language", "loop", "keeps_state"), [
+    ("javascript", "while (true) {}", False),  # Deno's kernel exits on the interrupt: a fresh one
+    ("r", "repeat {}", True),
+    ("java", "while (true) {}", True),
+])
+def test_timeout_interrupts_the_cell(sbx: Sandbox, language: str, loop: str, keeps_state: bool) -> None:
+    ctx = sbx.create_code_context(language=language)
+    try:
+        sbx.run_code(SET_STATE[language], context=ctx)
+        with pytest.raises(TimeoutException):
+            sbx.run_code(loop, context=ctx, timeout=3)
+        after = sbx.run_code(PRINT_STATE[language], context=ctx, timeout=60)
+        if keeps_state:
+            assert stdout(after) == "42\n"
+        else:
+            assert after.error is not None and after.error.name == "ReferenceError"
+            assert stdout(sbx.run_code(HELLO[language], context=ctx, timeout=60)) == "hello\n"
+    finally:
+        sbx.remove_code_context(ctx)
+
+
 def test_error_names(sbx: Sandbox) -> None:
     assert sbx.run_code("1 / 0").error.name == "ZeroDivisionError"
     js = sbx.run_code('throw new TypeError("boom")', language="javascript").error
@@ -155,6 +177,18 @@ def test_javascript_top_level_await_and_es_modules(sbx: Sandbox) -> None:
     later = sbx.run_code("await new Promise((resolve) => setTimeout(() => resolve(join('x', 'y')), 10))",
                          language="javascript")
     assert later.text == "x/y"  # the import stays in the context
+
+
+def test_javascript_output_that_follows_the_idle_status_is_kept(sbx: Sandbox) -> None:
+    """Deno publishes console output and awaited results from another task than its idle
+    status; under load they came after it and the cell looked empty (1-15 % of cells)."""
+    for i in range(25):
+        printed = sbx.run_code(f'console.log("line {i}")', language="javascript",
+                               envs={"ROUND": str(i)} if i % 2 else None)
+        assert printed.logs.stdout == [f"line {i}\n"]
+        awaited = sbx.run_code(f"await new Promise((resolve) => setTimeout(() => resolve({i}), 5))",
+                               language="javascript")
+        assert awaited.text == str(i)
 
 
 def test_typescript_types(sbx: Sandbox) -> None:
