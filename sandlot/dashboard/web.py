@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.staticfiles import StaticFiles
 
-from sandlot.dashboard import common, sandbox_pages, team_pages, template_pages, terminal
+from sandlot.dashboard import common, operator, sandbox_pages, team_pages, template_pages, terminal
 from sandlot.dashboard.sessions import COOKIE, DashSession, SessionStore
 from sandlot.services import Services
 from sandlot.store import keys
@@ -118,4 +118,5 @@ def create_dashboard(services: Services, health: common.HealthCheck) -> FastAPI:
     app.include_router(terminal.router)
     app.include_router(template_pages.router)
     app.include_router(team_pages.router)
+    app.include_router(operator.router)
     return app

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from pathlib import Path
 
-from tests.inprocess.conftest import Stack
+from tests.inprocess.conftest import Stack, StoreTemplate, start_stack, stop_stack
 
 COOKIE = "sandlot_dash"
 
@@ -123,3 +123,24 @@ async def test_missing_front_end_files_are_announced(stack: Stack, tmp_path: Pat
     assert page.status_code == 200
     assert 'id="assets-missing"' in page.text and "make dashboard-assets" in page.text
     assert "/dashboard/static/vendor/htmx.min.js" not in page.text
+
+
+async def test_operator_page_needs_the_operator_token(tmp_path: Path, store_template: StoreTemplate) -> None:
+    stack = await start_stack(tmp_path, store_template, admin_token="adm_" + "7" * 32)
+    try:
+        team, _ = await sign_in(stack, stack.api_key)
+        assert (await team.get("/dashboard/operator")).status_code == 403
+        await team.aclose()
+        operator = httpx.AsyncClient(transport=stack.client._transport, base_url="http://sandlot.test")
+        form = await operator.get("/dashboard/login")
+        token = re.search(r'name="login_token" value="([^"]+)"', form.text)
+        assert token is not None
+        done = await operator.post("/dashboard/login", data={"api_key": "adm_" + "7" * 32, "login_token": token.group(1)})
+        assert done.status_code == 303
+        page = await operator.get("/dashboard/operator")
+        assert page.status_code == 200 and "Warm pools" in page.text and 'id="server-status"' in page.text
+        away = await operator.get("/dashboard/sandboxes")   # an operator has no team pages
+        assert away.status_code == 303 and away.headers["location"] == "/dashboard/operator"
+        await operator.aclose()
+    finally:
+        await stop_stack(stack)
