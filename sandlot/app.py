@@ -14,6 +14,7 @@ from sandlot.api import errors
 from sandlot.api import events as event_routes
 from sandlot.api.idempotency import IdempotencyCache
 from sandlot.api import observability as observability_routes
+from sandlot.api import metrics_listener
 from sandlot.api import openapi
 from sandlot.api import operator as operator_routes
 from sandlot.api import prometheus as prometheus_routes
@@ -105,11 +106,17 @@ def create_app(services: Services) -> FrontDoor:
             lxcfs_watch.start()  # a dead lxcfs is restarted under the running sandboxes
             if lxcfs_watch.running:
                 services.runtime.before_start = lxcfs_watch.check   # ... and before one starts
+        metrics_server = None
+        if services.settings.metrics_listen:   # a token-less /metrics for a private scraper network
+            host, port = metrics_listener.parse_listen(services.settings.metrics_listen)
+            metrics_server = await metrics_listener.serve(host, port, telemetry.render)
         services.ready = True
         try:
             yield
         finally:
             services.ready = False
+            if metrics_server is not None:
+                metrics_server.close()
             await oom_guard.close()
             await disk_guard.close()
             await lxcfs_watch.close()

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     """Operator token (``SANDLOT_ADMIN_TOKEN``): signs in to the dashboard's operator page (and is
     what operator-only endpoints take in ``X-Admin-Token``); unset = no operator access."""
 
+    metrics_listen: str | None = None
+    """``HOST:PORT`` of a second, plain-HTTP listener serving only ``GET /metrics`` *without* the
+    operator token (for a scraper on a private network; never bind it publicly). Unset = none."""
     log_format: str = "auto"
     """``json`` (one object a line), ``console``, or ``auto``: JSON unless stderr is a terminal."""
 
@@ -200,6 +203,15 @@ class Settings(BaseSettings):
         from sandlot.runtime.idmap import IdRange
 
         IdRange.parse(value)   # raises a ValueError naming the setting
+        return value
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _check_metrics_listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError("SANDLOT_METRICS_LISTEN must be HOST:PORT, e.g. 127.0.0.1:9464")
         return value
 
     @field_validator("log_format")

@@ -24,9 +24,10 @@ from e2b import Sandbox
 from prometheus_client.parser import text_string_to_metric_families
 
 from sandlot import ids
-from tests.e2e.server import SANDLOT, Server, unique_instance, unique_subnet
+from tests.e2e.server import SANDLOT, Server, free_port, unique_instance, unique_subnet
 
 ADMIN = "op_" + secrets.token_hex(24)
+METRICS_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,7 @@ def ops_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = Server(workdir=tmp_path_factory.mktemp("sandlot-ops"), api_key=ids.new_api_key(),
                  instance=unique_instance("o"), subnet=unique_subnet(),
                  extra_env={"SANDLOT_ADMIN_TOKEN": ADMIN, "SANDLOT_WARM_POOL_SIZE": "1",
+                            "SANDLOT_METRICS_LISTEN": f"127.0.0.1:{METRICS_PORT}",
                             "SANDLOT_MCP_GATEWAY_TEMPLATE": "false"})
     srv.start()
     yield srv
@@ -107,6 +109,10 @@ def test_metrics_need_the_operator_token(ops_server: Server) -> None:
         assert response.status_code == 401, (headers, response.text)
         assert "sandlot_" not in response.text
     assert httpx.get(f"{ops_server.url}/admin/status", timeout=30).status_code == 401
+    # the separate listener (SANDLOT_METRICS_LISTEN) serves /metrics without a token, and nothing else
+    private = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=30)
+    assert private.status_code == 200 and "sandlot_sandboxes" in private.text
+    assert httpx.get(f"http://127.0.0.1:{METRICS_PORT}/admin/status", timeout=30).status_code == 404
 
 
 def test_metrics_match_the_api(ops_server: Server, sandboxes: list[Sandbox]) -> None:

@@ -129,3 +129,26 @@ async def test_grafana_dashboard_uses_only_served_series(tmp_path: Path, store_t
 
     served = {family(f.name) for f in text_string_to_metric_families(text)}   # families, with or without samples
     assert wanted and {family(n) for n in wanted} <= served, {family(n) for n in wanted} - served
+
+
+async def test_metrics_listener_serves_only_metrics(tmp_path: Path, store_template: StoreTemplate) -> None:
+    """SANDLOT_METRICS_LISTEN's listener: GET /metrics without a token, nothing else."""
+    import httpx
+
+    from sandlot.api import metrics_listener
+
+    assert metrics_listener.parse_listen("[::1]:9464") == ("::1", 9464)
+    stack = await start_stack(tmp_path, store_template)
+    server = await metrics_listener.serve("127.0.0.1", 0, stack.app.api.state.telemetry.render)
+    try:
+        await stack.create()
+        port = server.sockets[0].getsockname()[1]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            scraped = await client.get("/metrics")
+            assert scraped.status_code == 200
+            assert value(samples(scraped.text), "sandlot_sandboxes", state="running") == 1
+            assert (await client.get("/sandboxes")).status_code == 404
+            assert (await client.post("/metrics")).status_code == 404
+    finally:
+        server.close()
+        await stop_stack(stack)
