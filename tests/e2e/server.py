@@ -7,6 +7,7 @@ import functools
 import itertools
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -154,6 +155,8 @@ class Server:
                               timeout=300, cwd=REPO)
         if done.returncode != 0:
             raise RuntimeError(f"sandlot reset failed for {self.instance}: {done.stderr[-2000:]}")
+        # volumes outlive sandboxes (reset unmounts them, keeps their data): a test instance's are debris
+        shutil.rmtree(data_dir() / "volumes" / self.instance, ignore_errors=True)
 
     def log_tail(self, lines: int = 60) -> str:
         path = self.workdir / "server.log"

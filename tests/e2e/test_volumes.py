@@ -42,8 +42,7 @@ def vserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             os.environ.pop("E2B_VOLUME_API_URL", None)
         else:
             os.environ["E2B_VOLUME_API_URL"] = saved
-        srv.reset()   # kills what a failed test left and unmounts every volume of the instance
-        shutil.rmtree(data_dir() / "volumes" / srv.instance, ignore_errors=True)   # the test volumes' images
+        srv.reset()   # kills what a failed test left, unmounts and removes the instance's volumes
 
 
 def _name(prefix: str) -> str:
