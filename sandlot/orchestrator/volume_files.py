@@ -292,7 +292,11 @@ class VolumeTree:
             except FileNotFoundError:
                 raise PathNotFound(f"Path /{'/'.join(names)} not found") from None
             if stat.S_ISDIR(st.st_mode):
-                shutil.rmtree(names[-1], dir_fd=parent)
+                try:
+                    shutil.rmtree(names[-1], dir_fd=parent)
+                except RecursionError:   # a tree thousands of directories deep
+                    raise InvalidRequest(f"/{'/'.join(names)} is too deep to remove in one call: "
+                                         "remove its subdirectories first") from None
             else:
                 os.unlink(names[-1], dir_fd=parent)
         except OSError as exc:
@@ -320,6 +324,8 @@ def _refused(names: list[str], exc: OSError) -> SandboxError:
         return InsufficientStorage(f"The volume is full: writing {where} failed (no space left on the volume)")
     if exc.errno in (errno.EXDEV, errno.ELOOP):
         return InvalidRequest(f"{where} cannot be resolved inside the volume (a symlink loop or escape)")
+    if exc.errno in (errno.EACCES, errno.EPERM):   # e.g. a device node a sandbox made (the mount is nodev)
+        return InvalidRequest(f"{where}: permission denied")
     if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
         return Conflict(f"{where}: {os.strerror(exc.errno)}")
     if exc.errno == errno.ENOENT:

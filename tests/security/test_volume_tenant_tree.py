@@ -74,6 +74,7 @@ def test_planted_symlinks_never_lead_the_content_api_out_of_the_volume(volume_ap
             f"ln -s ../../../../../../../..{host}/target up", f"ln -s {host} dirlink", f"ln -s {host} dirlink2",
             f"ln -s {host} dirlink3", "ln -s / rootlink", "ln -s loop loop", "mkdir -p real && echo inside > real/f",
             "ln -s /real/f good",   # absolute, inside the volume as the content API sees it
+            "mkfifo fifo",          # a reader that opened it blocking would hang a host thread
         ])
         assert sbx.commands.run(plant, user="root").exit_code == 0
         mountinfo = sbx.commands.run("grep ' /v ' /proc/self/mountinfo").stdout
@@ -84,6 +85,8 @@ def test_planted_symlinks_never_lead_the_content_api_out_of_the_volume(volume_ap
                 vol.read_file(link)
         with pytest.raises(VolumeException):
             vol.read_file("/loop")
+        with pytest.raises(VolumeException, match="not a file"):
+            vol.read_file("/fifo")
         assert vol.read_file("/good") == "inside\n"             # a link inside the volume still works
         assert vol.get_info("/canary").type.value == "symlink"  # stat never follows the final link
         assert vol.get_info("/canary").target == f"{host}/target"
