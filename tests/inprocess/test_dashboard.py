@@ -144,3 +144,19 @@ async def test_operator_page_needs_the_operator_token(tmp_path: Path, store_temp
         await operator.aclose()
     finally:
         await stop_stack(stack)
+
+
+async def test_sign_out_ends_the_session(stack: Stack) -> None:
+    client, csrf = await sign_in(stack, stack.api_key)
+    try:
+        cookie = client.cookies.get(COOKIE)
+        assert (await client.post("/dashboard/logout", data={})).status_code == 403   # no token: still signed in
+        assert (await client.get("/dashboard/sandboxes")).status_code == 200
+        out = await client.post("/dashboard/logout", data={"csrf": csrf})
+        assert out.status_code == 303 and out.headers["location"] == "/dashboard/login"
+        replay = httpx.AsyncClient(transport=stack.client._transport, base_url="http://sandlot.test",
+                                   cookies={COOKIE: cookie or ""})
+        assert (await replay.get("/dashboard/sandboxes")).status_code == 303   # the old cookie is dead
+        await replay.aclose()
+    finally:
+        await client.aclose()
