@@ -31,6 +31,7 @@ from sandlot.orchestrator.events import EventLog
 from sandlot.orchestrator.lifecycle import KILLING, PAUSED, PAUSING, RESUMING, RUNNING, Lifecycle
 from sandlot.orchestrator.lifecycle_events import LifecycleEvents
 from sandlot.orchestrator.metrics import MetricsSampler
+from sandlot.egress.config import needs_proxy
 from sandlot.orchestrator.network import NetworkPolicies
 from sandlot.orchestrator.pausing import Pauser
 from sandlot.orchestrator.ready_snapshots import ReadySnapshots
@@ -47,7 +48,7 @@ from sandlot.settings import Settings
 from sandlot.store import sandboxes as sandbox_store
 from sandlot.store import templates as template_store
 from sandlot.store.database import Database
-from sandlot.store.models import Sandbox, Snapshot
+from sandlot.store.models import Build, Sandbox, Snapshot
 
 log = structlog.get_logger("sandlot.orchestrator")
 
@@ -337,6 +338,20 @@ class SandboxManager:
                     fresh.allow_internet_access = allow_internet_access
             if fresh is not None:
                 self.lifecycle_events.updated(fresh, network=network)
+                if needs_proxy(row.network)[0] != needs_proxy(network)[0]:
+                    await self._refresh_ca_env(fresh)
+
+    async def _refresh_ca_env(self, row: Sandbox) -> None:
+        """Rules were added or removed: new processes get (or lose) the variables that point
+        tools at the egress CA (``boot.envd_init``); running ones keep their environment."""
+        with self.db.session() as session:
+            build = session.get(Build, row.build_id)
+        if build is None or not row.ip:
+            return
+        try:
+            await self.boot.reidentify(row, build, row.ip)
+        except Exception as exc:   # the rules are in force either way; only the env vars lag
+            log.warning("could not update the sandbox's CA environment", sandbox_id=row.id, error=repr(exc))
 
     # --- kill -----------------------------------------------------------------------------------
 

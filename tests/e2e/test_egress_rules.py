@@ -126,7 +126,9 @@ def test_rule_update_applies_to_the_running_sandbox(server: Server, lab: EgressL
     sbx = _sandbox(lab)
     try:
         assert _curl(sbx, f"http://{API_NAME}/") == f"http {lab.api_ip} auth=no"
+        assert "SSL_CERT_FILE" not in sbx.commands.run("env", timeout=30).stdout
         sbx.update_network({"rules": _rules(header="X-Extra", template="k=${e2b.secrets." + SECRET_NAME + "}")})
+        assert "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" in sbx.commands.run("env", timeout=30).stdout
         assert _curl(sbx, f"http://{API_NAME}/") == f"http {lab.api_ip} auth=no"
         assert f"http {lab.api_ip} host={API_NAME} auth=None x-extra=k={secret_value}" in lab.lines()
         # HTTPS right after the update: the server's CA is in every sandbox's system bundle
