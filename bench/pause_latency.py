@@ -1,10 +1,13 @@
 """Latency of pause, resume (connect → 201), snapshot and fork, measured from the SDK side.
 
 Usage (as root, after `make setup`):
-    .venv/bin/python bench/pause_latency.py [--runs 10] [--big-runs 5] [--big-mb 200]
+    .venv/bin/python bench/pause_latency.py [--runs 10] [--big-runs 5] [--big-mb 200] [--idle-only]
 
 Starts its own `sandlot serve` on loopback, then prints p50/p95 in milliseconds for an
-idle sandbox and one whose Python process holds --big-mb of (random) memory.
+idle sandbox and one whose Python process holds --big-mb of (random) memory. The floor,
+``criu dump`` / ``criu restore`` of a trivial process with its images on the data dir's file
+system, is measured first in the same run (``bench/floors.py``). ``--idle-only``: pause and
+resume of the idle sandbox only (no snapshots, forks or big sandbox).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def _timed(fn) -> float:  # type: ignore[no-untyped-def]
     return (time.perf_counter() - t0) * 1000
 
 
-def pause_resume(label: str, runs: int, hold_mb: int) -> None:
+def pause_resume(label: str, runs: int, hold_mb: int, idle_only: bool = False) -> None:
     from e2b import Sandbox
 
     sbx = Sandbox.create(timeout=600)
@@ -53,6 +56,8 @@ def pause_resume(label: str, runs: int, hold_mb: int) -> None:
         print(f"{label:<22} pause        {percentiles(pauses)}")
         print(f"{label:<22} resume       {percentiles(resumes)}")
         print(f"{label:<22} 1st command  {percentiles(first_cmd)}")
+        if idle_only:
+            return
         snaps, ids = [], []
         for _ in range(runs):
             t0 = time.perf_counter()
@@ -85,7 +90,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--big-runs", type=int, default=5)
     parser.add_argument("--big-mb", type=int, default=200)
+    parser.add_argument("--idle-only", action="store_true")
+    parser.add_argument("--floor-runs", type=int, default=10)
     args = parser.parse_args()
+    import os
+
+    from bench import floors
+
+    print(f"load average before: {os.getloadavg()[0]:.1f}")
+    floors.criu_dump_restore(args.floor_runs)
     from sandlot import ids
     from tests.e2e.server import Server, sdk_pointed_at, unique_instance, unique_subnet
 
@@ -94,8 +107,10 @@ def main() -> None:
     server.start()
     try:
         with sdk_pointed_at(server):
-            pause_resume("idle", args.runs, 0)
-            pause_resume(f"holding {args.big_mb} MB", args.big_runs, args.big_mb)
+            pause_resume("idle", args.runs, 0, args.idle_only)
+            if not args.idle_only:
+                pause_resume(f"holding {args.big_mb} MB", args.big_runs, args.big_mb)
+            print(f"load average after: {os.getloadavg()[0]:.1f}")
     finally:
         for item in httpx.get(f"{server.url}/v2/sandboxes", headers={"X-API-Key": server.api_key}).json():
             httpx.delete(f"{server.url}/sandboxes/{item['sandboxID']}", headers={"X-API-Key": server.api_key}, timeout=60)

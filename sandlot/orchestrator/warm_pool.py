@@ -55,7 +55,7 @@ REFILL_DELAY_S = 0.2
 """A refill boot starts this long after it was asked for (by the claim of the sandbox it
 replaces): the claim's /init and the caller's first commands right after ``create`` (the common
 agent pattern) don't share the CPU with the boot's runc and envd start-up. Boots also run at the
-least CPU weight until claimed (``SandboxSpec.background``)."""
+a lower CPU weight until claimed (``SandboxSpec.background``)."""
 
 
 def load_key(data_dir: Path) -> bytes:

@@ -40,7 +40,7 @@ class SandboxSpec:
     mounts: list[BindMount] = field(default_factory=list)
     hostname: str = "sandbox"
     disk_mb: int | None = None      # size of the writable disk (``None``: unlimited, host fs)
-    background: bool = False        # booted ahead of need (warm pool): least CPU weight until ``foreground``
+    background: bool = False        # booted ahead of need (warm pool): lower CPU weight until ``foreground``
 
 
 @dataclass

@@ -235,9 +235,10 @@ class Checkpointing(ContainerHost):
         """Container, cgroups and rootfs mount go; upper dir, netns and images stay."""
         state = self._read_state(sid)
         if state is not None or self._state_file(sid).parent.exists():
-            await self._runc("kill", sid, "KILL", check=False)
-            if state and state.get("init_process_pid"):
-                await self._wait_exit(int(state["init_process_pid"]), state.get("init_process_start"))
+            if await self.is_alive(sid):   # (after a pause's dump its processes are gone already)
+                await self._runc("kill", sid, "KILL", check=False)
+                if state and state.get("init_process_pid"):
+                    await self._wait_exit(int(state["init_process_pid"]), state.get("init_process_start"))
             await self._runc("delete", "-f", sid, check=False)
         overlay.umount(self.sandbox_dir(sid) / "rootfs")
         cgroups.remove(sid, parent=self.cgroup_parent)
@@ -296,7 +297,7 @@ class Checkpointing(ContainerHost):
         shutil.rmtree(final, ignore_errors=True)
         partial.mkdir()
         self._refuse_stopped_tasks(sandbox_id)
-        await self._runc("pause", sandbox_id)
+        await self._freeze(sandbox_id)
         timings["freeze"] = (time.perf_counter() - t0) * 1000
         try:
             await self._runc_criu("checkpoint", "--image-path", str(partial),
@@ -308,6 +309,20 @@ class Checkpointing(ContainerHost):
             raise
         timings["dump"] = (time.perf_counter() - t0) * 1000
         os.replace(partial, final)
+
+    async def _freeze(self, sid: str, timeout_s: float = 2.0) -> None:
+        """What ``runc pause`` does (runc reads a container's paused state from its freezer
+        cgroup), without a runc process: ``FROZEN`` into the v1 freezer, then wait for the
+        kernel to get every task there. ``runc pause`` when that does not happen in time."""
+        if cgroups.write("freezer", sid, "freezer.state", "FROZEN", parent=self.cgroup_parent):
+            deadline = time.monotonic() + timeout_s
+            delay = 0.0005
+            while time.monotonic() < deadline:
+                if cgroups.read("freezer", sid, "freezer.state", parent=self.cgroup_parent) == "FROZEN":
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.02)
+        await self._runc("pause", sid)
 
     def _refuse_stopped_tasks(self, sid: str) -> None:
         """Before freezing: a stopped task would hang CRIU's attach (``stopped_tasks``)."""
