@@ -133,6 +133,8 @@ def test_rule_update_applies_to_the_running_sandbox(server: Server, lab: EgressL
         assert f"http {lab.api_ip} host={API_NAME} auth=None x-extra=k={secret_value}" in lab.lines()
         # HTTPS right after the update: the server's CA is in every sandbox's system bundle
         assert _curl(sbx, f"https://{API_NAME}/") == f"https {lab.api_ip} auth=no"
+        sbx.update_network({"rules": _rules(template="${e2b.secrets.no-such-secret}")})
+        assert "the secret 'no-such-secret' named by a network rule does not exist" in _curl(sbx, f"http://{API_NAME}/")
         sbx.update_network({})
         injected = len([line for line in lab.lines() if "x-extra=k=" in line])
         assert _curl(sbx, f"http://{API_NAME}/") == f"http {lab.api_ip} auth=no"
