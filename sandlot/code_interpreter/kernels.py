@@ -1,9 +1,10 @@
 """Contexts: one Jupyter kernel each, started and driven with ``jupyter_client``.
 
-Kernels talk to us over ZeroMQ ``ipc`` sockets in the abstract unix namespace (``@…``),
-not loopback TCP: a template's post-ready memory snapshot (CRIU) restores unix sockets
-between processes it dumped but closes TCP connections, and abstract names leave no
-socket files on the disk that the snapshot copies.
+Python and Bash kernels talk to us over ZeroMQ ``ipc`` sockets in the abstract unix
+namespace (``@…``), not loopback TCP: a template's post-ready memory snapshot (CRIU) restores
+unix sockets between processes it dumped but closes TCP connections, and abstract names leave
+no socket files on the disk that the snapshot copies. Deno's kernel, IRkernel and JJava only
+build ``tcp://ip:port`` addresses, so they use loopback TCP (none of them is in the snapshot).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from sandlot.code_interpreter.languages import IPC_KERNELS, kernel_language, nor
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 """``%matplotlib inline``: pyplot figures come back as ``image/png`` display data."""
 _SERVER_ONLY_ENV = ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
+"""Set for this server (its code lives in the envd runtime), not for user code."""
 IPYTHON_STARTUP = Path(__file__).with_name("ipython_startup.py")
 """Run by every Python kernel at start: E2B's ``e2b/chart``, ``e2b/data`` and JSON formatters."""
-"""Set for this server (its code lives in the envd runtime), not for user code."""
 
 
 class UnsupportedLanguage(Exception):

@@ -178,6 +178,14 @@ def test_javascript_top_level_await_and_es_modules(sbx: Sandbox) -> None:
                          language="javascript")
     assert later.text == "x/y"  # the import stays in the context
 
+    sbx.files.write("/home/user/greet.mjs", "export const greet = (who) => `hello ${who}`;\nexport default 42;\n")
+    own = sbx.run_code('import answer, { greet } from "./greet.mjs";\ngreet(answer)', language="javascript")
+    assert own.text == "hello 42"  # a module of the user's own, relative to the cwd
+    dynamic = sbx.run_code('(await import("/home/user/greet.mjs")).greet("dynamic")', language="javascript")
+    assert dynamic.text == "hello dynamic"
+    sbx.files.write("/home/user/typed.ts", "export function twice(n: number): number { return 2 * n }\n")
+    assert sbx.run_code('import { twice } from "./typed.ts";\ntwice(21)', language="typescript").text == "42"
+
 
 def test_javascript_output_that_follows_the_idle_status_is_kept(sbx: Sandbox) -> None:
     """Deno publishes console output and awaited results from another task than its idle
