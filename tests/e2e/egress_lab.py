@@ -2,7 +2,8 @@
 
 Two addresses: ``api`` (``API_NAME``) and ``other`` (``OTHER_NAME``), each serving HTTP on 80
 and HTTPS on 443 with a certificate from a test CA (``ca.pem``), a DNS server on ``api``
-answering both names, a SOCKS5 server (RFC 1929 username/password) on ``api:1080`` and a
+answering both names, a SOCKS5 server (RFC 1929 username/password) on ``api:1080`` (and inside
+TLS, with the test CA's certificate, on ``api:1443``) and a
 TCP echo on ``api:7000``. Every HTTP(S) request is logged with its Authorization header and
 every SOCKS5 connect with its destination (the canary file ``lab.log``); responses only say
 whether an Authorization header came, never its value.
@@ -29,7 +30,7 @@ from cryptography.x509.oid import NameOID
 from tests.e2e.server import unique_subnet
 
 API_NAME, OTHER_NAME = "api.egress.test", "other.egress.test"
-SOCKS_PORT, ECHO_PORT = 1080, 7000
+SOCKS_PORT, SOCKS_TLS_PORT, ECHO_PORT = 1080, 1443, 7000
 SOCKS_USER, SOCKS_PASSWORD = "lab-user", "lab-password-1"
 
 _PROGRAM = textwrap.dedent(
@@ -118,11 +119,12 @@ _PROGRAM = textwrap.dedent(
 
     async def main():
         await asyncio.start_server(socks, api_ip, %d)
+        await asyncio.start_server(socks, api_ip, %d, ssl=ctx)   # SOCKS5 inside TLS
         await asyncio.start_server(echo, api_ip, %d)
         await asyncio.Event().wait()
     asyncio.run(main())
     """
-    % (SOCKS_PORT, ECHO_PORT)
+    % (SOCKS_PORT, SOCKS_TLS_PORT, ECHO_PORT)
 )
 
 

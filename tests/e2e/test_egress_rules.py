@@ -16,8 +16,8 @@ import pytest
 from e2b import CommandExitException, Sandbox, Secret
 
 from sandlot import ids
-from tests.e2e.egress_lab import API_NAME, ECHO_PORT, OTHER_NAME, SOCKS_PASSWORD, SOCKS_PORT, SOCKS_USER, EgressLab, \
-    egress_lab
+from tests.e2e.egress_lab import API_NAME, ECHO_PORT, OTHER_NAME, SOCKS_PASSWORD, SOCKS_PORT, SOCKS_TLS_PORT, \
+    SOCKS_USER, EgressLab, egress_lab
 from tests.e2e.server import Server, sdk_pointed_at, unique_instance, unique_subnet
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="network tests need root"), pytest.mark.slow]
@@ -245,3 +245,19 @@ def test_rules_survive_pause_resume_and_go_with_snapshots(server: Server, lab: E
     finally:
         for one in made:
             one.kill()
+
+
+def test_egress_proxy_over_tls_with_its_own_ca(server: Server, lab: EgressLab) -> None:
+    """``egressProxy.tls`` with a ``caCert``: the SOCKS5 hop is TLS, verified against that CA only."""
+    proxy = {"address": f"{lab.api_ip}:{SOCKS_TLS_PORT}", "username": SOCKS_USER, "password": SOCKS_PASSWORD,
+             "tls": {"ca_cert": lab.ca_pem.read_text()}}
+    sbx = _sandbox(lab, egress_proxy=proxy)
+    try:
+        before = len(lab.lines())
+        echo = (f"import socket;s=socket.create_connection(('{lab.api_ip}',{ECHO_PORT}),5);"
+                "s.sendall(b'tls');print(s.recv(64).decode())")
+        assert sbx.commands.run(f"python3 -c {shlex.quote(echo)}", timeout=30).stdout.strip() == "echo:tls"
+        assert f"socks {lab.api_ip}:{ECHO_PORT}" in lab.lines()[before:]
+        assert "caCert" not in repr(sbx.get_info().network) and "BEGIN CERTIFICATE" not in repr(sbx.get_info())
+    finally:
+        sbx.kill()
