@@ -3,7 +3,7 @@
 Lowering an ``oom_score_adj`` needs CAP_SYS_RESOURCE, which some hosts do not grant the
 server (nested sandboxes); raising never does. So the tiers are built upwards from the
 server's own score: envd (the container init) sits :data:`INIT_ABOVE_SERVER` above it, and
-envd starts every user process at 1000 (``sandlot/envd/processes.py``). Inside a sandbox's
+envd starts every user process at 1000 (``sandlot/envd/spawn.py``). Inside a sandbox's
 memory cgroup that makes the user's processes the only candidates before envd; host-wide the
 server and its in-process database are the last choice."""
 from __future__ import annotations
