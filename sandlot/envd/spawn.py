@@ -39,11 +39,7 @@ def find_helper() -> str | None:
 
 
 _helper = find_helper()
-
-
-def helper_path() -> str | None:
-    """The helper this envd spawns through (None: the fork fallback)."""
-    return _helper
+"""The helper this envd spawns through (None: the fork fallback)."""
 
 
 def spawn(exe: str, argv: list[str], env: dict[str, str], cwd: str, user: User,
