@@ -287,6 +287,12 @@ def test_saved_and_displayed_figures_are_pngs(sbx: Sandbox) -> None:
     assert base64.b64decode(saved.png).startswith(b"\x89PNG") and saved.chart is None
     assert base64.b64decode(shown.png).startswith(b"\x89PNG")
     assert shown.chart is not None and shown.chart.type == ChartType.SCATTER
+    # a figure only saved, never shown, is still open at the end of the cell: it comes back too
+    only_saved = sbx.run_code("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [3, 1, 2])\n"
+                              "plt.savefig('/tmp/only_saved.png')")
+    [figure] = only_saved.results
+    assert base64.b64decode(figure.png).startswith(b"\x89PNG") and figure.chart.type == ChartType.LINE
+    assert sbx.files.read("/tmp/only_saved.png", format="bytes").startswith(b"\x89PNG")
 
 
 def test_display_data(sbx: Sandbox) -> None:
