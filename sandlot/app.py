@@ -16,6 +16,7 @@ from sandlot.api.idempotency import IdempotencyCache
 from sandlot.api import observability as observability_routes
 from sandlot.api import metrics_listener
 from sandlot.api import openapi
+from sandlot.api import nodes as node_routes
 from sandlot.api import operator as operator_routes
 from sandlot.api import prometheus as prometheus_routes
 from sandlot.api.request_context import RequestContext, bind_path_ids
@@ -159,6 +160,7 @@ def create_app(services: Services) -> FrontDoor:
         return JSONResponse({"status": "ok"})
 
     api.include_router(operator_routes.router)   # /admin/status (X-Admin-Token)
+    api.include_router(node_routes.router)   # E2B's admin /nodes routes (X-Admin-Token, issue 17)
     api.include_router(prometheus_routes.router)   # /metrics (X-Admin-Token)
     api.include_router(observability_routes.router)  # before /sandboxes/{id}: owns /sandboxes/metrics
     api.include_router(build_routes.router)  # template builds; before the /templates/{id:path} catch-alls

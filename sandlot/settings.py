@@ -167,6 +167,12 @@ class Settings(BaseSettings):
     instance: str = "sandlot"
     """Prefix of host resources (nft table, netns, veths) so two servers never collide."""
 
+    # --- the node registry (orchestrator/nodes.py, GET /nodes; docs/scale-out.md) ---
+    node_id: str | None = None
+    """This server's id in the registry; default: the host name (plus ``-INSTANCE`` if not the default)."""
+    node_heartbeat_s: float = 10.0
+    """How often the server refreshes its node row; 3 missed beats = reported ``unavailable``."""
+
     failpoints: str = ""
     """Test-only fault injection, comma separated (``create-after-runtime``, ``pause-fail``, ``ready-snapshot-fail``)."""
 

@@ -48,6 +48,7 @@ E2B_STATUS: dict[type[Exception], int] = {
     domain.GuestUnresponsiveAtPause: 409,
     domain.Conflict: 409,
     domain.GuestUnhealthy: 503,   # the SDK's ServiceBusyException: retry once the guest answers
+    domain.NoNodeAvailable: 503,   # the only node is drained: no placement (running sandboxes unaffected)
     domain.InvalidRequest: 400,
     QuotaExceeded: 429,
     domain.InsufficientStorage: 507,

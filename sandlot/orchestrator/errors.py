@@ -49,3 +49,8 @@ class GuestUnresponsiveAtPause(Conflict):
     answer: restoring that memory would bring the hung agent back; resume without memory."""
 
     error_code = "sandbox_snapshot_guest_agent_unresponsive"
+
+
+class NoNodeAvailable(SandboxError):
+    """No node may take a new sandbox (the only one is draining or unavailable); sandboxes
+    already running are not affected."""

@@ -33,6 +33,7 @@ from sandlot.orchestrator.lifecycle_events import LifecycleEvents
 from sandlot.orchestrator.metrics import MetricsSampler
 from sandlot.egress.config import needs_proxy
 from sandlot.orchestrator.network import NetworkPolicies
+from sandlot.orchestrator.nodes import NodeRegistry
 from sandlot.orchestrator.pausing import Pauser
 from sandlot.orchestrator.ready_snapshots import ReadySnapshots
 from sandlot.orchestrator.requests import ENVD_VERSION, CloneRequest, CreateRequest, EnvdLauncher
@@ -90,6 +91,7 @@ class SandboxManager:
         self.lifecycle.transitions.append(self.volumes.on_transition)   # the last user unmounts
         self.pausing.mount_volumes = self.snapshots.mount_volumes = self.volumes.acquire
         self.death_hooks.append(self.lifecycle_events.died)
+        self.nodes = NodeRegistry(settings, db)   # this server as the registry's one node (issue 17)
         self._reaper: asyncio.Task[None] | None = None
         self._teardowns: set[asyncio.Task[None]] = set()
         """Kills answered before their teardown finished (``destroy(background=True)``)."""
@@ -125,7 +127,9 @@ class SandboxManager:
         return self.network.policy(allow_internet_access, network)
 
     async def create(self, request: CreateRequest) -> Sandbox:
-        """``QuotaExceeded`` when the team already runs its limit of sandboxes (``quotas``)."""
+        """``QuotaExceeded`` when the team already runs its limit of sandboxes (``quotas``);
+        ``NoNodeAvailable`` while this node is drained."""
+        self.nodes.admit()
         mark = Spans()
         now = datetime.now(timezone.utc)
         row = Sandbox(
@@ -277,10 +281,12 @@ class SandboxManager:
         return snap
 
     async def start_from(self, snap: Snapshot, request: CloneRequest) -> Sandbox:
+        self.nodes.admit()
         return await self.snapshots.start_from(snap, request)
 
     async def fork(self, team_id: str, sandbox_id: str, count: int, timeout_s: int) -> list[Sandbox | Exception]:
         self.owned(team_id, sandbox_id)
+        self.nodes.admit()
         return await self.snapshots.fork(team_id, sandbox_id, count, timeout_s)
 
     # --- timeouts -------------------------------------------------------------------------------
@@ -567,6 +573,7 @@ class SandboxManager:
         await self.network.start()   # the egress proxy's ports go into the policies recover re-applies
         await self.recover()
         await self.volumes.recover()   # after the sandboxes: unmount what no survivor uses
+        await self.nodes.start_registered()
         self._reaper = asyncio.create_task(self._reap_forever())
         self.metrics.start()
         with self.db.session() as session:  # keep the default template warm from the first request
@@ -578,6 +585,7 @@ class SandboxManager:
     async def close(self) -> None:
         """Stop background work; sandboxes keep running for the next server start."""
         await self.lifecycle_events.close()
+        await self.nodes.close()
         await self.volumes.close()
         await self.metrics.close()
         await self.pool.close()

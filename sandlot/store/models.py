@@ -391,3 +391,22 @@ class Volume(Base):
     name: Mapped[str] = mapped_column(String(128))
     size_mb: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Node(Base):
+    """A server that runs sandboxes, as the admin routes (``GET /nodes``) show it. Today every
+    ``sandlot serve`` is one node and registers itself at start (``orchestrator/nodes.py``)."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    address: Mapped[str] = mapped_column(String(255))
+    """Where the node's API listens (``host:port``), for operators."""
+    status: Mapped[str] = mapped_column(String(16))
+    """``ready`` or ``draining`` (set by an operator); staleness is computed from ``last_heartbeat``."""
+    cpu_count: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    sandbox_slots: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_heartbeat: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,82 @@
+"""In-process: the node registry and E2B's admin ``/nodes`` routes — the server is its one node,
+operator-only access, drain stops creates (503) and leaves running sandboxes alone, enable restores."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sandlot.store import nodes as node_store
+from tests.inprocess.conftest import StoreTemplate, start_stack, stop_stack
+
+TOKEN = "op-" + "n" * 40
+
+
+async def test_nodes_drain_and_enable(tmp_path: Path, store_template: StoreTemplate) -> None:
+    stack = await start_stack(tmp_path, store_template, admin_token=TOKEN, node_id="box-1")
+    try:
+        client = stack.client
+        ops = {"X-Admin-Token": TOKEN}
+        assert (await client.get("/nodes")).status_code == 401
+        assert (await client.get("/nodes", headers={"X-Admin-Token": "wrong"})).status_code == 401
+        assert (await client.get("/nodes", headers=stack.headers())).status_code == 401   # an API key is no token
+
+        running = (await stack.create())["sandboxID"]
+        listed = (await client.get("/nodes", headers=ops)).json()
+        assert [n["nodeID"] for n in listed] == ["box-1"]
+        node = listed[0]
+        assert node["status"] == "ready"
+        assert node["sandboxCount"] == 1
+        assert node["metrics"]["cpuCount"] >= 1 and node["metrics"]["memoryTotalBytes"] > 0
+        assert node["sandboxSlots"] > 0
+
+        detail = (await client.get("/nodes/box-1", headers=ops)).json()
+        assert [s["sandboxID"] for s in detail["sandboxes"]] == [running]
+        assert (await client.get("/nodes/nope", headers=ops)).status_code == 404
+        assert (await client.post("/nodes/nope", headers=ops, json={"status": "draining"})).status_code == 404
+        bad = await client.post("/nodes/box-1", headers=ops, json={"status": "unhealthy"})
+        assert bad.status_code == 400 and "draining" in bad.json()["message"]
+        assert (await client.post("/nodes/box-1", json={"status": "draining"})).status_code == 401
+
+        assert (await client.post("/nodes/box-1", headers=ops, json={"status": "draining"})).status_code == 204
+        assert (await client.get("/nodes/box-1", headers=ops)).json()["status"] == "draining"
+        refused = await client.post("/sandboxes", headers=stack.headers(), json={"templateID": "base"})
+        assert refused.status_code == 503
+        assert refused.json()["code"] == 503 and "draining" in refused.json()["message"]
+        still = await client.get(f"/sandboxes/{running}", headers=stack.headers())
+        assert still.status_code == 200 and still.json()["state"] == "running"
+
+        assert (await client.post("/nodes/box-1", headers=ops, json={"status": "ready"})).status_code == 204
+        second = (await stack.create())["sandboxID"]
+        assert second != running
+        assert (await client.get("/nodes/box-1", headers=ops)).json()["sandboxCount"] == 2
+    finally:
+        await stop_stack(stack)
+
+
+async def test_nodes_off_without_admin_token(tmp_path: Path, store_template: StoreTemplate) -> None:
+    stack = await start_stack(tmp_path, store_template)
+    try:
+        response = await stack.client.get("/nodes", headers={"X-Admin-Token": "anything"})
+        assert response.status_code == 403
+        assert "SANDLOT_ADMIN_TOKEN" in response.json()["message"]
+    finally:
+        await stop_stack(stack)
+
+
+def test_stale_heartbeat_reads_unavailable(tmp_path: Path) -> None:
+    from sandlot.store.database import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'n.db'}")
+    db.migrate()
+    now = datetime.now(timezone.utc)
+    with db.session() as session:
+        row = node_store.register(session, "n1", "127.0.0.1:3000", node_store.Capacity(2, 1024, 64), "0", now)
+        assert node_store.effective_status(row, now + timedelta(seconds=29), 30) == "ready"
+        assert node_store.effective_status(row, now + timedelta(seconds=31), 30) == "unavailable"
+        assert node_store.set_status(session, "n1", "draining")
+        again = node_store.register(session, "n1", "127.0.0.1:3001", node_store.Capacity(2, 1024, 64), "0", now)
+        assert again.status == "draining" and again.address == "127.0.0.1:3001"   # a drain survives a restart
+        assert node_store.heartbeat(session, "n1", now + timedelta(seconds=5))
+        assert not node_store.heartbeat(session, "gone", now)
+    db.dispose()
