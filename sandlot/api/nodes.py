@@ -108,14 +108,14 @@ def _detail(services: Services, node_id: str) -> dict[str, Any] | None:
     return data
 
 
-@router.get("/nodes")
+@router.get("/nodes", include_in_schema=False)   # operator routes stay out of the tenant schema
 async def list_nodes(request: Request) -> list[dict[str, Any]]:
     """Operator: every node with its status, sandbox count and capacity."""
     require_operator(request)
     return await asyncio.to_thread(_listed, request.app.state.services)
 
 
-@router.get("/nodes/{node_id}")
+@router.get("/nodes/{node_id}", include_in_schema=False)
 async def get_node(node_id: str, request: Request) -> dict[str, Any]:
     """Operator: one node with its sandboxes."""
     require_operator(request)
@@ -125,7 +125,7 @@ async def get_node(node_id: str, request: Request) -> dict[str, Any]:
     return data
 
 
-@router.post("/nodes/{node_id}", status_code=204)
+@router.post("/nodes/{node_id}", status_code=204, include_in_schema=False)
 async def change_node(node_id: str, body: NodeStatusChange, request: Request) -> Response:
     """Operator: drain a node (no new sandboxes placed on it) or make it ready again."""
     require_operator(request)
