@@ -214,6 +214,7 @@ def test_cli_sandbox_connect_is_a_terminal(ops_server: Server, sandboxes: list[S
     assert os.waitstatus_to_exitcode(status) == 3   # the shell's exit code comes back
 
 
+@pytest.mark.slow   # a real template build
 def test_template_build_shows_progress_and_is_counted(ops_server: Server, tmp_path: Path) -> None:
     before = scrape(ops_server)
     marker = uuid.uuid4().hex[:8]
