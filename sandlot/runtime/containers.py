@@ -105,13 +105,13 @@ class ContainerHost:
 
     # --- teardown ---------------------------------------------------------------------
 
-    async def stop(self, sid: str) -> None:
+    async def stop(self, sandbox_id: str) -> None:
         """SIGKILL the container's init, the first half of a kill that a caller answers after:
         the init is its pid namespace's, so the kernel kills every process of the sandbox with it
         (none runs another instruction), and no runc or other subprocess is needed. ``kill``
         still removes everything; a paused sandbox (no container) has nothing to stop."""
-        validate_sandbox_id(sid)
-        state = self._read_state(sid)
+        validate_sandbox_id(sandbox_id)
+        state = self._read_state(sandbox_id)
         pid, start = (state or {}).get("init_process_pid"), (state or {}).get("init_process_start")
         if not pid:
             return
