@@ -266,7 +266,8 @@ class Volumes:
         return out
 
     def bind_mounts(self, mounts: builtins.list[dict[str, str]] | None) -> builtins.list[BindMount]:
-        return [BindMount(volume_disk.data_path(self.volume_dir(m["volumeID"])), m["path"], read_only=False)
+        return [BindMount(volume_disk.data_path(self.volume_dir(m["volumeID"])), m["path"],
+                          read_only=m.get("readOnly") == "true")   # Prime's read_only mounts
                 for m in mounts or []]
 
     async def acquire(self, mounts: builtins.list[dict[str, str]] | None) -> None:

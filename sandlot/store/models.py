@@ -391,6 +391,16 @@ class Volume(Base):
     name: Mapped[str] = mapped_column(String(128))
     size_mb: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16), default="e2b", server_default="e2b")
+    """``e2b`` (the E2B API's); Prime's (``orchestrator/prime_volumes.py``): ``prime`` (the named
+    volume, no image of its own), ``prime-version`` (a published head) and ``prime-copy`` (one
+    sandbox's private copy, bound like an E2B volume)."""
+    prime_volume_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """A version's or copy's ``prime`` volume."""
+    head_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """``prime``: its current head version; ``prime-copy``: the version it was copied from."""
+    sandbox_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """``prime-copy``: the sandbox that owns it; ``prime-version``: the sandbox that published it."""
 
 
 class Node(Base):

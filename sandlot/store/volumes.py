@@ -32,8 +32,8 @@ def valid_id(volume_id: str) -> bool:
 def create(session: Session, team_id: str, name: str, size_mb: int, per_team: int) -> Volume:
     if not NAME.match(name):
         raise InvalidVolume(f"Invalid volume name {name[:128]!r}: use letters, digits, '_' and '-' (1-128)")
-    if find_by_name(session, team_id, name) is not None:
-        raise VolumeConflict(f"Volume with name '{name}' already exists")
+    if session.scalar(select(Volume).where(Volume.team_id == team_id, Volume.name == name)) is not None:
+        raise VolumeConflict(f"Volume with name '{name}' already exists")   # E2B's or Prime's
     if per_team > 0 and len(list_for_team(session, team_id)) >= per_team:
         raise VolumeConflict(f"The team already has {per_team} volumes (the limit): delete one first")
     row = Volume(id=str(uuid.uuid4()), team_id=team_id, name=name, size_mb=size_mb)
@@ -45,20 +45,22 @@ def create(session: Session, team_id: str, name: str, size_mb: int, per_team: in
     return row
 
 
-def list_for_team(session: Session, team_id: str) -> list[Volume]:
-    return list(session.scalars(select(Volume).where(Volume.team_id == team_id).order_by(Volume.created_at)))
+def list_for_team(session: Session, team_id: str, kind: str = "e2b") -> list[Volume]:
+    """The team's volumes of one kind (the E2B API never sees Prime's, nor Prime E2B's)."""
+    return list(session.scalars(select(Volume).where(Volume.team_id == team_id, Volume.kind == kind)
+                                .order_by(Volume.created_at)))
 
 
-def find(session: Session, team_id: str, volume_id: str) -> Volume | None:
+def find(session: Session, team_id: str, volume_id: str, kind: str = "e2b") -> Volume | None:
     """The team's volume by id; ``None`` for another team's, and for an id of the wrong shape."""
     if not valid_id(volume_id):
         return None
     row = session.get(Volume, volume_id)
-    return row if row is not None and row.team_id == team_id else None
+    return row if row is not None and row.team_id == team_id and row.kind == kind else None
 
 
-def find_by_name(session: Session, team_id: str, name: str) -> Volume | None:
-    return session.scalar(select(Volume).where(Volume.team_id == team_id, Volume.name == name))
+def find_by_name(session: Session, team_id: str, name: str, kind: str = "e2b") -> Volume | None:
+    return session.scalar(select(Volume).where(Volume.team_id == team_id, Volume.name == name, Volume.kind == kind))
 
 
 def get(session: Session, volume_id: str) -> Volume | None:

@@ -1,6 +1,6 @@
 """Prime parity (issue 15) with the unmodified prime-sandboxes SDK and prime CLI against real sandboxes:
 checkpoints and sandboxes restored from them, egress policies, background-job batch status,
-exitCode; volumes answer a clear 400."""
+exitCode. Volumes: test_prime_volumes.py."""
 
 from __future__ import annotations
 
@@ -62,9 +62,8 @@ def test_sdk_checkpoints_egress_jobs_exit_code(server: Server, home: Path) -> No
     assert out["async"]["checkpoint"] == cp["id"] and out["async"]["listed"] == [cp["id"]]
     assert out["async"]["policy"] == {"allowlist": None, "denylist": []}
 
-    # volumes: a clear 400 (not a wrong route's 404)
-    for key in ("volumes", "volumes_list"):
-        assert "HTTP 400" in out[key] and "volumes are not supported" in out[key], out[key]
+    # volumes (test_prime_volumes.py) cannot be mounted into a sandbox restored from a checkpoint
+    assert "HTTP 400" in out["volume_on_restore"] and "restored from a checkpoint" in out["volume_on_restore"]
 
     # deleting checkpoints leaves the sandbox restored from them running
     assert "HTTP 404" in out["deleted_get"]

@@ -26,7 +26,7 @@ from starlette.responses import Response
 
 from sandlot.api import limits, openapi
 from sandlot.api.auth import TeamId
-from sandlot.api.prime import records
+from sandlot.api.prime import records, volumes
 from sandlot.api.prime.context import PrimeContext, prime
 from sandlot.api.prime.errors import PrimeError, not_found, parse_body
 from sandlot.api.prime.launcher import run_start_command
@@ -94,7 +94,10 @@ async def batch_get(request: Request, team_id: TeamId) -> dict[str, Any]:
     with ctx.services.db.session() as session:
         for checkpoint_id in dict.fromkeys(body.checkpoint_ids):
             snap = _find(session, team_id, checkpoint_id)
-            if snap is None:
+            version = volumes.store(ctx).version(team_id, checkpoint_id) if snap is None else None
+            if version is not None:   # a volume's published head (a publish's checkpoint)
+                found.append(volumes.version_json(volumes.store(ctx), version))
+            elif snap is None:
                 errors.append({"checkpoint_id": checkpoint_id, "code": "NOT_FOUND",
                                "message": f"Checkpoint {checkpoint_id} not found"})
             else:
@@ -108,7 +111,10 @@ async def get_checkpoint(checkpoint_id: str, request: Request, team_id: TeamId) 
     with ctx.services.db.session() as session:
         snap = _find(session, team_id, checkpoint_id)
         if snap is None:
-            raise not_found("Checkpoint", checkpoint_id)
+            version = volumes.store(ctx).version(team_id, checkpoint_id)
+            if version is None:
+                raise not_found("Checkpoint", checkpoint_id)
+            return volumes.version_json(volumes.store(ctx), version)
         return checkpoint_json(session, snap)
 
 
@@ -151,6 +157,8 @@ async def create_checkpoint(sandbox_id: str, request: Request, team_id: TeamId) 
         v = _owned_sandbox(session, team_id, sandbox_id)
         if v.status != "RUNNING":
             raise PrimeError(409, f"Sandbox {sandbox_id} is {v.status}: only running sandboxes can be checkpointed")
+        if v.box is not None and v.box.volume_mounts:   # a restore would share the sandbox's private copy
+            raise PrimeError(400, f"Sandbox {sandbox_id} has volumes attached: publish them instead of checkpointing")
     snap = await ctx.services.sandboxes.snapshot(team_id, sandbox_id, None, memory=False)
     with ctx.services.db.session() as session:
         fresh = session.get(Snapshot, snap.id)

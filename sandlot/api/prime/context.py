@@ -14,6 +14,7 @@ from sandlot.api.prime.envd import EnvdAccess
 from sandlot.api.prime.tokens import TokenSigner
 
 if TYPE_CHECKING:  # at run time only a name: sandlot.services imports the orchestrator
+    from sandlot.orchestrator.prime_volumes import PrimeVolumes
     from sandlot.services import Services
 
 log = structlog.get_logger("sandlot.prime")
@@ -25,6 +26,8 @@ class PrimeContext:
     signer: TokenSigner
     envd: EnvdAccess
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    volumes: PrimeVolumes | None = None
+    """Prime's volumes over the engine's (made at first use: ``api/prime/volumes.py``)."""
 
     def spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
         """Run ``coro`` in the background; keep a reference so it is not collected mid-flight."""

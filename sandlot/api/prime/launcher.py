@@ -46,6 +46,8 @@ class Launch:
     metadata: dict[str, str] = field(default_factory=dict)
     start_command: dict[str, Any] | None = None
     network: dict[str, Any] | None = None
+    volume_mounts: list[dict[str, str]] | None = None
+    """Private copies of Prime volumes (``orchestrator/prime_volumes.py``), bound as E2B volumes."""
 
 
 def _sized(build: Build, cpu_count: int, memory_mb: int, disk_mb: int | None) -> Build:
@@ -124,6 +126,7 @@ async def launch(ctx: PrimeContext, job: Launch) -> None:
                 env_vars=job.env_vars,
                 network=job.network,
                 sandbox_id=job.sandbox_id,
+                volume_mounts=job.volume_mounts,
             )
         )
     except (SandboxError, QuotaExceeded) as exc:

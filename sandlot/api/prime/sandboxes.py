@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from sandlot import ids
 from sandlot.api import limits, openapi
 from sandlot.api.auth import TeamId
-from sandlot.api.prime import checkpoints, egress, image_builds, image_refs, records
+from sandlot.api.prime import checkpoints, egress, image_builds, image_refs, records, volumes
 from sandlot.api.prime.context import PrimeContext, prime
 from sandlot.api.prime.errors import PrimeError, not_found, parse_body
 from sandlot.api.prime.launcher import START_EXIT, START_LOG, Launch, launch
@@ -102,8 +102,8 @@ def _check_supported(body: CreateBody) -> None:
         raise PrimeError(422, "docker_image is required unless checkpoint_id is set")
     if body.gpu_count:
         raise PrimeError(400, "GPU sandboxes are not available on this Sandlot server")
-    if body.volumes:
-        raise PrimeError(400, "Sandbox volumes are not supported by this Sandlot server")
+    if body.volumes and body.checkpoint_id:
+        raise PrimeError(400, "volumes cannot be mounted into a sandbox restored from a checkpoint")
 
 
 @router.post("/sandbox", status_code=201, responses=openapi.prime_errors(400, 404, 409, 429),
@@ -134,6 +134,7 @@ async def create_sandbox(request: Request, team_id: TeamId) -> JSONResponse:
                 assert v is not None
                 return JSONResponse({**sandbox_json(v), "gatewayAuth": _auth_json(ctx, request, v.id, team_id)}, 201)
         choice = image_refs.resolve(session, team_id, body.docker_image or "")
+    wanted = volumes.store(ctx).resolve(team_id, body.volumes) if body.volumes else []
     if choice.registry_pull:
         choice.pending_build_id = await image_builds.pull_on_first_use(ctx, team_id, body.docker_image or "")
     start_command = body.start_command.model_dump() if body.start_command else choice.image_config.get("startCommand")
@@ -170,6 +171,15 @@ async def create_sandbox(request: Request, team_id: TeamId) -> JSONResponse:
         v = records.view(session, row.id, prime=row)
         assert v is not None
         response = {**sandbox_json(v), "gatewayAuth": _auth_json(ctx, request, row.id, team_id)}
+    # each sandbox works on its own copy of each volume's head (orchestrator/prime_volumes.py)
+    try:
+        mounts = await volumes.store(ctx).make_copies(team_id, row.id, wanted) if wanted else None
+    except Exception:
+        with ctx.services.db.session() as session, session.begin():
+            failed = session.get(PrimeSandbox, row.id)
+            if failed is not None:   # frees the slot the PENDING row held
+                failed.status, failed.error_message = "ERROR", "Failed to copy a volume"
+        raise
     job = Launch(
         sandbox_id=row.id,
         team_id=team_id,
@@ -184,6 +194,7 @@ async def create_sandbox(request: Request, team_id: TeamId) -> JSONResponse:
         metadata={"prime.name": body.name},
         start_command=start_command,
         network=network,
+        volume_mounts=mounts,
     )
     ctx.spawn(launch(ctx, job), f"launch {row.id}")
     return JSONResponse(response, 201)

@@ -1,5 +1,5 @@
 """Prime parity with the unmodified SDK: checkpoints, create from a checkpoint, egress policies,
-background-job batch status, exitCode, volumes. Prints one JSON object of what it saw.
+background-job batch status, exitCode; volumes are tested by ``sdk_volumes.py``. Prints one JSON object of what it saw.
 
 ``sdk_parity.py <tag>``; every sandbox it makes is deleted before it exits.
 """
@@ -105,8 +105,8 @@ def main() -> dict[str, Any]:
 
         out["async"] = asyncio.run(async_part(source.id, checkpoint.id))
 
-        out["volumes"] = error_of(lambda: client.volumes.create(f"vol-{tag}"))
-        out["volumes_list"] = error_of(lambda: client.volumes.list())
+        out["volume_on_restore"] = error_of(lambda: client.create(CreateSandboxRequest(
+            name="v", checkpoint_id=checkpoint.id, volumes=[{"name": "x", "mount_path": "/data"}])))
 
         client.delete_checkpoint(checkpoint.id)
         out["deleted_get"] = error_of(lambda: client.get_checkpoint(checkpoint.id))
