@@ -1,14 +1,20 @@
 """The per-server CA the egress proxy signs its interception certificates with.
 
-Kept in ``<data dir>/egress-ca/``: ``ca.crt`` (public, also appended to ``bundle.crt``, the
-host's CA bundle plus this CA, which sandboxes get as their system bundle) and ``ca.key``
-(0600, never mounted into a sandbox). Leaf certificates are minted per server name on first
-use and kept in a small in-memory cache; they share one key made at start.
+Kept in ``<data dir>/egress-ca/``: ``ca.crt`` (public, also appended to the host's CA bundle
+in ``bundle-<digest>.crt``, which sandboxes get as their system bundle) and ``ca.key``
+(0600, never mounted into a sandbox). A bundle file is named by its content and never
+rewritten or deleted: sandboxes bind-mount it, and a running or paused sandbox whose mounted
+file was replaced would hold a deleted inode that CRIU can't checkpoint or restore
+("Can't re-create deleted file"); servers sharing a data dir start at different times.
+Leaf certificates are minted per server name on first use and kept in a small in-memory
+cache; they share one key made at start.
 """
 from __future__ import annotations
 
 import datetime
 import fcntl
+import functools
+import hashlib
 import ipaddress
 import os
 import secrets
@@ -40,12 +46,40 @@ def _write(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+def bundle_file(data_dir: Path, content: bytes) -> Path:
+    return data_dir / CA_DIR / f"bundle-{hashlib.sha256(content).hexdigest()[:16]}.crt"
+
+
+def current_bundle(data_dir: Path, base_bundle: Path) -> Path | None:
+    """The bundle file for the host's current bundle plus this data dir's CA, or ``None``
+    while no server has made one (the CA is made at a server's start). Called per boot:
+    the files are read again only when one of them changed."""
+    try:
+        ca, host = (data_dir / CA_DIR / "ca.crt").stat(), base_bundle.stat()
+    except OSError:
+        return None
+    path = _bundle_for(data_dir, base_bundle, (ca.st_ino, ca.st_mtime_ns, host.st_ino, host.st_mtime_ns))
+    return path if path is not None and path.exists() else None
+
+
+@functools.lru_cache(maxsize=8)
+def _bundle_for(data_dir: Path, base_bundle: Path, _stamp: tuple[int, ...]) -> Path | None:
+    try:
+        cert = (data_dir / CA_DIR / "ca.crt").read_bytes()
+        base = base_bundle.read_bytes()
+    except OSError:
+        return None
+    if base and not base.endswith(b"\n"):
+        base += b"\n"
+    return bundle_file(data_dir, base + cert)
+
+
 class EgressCA:
     def __init__(self, data_dir: Path, base_bundle: Path | None) -> None:
         self.dir = data_dir / CA_DIR
         self.cert_path = self.dir / "ca.crt"
         self.key_path = self.dir / "ca.key"
-        self.bundle_path = self.dir / "bundle.crt"
+        self.bundle_path = self.dir / "bundle.crt"   # replaced by the content-named file in _write_bundle
         self.base_bundle = base_bundle
         self._leaf_key = ec.generate_private_key(ec.SECP256R1())
         self._leaf_key_pem = self._leaf_key.private_bytes(
@@ -97,7 +131,10 @@ class EgressCA:
             base = self.base_bundle.read_bytes()
             if base and not base.endswith(b"\n"):
                 base += b"\n"
-        _write(self.bundle_path, base + self.cert_pem, 0o644)
+        data = base + self.cert_pem
+        self.bundle_path = bundle_file(self.dir.parent, data)
+        if not self.bundle_path.exists():
+            _write(self.bundle_path, data, 0o644)
 
     def context_for(self, name: str) -> ssl.SSLContext:
         """A server-side TLS context whose certificate is for ``name`` (a DNS name or an IP)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sandlot.egress.ca import CA_DIR
+from sandlot.egress.ca import current_bundle
 from sandlot.egress.config import needs_proxy
 from sandlot.orchestrator.envd_client import EnvdAgent, EnvdInitError
 from sandlot.orchestrator.requests import DEFAULT_USER, DEFAULT_WORKDIR, EnvdLauncher
@@ -54,8 +54,8 @@ class Boot:
         mounts = [BindMount(self.settings.envd_runtime_dir, "/.sandlot", read_only=True)]
         if self.settings.trust_host_ca and self.settings.host_ca_bundle.exists():
             # the host's bundle plus the egress proxy's CA when the server has one (sandlot/egress/ca.py)
-            egress = self.settings.data_dir / CA_DIR / "bundle.crt"
-            bundle = egress if egress.exists() else self.settings.host_ca_bundle
+            egress = current_bundle(self.settings.data_dir, self.settings.host_ca_bundle)
+            bundle = egress or self.settings.host_ca_bundle
             mounts.append(BindMount(bundle, SYSTEM_BUNDLE, read_only=True))
         mounts += self.proc_mounts
         return SandboxSpec(

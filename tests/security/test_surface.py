@@ -11,6 +11,7 @@ in the sandbox's cgroup and mount views.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -134,7 +135,9 @@ def test_mountinfo_shows_no_host_paths(sandbox: Sandbox, server: Server) -> None
     the host filesystem, so envd's read-only runtime at ``/.sandlot`` shows it, and so does
     the sandbox's own read-only boot-id directory (``/.sandlot-boot`` and the file bound over
     ``/proc/sys/kernel/random/boot_id``; ``runtime/boot_id.py``), which names the sandbox's id
-    and the server instance: nothing the sandbox can use to reach any other path."""
+    and the server instance: nothing the sandbox can use to reach any other path; and the CA
+    bundle bound read-only over the system bundle (the host's bundle plus the egress proxy's
+    public CA, a content-named file under ``<data>/egress-ca``; ``egress/ca.py``)."""
     data_dir = str(server.env().get("SANDLOT_DATA_DIR") or default_data_dir())
     info = sandbox.commands.run("cat /proc/self/mountinfo").stdout
     root = [line for line in info.splitlines() if line.split()[4] == "/"]
@@ -144,6 +147,9 @@ def test_mountinfo_shows_no_host_paths(sandbox: Sandbox, server: Server) -> None
     boot_dir = f"{data_dir}/runtime/{server.instance}/sandboxes/{sandbox.sandbox_id}/boot"
     allowed = {"/.sandlot": f"{data_dir}/envd/runtime", "/.sandlot-boot": boot_dir,
                "/proc/sys/kernel/random/boot_id": f"{boot_dir}/boot_id"}
-    assert {line.split()[4] for line in leaks} <= set(allowed), leaks
-    assert all(line.split()[5].startswith("ro") and line.split()[3] == allowed[line.split()[4]]
-               for line in leaks), leaks
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    assert {line.split()[4] for line in leaks} <= {*allowed, bundle}, leaks
+    assert all(line.split()[5].startswith("ro") and (
+        line.split()[3] == allowed[line.split()[4]] if line.split()[4] != bundle
+        else re.fullmatch(re.escape(f"{data_dir}/egress-ca/bundle-") + "[0-9a-f]{16}[.]crt", line.split()[3]))
+        for line in leaks), leaks
