@@ -141,4 +141,5 @@ async def change_node(node_id: str, body: NodeStatusChange, request: Request) ->
 
     if not await asyncio.to_thread(change):
         raise APIError(404, f"Node \"{node_id}\" not found")
+    services.sandboxes.nodes.noted(node_id, body.status)
     return Response(status_code=204)

@@ -3,8 +3,10 @@
 Single-box today: the server is its one node, so "placement" is one question — may this node
 take a new sandbox? An operator's drain (``POST /nodes/{id}``, stored in the database) says no;
 creates then fail with :class:`NoNodeAvailable` (503) and running sandboxes are untouched.
-The status is read from the database on each create, so a drain through any process sharing
-the database takes effect at once. See docs/scale-out.md for what a multi-node registry adds.
+The status is kept in memory (a create pays no store query): set at registration, by a drain
+through this server's own route at once, and re-read from the database with every heartbeat, so a
+drain written by another process takes effect within ``node_heartbeat_s``. See docs/scale-out.md
+for what a multi-node registry adds.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class NodeRegistry(Periodic):
         self.db = db
         self.node_id = default_node_id(settings)
         self.every_s = settings.node_heartbeat_s
+        self.status = node_store.READY
+        """This node's status as last read or set (what :meth:`admit` answers from)."""
 
     def address(self) -> str:
         return f"{self.settings.host}:{self.settings.port}"
@@ -81,6 +85,7 @@ class NodeRegistry(Periodic):
         with self.db.session() as session:
             row = node_store.register(session, self.node_id, self.address(), host_capacity(self.settings),
                                       version(), datetime.now(timezone.utc))
+            self.status = row.status
             log.info("node registered", node=self.node_id, status=row.status)
 
     async def start_registered(self) -> None:
@@ -93,17 +98,20 @@ class NodeRegistry(Periodic):
     def _beat(self) -> None:
         with self.db.session() as session:
             alive = node_store.heartbeat(session, self.node_id, datetime.now(timezone.utc))
+            row = node_store.get(session, self.node_id) if alive else None
+            if row is not None:
+                self.status = row.status   # a drain another process wrote
         if not alive:   # an operator deleted the row: come back rather than vanish
             self.register()
 
+    def noted(self, node_id: str, status: str) -> None:
+        """An operator set ``node_id``'s status through this server: apply it now if it is us."""
+        if node_id == self.node_id:
+            self.status = status
+
     def admit(self) -> None:
         """Raise :class:`NoNodeAvailable` unless this node may take a new sandbox."""
-        with self.db.session() as session:
-            row = node_store.get(session, self.node_id)
-            if row is None:
-                return   # not registered yet (start-up) or deleted: the heartbeat re-registers it
-            status = row.status
-        if status == node_store.DRAINING:
+        if self.status == node_store.DRAINING:
             raise NoNodeAvailable(f"No node can take new sandboxes: node \"{self.node_id}\" is draining "
                                   f"(an operator set it with POST /nodes/{self.node_id}); running sandboxes "
                                   "keep running. Retry once the node is enabled again.")

@@ -80,3 +80,22 @@ def test_stale_heartbeat_reads_unavailable(tmp_path: Path) -> None:
         assert node_store.heartbeat(session, "n1", now + timedelta(seconds=5))
         assert not node_store.heartbeat(session, "gone", now)
     db.dispose()
+
+
+async def test_a_drain_written_elsewhere_applies_at_the_next_heartbeat(tmp_path: Path,
+                                                                       store_template: StoreTemplate) -> None:
+    """Another process sharing the database drains the node: the next heartbeat reads it."""
+    stack = await start_stack(tmp_path, store_template, admin_token=TOKEN, node_id="box-2")
+    try:
+        registry = stack.services.sandboxes.nodes
+        with stack.services.db.session() as session:
+            assert node_store.set_status(session, "box-2", "draining")   # not through this server's route
+        await registry.tick()
+        refused = await stack.client.post("/sandboxes", headers=stack.headers(), json={"templateID": "base"})
+        assert refused.status_code == 503
+        with stack.services.db.session() as session:
+            assert node_store.set_status(session, "box-2", "ready")
+        await registry.tick()
+        assert (await stack.create())["sandboxID"]
+    finally:
+        await stop_stack(stack)
