@@ -263,11 +263,16 @@ class PrimeVolumes:
                                         f"{sandbox_id} mounted ({copy.head_id}): publish with force=True to replace it")
             copy_dir, target = self.volumes.volume_dir(copy.id), self.volumes.volume_dir(version_id)
             frozen = volume_disk.mount_path(copy_dir)
-            await _run("/usr/sbin/fsfreeze", "--freeze", str(frozen))
-            try:
-                await self._copy_image(copy_dir, target)
-            finally:
-                await _run("/usr/sbin/fsfreeze", "--unfreeze", str(frozen))
+            if not volume_disk.is_mounted(copy_dir):
+                raise OperationFailed(f"Sandbox {sandbox_id}'s copy of volume '{name}' is not mounted on the host")
+            try:   # frozen: the image on disk is a consistent, clean ext4 while it is copied
+                await _run("/usr/sbin/fsfreeze", "--freeze", str(frozen))
+                try:
+                    await self._copy_image(copy_dir, target)
+                finally:
+                    await _run("/usr/sbin/fsfreeze", "--unfreeze", str(frozen))
+            except SandboxRuntimeError as exc:
+                raise OperationFailed(f"Failed to publish volume '{name}': {exc}") from exc
             with self.db.session() as session, session.begin():
                 fresh = session.get(Volume, head.id)
                 if fresh is None:
