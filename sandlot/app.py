@@ -12,6 +12,7 @@ from sandlot.api import builds as build_routes
 from sandlot.api import cli_login as cli_login_routes
 from sandlot.api import errors
 from sandlot.api import events as event_routes
+from sandlot.api import identity as identity_routes
 from sandlot.api.idempotency import IdempotencyCache
 from sandlot.api import observability as observability_routes
 from sandlot.api import metrics_listener
@@ -172,6 +173,7 @@ def create_app(services: Services) -> FrontDoor:
     api.include_router(team_routes.router)   # /teams, team metrics, /api-keys, /access-tokens (issue 15)
     api.include_router(cli_login_routes.router)   # `e2b auth login`: /docs/api/cli, /oauth/* (issue 15)
     api.include_router(event_routes.router)   # lifecycle events and webhooks (issue 15)
+    api.include_router(identity_routes.router)   # OIDC discovery + JWKS of the iam tokens (issue 16)
     prime_ctx = prime_facade.install(api, services)  # Prime Intellect /api/v1 + /gateway (issue 7)
     api.mount("/dashboard", create_dashboard(services, lambda: health_problems(services, disk_guard)))  # issue 18
     front_door = FrontDoor(api, services.sandboxes, services.settings.domain, services.settings.envd_port)

@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     egress_upstream_ca_files: list[Path] = []
     """PEM CA files the egress proxy trusts for upstream HTTPS besides ``host_ca_bundle`` (JSON
     list: an internal CA of the hosts rules send secrets to)."""
+    workload_identity: bool = True
+    """E2B's ``iam`` (team flag there, server-wide here): sandboxes may define JWT-SVID tokens the
+    egress proxy mints; off = a create with ``iam`` tokens answers 400."""
+    identity_issuer: str | None = None
+    """``iss`` of the JWT-SVIDs: the public base URL of this API, where audiences fetch
+    ``/.well-known/openid-configuration``; unset = ``https://api.<domain>`` (or
+    ``http://<host>:<port>`` without a domain)."""
+    identity_trust_domain: str | None = None
+    """SPIFFE trust domain of the tokens' ``sub``; unset = ``domain`` (or ``sandlot.local``)."""
 
     default_timeout_s: int = 300
     max_lifetime_s: int = 24 * 3600
@@ -247,6 +256,18 @@ class Settings(BaseSettings):
     @cached_property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'sandlot.db'}"
+
+    @property
+    def effective_identity_issuer(self) -> str:
+        if self.identity_issuer:
+            return self.identity_issuer.rstrip("/")
+        if self.domain:
+            return f"https://api.{self.domain}"
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def effective_trust_domain(self) -> str:
+        return self.identity_trust_domain or self.domain or "sandlot.local"
 
     @property
     def templates_dir(self) -> Path:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sandlot.api import limits, openapi
 from sandlot.api.auth import TeamId
 from sandlot.api.errors import APIError, not_found_sandbox
-from sandlot.egress.config import proxy_info
+from sandlot.egress.config import ConfigError, parse_iam, proxy_info, stored_iam
 from sandlot.orchestrator.requests import CloneRequest, CreateRequest
 from sandlot.orchestrator.sandboxes import SandboxManager
 from sandlot.services import Services
@@ -60,6 +60,9 @@ class NetworkUpdate(_Body):
     egress_proxy: limits.JsonObject | None = Field(None, alias="egressProxy")
     rules: limits.JsonObject | None = None
     allow_internet_access: StrictBool | None = None
+    iam: limits.JsonObject | None = None
+    """Not E2B's: its update carries no ``iam``; here one with tokens is refused (tokens are
+    defined at create), never silently ignored."""
 
 
 def _check_https_ports(https_ports: list[int] | None, envd_port: int) -> None:
@@ -71,13 +74,16 @@ def _check_https_ports(https_ports: list[int] | None, envd_port: int) -> None:
             raise APIError(400, f"network.httpsPorts: port {port} is envd's and cannot be HTTPS")
 
 
-def _reject_iam(iam: dict[str, Any] | None) -> None:
-    """Workload identity needs an identity provider the audience trusts (E2B's SPIFFE issuer):
-    a server without one answers as E2B does for a team without the feature, 400."""
-    tokens = (iam or {}).get("tokens")
-    if tokens:
-        raise APIError(400, "iam (workload identity tokens) is not supported by this Sandlot server: it has no "
-                            "identity provider to mint JWT-SVIDs that an audience would trust")
+def with_iam(network: dict[str, Any] | None, iam: dict[str, Any] | None) -> dict[str, Any] | None:
+    """E2B's ``iam`` kept with the sandbox's network configuration (so it follows the sandbox
+    through pause/resume, and ``PUT /network`` cannot replace it); 400 when invalid."""
+    try:
+        stored = stored_iam(parse_iam(iam))
+    except ConfigError as exc:
+        raise APIError(400, str(exc)) from exc
+    if stored is None:
+        return network
+    return {**(network or {}), "iam": stored}
 
 
 class AutoResume(_Body):
@@ -217,7 +223,6 @@ def _reject_unsupported(body: NewSandbox, envd_port: int) -> None:
         raise APIError(400, "autoResume cannot be combined with a filesystem-only autoPause (autoPauseMemory=false)")
     if body.network is not None:
         _check_https_ports(body.network.https_ports, envd_port)
-    _reject_iam(body.iam)
 
 
 def parse_metadata_filter(raw: str | None) -> dict[str, str]:
@@ -249,7 +254,7 @@ async def create_sandbox(body: NewSandbox, request: Request, team_id: TeamId) ->
 async def _create_sandbox(body: NewSandbox, request: Request, team_id: str) -> dict[str, Any]:
     timeout = checked_timeout(request, body.timeout)
     _reject_unsupported(body, request.app.state.services.settings.envd_port)
-    network = body.network.stored() if body.network is not None else None
+    network = with_iam(body.network.stored() if body.network is not None else None, body.iam)
     manager(request).egress_policy(body.allow_internet_access, network)
     services = request.app.state.services
     with services.db.session() as session:   # a snapshot name/id starts a sandbox from it (issue 4)
@@ -404,6 +409,8 @@ async def connect(
 
 @router.put("/sandboxes/{sandbox_id}/network", status_code=204, responses=openapi.errors(404, 409))
 async def update_network(sandbox_id: str, body: NetworkUpdate, request: Request, team_id: TeamId) -> Response:
+    if (body.iam or {}).get("tokens"):
+        raise APIError(400, "iam tokens are defined when the sandbox is created; PUT /network cannot add them")
     egress = {"allowOut": body.allow_out, "denyOut": body.deny_out, "dnsServers": body.dns_servers,
               "rules": body.rules, "egressProxy": body.egress_proxy}
     await manager(request).update_network(team_id, short_id(sandbox_id), body.allow_internet_access, egress)

@@ -22,6 +22,14 @@ MAX_SERVER_NAME = 253
 
 SECRET_PREFIX = "${e2b.secrets."
 IDENTITY_PREFIX = "${e2b.identity."
+TOKEN_PREFIX = "${e2b.identity.tokens."
+TEXT, SECRET, IDENTITY = "text", "secret", "identity"
+MAX_IAM_TOKENS = 5
+IAM_TOKEN_TYPES = ("JWT-SVID",)
+MAX_AUDIENCE = 2048
+_BAD_TOKEN_NAME = re.compile(r"[{}\x00-\x1f\x7f-\x9f]")
+"""E2B's rule for a token name: a brace would end or open a placeholder, a control character
+cannot be in a header."""
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")   # RFC 9110 token: a header name
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _SECRET_NAME = re.compile(r"^[a-z0-9_-]{1,128}$")
@@ -36,13 +44,18 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class HeaderValue:
-    """A header value split into literal text and secret references (``${e2b.secrets.<name>}``)."""
+    """A header value split into literal text, secret references (``${e2b.secrets.<name>}``) and
+    workload identity tokens (``${e2b.identity.tokens.<name>}``)."""
 
-    parts: tuple[tuple[bool, str], ...]   # (is_secret, text or secret name)
+    parts: tuple[tuple[str, str], ...]   # (TEXT / SECRET / IDENTITY, text or name)
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        return tuple(text for is_secret, text in self.parts if is_secret)
+        return tuple(text for kind, text in self.parts if kind == SECRET)
+
+    @property
+    def identities(self) -> tuple[str, ...]:
+        return tuple(text for kind, text in self.parts if kind == IDENTITY)
 
 
 @dataclass(frozen=True)
@@ -77,15 +90,28 @@ def _domain_key(key: object) -> str:
 
 def parse_value(value: str) -> HeaderValue:
     """Split ``value`` on ``${e2b.secrets.<name>}`` references (INFRA's parser: the name is the
-    text up to the next ``}``, trimmed and lower-cased; other ``${e2b.*}`` stay literal)."""
-    parts: list[tuple[bool, str]] = []
+    text up to the next ``}``, trimmed and lower-cased; other ``${e2b.*}`` stay literal) and
+    ``${e2b.identity.tokens.<name>}`` ones (the name verbatim, up to the next ``}``)."""
+    parts: list[tuple[str, str]] = []
     rest = value
     while True:
-        at = rest.find(SECRET_PREFIX)
-        if at < 0:
+        found = [(at, prefix) for prefix in (SECRET_PREFIX, IDENTITY_PREFIX) if (at := rest.find(prefix)) >= 0]
+        if not found:
             break
+        at, prefix = min(found)
         if rest[:at]:
-            parts.append((False, rest[:at]))
+            parts.append((TEXT, rest[:at]))
+        if prefix == IDENTITY_PREFIX:
+            if not rest.startswith(TOKEN_PREFIX, at):
+                raise ConfigError("Invalid identity reference: only ${e2b.identity.tokens.<name>} is known")
+            tail = rest[at + len(TOKEN_PREFIX):]
+            end = tail.find("}")
+            if end < 0:
+                raise ConfigError("Invalid identity reference: unterminated '${e2b.identity.tokens.'")
+            check_token_name(tail[:end])
+            parts.append((IDENTITY, tail[:end]))
+            rest = tail[end + 1:]
+            continue
         tail = rest[at + len(SECRET_PREFIX):]
         end = tail.find("}")
         if end < 0:
@@ -96,14 +122,68 @@ def parse_value(value: str) -> HeaderValue:
         name = raw.strip().lower()
         if not _SECRET_NAME.match(name) or name.startswith("sec_"):
             raise ConfigError(f"Invalid secret reference {raw!r}: expected a secret name of letters, digits, '_', '-'")
-        parts.append((True, name))
+        parts.append((SECRET, name))
         rest = tail[end + 1:]
     if rest:
-        parts.append((False, rest))
-    if IDENTITY_PREFIX in value:
-        raise ConfigError("Workload identity tokens (${e2b.identity.tokens.*}) are not supported by this Sandlot "
-                          "server: it has no identity provider to mint them")
+        parts.append((TEXT, rest))
     return HeaderValue(tuple(parts))
+
+
+def check_token_name(name: object) -> str:
+    if not isinstance(name, str) or not name or _BAD_TOKEN_NAME.search(name) or len(name) > MAX_HEADER_NAME:
+        raise ConfigError(f"Invalid iam token name {name!r}: 1-{MAX_HEADER_NAME} characters, no '{{', '}}' or "
+                          "control characters")
+    return name
+
+
+def parse_iam(raw: object) -> dict[str, str]:
+    """E2B's ``iam`` (``{"tokens": {name: {"audience", "tokenType"}}}``) as ``{name: audience}``;
+    an absent or empty map is no workload identity."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError("iam must be an object with a 'tokens' map")
+    tokens = raw.get("tokens")
+    if tokens is None:
+        return {}
+    if not isinstance(tokens, dict):
+        raise ConfigError("iam.tokens must be an object of name -> token")
+    if len(tokens) > MAX_IAM_TOKENS:
+        raise ConfigError(f"iam.tokens has {len(tokens)} tokens; at most {MAX_IAM_TOKENS} are allowed")
+    out: dict[str, str] = {}
+    for name, token in tokens.items():
+        check_token_name(name)
+        if not isinstance(token, dict):
+            raise ConfigError(f"iam.tokens[{name!r}] must be an object with 'audience' and 'tokenType'")
+        audience, kind = token.get("audience"), token.get("tokenType")
+        if not isinstance(audience, str) or not audience or len(audience) > MAX_AUDIENCE \
+                or any(c in audience for c in "\r\n\0"):
+            raise ConfigError(f"iam.tokens[{name!r}].audience must be a non-empty string of at most "
+                              f"{MAX_AUDIENCE} characters")
+        if kind not in IAM_TOKEN_TYPES:
+            raise ConfigError(f"iam.tokens[{name!r}].tokenType {kind!r} is not supported; expected one of "
+                              f"{', '.join(IAM_TOKEN_TYPES)}")
+        out[name] = audience
+    return out
+
+
+def stored_iam(tokens: dict[str, str]) -> dict[str, Any] | None:
+    """The ``iam`` kept with the sandbox's network configuration (audiences verbatim)."""
+    if not tokens:
+        return None
+    return {"tokens": {name: {"audience": audience, "tokenType": "JWT-SVID"} for name, audience in tokens.items()}}
+
+
+def check_identity_refs(rules: tuple[Rule, ...], tokens: dict[str, str]) -> None:
+    """Every ``${e2b.identity.tokens.<name>}`` of ``rules`` names a token of the sandbox's ``iam``
+    (the proxy never mints a token that was not registered at create)."""
+    for rule in rules:
+        for header, value in rule.headers:
+            for name in value.identities:
+                if name not in tokens:
+                    raise ConfigError(f"network.rules[{rule.host!r}] header {header!r} references the iam token "
+                                      f"{name!r}, which the sandbox's iam does not define (tokens are only "
+                                      "defined at create)")
 
 
 def parse_rules(raw: object) -> tuple[Rule, ...]:

@@ -14,7 +14,8 @@ leaves inside a session with the genuine host. Port 80 is plain HTTP: a rule's h
 only added when the Host name resolves (host-side, through the server's resolvers) to the
 address the sandbox dialled. Requests are parsed and re-framed with h11 on both sides, one
 request at a time; a matching rule's headers replace same-named ones, their
-``${e2b.secrets.<name>}`` references resolved from the team's secrets at that moment.
+``${e2b.secrets.<name>}`` references resolved from the team's secrets at that moment and
+``${e2b.identity.tokens.<name>}`` ones by a JWT-SVID minted for this request (``identity.py``).
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ import socket
 import ssl
 import struct
 import weakref
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import dns.asyncresolver
@@ -36,7 +37,7 @@ import h11
 
 from sandlot.egress import socks
 from sandlot.egress.ca import EgressCA
-from sandlot.egress.config import HeaderValue, Rule, UpstreamProxy, match
+from sandlot.egress.config import SECRET, TEXT, HeaderValue, Rule, UpstreamProxy, match
 from sandlot.egress.destinations import Destinations
 from sandlot.runtime.egress import EgressPolicy
 
@@ -63,11 +64,16 @@ class EgressContext:
     policy: EgressPolicy
     rules: tuple[Rule, ...]
     upstream: UpstreamProxy | None
+    tokens: Mapping[str, str] = field(default_factory=dict)
+    """The sandbox's ``iam`` tokens, name -> audience."""
+    template_id: str = ""
 
 
 Lookup = Callable[[str], EgressContext | None]
 SecretReader = Callable[[str, str], str | None]
 """``(team_id, secret name) -> value``; host-side only, the value is never logged."""
+Minter = Callable[[EgressContext, str], str]
+"""``(sandbox, audience) -> a fresh JWT-SVID``; host-side only, the token is never logged."""
 
 
 class Refused(Exception):
@@ -97,8 +103,9 @@ def _host_name(value: bytes | None) -> str | None:
 
 class EgressProxy:
     def __init__(self, ca: EgressCA, destinations: Destinations, lookup: Lookup, secret: SecretReader,
-                 upstream_cafiles: list[str], system_bundle: str | None) -> None:
+                 upstream_cafiles: list[str], system_bundle: str | None, mint: Minter | None = None) -> None:
         self.ca = ca
+        self.mint = mint
         self.destinations = destinations
         self.lookup = lookup
         self.secret = secret
@@ -382,9 +389,12 @@ class EgressProxy:
 
     def _render(self, ctx: EgressContext, value: HeaderValue) -> bytes:
         out: list[str] = []
-        for is_secret, text in value.parts:
-            if not is_secret:
+        for kind, text in value.parts:
+            if kind == TEXT:
                 out.append(text)
+                continue
+            if kind != SECRET:
+                out.append(self._token(ctx, text))
                 continue
             secret = self.secret(ctx.team_id, text)
             if secret is None:
@@ -394,6 +404,14 @@ class EgressProxy:
                                    "(it contains a line break or NUL)")
             out.append(secret)
         return "".join(out).encode()
+
+    def _token(self, ctx: EgressContext, name: str) -> str:
+        """A fresh JWT-SVID for the sandbox's iam token ``name`` (minted here, per request)."""
+        audience = ctx.tokens.get(name)
+        if audience is None or self.mint is None:
+            raise Refused(502, f"Sandlot egress proxy: the iam token {name!r} named by a network rule is not "
+                               "defined for this sandbox")
+        return self.mint(ctx, audience)
 
 
 async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float) -> Any:

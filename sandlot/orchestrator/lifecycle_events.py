@@ -116,6 +116,11 @@ class LifecycleEvents:
             self._key = data_dir_key(self.settings.data_dir, event_store.KEY_FILE)
         return self._key
 
+    def current_execution(self, sandbox_id: str) -> str | None:
+        """The running sandbox's execution id once its start event was recorded (else ``None``)."""
+        known = self._executions.get(sandbox_id)
+        return known[0] if known is not None else None
+
     # --- what the state machine and the manager call (never wait) --------------------------------
 
     def on_transition(self, row: Sandbox, old: str, new: str) -> None:

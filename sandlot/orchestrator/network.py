@@ -10,14 +10,17 @@ sandbox's stored network configuration and the team's secrets at each new connec
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from sqlalchemy import select
 
 from sandlot.egress.ca import EgressCA
-from sandlot.egress.config import ConfigError, needs_proxy, parse_proxy, parse_rules
+from sandlot.egress.config import (ConfigError, check_identity_refs, needs_proxy, parse_iam, parse_proxy,
+                                   parse_rules)
 from sandlot.egress.destinations import Destinations
+from sandlot.egress.identity import IdentityIssuer, Subject
 from sandlot.egress.server import EgressContext, EgressProxy
 from sandlot.orchestrator.errors import InvalidRequest
 from sandlot.runtime.base import Runtime
@@ -41,6 +44,11 @@ class NetworkPolicies:
         self.db = db
         self.destinations = Destinations(settings.sandbox_subnet, tuple(settings.egress_allow_private))
         self.proxy: EgressProxy | None = None
+        self.identity = IdentityIssuer(settings.data_dir, settings.effective_identity_issuer,
+                                       settings.effective_trust_domain)
+        """Signs the JWT-SVIDs of sandboxes' ``iam`` tokens (key made on first use)."""
+        self.execution_of: Callable[[str], str | None] = lambda _sandbox_id: None
+        """The sandbox's current execution id (the lifecycle events'), for the tokens' claims."""
 
     # --- the egress proxy -------------------------------------------------------------------
 
@@ -52,7 +60,7 @@ class NetworkPolicies:
         ca = EgressCA(self.settings.data_dir, bundle if self.settings.trust_host_ca else None)
         cafiles = [str(p) for p in self.settings.egress_upstream_ca_files]
         proxy = EgressProxy(ca, self.destinations, self._context, self._secret, cafiles,
-                            str(bundle) if bundle.exists() else None)
+                            str(bundle) if bundle.exists() else None, mint=self._mint)
         await proxy.start()
         self.proxy = proxy
 
@@ -74,20 +82,31 @@ class NetworkPolicies:
             policy = self.policy(row.allow_internet_access, row.network)
             network = row.network or {}
             return EgressContext(row.id, row.team_id, policy, parse_rules(network.get("rules")),
-                                 parse_proxy(network.get("egressProxy")))
+                                 parse_proxy(network.get("egressProxy")), parse_iam(network.get("iam")),
+                                 row.template_id)
         except (InvalidRequest, ConfigError):
             log.exception("stored network configuration no longer valid", sandbox_id=row.id)
             return None
+
+    def _mint(self, ctx: EgressContext, audience: str) -> str:
+        subject = Subject(ctx.team_id, ctx.sandbox_id, ctx.template_id, self.execution_of(ctx.sandbox_id))
+        return self.identity.mint(subject, audience)
 
     def _secret(self, team_id: str, name: str) -> str | None:
         assert self.db is not None
         with self.db.session() as session:
             return secret_store.secret_value(session, team_id, name)
 
-    def _check_proxied(self, network: dict[str, Any]) -> tuple[int, int, int]:
-        """Validate ``rules`` and ``egressProxy``: the proxy's ports for the nft redirects."""
+    def _check_proxied(self, network: dict[str, Any], check_identity: bool) -> tuple[int, int, int]:
+        """Validate ``rules``, ``iam`` and ``egressProxy``: the proxy's ports for the nft redirects."""
         try:
-            parse_rules(network.get("rules"))
+            rules = parse_rules(network.get("rules"))
+            tokens = parse_iam(network.get("iam"))
+            if check_identity:
+                if tokens and not self.settings.workload_identity:
+                    raise ConfigError("iam (workload identity) is turned off on this Sandlot server "
+                                      "(SANDLOT_WORKLOAD_IDENTITY=false)")
+                check_identity_refs(rules, tokens)
             upstream = parse_proxy(network.get("egressProxy"))
         except ConfigError as exc:
             raise InvalidRequest(str(exc)) from exc
@@ -112,15 +131,19 @@ class NetworkPolicies:
 
     # --- policies ---------------------------------------------------------------------------
 
-    def policy(self, allow_internet_access: bool | None, network: dict[str, Any] | None) -> EgressPolicy:
-        """The validated policy; :class:`InvalidRequest` when invalid or unsupported by the runtime."""
+    def policy(self, allow_internet_access: bool | None, network: dict[str, Any] | None,
+               check_identity: bool = False) -> EgressPolicy:
+        """The validated policy; :class:`InvalidRequest` when invalid or unsupported by the runtime.
+        ``check_identity``: rules may only name the ``iam`` tokens of ``network`` (create and
+        ``PUT /network``; a fork keeps its source's rules without the tokens, whose placeholders
+        the proxy then refuses)."""
         try:
             policy = parse_policy(allow_internet_access, network)
         except PolicyError as exc:
             raise InvalidRequest(str(exc)) from exc
         if not policy.is_open and not self.runtime.egress_rules:
             raise InvalidRequest("Egress rules are not supported by this sandbox runtime")
-        http, https, tunnel = self._check_proxied(network or {})
+        http, https, tunnel = self._check_proxied(network or {}, check_identity)
         upstreams = tuple(self.settings.dns_upstreams) or host_resolvers()
         return EgressPolicy(policy.allow, policy.deny, policy.domains, policy.dns_servers, upstreams,
                             http_port=http, https_port=https, tunnel_port=tunnel)

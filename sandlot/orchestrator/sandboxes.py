@@ -87,6 +87,7 @@ class SandboxManager:
         """Called with (sandbox id, ``"oom"`` or ``"exited"``) when a container died on its own."""
         self.lifecycle_events = LifecycleEvents(settings, db)   # E2B's /events and webhooks
         self.lifecycle.transitions.append(self.lifecycle_events.on_transition)
+        self.network.execution_of = self.lifecycle_events.current_execution
         self.volumes = Volumes(settings, db, lambda: runtime.userns)   # E2B volumes (issue 15)
         self.lifecycle.transitions.append(self.volumes.on_transition)   # the last user unmounts
         self.pausing.mount_volumes = self.snapshots.mount_volumes = self.volumes.acquire
@@ -124,7 +125,7 @@ class SandboxManager:
 
     def egress_policy(self, allow_internet_access: bool | None, network: dict[str, Any] | None) -> EgressPolicy:
         """Validated policy (:class:`InvalidRequest` when invalid or unsupported by the runtime)."""
-        return self.network.policy(allow_internet_access, network)
+        return self.network.policy(allow_internet_access, network, check_identity=True)
 
     async def create(self, request: CreateRequest) -> Sandbox:
         """``QuotaExceeded`` when the team already runs its limit of sandboxes (``quotas``);
@@ -333,9 +334,10 @@ class SandboxManager:
             row = self.owned(team_id, sandbox_id)
             if row.state != RUNNING or not row.ip:
                 raise Conflict(f"Sandbox \"{sandbox_id}\" is {row.state}")
-            network = {k: v for k, v in (row.network or {}).items() if k in ("allowPublicTraffic", "maskRequestHost", "httpsPorts")}
+            kept = ("allowPublicTraffic", "maskRequestHost", "httpsPorts", "iam")   # iam: defined at create only
+            network = {k: v for k, v in (row.network or {}).items() if k in kept}
             network.update({k: v for k, v in egress.items() if v is not None})
-            self.network.policy(allow_internet_access, network)   # validate before touching anything
+            self.network.policy(allow_internet_access, network, check_identity=True)   # validate before any change
             await self.network.apply(row.ip, allow_internet_access, network)
             with self.db.session() as session, session.begin():
                 fresh = session.get(Sandbox, sandbox_id)

@@ -46,9 +46,10 @@ SDK and raw API calls may ask up to this). The team's sandbox quota still bounds
 
 
 def clone_policy(source: Snapshot | Sandbox, request: CloneRequest) -> tuple[bool | None, dict[str, Any] | None]:
-    """The clone's (allow_internet_access, network): the source's, with explicit create options on top."""
+    """The clone's (allow_internet_access, network): the source's, with explicit create options on top.
+    Workload identity (``iam``) is the source's own: a clone has none unless its create gives one."""
     allow = source.allow_internet_access if request.allow_internet_access is None else request.allow_internet_access
-    network = dict(source.network or {})
+    network = {k: v for k, v in (source.network or {}).items() if k != "iam"}
     network.update(request.network or {})
     return allow, (network or None)
 

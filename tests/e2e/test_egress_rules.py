@@ -3,6 +3,9 @@ SDK, against test hosts in a network namespace (tests/e2e/egress_lab.py): the se
 the matching host over HTTPS and HTTP and nothing else, the sandbox can't read it, an upstream
 SOCKS5 proxy carries the traffic when configured, rule updates apply to a running sandbox, and
 a sandbox without rules keeps its direct path.
+
+Workload identity (E2B ``iam``): a rule header naming ``${e2b.identity.tokens.<name>}`` carries a
+JWT-SVID minted per request that verifies against the server's published JWKS.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from sandlot import ids
 from tests.e2e.egress_lab import API_NAME, ECHO_PORT, OTHER_NAME, SOCKS_PASSWORD, SOCKS_PORT, SOCKS_TLS_PORT, \
     SOCKS_USER, EgressLab, egress_lab
 from tests.e2e.server import Server, sdk_pointed_at, unique_instance, unique_subnet
+from tests.unit.test_egress_identity import verify
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="network tests need root"), pytest.mark.slow]
 
@@ -183,9 +187,16 @@ def test_invalid_rules_and_iam_are_refused(server: Server) -> None:
     for network in bad:
         answer = api.post("/v2/sandboxes", json={"templateID": "base", "network": network})
         assert answer.status_code == 400, (network, answer.text)
-    answer = api.post("/v2/sandboxes", json={"templateID": "base", "iam": {"tokens": {
-        "aws": {"audience": "sts.amazonaws.com", "tokenType": "JWT-SVID"}}}})
-    assert answer.status_code == 400 and "identity" in answer.json()["message"]
+    aws = {"audience": "sts.amazonaws.com", "tokenType": "JWT-SVID"}
+    bad_iam = [{"tokens": {"aws": {"audience": "x", "tokenType": "OIDC"}}}, {"tokens": {"a}b": aws}},
+               {"tokens": {f"t{i}": aws for i in range(6)}}, {"tokens": {"": aws}}]
+    for iam in bad_iam:
+        answer = api.post("/v2/sandboxes", json={"templateID": "base", "iam": iam})
+        assert answer.status_code == 400 and "iam" in answer.json()["message"], (iam, answer.text)
+    unregistered = {"rules": {"a.test": [{"transform": {"headers": {"A": "${e2b.identity.tokens.gcp}"}}}]}}
+    answer = api.post("/v2/sandboxes", json={"templateID": "base", "network": unregistered,
+                                             "iam": {"tokens": {"aws": aws}}})
+    assert answer.status_code == 400 and "'gcp'" in answer.json()["message"]
 
 
 _TLS_SERVER = """
@@ -261,3 +272,81 @@ def test_egress_proxy_over_tls_with_its_own_ca(server: Server, lab: EgressLab) -
         assert "caCert" not in repr(sbx.get_info().network) and "BEGIN CERTIFICATE" not in repr(sbx.get_info())
     finally:
         sbx.kill()
+
+
+def _bearers(lab: EgressLab, since: int) -> list[str]:
+    """The JWTs the lab's HTTPS host received after line ``since`` (``auth=Bearer <jwt>``)."""
+    return [line.split("auth=Bearer ", 1)[1].split(" ", 1)[0] for line in lab.lines()[since:]
+            if line.startswith(f"https {lab.api_ip} ") and "auth=Bearer ey" in line]
+
+
+def test_iam_token_is_minted_per_request_and_verifies_against_the_jwks(server: Server, lab: EgressLab) -> None:
+    import httpx
+    sbx = Sandbox.create(
+        timeout=300, iam={"tokens": {"aws": Secret.iam_token(audience="sts.amazonaws.com", token_type="JWT-SVID")}},
+        network={"rules": {API_NAME: [{"transform": lambda ctx: {
+            "headers": {"Authorization": f"Bearer {ctx.iam.tokens['aws']}"}}}]}})
+    made = [sbx]
+    try:
+        sbx.commands.run(f"printf {shlex.quote(lab.hosts_file())} >> /etc/hosts", user="root")
+        before = len(lab.lines())
+        assert _curl(sbx, f"https://{API_NAME}/") == f"https {lab.api_ip} auth=yes"
+        assert _curl(sbx, f"https://{API_NAME}/") == f"https {lab.api_ip} auth=yes"
+        tokens = _bearers(lab, before)
+        assert len(tokens) == 2 and tokens[0] != tokens[1]   # fresh per request
+        public = httpx.Client(base_url=server.url)   # no API key: audiences fetch these
+        discovery = public.get("/.well-known/openid-configuration").json()
+        jwks = public.get(discovery["jwks_uri"].removeprefix(discovery["issuer"])).json()
+        header, claims = verify(tokens[0], jwks)
+        assert header["alg"] == "ES256"
+        assert claims["iss"] == discovery["issuer"] and claims["aud"] == "sts.amazonaws.com"
+        assert claims["sandbox_id"] == sbx.sandbox_id and claims["template_id"] == sbx.get_info().template_id
+        assert claims["sub"] == f"spiffe://sandlot.local/team/{claims['team_id']}/sandbox/{sbx.sandbox_id}"
+        assert 0 < claims["exp"] - claims["iat"] <= 300
+        # nothing of a token is anywhere the sandbox (or get_info, or the log) can read
+        signature = tokens[0].rsplit(".", 1)[1][-24:]
+        seen = sbx.commands.run("(env; cat /proc/*/environ /proc/*/cmdline) 2>/dev/null | tr '\\0' '\\n'; true",
+                                user="root", timeout=60).stdout
+        assert "SSL_CERT_FILE" in seen and signature not in seen
+        files = sbx.commands.run(f"grep -rsF -l -- {signature} /etc /root /home /tmp /var /usr/local /run /opt; true",
+                                 user="root", timeout=120).stdout
+        assert files.strip() == ""
+        info = repr(sbx.get_info())   # the rule shows its placeholder, as with secrets; iam itself is not shown
+        assert signature not in info and "${e2b.identity.tokens.aws}" in info and "sts.amazonaws.com" not in info
+        assert signature not in (server.workdir / "server.log").read_text(errors="replace")
+        # PUT /network cannot add tokens, nor name one the create did not define; keeping the rule works
+        api = httpx.Client(base_url=server.url, headers={"X-API-Key": server.api_key})
+        added = api.put(f"/sandboxes/{sbx.sandbox_id}/network",
+                        json={"iam": {"tokens": {"gcp": {"audience": "g", "tokenType": "JWT-SVID"}}}})
+        assert added.status_code == 400, added.text
+        named = api.put(f"/sandboxes/{sbx.sandbox_id}/network", json={"rules": {API_NAME: [
+            {"transform": {"headers": {"Authorization": "${e2b.identity.tokens.gcp}"}}}]}})
+        assert named.status_code == 400 and "'gcp'" in named.json()["message"]
+        sbx.update_network({"rules": {API_NAME: [{"transform": lambda ctx: {
+            "headers": {"X-Extra": ctx.iam.tokens["aws"]}}}]}})
+        before = len(lab.lines())
+        assert _curl(sbx, f"https://{API_NAME}/") == f"https {lab.api_ip} auth=no"
+        extra = [line for line in lab.lines()[before:] if "x-extra=eyJ" in line]
+        assert len(extra) == 1
+        verify(extra[0].split("x-extra=", 1)[1].strip(), jwks)
+        sbx.update_network({"rules": {API_NAME: [{"transform": lambda ctx: {
+            "headers": {"Authorization": f"Bearer {ctx.iam.tokens['aws']}"}}}]}})
+        # survives pause/resume
+        sbx.pause()
+        resumed = Sandbox.connect(sbx.sandbox_id)
+        before = len(lab.lines())
+        assert _curl(resumed, f"https://{API_NAME}/") == f"https {lab.api_ip} auth=yes"
+        (after,) = _bearers(lab, before)
+        assert verify(after, jwks)[1]["sandbox_id"] == sbx.sandbox_id
+        # a fork keeps the rule but not the token: the proxy refuses to send the request
+        (fork,) = resumed.fork(count=1, timeout=120)
+        assert isinstance(fork, Sandbox)
+        made.append(fork)
+        fork.commands.run(f"printf {shlex.quote(lab.hosts_file())} >> /etc/hosts", user="root")
+        before = len(lab.lines())
+        refused = _curl(fork, f"https://{API_NAME}/")
+        assert "the iam token 'aws' named by a network rule is not defined" in refused
+        assert _bearers(lab, before) == []
+    finally:
+        for one in made:
+            one.kill()

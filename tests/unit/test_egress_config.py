@@ -23,9 +23,10 @@ def test_matching_prefers_exact_then_longest_wildcard_and_never_the_apex() -> No
 
 def test_secret_placeholders_are_parsed_like_infra() -> None:
     value = parse_value("Bearer ${e2b.secrets. My-Key } and ${e2b.other.x}")
-    assert value.parts == ((False, "Bearer "), (True, "my-key"), (False, " and ${e2b.other.x}"))
+    assert value.parts == (("text", "Bearer "), ("secret", "my-key"), ("text", " and ${e2b.other.x}"))
     for bad in ("${e2b.secrets.", "${e2b.secrets.}", "${e2b.secrets.sec_abc}", "${e2b.secrets.a${b}",
-                "${e2b.secrets.a b}", "${e2b.identity.tokens.aws}"):
+                "${e2b.secrets.a b}", "${e2b.identity.tokens.}", "${e2b.identity.other}",
+                "${e2b.identity.tokens.a{b}", "${e2b.identity.tokens.aws"):
         with pytest.raises(ConfigError):
             parse_value(bad)
 
