@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.prime_clients import cli, driver
+from tests.e2e.prime_clients import call, cli, driver
 from tests.e2e.server import SANDLOT, Server
 
 
@@ -60,14 +60,30 @@ def test_sdk_volumes_copy_publish_conflict_and_teams(server: Server, tmp_path: P
     assert "HTTP 404" in out["deleted_get"], out["deleted_get"]
 
 
-def test_cli_volumes_create_list_get_delete(server: Server, tmp_path: Path) -> None:
+def test_cli_volumes_create_list_get_publish_delete(server: Server, tmp_path: Path) -> None:
     name = f"cli-{uuid.uuid4().hex[:8]}"
     made = cli(server, tmp_path, "sandbox", "volumes", "create", name, "--plain")
     assert made.returncode == 0, made.stdout + made.stderr
     listed = cli(server, tmp_path, "sandbox", "volumes", "list", "--plain")
     assert listed.returncode == 0 and name in listed.stdout, listed.stdout + listed.stderr
+
+    box = call(server, tmp_path, "create_and_wait",
+               {"name": "cli-vol", "docker_image": "base", "volumes": [{"name": name, "mount_path": "/mnt/v"}]})
+    try:
+        wrote = call(server, tmp_path, "exec", box["id"], "echo cli > /mnt/v/c.txt")
+        assert wrote["exit_code"] == 0, wrote
+        published = cli(server, tmp_path, "sandbox", "volumes", "publish", name, "--sandbox", box["id"], "--plain")
+        assert published.returncode == 0, published.stdout + published.stderr
+    finally:
+        call(server, tmp_path, "delete", box["id"])
     got = cli(server, tmp_path, "sandbox", "volumes", "get", name, "--plain")
     assert got.returncode == 0 and name in got.stdout, got.stdout + got.stderr
+    head = call(server, tmp_path, "create_and_wait",
+                {"name": "cli-vol2", "docker_image": "base", "volumes": [{"name": name, "mount_path": "/mnt/v"}]})
+    try:
+        assert call(server, tmp_path, "exec", head["id"], "cat /mnt/v/c.txt")["stdout"] == "cli\n"
+    finally:
+        call(server, tmp_path, "delete", head["id"])
     gone = cli(server, tmp_path, "sandbox", "volumes", "delete", name, "--yes", "--plain")
     assert gone.returncode == 0, gone.stdout + gone.stderr
     again = cli(server, tmp_path, "sandbox", "volumes", "get", name, "--plain")
