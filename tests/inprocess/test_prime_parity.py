@@ -194,19 +194,29 @@ async def test_an_oom_killed_sandbox_reports_exit_code_137(stack: Stack) -> None
     assert got["status"] == "ERROR" and got["exitCode"] == 137
 
 
-async def test_volumes_answer_a_clear_400(stack: Stack) -> None:
+async def test_volume_crud_and_what_answers_404_or_400(stack: Stack) -> None:
+    """Without disks: CRUD of the named volume, unknown names, unattached publish (the copies and
+    publish itself: tests/e2e/test_prime_volumes.py)."""
     h = prime_headers(stack)
     sid = await running(stack)
-    for method, path in (("POST", "/api/v1/sandbox/volumes"), ("GET", "/api/v1/sandbox/volumes"),
-                         ("GET", "/api/v1/sandbox/volumes/data"), ("DELETE", "/api/v1/sandbox/volumes/data"),
-                         ("POST", f"/api/v1/sandbox/{sid}/volumes/data/publish")):
-        answer = await stack.client.request(method, path, headers=h, json={"name": "data"})
-        assert answer.status_code == 400 and "volumes are not supported" in answer.json()["detail"], (method, path)
+    made = await stack.client.post("/api/v1/sandbox/volumes", headers=h, json={"name": "data"})
+    assert made.status_code == 201 and made.json()["name"] == "data" and made.json()["head_checkpoint_id"] is None
+    assert (await stack.client.post("/api/v1/sandbox/volumes", headers=h, json={"name": "data"})).status_code == 409
+    listed = (await stack.client.get("/api/v1/sandbox/volumes", headers=h)).json()
+    assert [v["name"] for v in listed["volumes"]] == ["data"] and listed["total"] == 1 and listed["has_next"] is False
+    assert (await stack.client.get("/api/v1/sandbox/volumes/data", headers=h)).json()["id"] == made.json()["id"]
+    publish = await stack.client.post(f"/api/v1/sandbox/{sid}/volumes/data/publish", headers=h, json={})
+    assert publish.status_code == 404
     created = await stack.client.post("/api/v1/sandbox", headers=h, json={
-        "name": "v", "docker_image": "base", "volumes": [{"name": "data", "mount_path": "/data"}]})
-    assert created.status_code == 400
+        "name": "v", "docker_image": "base", "volumes": [{"name": "nope", "mount_path": "/data"}]})
+    assert created.status_code == 404
+    bad_path = await stack.client.post("/api/v1/sandbox", headers=h, json={
+        "name": "v", "docker_image": "base", "volumes": [{"name": "data", "mount_path": "/proc/x"}]})
+    assert bad_path.status_code == 422
     with stack.db.session() as session:
         assert [p.id for p in session.scalars(select(PrimeSandbox))] == [sid]
+    assert (await stack.client.delete("/api/v1/sandbox/volumes/data", headers=h)).status_code == 204
+    assert (await stack.client.get("/api/v1/sandbox/volumes/data", headers=h)).status_code == 404
 
 
 def add_image(stack: Stack, team_id: str, name: str, tag: str) -> str:
