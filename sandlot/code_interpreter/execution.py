@@ -112,7 +112,13 @@ class Execution:
                 self._running = True
                 msg_id = self._client().execute(self.code, store_history=True, allow_stdin=False,
                                                 stop_on_error=False)
-                await self._pump(msg_id)
+                if not await self._pump(msg_id):
+                    # the interrupt did not stop it (a promise that never settles, a C call that
+                    # ignores SIGINT): a fresh kernel, rather than every later cell queued behind it
+                    print("code-interpreter: the interrupted cell did not stop; restarting its kernel",
+                          file=sys.stderr, flush=True)
+                    await kernel.restart()
+                    restore = {}
             except KernelDied:
                 self._emit(messages.UNEXPECTED_END)
                 restore = {}
@@ -136,7 +142,9 @@ class Execution:
             raise KernelDied()
         return self.kernel.client
 
-    async def _pump(self, msg_id: str) -> None:
+    async def _pump(self, msg_id: str) -> bool:
+        """Output lines until the cell is done; ``False`` when it was abandoned and did not
+        stop within ``SETTLE_AFTER_INTERRUPT_S`` of the interrupt."""
         client = self._client()
         while True:
             if self.kernel.removed:
@@ -145,7 +153,7 @@ class Execution:
                 msg = await client.get_iopub_msg(timeout=1.0)
             except Empty:
                 if self.abandoned and time.monotonic() - self._abandoned_at > SETTLE_AFTER_INTERRUPT_S:
-                    return
+                    return False
                 if not await self.kernel.alive():
                     raise KernelDied() from None
                 continue
@@ -158,6 +166,7 @@ class Execution:
                 self._emit(line)
         await self._reply(msg_id, timeout=5.0)
         await self._late_output(msg_id)
+        return True
 
     async def _late_output(self, msg_id: str) -> None:
         """Deno's kernel publishes a cell's ``console.log`` output (and at times its result)

@@ -65,9 +65,12 @@ KERNELS = f"{VENV}/share/jupyter/kernels"
 DENO_KERNEL = {
     "argv": [f"{VENV}/bin/deno", "jupyter", "--kernel", "--conn", "{connection_file}"],
     "display_name": "Deno", "language": "typescript", "env": {"DENO_NO_UPDATE_CHECK": "1", "NO_COLOR": "1"},
+    "interrupt_mode": "message",
 }
-"""What ``deno jupyter --install`` writes, but in the venv (that writes to a user's dir), and
-without ANSI colours (``1 + 1`` is the text ``2``, not ``\x1b[33m2\x1b[39m``)."""
+"""What ``deno jupyter --install`` writes, but in the venv (that writes to a user's dir),
+without ANSI colours (``1 + 1`` is the text ``2``, not ``\x1b[33m2\x1b[39m``), and interrupted
+by an ``interrupt_request`` (Deno stops the running code and keeps its state; SIGINT, the
+default, ends the kernel)."""
 JAVA_KERNEL = {
     # jjava.jar directly: JJava's launcher would only start this same command as a second JVM.
     # java.util is opened so that env vars can be set in the running JVM (languages.env_code)
