@@ -109,3 +109,42 @@ async def test_a_dead_pooled_sandbox_is_not_handed_to_a_create(pooled: Stack) ->
     # booted afresh (under the claimed id): a live container, running row
     assert pooled.row(sid).state == RUNNING  # type: ignore[union-attr]
     assert pooled.runtime.sandboxes[sid].state == "running"
+
+
+async def test_a_claim_is_one_store_write_made_after_the_init(pooled: Stack) -> None:
+    """Issue 14: the pooled sandbox's row is inserted as running in one transaction, once envd has
+    its identity; the refill boots in the background at a lower CPU weight until claimed."""
+    from sqlalchemy import event
+
+    await pooled.manager.pool.settled()
+    [pid] = pooled.manager.pool.pooled_ids()
+    ip = pooled.runtime.sandboxes[pid].ip
+    writes: list[tuple[str, int]] = []   # sandbox-row statements, with how many inits envd had seen
+
+    def listener(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith(("INSERT INTO SANDBOXES", "UPDATE SANDBOXES")):
+            writes.append((statement.split()[0].upper(), len(pooled.envd.inits_at(ip))))
+
+    event.listen(pooled.db.engine, "before_cursor_execute", listener)
+    try:
+        body = await pooled.create()
+    finally:
+        event.remove(pooled.db.engine, "before_cursor_execute", listener)
+    assert body["sandboxID"] == pid
+    # one insert, no update, after the rotate (1st init) and the claim's /init (2nd)
+    assert writes == [("INSERT", 2)]
+    assert ("foreground", pid) in pooled.runtime.calls
+    await pooled.manager.pool.settled()
+    [refill] = pooled.manager.pool.pooled_ids()
+    assert ("foreground", refill) not in pooled.runtime.calls
+
+
+async def test_a_team_at_its_quota_gets_429_without_using_up_a_pooled_sandbox(pooled: Stack) -> None:
+    pooled.settings.quota_concurrent_sandboxes = 1
+    await pooled.create()
+    await pooled.manager.pool.settled()
+    [pid] = pooled.manager.pool.pooled_ids()
+    response = await pooled.client.post("/sandboxes", json={"templateID": "base"}, headers=pooled.headers())
+    assert response.status_code == 429
+    assert pooled.manager.pool.pooled_ids() == {pid} and pooled.row(pid) is None
+    assert len(pooled.envd.inits_at(pooled.runtime.sandboxes[pid].ip)) == 1   # only the pool's rotate
