@@ -1,7 +1,9 @@
-"""Crash safety: a failed create leaves no trace; a restarted server finds its sandboxes."""
+"""Crash safety: a failed create leaves no trace; a restarted server finds its sandboxes; a kill
+answered before its teardown finishes it even across a crash."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -100,3 +102,37 @@ def test_restart_finds_sandboxes_again(tmp_path: Path) -> None:
         assert again.kill() is True
     finally:
         server.stop()
+
+
+def test_a_kill_answered_before_its_teardown_leaves_nothing_even_across_a_crash(tmp_path: Path) -> None:
+    """Issue 14: a kill answers once the sandbox is unrouted and its processes are SIGKILLed; its
+    teardown (runc state, mounts, disk, cgroups, dir) runs after. A server killed -9 right after
+    the answer, whatever the teardown had done by then, has it finished by the next start."""
+    server = Server(workdir=tmp_path, api_key=ids.new_api_key(), instance=unique_instance("k"),
+                    subnet=unique_subnet(16), extra_env={"SANDLOT_WARM_POOL_SIZE": "0"})
+    server.start()
+    opts = {"api_key": server.api_key, "api_url": server.url, "sandbox_url": server.url}
+    try:
+        before = _traces(server, server.instance)
+        doomed = [Sandbox.create(timeout=120, **opts) for _ in range(2)]
+        for sbx in doomed:
+            sbx.commands.run("sleep 600", background=True)
+        for sbx in doomed:
+            assert sbx.kill() is True
+        listed = {s.sandbox_id for s in Sandbox.list(**opts).next_items()}
+        assert not listed & {s.sandbox_id for s in doomed}   # gone for the API at once
+        assert server.process is not None
+        server.process.send_signal(signal.SIGKILL)   # the teardowns may be half-way
+        server.process.wait()
+        server.process = None
+        server.start()
+        deadline = time.monotonic() + 60   # the start (or the reaper after it) finishes them
+        while time.monotonic() < deadline and _traces(server, server.instance) != before:
+            time.sleep(0.5)
+        assert _traces(server, server.instance) == before
+        assert len(_netns(server.instance)) <= POOL_SIZE
+        listed = httpx.get(f"{server.url}/v2/sandboxes", headers={"X-API-Key": server.api_key}).json()
+        assert listed == []
+    finally:
+        server.stop()
+        server.reset()
