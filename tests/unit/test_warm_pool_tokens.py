@@ -12,7 +12,7 @@ import httpx
 
 from sandlot.orchestrator.envd_client import EnvdAgent
 from sandlot.orchestrator.warm_pool import BootTokens, WarmPool, load_key
-from sandlot.runtime.base import SandboxHandle
+from sandlot.runtime.base import SandboxHandle, SandboxSpec
 from sandlot.store.models import Build
 
 
@@ -27,11 +27,18 @@ class FakeRuntime:
     def __init__(self) -> None:
         self.killed: list[str] = []
 
-    async def create(self, spec: object) -> SandboxHandle:
-        return SandboxHandle(str(spec), "10.1.2.3")
+    async def create(self, spec: SandboxSpec) -> SandboxHandle:
+        return SandboxHandle(spec.sandbox_id, "10.1.2.3")
 
     async def kill(self, sandbox_id: str) -> None:
         self.killed.append(sandbox_id)
+
+    def foreground(self, sandbox_id: str) -> None:
+        pass
+
+
+def spec(sandbox_id: str) -> SandboxSpec:
+    return SandboxSpec(sandbox_id=sandbox_id, layers=[], cpu_count=1, memory_mb=64, pids_limit=64, args=[], env={})
 
 
 def test_pooled_sandboxes_get_their_own_token_and_claims_use_it(tmp_path: Path) -> None:
@@ -47,7 +54,7 @@ def test_pooled_sandboxes_get_their_own_token_and_claims_use_it(tmp_path: Path) 
         http = httpx.AsyncClient(transport=httpx.MockTransport(envd))
         tokens = BootTokens(tmp_path)
         pool = WarmPool(FakeRuntime(), EnvdAgent(49983, 5, 5, http), tokens,  # type: ignore[arg-type]
-                        lambda sid, build: sid, size=1)  # type: ignore[arg-type,return-value]
+                        lambda sid, build: spec(sid), size=1)  # type: ignore[arg-type]
         build, other = Build(id="build-a"), Build(id="build-b")
         boot = tokens.boot_token(build)
         assert boot == tokens.boot_token(Build(id="build-a")) != tokens.boot_token(other)
