@@ -33,7 +33,7 @@ LEAF_CACHE = 512
 LEAF_DAYS = 30
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
+def write_file(path: Path, data: bytes, mode: int) -> None:
     """Atomically, never readable by others in between (mode set before the content lands)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -117,9 +117,9 @@ class EgressCA:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False)
             .sign(self._key, hashes.SHA256())
         )
-        _write(self.key_path, self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        write_file(self.key_path, self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                       serialization.NoEncryption()), 0o600)
-        _write(self.cert_path, self.cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_file(self.cert_path, self.cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
     @property
     def cert_pem(self) -> bytes:
@@ -134,7 +134,7 @@ class EgressCA:
         data = base + self.cert_pem
         self.bundle_path = bundle_file(self.dir.parent, data)
         if not self.bundle_path.exists():
-            _write(self.bundle_path, data, 0o644)
+            write_file(self.bundle_path, data, 0o644)
 
     def context_for(self, name: str) -> ssl.SSLContext:
         """A server-side TLS context whose certificate is for ``name`` (a DNS name or an IP)."""

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import base64
 import fcntl
-import os
-import tempfile
 import hashlib
 import json
 import threading
@@ -27,26 +25,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from sandlot.egress.ca import CA_DIR
+from sandlot.egress.ca import CA_DIR, write_file
 
 KEY_FILE = "identity.key"
 TOKEN_TTL_S = 300
 """Minted per request, so short-lived: a leaked token is worth five minutes."""
 JWKS_PATH = "/.well-known/jwks.json"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Atomically and 0600 from the first byte on."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def b64url(data: bytes) -> str:
@@ -93,9 +78,8 @@ class IdentityIssuer:
                     raise ValueError(f"{self.path}: an EC P-256 key is expected")
                 return key
             fresh = ec.generate_private_key(ec.SECP256R1())
-            _write_private(self.path, fresh.private_bytes(serialization.Encoding.PEM,
-                                                          serialization.PrivateFormat.PKCS8,
-                                                          serialization.NoEncryption()))
+            write_file(self.path, fresh.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()), 0o600)
             return fresh
 
     def public_jwk(self) -> dict[str, str]:

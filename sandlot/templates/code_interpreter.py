@@ -16,12 +16,9 @@ Runs in the control plane; never imported inside sandboxes (the server it instal
 
 from __future__ import annotations
 
-import compileall
 import hashlib
 import json
-import os
 import shlex
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +29,7 @@ from sandlot.store import templates as template_store
 from sandlot.store.models import TemplateTag
 from sandlot.templates import steps as build_steps
 from sandlot.templates.builder import BuildRequest
+from sandlot.templates.runtime_code import install_package
 
 if TYPE_CHECKING:
     from sandlot.services import Services
@@ -57,7 +55,6 @@ them Deno's, ≈ 175 MiB each) a sandbox uses 667 MiB, so 1 GB left little room 
 A limit, not a reservation: a fresh sandbox uses 85 MiB."""
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 """The system bundle (the host's when ``trust_host_ca``): a venv's pip would use certifi's."""
-MOUNT_POINT = "/.sandlot"
 SERVER_DIR = "opt/code-interpreter"
 """In the envd runtime: ``<digest>/sandlot/code_interpreter``, nothing else, so putting
 ``<digest>`` on ``PYTHONPATH`` shadows nothing of the venv."""
@@ -117,34 +114,9 @@ SERVER_PACKAGE = Path(__file__).resolve().parent.parent / "code_interpreter"
 """``sandlot/code_interpreter``: only what runs inside the sandbox (this module stays on the host)."""
 
 
-def _server_sources() -> list[Path]:
-    return sorted(SERVER_PACKAGE.glob("*.py"))
-
-
 def install_server(runtime_dir: Path) -> str:
-    """Copy the server into the envd runtime (once per content) and return the in-sandbox
-    dir to put on ``PYTHONPATH``."""
-    digest = hashlib.sha256()
-    for source in _server_sources():
-        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
-    rel = f"{SERVER_DIR}/{digest.hexdigest()[:16]}"
-    final = runtime_dir / rel
-    if not (final / "sandlot" / "code_interpreter" / "__main__.py").is_file():
-        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        package = tmp / "sandlot" / "code_interpreter"
-        package.mkdir(parents=True)
-        (tmp / "sandlot" / "__init__.py").write_text("")
-        for source in _server_sources():
-            shutil.copyfile(source, package / source.name)
-        compileall.compile_dir(str(tmp), ddir=f"{MOUNT_POINT}/{rel}", quiet=2)  # the mount is read-only
-        for path in [tmp, *tmp.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)  # readable by the sandbox's user
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another server installed the same content first
-            shutil.rmtree(tmp, ignore_errors=True)
-    return f"{MOUNT_POINT}/{rel}"
+    """Install the server into the envd runtime; the in-sandbox dir to put on ``PYTHONPATH``."""
+    return install_package(runtime_dir, SERVER_PACKAGE, SERVER_DIR)
 
 
 def start_cmd(server_dir: str) -> str:

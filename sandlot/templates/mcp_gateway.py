@@ -15,12 +15,9 @@ Python) but never the gateway server, which needs ``mcp`` and runs only inside s
 
 from __future__ import annotations
 
-import compileall
 import hashlib
 import json
-import os
 import shlex
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +30,7 @@ from sandlot.store import templates as template_store
 from sandlot.store.models import TemplateTag
 from sandlot.templates import steps as build_steps
 from sandlot.templates.builder import BuildRequest
+from sandlot.templates.runtime_code import install_package
 
 if TYPE_CHECKING:
     from sandlot.services import Services
@@ -45,7 +43,6 @@ PACKAGES = ["mcp==2.3.0", "uvicorn==0.55.0"]
 MEMORY_MB = 1024
 """The gateway, Node servers and a Python server or two: more than the 512 MB default."""
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-MOUNT_POINT = "/.sandlot"
 CODE_DIR = "opt/mcp-gateway"
 """In the envd runtime: ``<digest>/sandlot/mcp_gateway``, nothing else."""
 COMMAND = "/usr/local/bin/mcp-gateway"
@@ -54,34 +51,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / "mcp_gateway"
 """``sandlot/mcp_gateway``: what runs inside the sandbox."""
 
 
-def _sources() -> list[Path]:
-    return sorted(PACKAGE_DIR.glob("*.py"))
-
-
 def install_code(runtime_dir: Path) -> str:
-    """Copy the gateway into the envd runtime (once per content) and return the in-sandbox
-    dir to put on ``PYTHONPATH``."""
-    digest = hashlib.sha256()
-    for source in _sources():
-        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
-    rel = f"{CODE_DIR}/{digest.hexdigest()[:16]}"
-    final = runtime_dir / rel
-    if not (final / "sandlot" / "mcp_gateway" / "__main__.py").is_file():
-        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        package = tmp / "sandlot" / "mcp_gateway"
-        package.mkdir(parents=True)
-        (tmp / "sandlot" / "__init__.py").write_text("")
-        for source in _sources():
-            shutil.copyfile(source, package / source.name)
-        compileall.compile_dir(str(tmp), ddir=f"{MOUNT_POINT}/{rel}", quiet=2)  # the mount is read-only
-        for path in [tmp, *tmp.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another server installed the same content first
-            shutil.rmtree(tmp, ignore_errors=True)
-    return f"{MOUNT_POINT}/{rel}"
+    """Install the gateway into the envd runtime; the in-sandbox dir to put on ``PYTHONPATH``."""
+    return install_package(runtime_dir, PACKAGE_DIR, CODE_DIR)
 
 
 def steps(code_dir: str) -> list[dict[str, Any]]:
