@@ -104,6 +104,10 @@ def test_tools_trust_the_egress_ca_unmodified(ruled: Sandbox, lab: EgressLab) ->
               f"print(urllib.request.urlopen('https://{API_NAME}/', timeout=8).read().decode())")
     assert ruled.commands.run(f"python3 -c {shlex.quote(script)}", timeout=30).stdout.strip() == \
         f"https {lab.api_ip} auth=yes"
+    # Node's fetch (undici) has its own CA store: it trusts the proxy through NODE_EXTRA_CA_CERTS
+    fetch = f"fetch('https://{API_NAME}/').then(r => r.text()).then(t => console.log(t))"
+    assert ruled.commands.run(f"node -e {shlex.quote(fetch)}", timeout=30).stdout.strip() == \
+        f"https {lab.api_ip} auth=yes"
     env = ruled.commands.run("env", timeout=30).stdout
     assert "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" in env
     assert "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt" in env
