@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
+import threading
 import time
 import urllib.parse
 import uuid
@@ -128,8 +130,15 @@ def test_v2_templates_and_patch_with_the_generated_client(server: Server, own_te
 
 
 def _cli_env(server: Server, home: Path) -> dict[str, str]:
+    """The CLI's environment: no browser opener on its PATH (only ``node``), so ``auth login``
+    prints its URL instead of spawning ``xdg-open`` (Debian's chromium brings xdg-utils)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("E2B_")}
-    env.update(HOME=str(home), E2B_API_URL=server.url, E2B_SANDBOX_URL=server.url,
+    bin_dir = home / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    node = shutil.which("node")
+    assert node, "node is not on PATH"
+    (bin_dir / "node").symlink_to(node)
+    env.update(HOME=str(home), PATH=str(bin_dir), E2B_API_URL=server.url, E2B_SANDBOX_URL=server.url,
                E2B_DOCS_BASE=f"{server.url}/docs", NO_UPDATE_NOTIFIER="1")
     return env
 
@@ -141,6 +150,8 @@ def test_cli_auth_login_then_template_publish(server: Server, own_template: str,
     env = _cli_env(server, tmp_path)
     login = subprocess.Popen([str(E2B_CLI), "auth", "login"], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
+    watchdog = threading.Timer(120, login.kill)   # a CLI that never prints its URL fails, not hangs
+    watchdog.start()
     try:
         assert login.stdout is not None
         url = None
@@ -161,6 +172,7 @@ def test_cli_auth_login_then_template_publish(server: Server, own_template: str,
         assert login.returncode == 0, out
         assert "Logged in as" in out
     finally:
+        watchdog.cancel()
         if login.poll() is None:
             login.kill()
     config = (tmp_path / ".e2b" / "config.json").read_text()
