@@ -6,6 +6,8 @@ routes come before the ``/templates/{id:path}`` catch-alls.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -21,6 +23,9 @@ from sandlot.api.auth import TeamId
 from sandlot.api.errors import APIError
 from sandlot.store import templates as template_store
 from sandlot.store.models import Build, Template
+
+KILL_SETTLE_S = 30.0
+"""How long a template delete waits for kills still tearing down before it counts them as in use."""
 
 router = APIRouter()
 
@@ -211,6 +216,10 @@ async def delete_template(template_id: str, request: Request, team_id: TeamId) -
     services = request.app.state.services
     snapshots: list[str] | None = None
     build_ids: set[str] = set()
+    # a kill answers before its teardown ends (the row stays 'killing' until then), so
+    # `kill(); Template.delete()` waits for teardowns in flight rather than answer 409
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(services.sandboxes.settled(), timeout=KILL_SETTLE_S)
     with services.db.session() as session, session.begin():
         template = template_store.resolve(session, team_id, template_id)
         if template is not None and template.team_id == team_id:
