@@ -95,7 +95,8 @@ async def test_reset_removes_every_link_of_the_instance(base_rootfs, tmp_path):
     db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     try:
         killed = await _reset(types.SimpleNamespace(runtime=runtime(), db=db,
-                                                    settings=types.SimpleNamespace(runtime_dir=TEST_DATA / "rt-reset")))
+                                                    settings=types.SimpleNamespace(runtime_dir=TEST_DATA / "rt-reset",
+                                                                                   volumes_dir=tmp_path / "volumes")))
     finally:
         db.dispose()
     assert killed == 2
