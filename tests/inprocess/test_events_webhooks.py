@@ -48,7 +48,9 @@ def events_of(stack: Stack) -> LifecycleEvents:
 
 
 async def settle(stack: Stack) -> None:
-    """Every heard event stored and every delivery done (no clocks involved)."""
+    """Every heard event stored and every delivery done (no clocks involved); a kill's
+    ``killed`` event comes at the end of its background teardown, so those are awaited first."""
+    await stack.manager.settled()
     await events_of(stack).flush()
     await events_of(stack).sender.drain()
 
