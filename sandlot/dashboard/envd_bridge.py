@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from sandlot.orchestrator.envd_client import connect_messages
 from sandlot.protocol.auth import ACCESS_TOKEN_HEADER, basic_auth
 
 USER = "user"
@@ -86,20 +87,12 @@ class Envd:
                                     timeout=httpx.Timeout(15, read=None)) as response:
             if response.status_code != 200:
                 raise EnvdError(f"envd answered {response.status_code}")
-            buffer = b""
-            async for chunk in response.aiter_bytes():
-                buffer += chunk
-                while len(buffer) >= 5:
-                    flags, size = struct.unpack(">BI", buffer[:5])
-                    if len(buffer) < 5 + size:
-                        break
-                    payload, buffer = buffer[5:5 + size], buffer[5 + size:]
-                    message = json.loads(payload or b"{}")
-                    if flags & 0x02:
-                        if message.get("error"):
-                            raise EnvdError(str(message["error"].get("message", "stream error")))
-                        return
-                    yield message.get("event") or {}
+            async for end, message in connect_messages(response):
+                if end:
+                    if message.get("error"):
+                        raise EnvdError(str(message["error"].get("message", "stream error")))
+                    return
+                yield message.get("event") or {}
 
     async def pty_input(self, pid: int, data: bytes) -> None:
         await self.unary("process.Process/SendInput",

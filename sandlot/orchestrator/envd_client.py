@@ -90,8 +90,9 @@ def _headers(target: Target, user: str) -> dict[str, str]:
     }
 
 
-async def _events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-    """Yield decoded ``event`` dicts; raise on an end-of-stream error."""
+async def connect_messages(response: httpx.Response) -> AsyncIterator[tuple[bool, dict[str, Any]]]:
+    """Split a Connect JSON stream into its messages: ``(is_end, message)``, the end-of-stream
+    message (which may carry an ``error``) last. The one frame decoder for envd's streams."""
     buffer = b""
     async for chunk in response.aiter_bytes():
         buffer += chunk
@@ -101,12 +102,20 @@ async def _events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
                 break
             payload, buffer = buffer[5 : 5 + size], buffer[5 + size :]
             message = json.loads(payload or b"{}")
+            yield bool(flags & 0x02), message
             if flags & 0x02:
-                if message.get("error"):
-                    err = message["error"]
-                    raise EnvdExecError(f"{err.get('code')}: {err.get('message')}")
                 return
-            yield message.get("event") or {}
+
+
+async def _events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """Yield decoded ``event`` dicts; raise on an end-of-stream error."""
+    async for end, message in connect_messages(response):
+        if end:
+            if message.get("error"):
+                err = message["error"]
+                raise EnvdExecError(f"{err.get('code')}: {err.get('message')}")
+            return
+        yield message.get("event") or {}
 
 
 def _request(cmd: str, args: list[str], envs: dict[str, str], cwd: str | None) -> dict[str, Any]:
