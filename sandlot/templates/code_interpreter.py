@@ -22,11 +22,8 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
 
-from sandlot.store import keys
-from sandlot.store import templates as template_store
-from sandlot.store.models import TemplateTag
+from sandlot.templates import builtin
 from sandlot.templates import steps as build_steps
 from sandlot.templates.builder import BuildRequest
 from sandlot.templates.runtime_code import install_package
@@ -34,7 +31,6 @@ from sandlot.templates.runtime_code import install_package
 if TYPE_CHECKING:
     from sandlot.services import Services
 
-log = structlog.get_logger("sandlot.code_interpreter")
 
 NAME = "code-interpreter-v1"
 VENV = "/opt/code-interpreter"
@@ -138,33 +134,9 @@ def ensure_built(services: Services) -> str | None:
     settings, builder = services.settings, services.builder
     if not settings.code_interpreter_template or builder is None:
         return None
-    from sandlot.orchestrator.requests import ENVD_VERSION
-
     start = start_cmd(install_server(settings.envd_runtime_dir))
-    tag = recipe_tag(start)
-    with services.db.session() as session, session.begin():
-        team = keys.get_or_create_default_team(session)
-        template = template_store.find_named(session, team.id, NAME)  # names are per team (0007)
-        if template is not None:
-            if template.team_id != team.id:
-                log.warning("not building code-interpreter-v1: the name belongs to another team's template")
-                return None
-            current = session.get(TemplateTag, (template.id, tag))
-            if current is not None:
-                return None
-            if any(b.status in ("waiting", "building") and builder.running(b.id)
-                   for b in template_store.builds(session, template.id)):
-                return None
-        template, build = template_store.request_build(
-            session, team_id=team.id, name=NAME, tags=[template_store.DEFAULT_TAG, tag],
-            cpu_count=settings.default_cpu_count, memory_mb=MEMORY_MB, disk_mb=settings.default_disk_mb,
-            envd_version=ENVD_VERSION,
-        )
-        template.public = True
-        build.status = "building"
-        build_id, team_id = build.id, team.id
-    builder.submit(build_id, BuildRequest(team_id=team_id, steps=build_steps.parse(STEPS), from_template="base",
-                                          start_cmd=start, ready_cmd=READY_CMD))
-    log.info("building the code-interpreter-v1 template in the background", build_id=build_id)
-    return build_id
+    return builtin.ensure_built(
+        services, name=NAME, tag=recipe_tag(start), memory_mb=MEMORY_MB,
+        request=lambda team_id: BuildRequest(team_id=team_id, steps=build_steps.parse(STEPS), from_template="base",
+                                             start_cmd=start, ready_cmd=READY_CMD))
 

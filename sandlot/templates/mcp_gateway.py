@@ -21,13 +21,10 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
 
 from sandlot.mcp_gateway import catalogue
 from sandlot.mcp_gateway import install as gateway_install
-from sandlot.store import keys
-from sandlot.store import templates as template_store
-from sandlot.store.models import TemplateTag
+from sandlot.templates import builtin
 from sandlot.templates import steps as build_steps
 from sandlot.templates.builder import BuildRequest
 from sandlot.templates.runtime_code import install_package
@@ -35,7 +32,6 @@ from sandlot.templates.runtime_code import install_package
 if TYPE_CHECKING:
     from sandlot.services import Services
 
-log = structlog.get_logger("sandlot.mcp_gateway")
 
 NAME = "mcp-gateway"
 VENV = "/opt/mcp-gateway/venv"
@@ -85,30 +81,7 @@ def ensure_built(services: Services) -> str | None:
     settings, builder = services.settings, services.builder
     if not settings.mcp_gateway_template or builder is None:
         return None
-    from sandlot.orchestrator.requests import ENVD_VERSION
-
     recipe = steps(install_code(settings.envd_runtime_dir))
-    tag = recipe_tag(recipe)
-    with services.db.session() as session, session.begin():
-        team = keys.get_or_create_default_team(session)
-        template = template_store.find_named(session, team.id, NAME)
-        if template is not None:
-            if template.team_id != team.id:
-                log.warning("not building mcp-gateway: the name belongs to another team's template")
-                return None
-            if session.get(TemplateTag, (template.id, tag)) is not None:
-                return None
-            if any(b.status in ("waiting", "building") and builder.running(b.id)
-                   for b in template_store.builds(session, template.id)):
-                return None
-        template, build = template_store.request_build(
-            session, team_id=team.id, name=NAME, tags=[template_store.DEFAULT_TAG, tag],
-            cpu_count=settings.default_cpu_count, memory_mb=MEMORY_MB, disk_mb=settings.default_disk_mb,
-            envd_version=ENVD_VERSION,
-        )
-        template.public = True
-        build.status = "building"
-        build_id, team_id = build.id, team.id
-    builder.submit(build_id, BuildRequest(team_id=team_id, steps=build_steps.parse(recipe), from_template="base"))
-    log.info("building the mcp-gateway template in the background", build_id=build_id)
-    return build_id
+    return builtin.ensure_built(
+        services, name=NAME, tag=recipe_tag(recipe), memory_mb=MEMORY_MB,
+        request=lambda team_id: BuildRequest(team_id=team_id, steps=build_steps.parse(recipe), from_template="base"))
