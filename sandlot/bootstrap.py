@@ -71,7 +71,7 @@ def base_rootfs_dir(settings: Settings) -> Path:
     recipes' dirs (and the pre-recipe ``base/rootfs``) stay for what was built on them."""
     from sandlot.templates.base import base_rootfs_path
 
-    return base_rootfs_path(settings.templates_dir / "base")
+    return base_rootfs_path(settings.base_dir)
 
 
 def prepare_images(settings: Settings, progress: Progress) -> None:
@@ -81,7 +81,7 @@ def prepare_images(settings: Settings, progress: Progress) -> None:
     from sandlot.templates.base import ensure_base
 
     build_envd_runtime(settings.envd_runtime_dir, progress=progress)
-    ensure_base(settings.templates_dir / "base", progress=progress)
+    ensure_base(settings.base_dir, progress=progress)
 
 
 def register_base_template(settings: Settings, db: Database, envd_version: str) -> None:

@@ -182,8 +182,27 @@ class Settings(BaseSettings):
     node_heartbeat_s: float = 10.0
     """How often the server refreshes its node row; 3 missed beats = reported ``unavailable``."""
 
+    # --- scale-out tiers (docs/scale-out.md): ``sandlot api`` routes, ``sandlot node`` runs sandboxes ---
+    role: str = "serve"
+    """``serve`` (single box, the default), ``api`` (stateless router) or ``node`` (one host's agent); set by the command."""
+    node_token: str | None = None
+    """Shared secret between the tiers: API instances send it as ``X-Sandlot-Node-Token``, nodes require it."""
+    node_address: str | None = None
+    """``host:port`` at which API instances reach this node (default: ``host:port``)."""
+    blob_url: str | None = None
+    """Content-addressed blob store: ``file:///dir`` or ``s3://bucket/prefix?endpoint=URL`` (default ``<data>/blobs``)."""
+    images_dir: Path | None = None
+    """Where the envd runtime and the ``base`` rootfs are built (default: the data dir): the install, not state."""
+
     failpoints: str = ""
     """Test-only fault injection, comma separated (``create-after-runtime``, ``pause-fail``, ``ready-snapshot-fail``)."""
+
+    @field_validator("role")
+    @classmethod
+    def _check_role(cls, value: str) -> str:
+        if value not in ("serve", "api", "node"):
+            raise ValueError("role must be serve, api or node")
+        return value
 
     @field_validator("egress_allow_private")
     @classmethod
@@ -258,6 +277,18 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.data_dir / 'sandlot.db'}"
 
     @property
+    def effective_blob_url(self) -> str:
+        return self.blob_url or f"file://{self.data_dir / 'blobs'}"
+
+    @property
+    def effective_node_address(self) -> str:
+        return self.node_address or f"{self.host}:{self.port}"
+
+    @property
+    def effective_images_dir(self) -> Path:
+        return self.images_dir or self.data_dir
+
+    @property
     def effective_identity_issuer(self) -> str:
         if self.identity_issuer:
             return self.identity_issuer.rstrip("/")
@@ -272,6 +303,11 @@ class Settings(BaseSettings):
     @property
     def templates_dir(self) -> Path:
         return self.data_dir / "templates"
+
+    @property
+    def base_dir(self) -> Path:
+        """The ``base`` rootfs recipes (``<images>/templates/base``; the data dir's unless ``SANDLOT_IMAGES_DIR``)."""
+        return self.effective_images_dir / "templates" / "base"
 
     @property
     def sandboxes_dir(self) -> Path:
@@ -303,7 +339,7 @@ class Settings(BaseSettings):
 
     @property
     def envd_runtime_dir(self) -> Path:
-        return self.data_dir / "envd" / "runtime"
+        return self.effective_images_dir / "envd" / "runtime"
 
     @property
     def tls_enabled(self) -> bool:
