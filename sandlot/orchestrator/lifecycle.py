@@ -90,6 +90,8 @@ class Lifecycle:
         self.db = db
         self.metrics = metrics
         self.events = events
+        self.node_id: str | None = None
+        """This node's id, stamped on every row it inserts (the router sends the sandbox's traffic there)."""
         self._routes: dict[str, Route] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._pause_hooks: list[PauseHook] = []
@@ -134,6 +136,7 @@ class Lifecycle:
         ``claim`` (the warm pool's) runs in the same step, with no await between the quota
         check and the insert; a claimed sandbox keeps the id it was booted with."""
         row.state = CREATING
+        row.node_id = self.node_id
         with self.db.session() as session, session.begin():
             reserve_sandbox(session, self.settings, row.team_id, reserved_id)
             handle = claim() if claim is not None else None
@@ -160,6 +163,7 @@ class Lifecycle:
         check_move(CREATING, RUNNING)
         row.state = RUNNING
         row.ip = handle.ip
+        row.node_id = self.node_id
         row.started_at = started
         row.end_at = started + timedelta(seconds=timeout_s)
         with self.db.session() as session, session.begin():

@@ -93,6 +93,9 @@ class SandboxManager:
         self.pausing.mount_volumes = self.snapshots.mount_volumes = self.volumes.acquire
         self.death_hooks.append(self.lifecycle_events.died)
         self.nodes = NodeRegistry(settings, db)   # this server as the registry's one node (issue 17)
+        self.lifecycle.node_id = self.nodes.node_id
+        self.scope = self.nodes.node_id if settings.role == "node" else None
+        """Rows this server recovers and reaps: its own under ``sandlot node``, all of them on a single box."""
         self._reaper: asyncio.Task[None] | None = None
         self._teardowns: set[asyncio.Task[None]] = set()
         """Kills answered before their teardown finished (``destroy(background=True)``)."""
@@ -447,12 +450,12 @@ class SandboxManager:
     async def expire_due(self) -> None:
         now = datetime.now(timezone.utc)
         with self.db.session() as session:
-            rows = sandbox_store.expired(session, now)
+            rows = sandbox_store.expired(session, now, self.scope)
             due = [row.id for row in rows]
             to_pause = {row.id for row in rows if row.auto_pause}
             if self.settings.paused_ttl_s > 0:   # the operator's retention for paused sandboxes
                 due += [row.id for row in sandbox_store.paused_before(
-                    session, now - timedelta(seconds=self.settings.paused_ttl_s))]
+                    session, now - timedelta(seconds=self.settings.paused_ttl_s), self.scope)]
         for sandbox_id in due:
             try:
                 if sandbox_id in to_pause:   # autoPause: pause instead of dying (issue 4)
@@ -494,7 +497,7 @@ class SandboxManager:
         whose sandbox died (``pausing``, no container) and a kill whose runtime call failed
         (``killing``). Both would otherwise hold a quota slot and answer 409 for good."""
         with self.db.session() as session:
-            stale = [row.id for row in sandbox_store.in_states(session, (PAUSING, KILLING))]
+            stale = [row.id for row in sandbox_store.in_states(session, (PAUSING, KILLING), self.scope)]
         for sandbox_id in stale:
             lock = self.lifecycle.lock(sandbox_id)
             if lock.locked():   # an operation is still at work on it
@@ -533,7 +536,7 @@ class SandboxManager:
         """
         handles = {h.sandbox_id: h for h in await self.runtime.list()}
         with self.db.session() as session, session.begin():
-            for row in sandbox_store.all_live(session):
+            for row in sandbox_store.all_live(session, self.scope):
                 handle = handles.pop(row.id, None)
                 if row.state in (PAUSED, PAUSING, RESUMING):   # issue 4: settle pauses
                     if await self.pausing.recover(row):
@@ -563,7 +566,7 @@ class SandboxManager:
             await self.runtime.kill(orphan)
         await self.settle_interrupted()   # kills that failed half-way before the restart
         with self.db.session() as session:
-            known = {row.id for row in sandbox_store.all_live(session)}
+            known = {row.id for row in sandbox_store.all_live(session, self.scope)}
         await self.pausing.remove_orphans(known)
         self.snapshots.remove_orphans()
         self.ready_snapshots.remove_orphans()

@@ -121,7 +121,7 @@ class Snapshots:
             id=snapshot_id, team_id=team_id, name=name or None, source_sandbox_id=sandbox_id,
             template_id=row.template_id, build_id=row.build_id, alias=row.alias, cpu_count=row.cpu_count,
             memory_mb=row.memory_mb, disk_mb=row.disk_mb, envd_version=row.envd_version,
-            envd_access_token=row.envd_access_token, env_vars=row.env_vars or {}, memory=memory, path=str(dest),
+            envd_access_token=row.envd_access_token, env_vars=row.env_vars or {}, memory=memory, path=str(dest), node_id=self.lifecycle.node_id,
             allow_internet_access=row.allow_internet_access, network=row.network,
             volume_mounts=row.volume_mounts,
         )

@@ -130,6 +130,9 @@ class Build(Base):
     # --- post-ready snapshot (migration 0006) ---
     ready_snapshot: Mapped[str | None] = mapped_column(Text, nullable=True)
     """Dir of a memory snapshot taken once startCmd/readyCmd passed; sandboxes restore it."""
+    # --- scale-out (migration 0021) ---
+    node_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    """The node running (or that ran) the build: a restarting node fails only its own unfinished builds."""
 
 
 class BuildLogEntry(Base):
@@ -190,6 +193,9 @@ class Sandbox(Base):
     # --- volumes (migration 0014) ---
     volume_mounts: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)
     """``[{"volumeID", "name", "path"}]``: the team's volumes bound read-write into the sandbox."""
+    # --- scale-out (migration 0021) ---
+    node_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    """The node that holds the sandbox (its container, or its pause image); ``None`` for rows from before 0021."""
 
 
 class Snapshot(Base):
@@ -221,6 +227,9 @@ class Snapshot(Base):
     network: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # --- the source's volume mounts, which every clone shares (migration 0014) ---
     volume_mounts: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)
+    # --- scale-out (migration 0021) ---
+    node_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    """The node whose disk holds the snapshot; creates from it are placed there."""
 
 
 # --- Prime Intellect façade (migration 0005) -------------------------------------------------

@@ -6,7 +6,7 @@ import base64
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 from sandlot.store.models import Sandbox
@@ -24,20 +24,27 @@ def get_for_team(session: Session, team_id: str, sandbox_id: str) -> Sandbox | N
     return row
 
 
-def all_live(session: Session) -> list[Sandbox]:
-    return list(session.scalars(select(Sandbox).where(Sandbox.state.in_(LIVE_STATES))))
+def _on(node_id: str | None) -> list[ColumnElement[bool]]:
+    """The rows of one node (``sandlot node``), or every row (``node_id=None``: a single box owns them all)."""
+    return [] if node_id is None else [Sandbox.node_id == node_id]
 
 
-def in_states(session: Session, states: tuple[str, ...]) -> list[Sandbox]:
-    return list(session.scalars(select(Sandbox).where(Sandbox.state.in_(states))))
+def all_live(session: Session, node_id: str | None = None) -> list[Sandbox]:
+    return list(session.scalars(select(Sandbox).where(Sandbox.state.in_(LIVE_STATES), *_on(node_id))))
 
 
-def expired(session: Session, now: datetime) -> list[Sandbox]:
-    return list(session.scalars(select(Sandbox).where(Sandbox.state == "running", Sandbox.end_at <= now)))
+def in_states(session: Session, states: tuple[str, ...], node_id: str | None = None) -> list[Sandbox]:
+    return list(session.scalars(select(Sandbox).where(Sandbox.state.in_(states), *_on(node_id))))
 
 
-def paused_before(session: Session, cutoff: datetime) -> list[Sandbox]:
-    return list(session.scalars(select(Sandbox).where(Sandbox.state == "paused", Sandbox.paused_at <= cutoff)))
+def expired(session: Session, now: datetime, node_id: str | None = None) -> list[Sandbox]:
+    return list(session.scalars(select(Sandbox).where(Sandbox.state == "running", Sandbox.end_at <= now,
+                                                      *_on(node_id))))
+
+
+def paused_before(session: Session, cutoff: datetime, node_id: str | None = None) -> list[Sandbox]:
+    return list(session.scalars(select(Sandbox).where(Sandbox.state == "paused", Sandbox.paused_at <= cutoff,
+                                                      *_on(node_id))))
 
 
 def count_running(session: Session, team_id: str) -> int:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import structlog
 
+from sandlot.orchestrator.nodes import default_node_id
 from sandlot.runtime.base import BindMount, Runtime, SandboxHandle
 from sandlot.settings import Settings
 from sandlot.store import templates as template_store
@@ -114,6 +115,8 @@ class TemplateBuilder:
         self.sandboxes = BuildSandboxes(settings, runtime, envd_launch, self._http)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(settings.build_max_concurrent)
+        self.node_id = default_node_id(settings)
+        """Stamped on the builds this server runs: a restarting ``sandlot node`` fails only its own."""
         self.finished: list[Callable[[str, bool, float], None]] = []
         """Told (build id, succeeded, seconds since submitted) when a build ends (``telemetry.py``)."""
 
@@ -123,8 +126,12 @@ class TemplateBuilder:
         gc.register_database(self.settings.templates_dir, self.settings.effective_database_url)
         with self.db.session() as session, session.begin():
             for build in template_store.unfinished_builds(session):
-                if build.status == "building":
+                if build.status == "building" and self._ours(build):
                     template_store.fail_build(session, build, "The server restarted during the build; start it again", "base")
+
+    def _ours(self, build: Build) -> bool:
+        """Whether this server ran ``build`` (on a single box every build is its own)."""
+        return self.settings.role != "node" or build.node_id in (None, self.node_id)
 
     async def close(self) -> None:
         for task in list(self._tasks.values()):
@@ -150,6 +157,10 @@ class TemplateBuilder:
         blog = BuildLog(self.db, build_id)
         started = time.monotonic()
         ok = False
+        with self.db.session() as session, session.begin():
+            claimed = session.get(Build, build_id)
+            if claimed is not None:
+                claimed.node_id = self.node_id
         try:
             async with self._slots, blog.live():
                 with self.db.session() as session, session.begin():
