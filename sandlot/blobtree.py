@@ -88,13 +88,25 @@ def validate(archive: Path) -> int:
     return len(names)
 
 
+Parts = list[tuple[Path, list[str]]]
+"""(dir, names in it) pairs packed into one tree: a tree may gather files of several host dirs."""
+
+
 def pack(src: Path, out: Path) -> None:
     """``src``'s content (not ``src`` itself) as a pax tar at ``out``."""
+    pack_parts([(src, ["."])], out)
+
+
+def pack_parts(parts: Parts, out: Path) -> None:
+    """The named entries of each dir (recursively) as one pax tar at ``out``."""
+    args: list[str] = []
+    for directory, names in parts:
+        args += ["--directory", str(directory), *names] if names else []   # (our own names, no "-" first)
     proc = subprocess.run([TAR, "--create", "--format=posix", *XATTRS, "--numeric-owner", "--file", str(out),
-                           "--directory", str(src), "."], capture_output=True, text=True)
+                           *args], capture_output=True, text=True)
     # rc 1: "file changed as we read it"; never true for the quiescent trees we pack, but not fatal
     if proc.returncode not in (0, 1):
-        raise BlobError(f"tar of {src} failed: {proc.stderr.strip()[-500:]}")
+        raise BlobError(f"tar of {parts[0][0]} failed: {proc.stderr.strip()[-500:]}")
 
 
 def unpack(archive: Path, dest: Path) -> None:
@@ -114,12 +126,13 @@ def unpack(archive: Path, dest: Path) -> None:
         raise
 
 
-def publish(store: BlobStore, src: Path, scratch: Path) -> str:
-    """Tar ``src`` into the store; its digest. ``scratch``: a dir for the temporary tar."""
+def publish(store: BlobStore, src: Path | Parts, scratch: Path) -> str:
+    """Tar ``src`` (a dir's content, or :data:`Parts`) into the store; its digest. ``scratch``:
+    a dir for the temporary tar."""
     scratch.mkdir(parents=True, exist_ok=True)
     tmp = scratch / f"{uuid.uuid4().hex}.tar"
     try:
-        pack(src, tmp)
+        pack_parts([(src, ["."])] if isinstance(src, Path) else src, tmp)
         return store.put_file(tmp)
     finally:
         tmp.unlink(missing_ok=True)

@@ -141,6 +141,16 @@ class Runtime(Protocol):
     async def clone(self, snapshot: Path, sandbox_id: str, *, egress: "EgressPolicy | None" = None) -> SandboxHandle:
         """A new sandbox restored from ``snapshot``: own disk copy, address; ``egress`` in force first."""
         ...
+    def export_paused(self, sandbox_id: str) -> builtins.list[tuple[Path, builtins.list[str]]]:
+        """What another host needs to resume this paused sandbox, as (dir, names in it) pairs to
+        pack into one tree (``sandlot/orchestrator/adoption.py``); the sandbox must stay paused."""
+        ...
+    async def adopt_paused(self, bundle: Path, sandbox_id: str, layers: builtins.list[Path], *,
+                           egress: "EgressPolicy | None" = None) -> None:
+        """Make a paused sandbox of this host from another host's ``export_paused`` tree at
+        ``bundle`` (its own address; ``layers`` are this host's paths of its layers); ``resume``
+        then brings it back as for any pause. ``bundle`` may be consumed."""
+        ...
 
     # --- network
     @property

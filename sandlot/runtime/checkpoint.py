@@ -343,7 +343,8 @@ class Checkpointing(ContainerHost):
             raise SandboxRuntimeError(f"sandbox {sandbox_id} is not paused") from exc
         info = self._read_runtime_json(sandbox_id) or {}
         await self._mount_rootfs(sandbox_id)
-        self._criu_conf(sdir)
+        # a sandbox adopted from another host is in another netns, with another address
+        self._criu_conf(sdir, CRIU_CONFIG_COPY if marker.get("adopted") else CRIU_CONFIG_IN_PLACE)
         restore = bool(marker.get("memory")) and memory
         try:
             if restore:
@@ -366,6 +367,7 @@ class Checkpointing(ContainerHost):
     def finish_resume(self, sandbox_id: str) -> None:
         """The restored sandbox is healthy: drop the pause marker and its image."""
         sdir = self.sandbox_dir(sandbox_id)
+        self._criu_conf(sdir)   # its next pause keeps its connections (an adopted one restored without)
         (sdir / "paused.json").unlink(missing_ok=True)
         shutil.rmtree(sdir / "checkpoint", ignore_errors=True)
         shutil.rmtree(sdir / "criu-work", ignore_errors=True)
@@ -522,6 +524,90 @@ class Checkpointing(ContainerHost):
         except (OSError, tenant_fs.TreeError) as exc:
             log.warning("clone: /etc/hosts not re-owned: %s", exc)
 
+    def _retarget_config(self, cfg: dict[str, Any], sandbox_id: str, slot: NetSlot, rng: IdRange | None,
+                         boot_source: Path) -> None:
+        """Another sandbox's OCI config made this one's (its cgroup, netns, sysfs, boot dir),
+        written to its dir. Its CRIU config is the copy one (the snapshot's names its source
+        sandbox's): the image was dumped with its connections closed, which restore must repeat."""
+        sdir = self.sandbox_dir(sandbox_id)
+        cfg["linux"]["cgroupsPath"] = cgroups.cgroups_path(sandbox_id, self.cgroup_parent)
+        cfg.setdefault("annotations", {})["org.criu.config"] = str(self._criu_conf(sdir, CRIU_CONFIG_COPY))
+        for ns in cfg["linux"]["namespaces"]:
+            if ns["type"] == "network":
+                ns["path"] = slot.netns_path
+        if rng is not None:   # its own netns's sysfs, not the source sandbox's
+            cfg["mounts"] = [idmap.sysfs_mount(sdir / SYSFS_DIR) if m["destination"] == "/sys" else m
+                             for m in cfg["mounts"]]
+        boot_id.retarget(cfg, sdir)   # its own boot dir, not the source sandbox's
+        if (boot_source / boot_id.FILE).exists():
+            boot_id.copy_boot(boot_source, sdir)
+        elif boot_id.has_mount(cfg):   # its source's file went missing: the mount needs one
+            boot_id.new_boot(sdir)
+        (sdir / "config.json").write_text(json.dumps(cfg))
+
+    # --- moving a paused sandbox to another host (sandlot/orchestrator/adoption.py) -----------
+
+    EXPORT_FILES = ("runtime.json", "paused.json", "config.json")
+
+    def export_paused(self, sandbox_id: str) -> list[tuple[Path, list[str]]]:
+        """The pause's files (its memory image when it has one), its boot id and its disk's
+        upper dir: the paused sandbox is released, so none of them changes while packed."""
+        validate_sandbox_id(sandbox_id)
+        sdir = self.sandbox_dir(sandbox_id)
+        if not (sdir / "paused.json").exists():
+            raise SandboxRuntimeError(f"sandbox {sandbox_id} is not paused")
+        names = list(self.EXPORT_FILES)
+        if (sdir / "checkpoint").is_dir() and json.loads((sdir / "paused.json").read_text()).get("memory"):
+            names.append("checkpoint")
+        if boot_id.path(sdir).exists():
+            names.append(boot_id.BOOT_DIR)
+        return [(sdir, names), (disk.mount_path(sdir), ["upper"])]
+
+    async def adopt_paused(self, bundle: Path, sandbox_id: str, layers: list[Path], *,
+                           egress: EgressPolicy | None = None) -> None:
+        """A paused sandbox of this host from another host's :meth:`export_paused` tree: a new
+        slot (address; ``egress`` in force first), a disk holding the upper dir, the config
+        retargeted as a clone's, the memory image as ``checkpoint/`` and CRIU's network lock in
+        the new netns as the dump left it in the old one, so :meth:`resume` works as for any pause."""
+        validate_sandbox_id(sandbox_id)
+        old = json.loads((bundle / "runtime.json").read_text())
+        marker = json.loads((bundle / "paused.json").read_text())
+        cfg = json.loads((bundle / "config.json").read_text())
+        memory = bool(marker.get("memory")) and (bundle / "checkpoint").is_dir()
+        if memory:
+            self._require_criu(sandbox_id)
+        rng = IdRange.from_oci(cfg)   # the source's: its upper holds ids of that range
+        if rng is not None:
+            self._check_traversable(rng)
+        sdir = self.sandbox_dir(sandbox_id)
+        sdir.mkdir()
+        slot: NetSlot | None = None
+        try:
+            slot = await self.network.acquire()
+            if egress is not None:
+                await self.network.set_policy(slot.sandbox_ip, egress)
+            self._write_atomic(sdir / "runtime.json", json.dumps({
+                "sandbox_id": sandbox_id, "runtime": self.name, "netns": slot.netns,
+                "slot": slot.index, "ip": slot.sandbox_ip, "host_ip": slot.host_ip,
+                "layers": [str(p) for p in layers], "created_at": old.get("created_at", time.time()),
+                "disk_mb": old.get("disk_mb"), "userns": rng.to_json() if rng else None,
+                "adopted_from": {"ip": old.get("ip")}}))
+            fs = await disk.create(sdir, old.get("disk_mb"))
+            await disk.copy_upper(bundle / "upper", fs / "upper")
+            self._write_clone_hosts(fs / "upper", slot.sandbox_ip, str(cfg.get("hostname") or "e2b"))
+            if rng is not None:
+                self._own_clone_hosts(fs / "upper", rng)
+            (sdir / "rootfs").mkdir()
+            self._retarget_config(cfg, sandbox_id, slot, rng, bundle / boot_id.BOOT_DIR)
+            if memory:
+                shutil.move(bundle / "checkpoint", sdir / "checkpoint")
+                await criu_netlock.put_back(slot.netns_path)
+            self._write_atomic(sdir / "paused.json", json.dumps(
+                {"memory": memory, "paused_at": marker.get("paused_at", time.time()), "adopted": True}))
+        except BaseException:
+            await asyncio.shield(self._teardown(sandbox_id, slot))
+            raise
+
     async def clone(self, snapshot: Path, sandbox_id: str, *,
                     egress: EgressPolicy | None = None) -> SandboxHandle:
         """Start a new sandbox from a snapshot: copy of its disk, new netns and IP, restored memory.
@@ -551,22 +637,7 @@ class Checkpointing(ContainerHost):
             if rng is not None:
                 self._own_clone_hosts(fs / "upper", rng)
             (sdir / "rootfs").mkdir()
-            cfg["linux"]["cgroupsPath"] = cgroups.cgroups_path(sandbox_id, self.cgroup_parent)
-            # the clone's own CRIU config (the snapshot's names its source sandbox's): the
-            # image was dumped with its connections closed, which restore must repeat
-            cfg.setdefault("annotations", {})["org.criu.config"] = str(self._criu_conf(sdir, CRIU_CONFIG_COPY))
-            for ns in cfg["linux"]["namespaces"]:
-                if ns["type"] == "network":
-                    ns["path"] = slot.netns_path
-            if rng is not None:   # its own netns's sysfs, not the source sandbox's
-                cfg["mounts"] = [idmap.sysfs_mount(sdir / SYSFS_DIR) if m["destination"] == "/sys" else m
-                                 for m in cfg["mounts"]]
-            boot_id.retarget(cfg, sdir)   # its own boot dir, not the source sandbox's
-            if (snapshot / boot_id.FILE).exists():
-                boot_id.copy_boot(snapshot, sdir)
-            elif boot_id.has_mount(cfg):   # its source's file went missing: the mount needs one
-                boot_id.new_boot(sdir)
-            (sdir / "config.json").write_text(json.dumps(cfg))
+            self._retarget_config(cfg, sandbox_id, slot, rng, snapshot)
             await self._mount_rootfs(sandbox_id)
             if meta.get("memory"):
                 self._require_criu(sandbox_id)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,8 @@ class FakeRuntime:
         self.calls: builtins.list[tuple[str, ...]] = []
         self.started = False
         self._egress_rules = egress_rules
+        self.root_for_exports = Path(tempfile.mkdtemp(prefix="fake-runtime-exports-"))
+        """Where ``export_paused`` stages its (tiny) pause image."""
 
     # --- test knobs -------------------------------------------------------------------
 
@@ -295,6 +298,31 @@ class FakeRuntime:
             self.egress[sb.ip] = egress
         self.sandboxes[sandbox_id] = sb
         return SandboxHandle(sandbox_id, sb.ip)
+
+    def export_paused(self, sandbox_id: str) -> builtins.list[tuple[Path, builtins.list[str]]]:
+        sb = self._get(sandbox_id)
+        if sb.paused_memory is None:
+            raise SandboxRuntimeError(f"sandbox {sandbox_id} is not paused")
+        self.calls.append(("export_paused", sandbox_id))
+        staged = self.root_for_exports / sandbox_id
+        staged.mkdir(parents=True, exist_ok=True)
+        (staged / "paused.json").write_text(json.dumps({
+            "memory": sb.paused_memory, "disk_mb": sb.disk_mb, "memory_mb": sb.memory_mb}))
+        return [(staged, ["paused.json"])]
+
+    async def adopt_paused(self, bundle: Path, sandbox_id: str, layers: builtins.list[Path], *,
+                           egress: EgressPolicy | None = None) -> None:
+        validate_sandbox_id(sandbox_id)
+        self._call("adopt_paused", sandbox_id)
+        if sandbox_id in self.sandboxes:
+            raise SandboxRuntimeError(f"container {sandbox_id} already exists")
+        meta = json.loads((bundle / "paused.json").read_text())
+        sb = FakeSandbox(sandbox_id, self._address(), list(layers), int(meta.get("memory_mb") or 512),
+                         meta.get("disk_mb"))
+        sb.state, sb.paused_memory = "paused", bool(meta.get("memory"))
+        if egress is not None:
+            self.egress[sb.ip] = egress
+        self.sandboxes[sandbox_id] = sb
 
     # --- network ----------------------------------------------------------------------
 

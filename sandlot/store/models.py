@@ -130,6 +130,10 @@ class Build(Base):
     # --- post-ready snapshot (migration 0006) ---
     ready_snapshot: Mapped[str | None] = mapped_column(Text, nullable=True)
     """Dir of a memory snapshot taken once startCmd/readyCmd passed; sandboxes restore it."""
+    # --- blob store (migration 0022) ---
+    layer_blobs: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)
+    """``[{"path", "digest"}]``: the blob (tar) of each entry of ``layers`` outside the shared images
+    dir, published by a ``sandlot node`` build so other nodes can fetch it (``templates/layer_blobs.py``)."""
     # --- scale-out (migration 0021) ---
     node_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     """The node running (or that ran) the build: a restarting node fails only its own unfinished builds."""
@@ -193,6 +197,10 @@ class Sandbox(Base):
     # --- volumes (migration 0014) ---
     volume_mounts: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)
     """``[{"volumeID", "name", "path"}]``: the team's volumes bound read-write into the sandbox."""
+    # --- blob store (migration 0022) ---
+    pause_image: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """``{"digest", "node", "memory"}``: the last pause's image in the blob store, which another
+    node fetches to resume the sandbox there (``orchestrator/adoption.py``); ``None`` otherwise."""
     # --- scale-out (migration 0021) ---
     node_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     """The node that holds the sandbox (its container, or its pause image); ``None`` for rows from before 0021."""
