@@ -177,5 +177,7 @@ def create_app(services: Services) -> FrontDoor:
     prime_ctx = prime_facade.install(api, services)  # Prime Intellect /api/v1 + /gateway (issue 7)
     api.mount("/dashboard", create_dashboard(services, lambda: health_problems(services, disk_guard)))  # issue 18
     front_door = FrontDoor(api, services.sandboxes, services.settings.domain, services.settings.envd_port)
+    if services.settings.role == "node" and services.settings.node_token:   # only API instances talk to a node
+        front_door.node_token = services.settings.node_token.encode()
     telemetry.register(prometheus_routes.ServerCollector(services, api.state.health_problems, front_door.stats))
     return front_door

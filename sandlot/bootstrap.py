@@ -20,18 +20,29 @@ from sandlot.store.database import Database
 
 Progress = Callable[[str], None]
 
+PREPARE_LOCK = 0x5A4D_0001
+"""PostgreSQL advisory lock key held while a server migrates and seeds the shared store."""
+
 
 def prepare_store(settings: Settings, db: Database) -> str | None:
     """Migrate and make sure an API key exists; returns a key that was created just now."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.userns:   # sandbox root (an unprivileged uid) must traverse it: docs/security/userns.md
         idmap.open_dir_to_range(settings.data_dir, idmap.IdRange.parse(settings.userns_range))
+        if settings.images_dir is not None:   # the base rootfs and envd runtime live there
+            settings.images_dir.mkdir(parents=True, exist_ok=True)
+            idmap.open_dir_to_range(settings.images_dir, idmap.IdRange.parse(settings.userns_range))
     else:   # 0710 to a range's group stays for the user-namespaced servers sharing the data dir
         os.chmod(settings.data_dir, 0o710 if settings.data_dir.stat().st_gid != 0 else 0o700)
-    db.migrate()
-    if settings.userns:   # the range's root may traverse the data dir: the database is root's alone
-        for path in settings.data_dir.glob("sandlot.db*"):
-            os.chmod(path, 0o600)
+    with db.exclusive(PREPARE_LOCK):
+        db.migrate()
+        if settings.userns:   # the range's root may traverse the data dir: the database is root's alone
+            for path in settings.data_dir.glob("sandlot.db*"):
+                os.chmod(path, 0o600)
+        return _ensure_key(settings, db)
+
+
+def _ensure_key(settings: Settings, db: Database) -> str | None:
     created: str | None = None
     generated = False
     with db.session() as session, session.begin():
@@ -85,7 +96,7 @@ def prepare_images(settings: Settings, progress: Progress) -> None:
 
 
 def register_base_template(settings: Settings, db: Database, envd_version: str) -> None:
-    with db.session() as session, session.begin():
+    with db.exclusive(PREPARE_LOCK), db.session() as session, session.begin():
         template_store.register_ready(
             session,
             alias="base",

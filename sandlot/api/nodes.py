@@ -44,9 +44,25 @@ def _iso(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
-def _node_json(row: Node, services: Services, counts: dict[str, tuple[int, int, int]]) -> dict[str, Any]:
+Counts = dict[tuple[str | None, str], tuple[int, int, int]]
+"""(node id, state) → (sandboxes, vCPUs, memory MiB)."""
+
+
+def _held_by(row: Node, services: Services) -> list[str | None]:
+    """Node ids whose sandboxes ``row`` holds: rows from before migration 0021 have none, and on a
+    single box they are its own."""
+    return [row.id] if services.settings.role == "node" else [row.id, None]
+
+
+def _node_json(row: Node, services: Services, all_counts: Counts) -> dict[str, Any]:
     now = datetime.now(timezone.utc)
     status = node_store.effective_status(row, now, stale_after_s(services.settings))
+    owners = _held_by(row, services)
+    counts: dict[str, tuple[int, int, int]] = {}
+    for (node_id, state), (count, cpus, memory) in all_counts.items():
+        if node_id in owners:
+            c, p, m = counts.get(state, (0, 0, 0))
+            counts[state] = (c + count, p + cpus, m + memory)
     held = [counts.get(state, (0, 0, 0)) for state in HOLDS_RESOURCES]
     return {
         "nodeID": row.id,
@@ -75,12 +91,13 @@ def _node_json(row: Node, services: Services, counts: dict[str, tuple[int, int, 
     }
 
 
-def _counts(services: Services) -> dict[str, tuple[int, int, int]]:
-    """Sandboxes by state with their vCPUs and memory: all of the store's (single-box: one node)."""
+def _counts(services: Services) -> Counts:
+    """Sandboxes by node and state with their vCPUs and memory, in one grouped query."""
     with services.db.session() as session:
-        return {state: (count, cpus or 0, memory or 0) for state, count, cpus, memory in session.execute(
-            select(Sandbox.state, func.count(), func.sum(Sandbox.cpu_count), func.sum(Sandbox.memory_mb))
-            .group_by(Sandbox.state))}
+        return {(node_id, state): (count, cpus or 0, memory or 0)
+                for node_id, state, count, cpus, memory in session.execute(
+                    select(Sandbox.node_id, Sandbox.state, func.count(), func.sum(Sandbox.cpu_count),
+                           func.sum(Sandbox.memory_mb)).group_by(Sandbox.node_id, Sandbox.state))}
 
 
 def _listed(services: Services) -> list[dict[str, Any]]:
@@ -95,7 +112,11 @@ def _detail(services: Services, node_id: str) -> dict[str, Any] | None:
         row = node_store.get(session, node_id)
         if row is None:
             return None
-        rows = list(session.scalars(select(Sandbox).where(Sandbox.state.in_(HOLDS_RESOURCES + ("paused",)))
+        owners = _held_by(row, services)
+        held = Sandbox.node_id.in_([o for o in owners if o is not None])
+        if None in owners:
+            held = held | Sandbox.node_id.is_(None)
+        rows = list(session.scalars(select(Sandbox).where(Sandbox.state.in_(HOLDS_RESOURCES + ("paused",)), held)
                                     .order_by(Sandbox.started_at)))
         data = _node_json(row, services, counts)
     data["sandboxes"] = [{

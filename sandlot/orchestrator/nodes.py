@@ -79,7 +79,7 @@ class NodeRegistry(Periodic):
         """This node's status as last read or set (what :meth:`admit` answers from)."""
 
     def address(self) -> str:
-        return f"{self.settings.host}:{self.settings.port}"
+        return self.settings.effective_node_address
 
     def register(self) -> None:
         with self.db.session() as session:

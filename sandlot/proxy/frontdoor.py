@@ -61,6 +61,8 @@ class FrontDoor:
         self.routes = routes
         self.domain = domain
         self.envd_port = envd_port
+        self.node_token: bytes | None = None
+        """Under ``sandlot node``: every request must carry it (it comes from an API instance)."""
         self.stats = TrafficStats()
         """Requests and bytes to sandboxes (ASGI path here, relay in ``relay.py``): ``/metrics``."""
         routes.on_pause(self.drop_connections)
@@ -82,6 +84,10 @@ class FrontDoor:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.api(scope, receive, send)
+            return
+        if self.node_token is not None and not hdrs.node_token_ok(scope["headers"], self.node_token):
+            await _reply(scope, send, 401, {"code": 401, "message": "This is a Sandlot node agent: it answers "
+                                            "only its API instances (missing or wrong X-Sandlot-Node-Token)"})
             return
         try:
             check_target(scope.get("method", "GET"), scope.get("raw_path") or scope["path"].encode(),

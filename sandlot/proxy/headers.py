@@ -14,9 +14,11 @@ from collections.abc import Iterable
 
 Headers = list[tuple[bytes, bytes]]
 
+NODE_TOKEN = b"x-sandlot-node-token"
+"""API instance → node agent credential (scale-out): checked by the node, never passed to a sandbox."""
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
-    b"te", b"trailer", b"transfer-encoding", b"upgrade",
+    b"te", b"trailer", b"transfer-encoding", b"upgrade", NODE_TOKEN,
 })
 _NEVER_FROM_SANDBOX = frozenset({b"alt-svc"})
 
@@ -63,3 +65,11 @@ def from_sandbox(headers: Headers) -> Headers:
             value = host_only_cookie(value)
         out.append((name, value))
     return out
+
+
+def node_token_ok(headers: Iterable[tuple[bytes, bytes]], token: bytes) -> bool:
+    """Exactly one ``X-Sandlot-Node-Token`` and it is ``token`` (constant-time compare)."""
+    import hmac
+
+    sent = [value for name, value in headers if name.lower() == NODE_TOKEN]
+    return len(sent) == 1 and hmac.compare_digest(sent[0], token)

@@ -304,6 +304,9 @@ class Relay:
                 host_count += 1
         if host_count != 1:
             return None
+        token = self.front_door.node_token
+        if token is not None and not hdrs.node_token_ok(head.headers, token):
+            return None   # the ASGI front door answers the 401
         path, _, query = head.target.partition(b"?")
         try:
             check_target(head.method, path, query)

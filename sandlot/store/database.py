@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -47,6 +49,22 @@ class Database:
 
     def migrate(self) -> None:
         migrate(self.engine)
+
+    @contextmanager
+    def exclusive(self, key: int) -> Iterator[None]:
+        """Hold PostgreSQL's session advisory lock ``key`` (several API instances and nodes start at
+        once and must not migrate or create the first team twice); a no-op on SQLite, whose one
+        server is alone with its file."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
 
     def session(self) -> Session:
         return self._sessions()

@@ -198,3 +198,32 @@ async def test_a_request_during_an_auto_resume_sandboxs_pause_waits_and_wakes_it
         assert response.status_code == 200 and response.text == f"hello from {ip} /during"
     assert stack.row(sid).state == RUNNING  # type: ignore[union-attr]
     assert [c[0] for c in stack.runtime.calls if c[1:] == (sid,)][-2:] == ["resume", "finish_resume"]
+
+
+async def test_a_node_agent_answers_only_requests_carrying_the_node_token(stack: Stack) -> None:
+    """Under ``sandlot node`` the front door is reached only through API instances: without the
+    shared token (or with a wrong or doubled one) nothing — API or sandbox traffic — gets through,
+    and the token never reaches the sandbox."""
+    sid = (await stack.create())["sandboxID"]
+    ip = stack.row(sid).ip  # type: ignore[union-attr]
+    stack.app.node_token = b"s3cret-node-token"
+    try:
+        async with upstream(ip) as (port, seen):
+            for extra in ({}, {"X-Sandlot-Node-Token": "wrong"}):
+                refused = await stack.client.get("/x", headers=to(sid, port, **extra))
+                assert refused.status_code == 401 and "X-Sandlot-Node-Token" in refused.json()["message"]
+                api = await stack.client.get("/sandboxes", headers={**stack.headers(), **extra})
+                assert api.status_code == 401
+            doubled = await stack.client.get(
+                "/x", headers=[*to(sid, port).items(), ("X-Sandlot-Node-Token", "s3cret-node-token"),
+                               ("X-Sandlot-Node-Token", "s3cret-node-token")])
+            assert doubled.status_code == 401
+            assert seen == []
+            ok = await stack.client.get("/x", headers=to(sid, port, **{"X-Sandlot-Node-Token": "s3cret-node-token"}))
+            assert ok.status_code == 200 and ok.text == f"hello from {ip} /x"
+            assert b"s3cret-node-token" not in seen[0].lower()
+            listed = await stack.client.get("/sandboxes", headers={**stack.headers(),
+                                                                   "X-Sandlot-Node-Token": "s3cret-node-token"})
+            assert listed.status_code == 200 and [s["sandboxID"] for s in listed.json()] == [sid]
+    finally:
+        stack.app.node_token = None
