@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, or_, select
 
 from sandlot.api.errors import APIError
 from sandlot.api.operator import HOLDS_RESOURCES, require_operator
@@ -113,9 +113,9 @@ def _detail(services: Services, node_id: str) -> dict[str, Any] | None:
         if row is None:
             return None
         owners = _held_by(row, services)
-        held = Sandbox.node_id.in_([o for o in owners if o is not None])
+        held: ColumnElement[bool] = Sandbox.node_id.in_([o for o in owners if o is not None])
         if None in owners:
-            held = held | Sandbox.node_id.is_(None)
+            held = or_(held, Sandbox.node_id.is_(None))
         rows = list(session.scalars(select(Sandbox).where(Sandbox.state.in_(HOLDS_RESOURCES + ("paused",)), held)
                                     .order_by(Sandbox.started_at)))
         data = _node_json(row, services, counts)
