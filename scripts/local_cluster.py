@@ -457,11 +457,10 @@ def up(count: int) -> dict[str, Any]:
         seed = shared_seed(root)
         for node in state["nodes"]:
             seed_data_dir(seed, Path(node["data_dir"]))
-        # the first node migrates the database alone; the others start together once it has
-        start_node(state, 0)
-        for index in range(1, count):
+        # together: the migrations run under a PostgreSQL advisory lock, so one node migrates
+        for index in range(count):
             start_node(state, index, wait=False)
-        for index in range(1, count):
+        for index in range(count):
             wait_node(state, index)
         if api_command:
             for a in (1, 2):
