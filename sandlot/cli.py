@@ -130,6 +130,73 @@ def serve(
     )
 
 
+def _cluster_settings(role: str, host: str | None, port: int | None, log_level: str,
+                      log_format: str | None) -> Settings:
+    """Settings for ``sandlot api`` / ``sandlot node``: PostgreSQL and the node token are required."""
+    from sandlot.logging_setup import configure
+
+    settings = _settings(host=host, port=port, log_format=log_format, role=role)
+    configure(log_level, settings.log_format)
+    if not settings.effective_database_url.startswith("postgresql"):
+        console.print(f"[red]sandlot {role} shares its state through PostgreSQL: set "
+                      "SANDLOT_DATABASE_URL=postgresql+psycopg://user:password@host:5432/db[/]")
+        raise typer.Exit(2)
+    if not settings.node_token:
+        console.print(f"[red]sandlot {role} needs SANDLOT_NODE_TOKEN, the same secret on every API instance "
+                      "and node agent[/]")
+        raise typer.Exit(2)
+    return settings
+
+
+@app.command()
+def node(
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on (reachable by the API instances)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port for the API instances")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    log_format: Annotated[Optional[str], typer.Option(help="json, console or auto")] = None,
+) -> None:
+    """Run this host's node agent: its sandboxes, runtime, warm pool and builds (docs/scale-out.md)."""
+    import uvicorn
+
+    from sandlot.app import build_services, create_app
+    from sandlot.proxy.relay import Relay
+    from sandlot.runtime.base import set_child_subreaper
+
+    settings = _cluster_settings("node", host, port, log_level, log_format)
+    _prepare(settings)
+    set_child_subreaper()
+    front_door = create_app(build_services(settings))
+    console.print(f"Node agent {settings.node_id or ''} on {settings.host}:{settings.port} "
+                  f"(advertised as {settings.effective_node_address})", highlight=False)
+    uvicorn.run(front_door, host=settings.host, port=settings.port, log_level="warning", log_config=None,
+                timeout_keep_alive=300, http=Relay(front_door).protocol())
+
+
+@app.command("api")
+def api_instance(
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port for the API and the sandbox front door")] = None,
+    domain: Annotated[Optional[str], typer.Option(help="Sandbox domain ({port}-{id}.{domain})")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    log_format: Annotated[Optional[str], typer.Option(help="json, console or auto")] = None,
+) -> None:
+    """Run a stateless API instance that routes to the node agents (docs/scale-out.md)."""
+    import uvicorn
+
+    from sandlot.bootstrap import prepare_store
+    from sandlot.cluster.router import Router
+    from sandlot.store.database import Database
+
+    settings = _cluster_settings("api", host, port, log_level, log_format)
+    if domain:
+        settings = settings.model_copy(update={"domain": domain})
+    db = Database(settings.effective_database_url)
+    prepare_store(settings, db)
+    console.print(f"API instance on http://{settings.host}:{settings.port}", highlight=False)
+    uvicorn.run(Router(settings, db), host=settings.host, port=settings.port, log_level="warning",
+                log_config=None, timeout_keep_alive=300)
+
+
 def _tls_files(settings: Settings) -> TlsFiles | None:
     """The certificate to serve (operator's or generated), or ``None`` for plain HTTP."""
     from sandlot.proxy.tls import TlsError, generated, operator_files

@@ -120,9 +120,15 @@ class SandboxManager:
         """The team's sandbox; :class:`SandboxNotFound` for none and for another team's."""
         with self.db.session() as session:
             row = sandbox_store.get_for_team(session, team_id, sandbox_id)
-        if row is None:
+        if row is None or not self.holds(row):
             raise SandboxNotFound(sandbox_id)
         return row
+
+    def holds(self, row: Sandbox) -> bool:
+        """Whether this server may act on ``row``: on a single box, always; a node, on its own
+        sandboxes and on paused ones whose images it can adopt (docs/scale-out.md) — never on a
+        running sandbox of another host, even if a request reaches the wrong node."""
+        return self.scope is None or row.node_id in (None, self.scope) or row.state == PAUSED
 
     # --- create ---------------------------------------------------------------------------------
 

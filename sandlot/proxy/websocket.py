@@ -65,13 +65,16 @@ async def deny_websocket(scope: Scope, send: Send, status: int, body: dict[str, 
 
 
 async def proxy_websocket(scope: Scope, receive: Receive, send: Send, url: str,
-                          host: str | None, port_closed: dict[str, Any], tls: ssl.SSLContext | None = None) -> None:
-    """Relay one WebSocket session to ``url`` (``ws://ip:port/path?query``, from ``upstream.websocket_url``)."""
+                          host: str | None, port_closed: dict[str, Any], tls: ssl.SSLContext | None = None,
+                          extra_headers: tuple[tuple[str, str], ...] = ()) -> None:
+    """Relay one WebSocket session to ``url`` (``ws://ip:port/path?query``, from ``upstream.websocket_url``);
+    ``extra_headers`` are added for the next hop (an API instance's node token)."""
     message = await receive()
     if message["type"] != "websocket.connect":
         return
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in hdrs.to_sandbox(scope["headers"], None)
                if k.lower() not in _SKIP]
+    headers += extra_headers
     subprotocols = list(scope.get("subprotocols") or [])
     extra: dict[str, Any] = {"ssl": tls} if tls is not None else {}   # wss: an httpsPorts port
     try:

@@ -129,6 +129,10 @@ class TemplateBuilder:
                 if build.status == "building" and self._ours(build):
                     template_store.fail_build(session, build, "The server restarted during the build; start it again", "base")
 
+    def runs_elsewhere(self, build: Build) -> bool:
+        """Whether another node of the cluster runs ``build`` (its own restart settles it if it died)."""
+        return self.settings.role == "node" and build.node_id not in (None, self.node_id)
+
     def _ours(self, build: Build) -> bool:
         """Whether this server ran ``build`` (on a single box every build is its own)."""
         return self.settings.role != "node" or build.node_id in (None, self.node_id)

@@ -38,7 +38,7 @@ def ensure_built(services: Services, *, name: str, tag: str, memory_mb: int,
                 return None
             if session.get(TemplateTag, (template.id, tag)) is not None:
                 return None
-            if any(b.status in ("waiting", "building") and builder.running(b.id)
+            if any(b.status in ("waiting", "building") and (builder.running(b.id) or builder.runs_elsewhere(b))
                    for b in template_store.builds(session, template.id)):
                 return None
         template, build = template_store.request_build(
