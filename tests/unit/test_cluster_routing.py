@@ -58,6 +58,9 @@ def test_placement_prefers_free_memory_then_locality_and_skips_full_draining_and
     load = {"a": placement.Load(2, 1024, 2), "b": placement.Load(1, 512, 0)}
     assert [n.id for n in placement.rank(nodes[:2], load)][0] == "b"
     assert placement.rank([_node("c", node_store.DRAINING)], {}) == []
+    # equal memory: the node with more vCPUs free wins
+    load = {"a": placement.Load(1, 512, 0, 8), "b": placement.Load(1, 512, 0, 1)}
+    assert [n.id for n in placement.rank(nodes[:2], load)][0] == "b"
 
 
 @pytest.fixture
@@ -82,8 +85,8 @@ def test_placement_load_is_one_grouped_query_over_active_rows(db: Database) -> N
                          _sandbox(team.id, "s3", "a", "paused"), _sandbox(team.id, "s4", "b", "running")])
     with db.session() as session:
         load = placement.loads(session, "base")
-    assert load["a"] == placement.Load(2, 1536, 2)   # the paused one holds no memory or slot
-    assert load["b"] == placement.Load(1, 512, 1)
+    assert load["a"] == placement.Load(2, 1536, 2, 2)   # the paused one holds no memory, vCPU or slot
+    assert load["b"] == placement.Load(1, 512, 1, 1)
 
 
 def test_the_sweeper_reports_a_silent_nodes_live_sandboxes_gone_and_keeps_its_paused_ones(
