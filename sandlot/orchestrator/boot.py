@@ -11,13 +11,16 @@ from pathlib import Path
 
 from sandlot.egress.ca import current_bundle
 from sandlot.egress.config import needs_proxy
+from sandlot.blobstore import BlobError
 from sandlot.orchestrator.envd_client import EnvdAgent, EnvdInitError
+from sandlot.orchestrator.errors import OperationFailed
 from sandlot.orchestrator.requests import DEFAULT_USER, DEFAULT_WORKDIR, EnvdLauncher
 from sandlot.orchestrator.warm_pool import BootTokens
 from sandlot.runtime.base import BindMount, SandboxHandle, SandboxSpec
 from sandlot.runtime.overlay import has_bash
 from sandlot.settings import Settings
 from sandlot.store.models import Build, Sandbox
+from sandlot.templates.layer_blobs import LayerBlobs, LayerUnavailable
 
 
 SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -45,6 +48,16 @@ class Boot:
         self.tokens = tokens
         self.proc_mounts: list[BindMount] = []
         """lxcfs views of /proc files, once the manager has lxcfs running."""
+        self.layers = LayerBlobs(settings)
+        """Where a build's layers are on this host (under ``sandlot node``: fetched from the blob store)."""
+
+    async def ensure_layers(self, build: Build) -> list[Path]:
+        """The build's layers on this host, fetched first when another node built them
+        (``templates/layer_blobs.py``; a no-op on a single box)."""
+        try:
+            return await self.layers.ensure(build)
+        except (LayerUnavailable, BlobError) as exc:
+            raise OperationFailed(f"Template build {build.id} cannot start on this node: {exc}") from exc
 
     def spec(self, row: Sandbox, build: Build) -> SandboxSpec:
         argv, env = self.envd_launch(self.settings.envd_port)
@@ -60,7 +73,7 @@ class Boot:
         mounts += self.proc_mounts
         return SandboxSpec(
             sandbox_id=row.id,
-            layers=[Path(p) for p in build.layers],
+            layers=self.layers.paths(build),
             cpu_count=row.cpu_count,
             memory_mb=row.memory_mb,
             pids_limit=self.settings.pids_limit,
@@ -87,7 +100,7 @@ class Boot:
         await self.envd.start_command(
             ip, row.envd_access_token, user=build.default_user or DEFAULT_USER,
             workdir=build.default_workdir or DEFAULT_WORKDIR, env={**(build.env_vars or {}), **(row.env_vars or {})},
-            bash=has_bash([Path(p) for p in build.layers]), start_cmd=build.start_cmd, ready_cmd=build.ready_cmd)
+            bash=has_bash(self.layers.paths(build)), start_cmd=build.start_cmd, ready_cmd=build.ready_cmd)
 
     async def prepare(self, handle: SandboxHandle, build: Build) -> None:
         """Start command first, then envd's warm-up: what an identity-less sandbox needs before a claim."""

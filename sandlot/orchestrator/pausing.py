@@ -8,7 +8,7 @@ the sandbox running.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -40,6 +40,11 @@ class Pauser:
         self.boot = boot
         self.mount_volumes: MountVolumes | None = None
         """Set by the manager: a resume binds the sandbox's volumes again."""
+        self.published: Callable[[str, bool], Awaitable[None]] | None = None
+        """Set by the manager under ``sandlot node``: a completed pause's image into the blob store."""
+        self.adopt: Callable[[Sandbox], Awaitable[None]] | None = None
+        """Set by the manager under ``sandlot node``: a sandbox paused on another node is moved here
+        before it is resumed (``adoption.py``)."""
 
     def check_disk(self, sandbox_id: str) -> None:
         """Refuse a memory image that cannot fit on disk, before freezing anything."""
@@ -107,6 +112,8 @@ class Pauser:
                     raise InsufficientStorage(message) from exc
                 raise OperationFailed(message) from exc
             await self.lifecycle.paused(sandbox_id, route)
+            if self.published is not None:
+                await self.published(sandbox_id, keep_memory)
         log.info("sandbox paused", sandbox_id=sandbox_id, memory=keep_memory, envd_answered=answers,
                  **{k: round(v, 1) for k, v in timings.items()})
 
@@ -117,6 +124,8 @@ class Pauser:
         ``memory=False`` (E2B's ``on_resume="reboot"``): cold-boot it from its disk, its memory
         image (if any) discarded; envd is then re-identified as after any reboot."""
         async with self.lifecycle.lock(sandbox_id):
+            if self.adopt is not None:
+                await self.adopt(self.lifecycle.get(sandbox_id))
             row = self.lifecycle.begin_resume(sandbox_id, memory=memory)
             if row is None:
                 return self.lifecycle.get(sandbox_id), False

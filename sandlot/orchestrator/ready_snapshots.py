@@ -45,6 +45,7 @@ class ReadySnapshots:
     @asynccontextmanager
     async def booted(self, build: Build, sandbox_id: str) -> AsyncIterator[SandboxHandle]:
         """An identity-less sandbox of ``build`` (not yet stored) with envd up; removed afterwards."""
+        await self.boot.ensure_layers(build)
         handle = await self.runtime.create(self.boot.warm_spec(sandbox_id, build))
         try:
             await self.envd.wait_healthy(handle.ip)
@@ -72,7 +73,7 @@ class ReadySnapshots:
     async def restore(self, build: Build, sandbox_id: str) -> SandboxHandle | None:
         """An identity-less sandbox of ``build`` restored from its snapshot, envd up; ``None``
         when the build has none or it could not be restored (the caller boots instead)."""
-        if not build.ready_snapshot or not self._sized_as_built(build):
+        if not build.ready_snapshot or not self._sized_as_built(build) or not self._here(build.ready_snapshot):
             return None
         try:
             handle = await self.runtime.clone(Path(build.ready_snapshot), sandbox_id)
@@ -86,6 +87,11 @@ class ReadySnapshots:
                         sandbox_id=sandbox_id, error=str(exc)[:500])
             return None
         return handle
+
+    def _here(self, path: str) -> bool:
+        """Under ``sandlot node`` a build's snapshot is on the node that built it: the others boot
+        (and run the start command) instead, as for a build without one (docs/scale-out.md)."""
+        return self.settings.role != "node" or Path(path).is_relative_to(self.root)
 
     def _sized_as_built(self, build: Build) -> bool:
         """A restore keeps the snapshot's CPU, memory and disk: a create that asks for other

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 import structlog
 
 from sandlot import ids
+from sandlot.orchestrator.adoption import Adoption
 from sandlot.orchestrator.boot import Boot, envd_init
 from sandlot.orchestrator.envd_client import EnvdAgent
 from sandlot.orchestrator.errors import Conflict, InvalidRequest, OperationFailed, SandboxNotFound
@@ -96,6 +97,10 @@ class SandboxManager:
         self.lifecycle.node_id = self.nodes.node_id
         self.scope = self.nodes.node_id if settings.role == "node" else None
         """Rows this server recovers and reaps: its own under ``sandlot node``, all of them on a single box."""
+        if settings.role == "node":   # layers and pause images of other nodes, through the blob store
+            self.pool.ensure_layers = self.boot.ensure_layers
+            adoption = Adoption(settings, db, runtime, self.boot, self.network, self.nodes.node_id)
+            self.pausing.published, self.pausing.adopt = adoption.publish, adoption.adopt
         self._reaper: asyncio.Task[None] | None = None
         self._teardowns: set[asyncio.Task[None]] = set()
         """Kills answered before their teardown finished (``destroy(background=True)``)."""
@@ -184,6 +189,7 @@ class SandboxManager:
                 mark("claim")
                 booted = handle is None
                 if handle is None:
+                    await self.boot.ensure_layers(request.build)   # (another node's build: fetched first)
                     spec = self.boot.spec(row, request.build)
                     if request.volume_mounts:
                         await self.volumes.acquire(request.volume_mounts)

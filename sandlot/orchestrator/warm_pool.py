@@ -104,6 +104,8 @@ class WarmPool:
         self.restore = restore
         self.size = size
         self.max_builds = max_builds
+        self.ensure_layers: Callable[[Build], Awaitable[object]] | None = None
+        """Set by the manager: a build's layers onto this host before a boot (``sandlot node``)."""
         self._tokens: dict[str, str] = {}
         """Current envd token of each pooled sandbox (after ``_rotate``), until claimed."""
         self._pools: OrderedDict[str, _BuildPool] = OrderedDict()
@@ -166,6 +168,8 @@ class WarmPool:
         try:
             await asyncio.sleep(REFILL_DELAY_S)
             restored = await self.restore(pool.build, sandbox_id) if self.restore is not None else None
+            if restored is None and self.ensure_layers is not None:
+                await self.ensure_layers(pool.build)
             handle = restored or await self.runtime.create(
                 dataclasses.replace(self.spec_for(sandbox_id, pool.build), background=True))
             try:

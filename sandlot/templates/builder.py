@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import structlog
 
+from sandlot.blobstore import BlobError
 from sandlot.orchestrator.nodes import default_node_id
 from sandlot.runtime.base import BindMount, Runtime, SandboxHandle
 from sandlot.settings import Settings
@@ -32,6 +33,7 @@ from sandlot.templates import commands, files_hash, gc, oci, steps, uploads
 from sandlot.templates.build_log import BuildLog
 from sandlot.templates.build_sandbox import BuildSandboxes, new_build_sandbox_id
 from sandlot.templates.flatten import flatten
+from sandlot.templates.layer_blobs import LayerBlobs, LayerUnavailable
 from sandlot.templates.layers import Layer, LayerStore
 from sandlot.templates.steps import BuildConfig, Step
 
@@ -108,7 +110,10 @@ class TemplateBuilder:
         self.ready_snapshots = ready_snapshots
         """Boots the start check like the orchestrator boots sandboxes, and snapshots it."""
         self.layers = LayerStore(settings.templates_dir / "layers", settings.instance)
-        self.uploads = uploads.UploadStore(settings.templates_dir / "files", max_bytes=settings.upload_max_bytes)
+        self.uploads = uploads.UploadStore(settings.templates_dir / "files", max_bytes=settings.upload_max_bytes,
+                                           **uploads.cluster_options(settings))
+        self.layer_blobs = LayerBlobs(settings)
+        """Under ``sandlot node``: layers of other nodes' builds fetched, this node's builds published."""
         self.images = oci.ImageStore(settings.templates_dir / "images", settings.templates_dir / "layers" / ".staging" / settings.instance,
                                      allow_private=settings.registry_allow_private)
         self._http = httpx.AsyncClient()
@@ -185,7 +190,8 @@ class TemplateBuilder:
                 if request.start_cmd or request.ready_cmd:
                     snapshot = await self._check_start(build_id, request, state, blog)
                 try:
-                    self._register(build_id, request, state, snapshot)
+                    blobs = await self._publish(state, blog)
+                    self._register(build_id, request, state, snapshot, blobs)
                 except BaseException:
                     if snapshot is not None:
                         await self.ready_snapshots.discard([str(snapshot)])
@@ -217,12 +223,27 @@ class TemplateBuilder:
                 template_store.fail_build(session, build, message, step)
         log.warning("template build failed", build_id=build_id, step=step, reason=message[:300])
 
-    def _register(self, build_id: str, request: BuildRequest, state: _Progress, snapshot: Path | None) -> None:
+    async def _publish(self, state: _Progress, blog: BuildLog) -> list[dict[str, str]] | None:
+        """Under ``sandlot node``: the layers into the blob store, so any node can start the build."""
+        if not self.layer_blobs.enabled:
+            return None
+        t0 = time.monotonic()
+        try:
+            blobs = await self.layer_blobs.publish(state.layers)
+        except (BlobError, OSError) as exc:
+            raise BuildFailed(f"Publishing the layers to the blob store failed: {exc}", "finalize") from exc
+        blog.line(f"Published {len(blobs or [])} layer(s) to the blob store in {time.monotonic() - t0:.1f}s",
+                  step="finalize", level="debug")
+        return blobs
+
+    def _register(self, build_id: str, request: BuildRequest, state: _Progress, snapshot: Path | None,
+                  blobs: list[dict[str, str]] | None = None) -> None:
         with self.db.session() as session, session.begin():
             build = session.get(Build, build_id)
             if build is None:
                 raise BuildFailed("The template was deleted during the build", "finalize")
             _record_result(build, request, state)
+            build.layer_blobs = blobs
             build.ready_snapshot = str(snapshot) if snapshot is not None else None
             template_store.finish_build(session, build)
 
@@ -235,7 +256,12 @@ class TemplateBuilder:
                 if found is None:
                     raise BuildFailed(f"Base template '{request.from_template}' not found or has no ready build", "base")
                 _template, build = found
-                layers, config = [Path(p) for p in build.layers], config_of(build)
+                config = config_of(build)
+                session.expunge(build)
+            try:   # built on another node: its layers fetched onto this one (a no-op on a single box)
+                layers = await self.layer_blobs.ensure(build)
+            except (LayerUnavailable, BlobError) as exc:
+                raise BuildFailed(f"Base template '{request.from_template}': {exc}", "base") from exc
             # used from now on even if that template is deleted during this build
             if not gc.keep_alive_paths(self.settings.templates_dir, layers):
                 raise BuildFailed(f"Base template '{request.from_template}' lost layers to `sandlot template gc`; "
@@ -341,7 +367,7 @@ class TemplateBuilder:
         label = str(step.number)
         tmp = Path(tempfile.mkdtemp(prefix="ctx-", dir=self.layers.staging_root))
         try:
-            archive = self.uploads.snapshot(team_id, step.files_hash, tmp / "archive.tar")
+            archive = await asyncio.to_thread(self.uploads.snapshot, team_id, step.files_hash, tmp / "archive.tar")
             if archive is None:
                 raise BuildFailed(f"Step {step.number}: the files for COPY {step.args[0]} were not uploaded "
                                   f"(filesHash {step.files_hash})", label)

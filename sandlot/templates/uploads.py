@@ -7,10 +7,17 @@ are stored per team under ``<templates>/files/<team>/<filesHash>.tar``.
 ``filesHash`` is not a digest of the archive (``files_hash.py``), so an upload cannot be
 checked when it arrives: a build checks the exact bytes it extracts (``snapshot``) and
 keys the COPY layer by their sha256, so one team's upload never reaches another's build.
+
+Under ``sandlot node`` (issue 17) the link may be signed by one node, the upload received by
+another and the build run by a third: links are signed with a key derived from the
+deployment's ``SANDLOT_NODE_TOKEN``, a received archive is also put in the blob store with a
+ref ``uploads/<team>/<filesHash>`` naming its digest, and a node without the archive fetches
+it from there (digest verified; the build then checks its content as always).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -20,8 +27,10 @@ import tarfile
 import time
 from collections.abc import AsyncIterable
 from pathlib import Path
+from typing import Any
 
-from sandlot import tenant_fs
+from sandlot import blobstore, tenant_fs
+from sandlot.settings import Settings
 
 TOKEN_TTL_S = 3600
 DEFAULT_MAX_BYTES = 1 << 30
@@ -35,18 +44,51 @@ class UploadTooLarge(UploadError):
     pass
 
 
+def cluster_options(settings: Settings) -> dict[str, Any]:
+    """``UploadStore`` keywords for this server's role: under ``sandlot node`` links every node
+    accepts and archives every node can read (module docstring); nothing on a single box."""
+    if settings.role != "node":
+        return {}
+    options: dict[str, Any] = {"remote_url": settings.effective_blob_url}
+    if settings.node_token:
+        options["secret"] = hmac.new(settings.node_token.encode(), b"sandlot upload links", hashlib.sha256).digest()
+    return options
+
+
 class UploadStore:
-    def __init__(self, root: Path, secret: bytes | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(self, root: Path, secret: bytes | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+                 remote_url: str | None = None) -> None:
         self.root = root
         self._secret = secret or secrets.token_bytes(32)
         """Per process: a restart only invalidates upload links that were not used yet."""
         self.max_bytes = max_bytes
+        self._remote_url = remote_url
+        self._remote: blobstore.BlobStore | None = None
+
+    @property
+    def remote(self) -> blobstore.BlobStore | None:
+        """The cluster's blob store (``sandlot node``), else ``None``."""
+        if self._remote is None and self._remote_url is not None:
+            self._remote = blobstore.open_store(self._remote_url)
+        return self._remote
 
     def path(self, team_id: str, files_hash: str) -> Path:
         return self.root / team_id / f"{files_hash}.tar"
 
+    @staticmethod
+    def _ref(team_id: str, files_hash: str) -> str:
+        return f"uploads/{team_id}/{files_hash}"
+
     def present(self, team_id: str, files_hash: str) -> bool:
-        return self.path(team_id, files_hash).is_file()
+        if self.path(team_id, files_hash).is_file():
+            return True
+        remote = self.remote
+        if remote is None:
+            return False
+        try:
+            return remote.get_ref(self._ref(team_id, files_hash)) is not None
+        except blobstore.BlobError:
+            return False
 
     def token(self, team_id: str, template_id: str, files_hash: str, now: float | None = None) -> str:
         expires = int((now or time.time()) + TOKEN_TTL_S)
@@ -91,6 +133,10 @@ class UploadStore:
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
+        remote = self.remote
+        if remote is not None:   # readable by whichever node runs the build
+            digest = await asyncio.to_thread(remote.put_file, final)
+            await asyncio.to_thread(remote.put_ref, self._ref(team_id, files_hash), digest)
         return size
 
     def snapshot(self, team_id: str, files_hash: str, into: Path) -> Path | None:
@@ -100,12 +146,26 @@ class UploadStore:
         try:
             os.link(source, into)
         except FileNotFoundError:
-            return None
+            return self._fetch(team_id, files_hash, into)
         except OSError:  # another filesystem
             try:
                 shutil.copyfile(source, into)
             except FileNotFoundError:
                 return None
+        return into
+
+    def _fetch(self, team_id: str, files_hash: str, into: Path) -> Path | None:
+        """Another node received it: the blob store's copy (digest verified), or ``None``."""
+        remote = self.remote
+        if remote is None:
+            return None
+        try:
+            digest = remote.get_ref(self._ref(team_id, files_hash))
+            if digest is None:
+                return None
+            blobstore.copy_out(remote, digest, into)
+        except blobstore.BlobMissing:
+            return None
         return into
 
     def discard(self, team_id: str, files_hash: str, like: Path) -> None:
