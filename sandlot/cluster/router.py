@@ -50,7 +50,7 @@ _PRIME_SANDBOX_PATH = re.compile(r"^/api/v1/sandbox/(?P<id>[^/:]+)(?P<rest>/.*)?
 _NOT_SANDBOX_IDS = frozenset({"metrics", "checkpoints", "volumes", "background-jobs"})
 _MOVES = ("/pause", "/resume", "/connect", "/snapshots")
 """Sandbox paths after which the router's cached holder may be wrong."""
-_CREATES = (("POST", "/sandboxes"), ("POST", "/api/v1/sandbox"))
+_CREATES = (("POST", "/sandboxes"), ("POST", "/v2/sandboxes"), ("POST", "/api/v1/sandbox"))
 _UNSUPPORTED = (re.compile(r"^/volumes(/|$)"), re.compile(r"^/volumecontent(/|$)"),
                 re.compile(r"^/api/v1/sandbox/volumes(/|$)"), re.compile(r"^/api/v1/sandbox/[^/]+/volumes/"))
 MAX_CREATE_BODY = 1 << 20
