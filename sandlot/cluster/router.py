@@ -264,9 +264,13 @@ class Router:
         for node in candidates:
             try:
                 response = await self._send(scope, node, body)
-            except httpx.TransportError as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:   # never reached the node: safe to retry
                 log.warning("node unreachable for a create; trying the next", node=node.id, error=repr(exc))
                 continue
+            except httpx.TransportError as exc:   # the node may have started it: no second create elsewhere
+                log.warning("create failed at the node", node=node.id, error=repr(exc))
+                await _answer(scope, send, 502, {"code": 502, "message": f"Node {node.id} failed during the create"})
+                return
             if response.status_code == 503 and node is not candidates[-1]:
                 await response.aread()
                 await response.aclose()
