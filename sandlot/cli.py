@@ -177,6 +177,9 @@ def api_instance(
     host: Annotated[Optional[str], typer.Option(help="Address to listen on")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port for the API and the sandbox front door")] = None,
     domain: Annotated[Optional[str], typer.Option(help="Sandbox domain ({port}-{id}.{domain})")] = None,
+    tls: Annotated[Optional[bool], typer.Option("--tls/--no-tls", help="Serve HTTPS (default: on with --domain)")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option(help="Certificate for DOMAIN and *.DOMAIN (PEM)")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(help="Private key of --tls-cert (PEM)")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
     log_format: Annotated[Optional[str], typer.Option(help="json, console or auto")] = None,
 ) -> None:
@@ -188,13 +191,17 @@ def api_instance(
     from sandlot.store.database import Database
 
     settings = _cluster_settings("api", host, port, log_level, log_format)
-    if domain:
-        settings = settings.model_copy(update={"domain": domain})
+    updates = {k: v for k, v in dict(domain=domain, tls=tls, tls_cert=tls_cert, tls_key=tls_key).items() if v is not None}
+    settings = settings.model_copy(update=updates) if updates else settings
+    tls_files = _tls_files(settings)   # the API tier terminates TLS; nodes sit on a private network
     db = Database(settings.effective_database_url)
     prepare_store(settings, db)
-    console.print(f"API instance on http://{settings.host}:{settings.port}", highlight=False)
+    scheme = "https" if tls_files else "http"
+    console.print(f"API instance on {scheme}://{settings.host}:{settings.port}", highlight=False)
     uvicorn.run(Router(settings, db), host=settings.host, port=settings.port, log_level="warning",
-                log_config=None, timeout_keep_alive=300)
+                log_config=None, timeout_keep_alive=300,
+                ssl_certfile=str(tls_files.cert) if tls_files else None,
+                ssl_keyfile=str(tls_files.key) if tls_files else None)
 
 
 def _tls_files(settings: Settings) -> TlsFiles | None:
