@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -435,6 +436,8 @@ def up(count: int) -> dict[str, Any]:
     }
     save_state(root, state)
     try:
+        lock = open("/run/lock/sandlot-local-cluster.lock", "w")   # two clusters coming up pick distinct links
+        fcntl.flock(lock, fcntl.LOCK_EX)
         for i, octet in enumerate(pick_link_octets(count), start=1):
             node_dir = root / "nodes" / f"n{i}"
             node = {
@@ -448,6 +451,7 @@ def up(count: int) -> dict[str, Any]:
             save_state(root, state)
             node_dir.mkdir(parents=True)
             make_namespace(node)
+        lock.close()
         install_nft(state["nft_table"], state["nodes"])
         state["nft_installed"] = True
         save_state(root, state)
@@ -531,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=what)
         p.add_argument("node", type=int, help="1-based node number")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # a killed `up` still tears down what it made
     try:
         if args.command == "up":
             state = up(args.nodes)
