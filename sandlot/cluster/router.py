@@ -47,6 +47,7 @@ log = structlog.get_logger("sandlot.cluster")
 
 _SANDBOX_PATH = re.compile(r"^/(?:v\d+/)?sandboxes/(?P<id>[^/]+)(?P<rest>/.*)?$")
 _PRIME_SANDBOX_PATH = re.compile(r"^/api/v1/sandbox/(?P<id>[^/:]+)(?P<rest>/.*)?$")
+_PRIME_GATEWAY_PATH = re.compile(r"^/gateway/[^/]+/(?P<id>[^/]+)(?P<rest>/.*)?$")
 _NOT_SANDBOX_IDS = frozenset({"metrics", "checkpoints", "volumes", "background-jobs"})
 _MOVES = ("/pause", "/resume", "/connect", "/snapshots")
 """Sandbox paths after which the router's cached holder may be wrong."""
@@ -71,8 +72,9 @@ async def _answer(scope: dict[str, Any], send: Any, status: int, body: dict[str,
 
 
 def sandbox_of_path(path: str) -> str | None:
-    """The sandbox an API path is about (``/sandboxes/{id}…``, Prime's ``/api/v1/sandbox/{id}…``)."""
-    for pattern in (_SANDBOX_PATH, _PRIME_SANDBOX_PATH):
+    """The sandbox an API path is about (``/sandboxes/{id}…``, Prime's ``/api/v1/sandbox/{id}…`` and
+    its gateway's ``/gateway/{namespace}/{id}/…``)."""
+    for pattern in (_SANDBOX_PATH, _PRIME_SANDBOX_PATH, _PRIME_GATEWAY_PATH):
         found = pattern.match(path)
         if found and found["id"] not in _NOT_SANDBOX_IDS:
             return found["id"]

@@ -37,6 +37,8 @@ from sandlot.store.models import LifecycleEvent, Sandbox
     ("/api/v1/sandbox/checkpoints/x", None),
     ("/api/v1/sandbox/volumes", None),
     ("/templates/abc123", None),
+    ("/gateway/team-ns/abc123/exec", "abc123"),
+    ("/gateway/team-ns", None),
 ])
 def test_the_router_finds_the_sandbox_a_path_is_about(path: str, sandbox: str | None) -> None:
     assert sandbox_of_path(path) == sandbox
