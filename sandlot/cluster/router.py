@@ -136,6 +136,10 @@ class Router:
                 return
             await self._create(scope, send, body)
             return
+        elif method == "DELETE" and path.rstrip("/") == "/api/v1/sandbox" and scope["type"] == "http":
+            body = await self._read_body(receive)
+            await self._bulk_delete(scope, send, body or b"")
+            return
         elif (sandbox_id := sandbox_of_path(path)) is not None:
             node = await self._holder(sandbox_id)
             if method != "GET" and (method == "DELETE" or path.endswith(_MOVES)):
@@ -287,6 +291,30 @@ class Router:
             return
         await _answer(scope, send, 502, {"code": 502, "message": "No node agent could be reached for the create"})
 
+    async def _bulk_delete(self, scope: dict[str, Any], send: Any, body: bytes) -> None:
+        """Prime's bulk delete names sandboxes (or labels) on any nodes: every ready node deletes
+        the ones it holds; the answers are merged (a sandbox fails only if no node deleted it)."""
+        nodes = await self._ready()
+        if not nodes:
+            await _answer(scope, send, 503, {"code": 503, "message": "No node agent is available"})
+            return
+        answers: list[tuple[int, bytes]] = []
+        for node in nodes:
+            try:
+                response = await self._send(scope, node, body)
+                answers.append((response.status_code, await response.aread()))
+                await response.aclose()
+            except httpx.TransportError as exc:
+                log.warning("node unreachable for a bulk delete", node=node.id, error=repr(exc))
+        merged = merge_bulk(answers)
+        if merged is None:   # a refusal (422, 401): every node gives the same one
+            status, payload = answers[0] if answers else (502, b'{"detail": "No node agent could be reached"}')
+        else:
+            status, payload = 200, json.dumps(merged).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
     # --- forwarding -----------------------------------------------------------------------------
 
     def _headers(self, scope: dict[str, Any]) -> list[tuple[bytes, bytes]]:
@@ -376,3 +404,20 @@ def _response_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
     chunked = any(k.lower() == b"transfer-encoding" for k, _ in raw)
     drop = hdrs.HOP_BY_HOP | ({b"content-length"} if chunked else set())
     return [(k, v) for k, v in raw if k.lower() not in drop]
+
+
+def merge_bulk(answers: list[tuple[int, bytes]]) -> dict[str, Any] | None:
+    """One bulk-delete answer from every node's; ``None`` unless they all succeeded."""
+    if not answers or any(status != 200 for status, _ in answers):
+        return None
+    succeeded: list[str] = []
+    failed: dict[str, str] = {}
+    for _, payload in answers:
+        data = json.loads(payload)
+        succeeded += [sid for sid in data.get("succeeded", []) if sid not in succeeded]
+        for entry in data.get("failed", []):
+            for sid, message in entry.items():
+                failed.setdefault(sid, message)
+    failures = [{sid: message} for sid, message in failed.items() if sid not in succeeded]
+    return {"succeeded": succeeded, "failed": failures,
+            "message": f"Deleted {len(succeeded)} sandbox(es), {len(failures)} failed"}

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from sandlot.cluster import placement
 from sandlot.cluster.directory import NodeView
-from sandlot.cluster.router import sandbox_of_path
+from sandlot.cluster.router import merge_bulk, sandbox_of_path
 from sandlot.cluster.sweeper import Sweeper
 from sandlot.settings import Settings
 from sandlot.store import keys
@@ -114,3 +114,14 @@ def test_the_sweeper_reports_a_silent_nodes_live_sandboxes_gone_and_keeps_its_pa
         assert sorted(session.scalars(select(Sandbox.id))) == ["kept-other", "kept-paused"]
         events = {(e.sandbox_id, e.type) for e in session.scalars(select(LifecycleEvent))}
     assert ("lost-run", "sandbox.lifecycle.killed") in events
+
+
+def test_a_bulk_delete_fanned_out_to_every_node_fails_a_sandbox_only_if_no_node_deleted_it() -> None:
+    import json
+
+    a = json.dumps({"succeeded": ["s1"], "failed": [{"s2": "Sandbox not found"}, {"s3": "Sandbox not found"}]})
+    b = json.dumps({"succeeded": ["s2"], "failed": [{"s1": "Sandbox not found"}, {"s3": "Sandbox not found"}]})
+    merged = merge_bulk([(200, a.encode()), (200, b.encode())])
+    assert merged == {"succeeded": ["s1", "s2"], "failed": [{"s3": "Sandbox not found"}],
+                      "message": "Deleted 2 sandbox(es), 1 failed"}
+    assert merge_bulk([(422, b"{}"), (422, b"{}")]) is None
