@@ -504,6 +504,26 @@ class SandboxManager:
                     log.exception("death hook failed", sandbox_id=sandbox_id)
             await self.destroy(sandbox_id)
 
+    async def drop_disowned(self) -> None:
+        """Under ``sandlot node``: tear down what this node runs but no longer holds. An API
+        instance's sweeper reports a node's sandboxes gone when its heartbeats stop reaching the
+        store (a partition, a stall); if the node lives on, those containers would run unseen."""
+        if self.scope is None:
+            return
+        routed = dict(self.lifecycle.routed())
+        if not routed:
+            return
+        with self.db.session() as session:
+            held = sandbox_store.held_by(session, self.scope, list(routed))
+        for sandbox_id, route in routed.items():
+            if sandbox_id in held or self.lifecycle.lock(sandbox_id).locked():
+                continue
+            if self._holds(sandbox_id, lambda row: row.node_id == self.scope):   # created meanwhile
+                continue
+            log.warning("this node no longer holds the sandbox (reported gone): removing it", sandbox_id=sandbox_id)
+            await self.network.clear(route.ip)
+            await self.destroy(sandbox_id)
+
     async def settle_interrupted(self) -> None:
         """Finish what a failed operation left half-way, without waiting for a restart: a pause
         whose sandbox died (``pausing``, no container) and a kill whose runtime call failed
@@ -535,6 +555,7 @@ class SandboxManager:
             try:
                 await self.expire_due()
                 if tick % liveness_every == 0:
+                    await self.drop_disowned()
                     await self.bury_dead()
                     await self.settle_interrupted()
             except Exception:

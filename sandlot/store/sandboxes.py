@@ -47,6 +47,11 @@ def paused_before(session: Session, cutoff: datetime, node_id: str | None = None
                                                       *_on(node_id))))
 
 
+def held_by(session: Session, node_id: str, sandbox_ids: list[str]) -> set[str]:
+    """Which of ``sandbox_ids`` have a row that ``node_id`` holds."""
+    return set(session.scalars(select(Sandbox.id).where(Sandbox.id.in_(sandbox_ids), Sandbox.node_id == node_id)))
+
+
 def count_running(session: Session, team_id: str) -> int:
     return len(list(session.scalars(select(Sandbox.id).where(Sandbox.team_id == team_id, Sandbox.state == "running"))))
 

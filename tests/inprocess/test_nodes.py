@@ -99,3 +99,39 @@ async def test_a_drain_written_elsewhere_applies_at_the_next_heartbeat(tmp_path:
         assert (await stack.create())["sandboxID"]
     finally:
         await stop_stack(stack)
+
+
+async def test_a_node_acts_only_on_what_it_holds(tmp_path: Path, store_template: StoreTemplate) -> None:
+    """Under ``sandlot node`` (several servers, one store): rows are stamped with the node; a
+    request for another node's running sandbox is a 404 here, never a kill of a stranger's row; the
+    reaper leaves other nodes' expired rows alone; and a sandbox this node runs but whose row an
+    API instance's sweeper removed (the node looked dead) is torn down."""
+    stack = await start_stack(tmp_path, store_template, role="node", node_id="node-a", admin_token=TOKEN)
+    try:
+        mine = (await stack.create())["sandboxID"]
+        assert stack.row(mine).node_id == "node-a"  # type: ignore[union-attr]
+        theirs = (await stack.create())["sandboxID"]
+        stack.update(theirs, node_id="node-b", end_at=datetime.now(timezone.utc) - timedelta(seconds=1))
+        manager = stack.manager
+        stack.manager.lifecycle._routes.pop(theirs)   # node-b's: this node has no route to it
+        # reads come from the shared store (any node answers them); acting on it is the holder's job
+        assert (await stack.client.get(f"/sandboxes/{theirs}", headers=stack.headers())).status_code == 200
+        assert (await stack.client.post(f"/sandboxes/{theirs}/pause", headers=stack.headers())).status_code == 404
+        assert (await stack.client.delete(f"/sandboxes/{theirs}", headers=stack.headers())).status_code == 404
+        await manager.expire_due()
+        assert stack.row(theirs) is not None and stack.row(theirs).state == "running"  # type: ignore[union-attr]
+        listed = (await stack.client.get("/nodes/node-a", headers={"X-Admin-Token": TOKEN})).json()
+        assert [s["sandboxID"] for s in listed["sandboxes"]] == [mine]
+
+        with stack.db.session() as session, session.begin():   # the sweeper reported `mine` gone
+            from sandlot.store.models import Sandbox
+
+            row = session.get(Sandbox, mine)
+            session.delete(row)
+        assert await stack.runtime.is_alive(mine)
+        await manager.drop_disowned()
+        await manager.settled()
+        assert manager.route(mine) is None
+        assert not await stack.runtime.is_alive(mine)
+    finally:
+        await stop_stack(stack)
