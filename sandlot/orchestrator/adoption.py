@@ -113,7 +113,8 @@ class Adoption:
         staging.mkdir(parents=True)
         try:
             await asyncio.to_thread(blobtree.fetch, self.store, str(image["digest"]), staging / "bundle")
-            await self.runtime.adopt_paused(staging / "bundle", row.id, layers, egress=policy)
+            mounts = self.boot.spec(row, build).mounts   # this node's envd runtime, CA bundle, lxcfs views
+            await self.runtime.adopt_paused(staging / "bundle", row.id, layers, mounts=mounts, egress=policy)
         except blobstore.BlobError as exc:
             raise OperationFailed(f"Sandbox \"{row.id}\"'s pause image could not be fetched from the blob store: "
                                   f"{exc}. It stays paused") from exc

@@ -146,10 +146,12 @@ class Runtime(Protocol):
         pack into one tree (``sandlot/orchestrator/adoption.py``); the sandbox must stay paused."""
         ...
     async def adopt_paused(self, bundle: Path, sandbox_id: str, layers: builtins.list[Path], *,
+                           mounts: builtins.list[BindMount] | None = None,
                            egress: "EgressPolicy | None" = None) -> None:
         """Make a paused sandbox of this host from another host's ``export_paused`` tree at
-        ``bundle`` (its own address; ``layers`` are this host's paths of its layers); ``resume``
-        then brings it back as for any pause. ``bundle`` may be consumed."""
+        ``bundle`` (its own address; ``layers`` are this host's paths of its layers, ``mounts``
+        this host's sources of the config's bind mounts, by destination); ``resume`` then brings
+        it back as for any pause. ``bundle`` may be consumed."""
         ...
 
     # --- network

@@ -33,7 +33,7 @@ from sandlot import tenant_fs
 
 from . import boot_id, cgroups, criu_netlock, disk, idmap, log_drain, overlay, stopped_tasks
 from .base import CriuUnavailable as CriuUnavailable   # (its old home: api/errors.py imports it here)
-from .base import PauseRecovery, SandboxHandle, SandboxRuntimeError, validate_sandbox_id
+from .base import BindMount, PauseRecovery, SandboxHandle, SandboxRuntimeError, validate_sandbox_id
 from .containers import ContainerHost
 from .egress import EgressPolicy
 from .idmap import IdRange
@@ -564,6 +564,7 @@ class Checkpointing(ContainerHost):
         return [(sdir, names), (disk.mount_path(sdir), ["upper"])]
 
     async def adopt_paused(self, bundle: Path, sandbox_id: str, layers: list[Path], *,
+                           mounts: list[BindMount] | None = None,
                            egress: EgressPolicy | None = None) -> None:
         """A paused sandbox of this host from another host's :meth:`export_paused` tree: a new
         slot (address; ``egress`` in force first), a disk holding the upper dir, the config
@@ -573,6 +574,11 @@ class Checkpointing(ContainerHost):
         old = json.loads((bundle / "runtime.json").read_text())
         marker = json.loads((bundle / "paused.json").read_text())
         cfg = json.loads((bundle / "config.json").read_text())
+        # the source host's bind sources (envd runtime, CA bundle, lxcfs views) are this host's own
+        sources = {m.destination: str(m.source) for m in mounts or []}
+        for entry in cfg.get("mounts", []):
+            if entry.get("destination") in sources and {entry.get("type"), *entry.get("options", [])} & {"bind", "rbind"}:
+                entry["source"] = sources[entry["destination"]]
         memory = bool(marker.get("memory")) and (bundle / "checkpoint").is_dir()
         if memory:
             self._require_criu(sandbox_id)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .base import (CriuUnavailable, PauseRecovery, SandboxHandle, SandboxRuntimeError, SandboxSpec,
+from .base import (BindMount, CriuUnavailable, PauseRecovery, SandboxHandle, SandboxRuntimeError, SandboxSpec,
                    validate_sandbox_id)
 from .egress import ALL_IPV4, EgressPolicy
 from .idmap import IdRange
@@ -311,6 +311,7 @@ class FakeRuntime:
         return [(staged, ["paused.json"])]
 
     async def adopt_paused(self, bundle: Path, sandbox_id: str, layers: builtins.list[Path], *,
+                           mounts: builtins.list[BindMount] | None = None,
                            egress: EgressPolicy | None = None) -> None:
         validate_sandbox_id(sandbox_id)
         self._call("adopt_paused", sandbox_id)

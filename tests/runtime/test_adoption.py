@@ -8,6 +8,7 @@ host's netns, its connections closed); a filesystem-only pause boots from the mo
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from sandlot import blobstore, blobtree
+from sandlot.runtime.base import BindMount
 from sandlot.runtime.runc import RuncRuntime
 
 from .conftest import TEST_DATA
@@ -34,6 +36,7 @@ COUNTER = (
     "while True:\n"
     "    n += 1\n"
     "    open('/tmp/n.tmp', 'w').write(str(n)); os.replace('/tmp/n.tmp', '/tmp/n')\n"
+    "    open('/tmp/p.tmp', 'w').write(open('/.probe/host').read()); os.replace('/tmp/p.tmp', '/tmp/probe')\n"
     "    time.sleep(0.05)\n")
 
 
@@ -56,6 +59,15 @@ async def _ask(ip: str) -> int:
     return await asyncio.to_thread(get)
 
 
+def _probe(tmp_path: Path, host: str) -> BindMount:
+    """A read-only bind like the envd runtime's or the CA bundle's: each host has its own source
+    (under the test data dir: a user-namespaced restore must be able to reach it; tmp_path is 0700)."""
+    source = TEST_DATA / "probes" / tmp_path.name / f"probe-{host}"
+    source.mkdir(parents=True, exist_ok=True)
+    (source / "host").write_text(host)
+    return BindMount(source, "/.probe")
+
+
 async def _move(a: RuncRuntime, b: RuncRuntime, sid: str, layers: list[Path], tmp_path: Path) -> None:
     store = blobstore.open_store(f"file://{tmp_path / 'blobs'}")
     digest = await asyncio.to_thread(blobtree.publish, store, a.export_paused(sid), tmp_path / "scratch")
@@ -63,13 +75,14 @@ async def _move(a: RuncRuntime, b: RuncRuntime, sid: str, layers: list[Path], tm
     staging = b.data_dir / "adopting" / uuid.uuid4().hex
     staging.mkdir(parents=True)
     await asyncio.to_thread(blobtree.fetch, store, digest, staging / "bundle")
-    await b.adopt_paused(staging / "bundle", sid, layers)
+    shutil.rmtree(_probe(tmp_path, "a").source)   # host a's bind source does not exist on host b
+    await b.adopt_paused(staging / "bundle", sid, layers, mounts=[_probe(tmp_path, "b")])
     assert sid in b.paused_ids()
 
 
 @pytest.mark.parametrize("memory", [True, False], ids=["memory", "filesystem"])
 async def test_paused_sandbox_resumes_on_another_host(runtime, host_b, base_rootfs, tmp_path, memory):
-    s = spec([base_rootfs], ["/usr/bin/python3", "-c", COUNTER])
+    s = spec([base_rootfs], ["/usr/bin/python3", "-c", COUNTER], mounts=[_probe(tmp_path, "a")])
     h = await runtime.create(s)
     counter = runtime.sandbox_dir(s.sandbox_id) / "disk" / "upper" / "tmp" / "n"
     await wait_file(counter)
@@ -87,10 +100,12 @@ async def test_paused_sandbox_resumes_on_another_host(runtime, host_b, base_root
         assert moved.ip in hosts and h.ip not in hosts
         await asyncio.sleep(0.5)
         now = await _ask(moved.ip)   # reachable at its new address
+        assert (upper / "tmp" / "probe").read_text() == "b"   # its bind mounts are this host's
         if memory:
             assert now > before   # the same process, counting on from its memory
         else:
             assert int((await wait_file(upper / "tmp" / "n"))) >= 1   # booted from the moved disk
     finally:
         await host_b.kill(s.sandbox_id)
+        shutil.rmtree(TEST_DATA / "probes" / tmp_path.name, ignore_errors=True)
     assert not host_b.sandbox_dir(s.sandbox_id).exists()
