@@ -3,7 +3,9 @@ Kubernetes versions (``kubernetes-validate``, strict: unknown fields fail) and d
 roles (``sandlot api`` Deployment, ``sandlot node`` DaemonSet) with the stance the README states;
 the node's environment, expanded as the kubelet would, gives the settings a node agent needs; the
 key-install init script and ``deploy/make-keys.sh`` produce keys Sandlot loads as its own; the
-node's readiness probe sends the node token; the systemd units pass ``systemd-analyze verify``."""
+node's readiness probe sends the node token; the API pod, run as deployed (uid 10001, no
+capabilities) on a real PostgreSQL, becomes ready once a node heartbeats; the systemd units pass
+``systemd-analyze verify``."""
 
 from __future__ import annotations
 
@@ -16,11 +18,15 @@ import ssl
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kubernetes_validate
 import pytest
 import yaml
@@ -29,6 +35,9 @@ from sandlot.egress.ca import EgressCA
 from sandlot.egress.identity import IdentityIssuer
 from sandlot.secret_keys import data_dir_key
 from sandlot.settings import Settings
+from sandlot.store import nodes as node_store
+from sandlot.store.database import Database
+from tests import postgres
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 MANIFESTS = sorted((DEPLOY / "kubernetes").glob("*.yaml"))
@@ -406,3 +415,110 @@ def test_systemd_unit_verifies(tmp_path: Path, name: str) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert name not in done.stderr, done.stderr   # warnings name the unit
+
+
+# --- the API Deployment's pod, run as the kubelet would (non-root, no capabilities) -----------------
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A temp dir other users can search (pytest's own sit in a 0700 dir of root's)."""
+    root = Path(tempfile.mkdtemp(prefix="sandlot-deploy-"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _traversable_by_others(path: Path) -> bool:
+    return all(os.stat(p).st_mode & stat.S_IXOTH for p in [*path.resolve().parents, path.resolve()][:-1])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+@pytest.mark.skipif(postgres.available() is not None, reason=str(postgres.available()))
+def test_the_api_pod_runs_as_deployed(open_tmp: Path) -> None:
+    """The init container and ``sandlot api`` with the Deployment's env, user (10001, its fsGroup),
+    no capabilities and no privilege escalation, on an emptyDir-like data dir and a secret volume
+    holding only ``webhooks.key``: the router starts, answers 503 while no node is ready and 200
+    once a node heartbeats, and makes no key of its own."""
+    tmp_path = open_tmp
+    sandlot_bin = Path(sys.executable).parent / "sandlot"
+    if not _traversable_by_others(sandlot_bin):
+        pytest.skip(f"{sandlot_bin} is not reachable by an unprivileged user")
+    pod = _pod("Deployment", "sandlot-api")
+    context = pod["securityContext"]
+    uid, gid, fs_group = context["runAsUser"], context["runAsGroup"], context["fsGroup"]
+    drop = ["setpriv", f"--reuid={uid}", f"--regid={gid}", f"--groups={fs_group}", "--inh-caps=-all",
+            "--bounding-set=-all", "--no-new-privs"]
+    empty_dir = tmp_path / "emptydir"   # what the kubelet makes for an emptyDir with an fsGroup
+    empty_dir.mkdir(mode=0o777)
+    os.chown(empty_dir, 0, fs_group)
+    empty_dir.chmod(0o2777)
+    made = _made_keys(tmp_path)
+    keys = tmp_path / "secret"
+    keys.mkdir(mode=0o755)
+    volume = next(v for v in pod["volumes"] if "secret" in v)["secret"]
+    for item in volume["items"]:   # a secret volume: root-owned, group fsGroup, defaultMode
+        shutil.copy(made / item["key"], keys / item["path"])
+        os.chown(keys / item["path"], 0, fs_group)
+        (keys / item["path"]).chmod(volume["defaultMode"])
+    (init,) = pod["initContainers"]
+    (api,) = pod["containers"]
+    mount = next(m["mountPath"] for m in api["volumeMounts"] if m["name"] == "data")
+
+    def local(env: dict[str, str]) -> dict[str, str]:
+        return {**{k: v.replace(mount, str(empty_dir)) for k, v in env.items()}, "PATH": os.environ["PATH"]}
+
+    script = init["command"][2].replace("/keys/", f"{keys}/")
+    done = subprocess.run([*drop, "sh", "-euc", script], env=local(_expand(init["env"], {}, {})),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    port = _free_port()
+    with postgres.running_postgres() as pg:
+        env = local(_expand(api["env"], {}, {**SECRETS, "SANDLOT_DATABASE_URL": pg.url()}))
+        env.update(SANDLOT_HOST="127.0.0.1", SANDLOT_PORT=str(port), HOME="/nonexistent")
+        log = (tmp_path / "api.log").open("w")
+        process = subprocess.Popen([*drop, str(sandlot_bin), *api["command"][1:]], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}/health"
+            first = _poll(url, process, lambda r: True, tmp_path / "api.log")
+            assert first.status_code == 503 and first.json()["message"] == "no ready node"
+            db = Database(pg.url())
+            try:
+                with db.session() as session:
+                    node_store.register(session, "worker-1", "127.0.0.1:9", node_store.Capacity(2, 2048, 10),
+                                        "test", datetime.now(timezone.utc))
+            finally:
+                db.dispose()
+            ready = _poll(url, process, lambda r: r.status_code == 200, tmp_path / "api.log")
+            assert ready.json()["readyNodes"] == ["worker-1"]
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+            log.close()
+    data_dir = Path(env["SANDLOT_DATA_DIR"])
+    assert sorted(p.name for p in data_dir.rglob("*.key")) == ["webhooks.key"]
+    assert data_dir.stat().st_uid == uid
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _poll(url: str, process: subprocess.Popen[bytes], done: Any, log: Path) -> httpx.Response:
+    """The first answer ``done`` accepts; fails with the log if the process exits or 60 s pass."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            response = httpx.get(url, timeout=5)
+            if done(response):
+                return response
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
