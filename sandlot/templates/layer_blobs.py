@@ -5,7 +5,8 @@ build publishes every layer outside the shared images dir (the install: the ``ba
 the same path on every node) to the blob store and records ``[{"path", "digest"}]`` in
 ``builds.layer_blobs``. A node that must start a sandbox of the build (create, warm pool,
 post-ready boot, a build ``FROM`` the template, an adopted pause) maps each path it does not
-hold itself — one outside its own templates and images dirs — to ``<templates>/fetched/<digest>``
+hold itself — one outside its own templates and images dirs, or in them but missing (nodes may
+all use one data dir path) — to ``<templates>/fetched/<digest>``
 and fetches it there first (digest verified, tar validated: ``blobtree``). Paths of other
 nodes are never used even when visible (a local cluster shares one filesystem): what they
 hold is another node's, and its gc may take it.
@@ -73,7 +74,10 @@ class LayerBlobs:
         for p in build.layers:
             path = Path(p)
             digest = digests.get(p)
-            out.append(path if self._own(path) or digest is None else self._cached(digest))
+            # nodes may all use one data dir path (deploy/): a path of this node's own dirs that this
+            # node lacks is another node's layer, fetched like any other
+            here = self._own(path) and (digest is None or path.is_dir())
+            out.append(path if here or digest is None else self._cached(digest))
         return out
 
     async def ensure(self, build: Build) -> list[Path]:

@@ -8,6 +8,7 @@ paths to its own cache, fetches them (verified) and reads the upload; the shared
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -53,6 +54,20 @@ async def test_layers_published_by_one_node_are_fetched_by_another(tmp_path: Pat
     # a build made on B from A's template records B's cache path: known to be in the store already
     again = await blobs_b.publish(paths)
     assert again == [{"path": str(paths[0]), "digest": build.layer_blobs[0]["digest"]}]
+
+
+async def test_nodes_sharing_one_data_dir_path(tmp_path: Path) -> None:
+    """Every host may use the same data dir path (deploy/): A's layer path is then inside B's own
+    templates dir but absent there, and is fetched like any other node's layer."""
+    a = _node(tmp_path, "a")
+    own = _layer(a.templates_dir / "layers" / ("m" * 40) / "fs")
+    build = Build(id="build-4", layers=[str(own)])
+    build.layer_blobs = await LayerBlobs(a).publish([own])
+    shutil.rmtree(own)   # "host b": the same path, without the layer
+    blobs_b = LayerBlobs(a)
+    paths = await blobs_b.ensure(build)
+    assert paths[0].is_relative_to(a.templates_dir / "fetched")
+    assert (paths[0] / "etc" / "app.conf").read_text() == "built on node a\n"
 
 
 async def test_unpublished_layer_of_another_node_is_a_clear_error(tmp_path: Path) -> None:
