@@ -90,8 +90,9 @@ class ReadySnapshots:
 
     def _here(self, path: str) -> bool:
         """Under ``sandlot node`` a build's snapshot is on the node that built it: the others boot
-        (and run the start command) instead, as for a build without one (docs/scale-out.md)."""
-        return self.settings.role != "node" or Path(path).is_relative_to(self.root)
+        (and run the start command) instead, as for a build without one (docs/scale-out.md). Nodes
+        may share one data dir path and instance name, so the dir must exist here too."""
+        return self.settings.role != "node" or (Path(path).is_relative_to(self.root) and Path(path).is_dir())
 
     def _sized_as_built(self, build: Build) -> bool:
         """A restore keeps the snapshot's CPU, memory and disk: a create that asks for other
