@@ -1,11 +1,11 @@
 """A build's layers on whichever node starts its sandboxes (``sandlot node``, issue 17).
 
 ``builds.layers`` holds the building node's host paths. Under ``sandlot node`` a finished
-build publishes every layer outside the shared images dir (the install: the ``base`` rootfs is
+build publishes every layer but the shared ``base`` rootfs (the install, under the images dir: it is
 the same path on every node) to the blob store and records ``[{"path", "digest"}]`` in
 ``builds.layer_blobs``. A node that must start a sandbox of the build (create, warm pool,
 post-ready boot, a build ``FROM`` the template, an adopted pause) maps each path it does not
-hold itself — one outside its own templates and images dirs, or in them but missing (nodes may
+hold itself — one outside its own templates dir and the base rootfs, or in them but missing (nodes may
 all use one data dir path) — to ``<templates>/fetched/<digest>``
 and fetches it there first (digest verified, tar validated: ``blobtree``). Paths of other
 nodes are never used even when visible (a local cluster shares one filesystem): what they
@@ -42,7 +42,8 @@ class LayerBlobs:
         self.enabled = settings.role == "node"
         self.url = settings.effective_blob_url
         self.templates_dir = settings.templates_dir
-        self.images_dir = settings.effective_images_dir
+        self.base_dir = settings.base_dir
+        """The install's ``base`` rootfs (``<images>/templates/base``): the same path on every node."""
         self.cache = settings.templates_dir / "fetched"
         self.scratch = settings.templates_dir / "layers" / ".staging" / f"{settings.instance}-publish"
         self._store: blobstore.BlobStore | None = None
@@ -55,7 +56,7 @@ class LayerBlobs:
         return self._store
 
     def _shared(self, path: Path) -> bool:
-        return path.is_relative_to(self.images_dir)
+        return path.is_relative_to(self.base_dir)
 
     def _own(self, path: Path) -> bool:
         return path.is_relative_to(self.templates_dir) or self._shared(path)
@@ -92,7 +93,7 @@ class LayerBlobs:
                 continue
             digest = digests.get(original)
             if digest is None:
-                where = "the shared images dir (SANDLOT_IMAGES_DIR)" if self._shared(path) else "this node"
+                where = "the shared base rootfs (SANDLOT_IMAGES_DIR)" if self._shared(path) else "this node"
                 raise LayerUnavailable(f"layer {original} of build {build.id} is not in {where} and was not "
                                        "published to the blob store (built before the node role); rebuild the template")
             await self._fetch(digest)
@@ -123,7 +124,7 @@ class LayerBlobs:
     # --- after a build --------------------------------------------------------------------------
 
     async def publish(self, layers: list[Path]) -> list[dict[str, str]] | None:
-        """Put each layer outside the shared images dir in the blob store; ``builds.layer_blobs``
+        """Put each layer but the shared base rootfs in the blob store; ``builds.layer_blobs``
         (``None`` on a single box)."""
         if not self.enabled:
             return None
