@@ -38,6 +38,7 @@ import socket
 import string
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -178,8 +179,9 @@ def start_postgres(root: Path, state: dict[str, Any], listen: list[str], allow: 
     if not (PG_BIN / "initdb").exists():
         raise ClusterError("postgresql-15 is not installed (make deps installs it)")
     pg = pwd.getpwnam("postgres")
-    pg_root = root / "postgres"
-    pg_root.mkdir(mode=0o700)
+    # its own dir in /tmp: the cluster dir may sit below dirs the postgres user can't enter (pytest's tmp)
+    pg_root = Path(tempfile.mkdtemp(prefix="sandlot-cluster-pg-"))
+    pg_root.chmod(0o700)
     os.chown(pg_root, pg.pw_uid, pg.pw_gid)
     password = secrets.token_hex(16)
     pwfile = pg_root / "pw"
@@ -217,6 +219,7 @@ def stop_postgres(pg: dict[str, Any]) -> None:
     if pg.get("started"):
         with contextlib.suppress(ClusterError, subprocess.TimeoutExpired):
             as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(Path(pg["root"]) / "data"), "-m", "fast", "-w", "stop"])
+    shutil.rmtree(pg["root"], ignore_errors=True)
 
 
 def database_url(state: dict[str, Any], host: str) -> str:
@@ -425,7 +428,11 @@ def up(count: int) -> dict[str, Any]:
     node_command = "node" if has_command("node") else "serve"
     api_command = "api" if has_command("api") else None
     root.mkdir(parents=True, exist_ok=True)
-    root.chmod(0o755)   # the postgres user reaches its dir inside it
+    root.chmod(0o711)   # node data dirs live below: sandboxes' root (a userns uid) must traverse it
+    for parent in root.parents:
+        if not parent.stat().st_mode & 0o001:
+            raise ClusterError(f"{parent} is not searchable by other users, so sandboxes (user namespaces) "
+                               "can't reach node data dirs below it: pick another SANDLOT_CLUSTER_DIR")
     cid = secrets.choice(string.ascii_lowercase) + "".join(
         secrets.choice(string.ascii_lowercase + string.digits) for _ in range(2))
     state: dict[str, Any] = {

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -146,9 +148,13 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.5) -> bool:
 
 
 @contextlib.contextmanager
-def running_cluster(root: Path, nodes: int = 3, extra_env: dict[str, str] | None = None) -> Iterator[LocalCluster]:
-    """``up`` a cluster for the block (the SDK's environment aimed at API instance 1), ``down`` after."""
-    cluster = LocalCluster(root=root, extra_env=extra_env or {})
+def running_cluster(nodes: int = 3, extra_env: dict[str, str] | None = None) -> Iterator[LocalCluster]:
+    """``up`` a cluster for the block (the SDK's environment aimed at API instance 1), ``down`` after.
+    Its dir is in /tmp (0711), not pytest's 0700 tmp: sandboxes' root (a user-namespace uid) must
+    traverse to the node data dirs below it."""
+    top = Path(tempfile.mkdtemp(prefix="sandlot-cluster-"))
+    top.chmod(0o711)
+    cluster = LocalCluster(root=top / "c", extra_env=extra_env or {})
     saved = {name: os.environ.get(name) for name in SDK_VARS}
     try:
         cluster.up(nodes)
@@ -161,4 +167,7 @@ def running_cluster(root: Path, nodes: int = 3, extra_env: dict[str, str] | None
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        cluster.down()
+        try:
+            cluster.down()
+        finally:
+            shutil.rmtree(top, ignore_errors=True)
