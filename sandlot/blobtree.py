@@ -128,11 +128,13 @@ def unpack(archive: Path, dest: Path) -> None:
 
 def publish(store: BlobStore, src: Path | Parts, scratch: Path) -> str:
     """Tar ``src`` (a dir's content, or :data:`Parts`) into the store; its digest. ``scratch``:
-    a dir for the temporary tar."""
+    a dir for the temporary tar. A tree that :func:`validate` would refuse on arrival (a tenant
+    made a fifo or a hard link to a symlink on its disk) is refused here already: never published."""
     scratch.mkdir(parents=True, exist_ok=True)
     tmp = scratch / f"{uuid.uuid4().hex}.tar"
     try:
         pack_parts([(src, ["."])] if isinstance(src, Path) else src, tmp)
+        validate(tmp)
         return store.put_file(tmp)
     finally:
         tmp.unlink(missing_ok=True)

@@ -98,3 +98,15 @@ def test_legitimate_tree_next_to_the_attacks(tmp_path: Path) -> None:
     blobtree.fetch(store, digest, tmp_path / "layer")
     assert os.readlink(tmp_path / "layer" / "etc" / "link") == "/etc/real"
     assert (tmp_path / "layer" / "etc" / "hard").read_text() == "pwned\n"
+
+
+def test_a_tree_that_would_be_refused_is_not_published(tmp_path: Path) -> None:
+    """A tenant can make a fifo on its own disk: such a tree is refused when packed (a clear error
+    on the publishing node), not stored to fail on another node."""
+    src = tmp_path / "upper"
+    src.mkdir()
+    os.mkfifo(src / "pipe")
+    store = blobstore.open_store(f"file://{tmp_path / 'blobs'}")
+    with pytest.raises(blobtree.UnsafeTree):
+        blobtree.publish(store, src, tmp_path / "scratch")
+    assert not (tmp_path / "blobs" / "sha256").exists() or not os.listdir(tmp_path / "blobs" / "sha256")
