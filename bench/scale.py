@@ -14,7 +14,8 @@ Usage (as root, after `make setup`; starts both itself, tears both down):
    latency through the router (placement is on that path), ``GET /sandboxes/{id}`` through the
    router (a lookup of the holding node + one forwarded request) against the same call sent
    straight to the node (the node token added by hand): their difference is the router's cost.
-   When the lead's placement module is importable, its choice is also timed in-process.
+   The router's placement step (nodes, grouped load query, rank) is also timed in-process on the
+   cluster's PostgreSQL, without the router's 1 s node cache.
 
 Prints p50/p95/p99 in ms (bench/create_latency.percentiles). Everything a run makes is removed.
 """
@@ -152,27 +153,26 @@ def drop_rows(engine: Any) -> None:
         conn.execute(text("DELETE FROM sandboxes WHERE id LIKE 'benchrow%'"))
 
 
-def placement_probe(engine_url: str) -> Callable[[], Any] | None:
-    """The lead's placement choice as a callable, if the module offers one we can drive; else None."""
-    try:
-        from sandlot.cluster import placement  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return None
-    choose = getattr(placement, "choose_node", None) or getattr(placement, "place", None)
-    if choose is None:
-        return None
-    from sandlot.settings import Settings
+def placement_probe(engine_url: str) -> Callable[[], Any]:
+    """The router's placement work without its 1 s node cache: read the nodes and their effective
+    status, the grouped load query (``cluster/placement.loads``), ``rank``; one session."""
+    from sandlot.cluster.directory import NodeView
+    from sandlot.cluster.placement import loads, rank
+    from sandlot.store import nodes as node_store
     from sandlot.store.database import Database
 
     db = Database(engine_url)
-    settings = Settings()
+    stale = 3 * 2.0   # three missed 2 s heartbeats (the cluster's SANDLOT_NODE_HEARTBEAT_S)
 
     def probe() -> Any:
-        with db.session() as session, session.begin():
-            try:
-                return choose(session, settings=settings, cpu_count=1, memory_mb=512, template_id="base")
-            except TypeError:
-                return choose(session)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        with db.session() as session:
+            views = [NodeView(row.id, row.address, node_store.effective_status(row, now, stale),
+                              row.cpu_count, row.memory_mb, row.sandbox_slots)
+                     for row in node_store.listed(session)]
+            ranked = rank(views, loads(session, "base"))
+        assert ranked, "no ready node"
+        return ranked[0]
 
     return probe
 
@@ -208,17 +208,14 @@ def cluster_scaling(cluster: Any, runs: int, lookup_count: int, rows: int) -> No
                     via_router = lookups(lookup_count, cluster.api_urls[0], held.sandbox_id,
                                          {"X-API-Key": cluster.api_key})
                     print(f"  [{label}] GET /sandboxes/id router {percentiles(via_router)}")
-                    if probe is not None:
-                        print(f"  [{label}] placement (in-process) "
-                              f"{percentiles([timed(probe) for _ in range(lookup_count)])}")
+                    print(f"  [{label}] placement (in-process) "
+                          f"{percentiles([timed(probe) for _ in range(lookup_count)])}")
                 finally:
                     for node_id in drained:
                         set_status(cluster, node_id, "ready")
             straight = lookups(lookup_count, direct, held.sandbox_id,
                                {"X-API-Key": cluster.api_key, "X-Sandlot-Node-Token": state["node_token"]})
             print(f"  [{extra:>4} extra rows] GET /sandboxes/id straight to its node {percentiles(straight)}")
-        if probe is None:
-            print("  (no in-process placement probe: sandlot.cluster.placement offers no choose_node/place)")
     finally:
         drop_rows(engine)
         engine.dispose()
@@ -240,22 +237,21 @@ def main() -> None:
     if reason := unavailable():
         sys.exit(f"bench/scale.py: {reason}")
     print(f"load average before: {os.getloadavg()[0]:.1f}; {os.cpu_count()} CPUs")
-    with tempfile.TemporaryDirectory(prefix="sandlot-scale-") as root:
-        t0 = time.perf_counter()
-        with running_cluster(Path(root) / "c", nodes=args.nodes, extra_env=NO_WARM_POOL) as cluster:
-            print(f"cluster up ({args.nodes} nodes, 2 API instances) in {time.perf_counter() - t0:.0f} s")
-            with single_box() as box:
-                print("create -> first echo, sequential:")
-                print(f"  single box       {percentiles(create_to_echo(args.runs, box))}")
-                print(f"  cluster (api 1)  {percentiles(create_to_echo(args.runs, cluster.sdk_opts(0)))}")
-                print(f"throughput, {args.threads} threads:")
-                print(f"  single box       {throughput(args.threads, args.creates, lambda i: box)}")
-                print(f"  cluster (both APIs) {throughput(args.threads, args.creates, lambda i: cluster.sdk_opts(i % 2))}")
-            print(f"placement and lookups by eligible nodes and store size ({args.scaling_runs} creates, "
-                  f"{args.lookups} lookups each):")
-            cluster_scaling(cluster, args.scaling_runs, args.lookups, args.rows)
-            t1 = time.perf_counter()
-        print(f"cluster down in {time.perf_counter() - t1:.0f} s")
+    t0 = time.perf_counter()
+    with running_cluster(nodes=args.nodes, extra_env=NO_WARM_POOL) as cluster:
+        print(f"cluster up ({args.nodes} nodes, 2 API instances) in {time.perf_counter() - t0:.0f} s")
+        with single_box() as box:
+            print("create -> first echo, sequential:")
+            print(f"  single box       {percentiles(create_to_echo(args.runs, box))}")
+            print(f"  cluster (api 1)  {percentiles(create_to_echo(args.runs, cluster.sdk_opts(0)))}")
+            print(f"throughput, {args.threads} threads:")
+            print(f"  single box       {throughput(args.threads, args.creates, lambda i: box)}")
+            print(f"  cluster (both APIs) {throughput(args.threads, args.creates, lambda i: cluster.sdk_opts(i % 2))}")
+        print(f"placement and lookups by eligible nodes and store size ({args.scaling_runs} creates, "
+              f"{args.lookups} lookups each):")
+        cluster_scaling(cluster, args.scaling_runs, args.lookups, args.rows)
+        t1 = time.perf_counter()
+    print(f"cluster down in {time.perf_counter() - t1:.0f} s")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
