@@ -6,7 +6,8 @@ images dir (the ``base`` rootfs and envd runtime: the install). Without the rout
 pointed at one node or the other:
 - a sandbox paused on node A is resumed through node B (``connect``): its files and processes
   (a memory resume) come along, and the row says node B holds it;
-- a template built on node A starts on node B, whose layers came from the blob store.
+- a template built on node A starts on node B, whose layers came from the blob store; a template
+  node B builds from it starts on node A.
 
 The full cluster (router, placement, netns per node) is tests/e2e/test_cluster.py.
 """
@@ -100,3 +101,14 @@ def test_template_built_on_one_node_starts_on_the_other(nodes: tuple[Server, Ser
             sbx.kill()
     fetched = Path(b.extra_env["SANDLOT_DATA_DIR"]) / "templates" / "fetched"
     assert any(p.is_dir() for p in fetched.iterdir())   # node B's copy of A's layer, from the blob store
+    # and back: B builds FROM A's template (its layers from B's cache), A starts that build
+    second = uuid.uuid4().hex
+    Template.build(Template().from_template(name).run_cmd(f"echo {second} > /home/user/y"), f"{name}-2",
+                   cpu_count=1, memory_mb=512, api_key=b.api_key, api_url=b.url)
+    with sdk_pointed_at(a):
+        sbx = Sandbox.create(f"{name}-2", timeout=120)
+        try:
+            assert sbx.files.read("/home/user/x").strip() == marker
+            assert sbx.files.read("/home/user/y").strip() == second
+        finally:
+            sbx.kill()
