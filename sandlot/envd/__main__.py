@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
 import uvicorn  # noqa: E402
 
-from . import reaper  # noqa: E402
+from . import files_fast, reaper  # noqa: E402
 from .server import EnvdApp  # noqa: E402
 from .state import EnvdState  # noqa: E402
 
@@ -58,12 +58,13 @@ async def serve() -> None:
     loop = asyncio.get_running_loop()
     reaper.install(loop)
     _reserve_threads(loop)
+    app = EnvdApp(load_state())
     config = uvicorn.Config(
-        EnvdApp(load_state()),
+        app,
         host=os.environ.get("SANDLOT_ENVD_HOST", "0.0.0.0"),
         port=int(os.environ.get("SANDLOT_ENVD_PORT", "49983")),
         lifespan="off",
-        http="h11",
+        http=files_fast.protocol_for(app.files),   # h11, and /files bodies without it
         loop="asyncio",
         access_log=False,
         log_level="warning",

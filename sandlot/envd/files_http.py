@@ -34,7 +34,7 @@ def json_error(code: int, message: str) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=code)
 
 
-def _encoding(header: str | None) -> str | None:
+def accepted_encoding(header: str | None) -> str | None:
     """Pick the response encoding: "gzip", "identity", or None (→ 406).
 
     gzip only when it is the client's sole listed coding, i.e. the SDK's ``read(gzip=True)``.
@@ -143,7 +143,7 @@ class FilesHandler:
     def __init__(self, state: EnvdState) -> None:
         self.state = state
 
-    def _authorize(self, request: Request, operation: str) -> tuple[users.User, str] | Response:
+    def authorize(self, request: Request, operation: str) -> tuple[users.User, str] | Response:
         q = request.query_params
         raw_path = q.get("path", "")
         username = q.get("username", "")
@@ -163,7 +163,7 @@ class FilesHandler:
         return user, raw_path
 
     async def download(self, request: Request) -> Response:
-        got = self._authorize(request, "read")
+        got = self.authorize(request, "read")
         if isinstance(got, Response):
             return got
         user, raw_path = got
@@ -176,12 +176,7 @@ class FilesHandler:
             return json_error(403, f"permission denied for '{path}'")
         if stat_mod.S_ISDIR(st.st_mode):
             return json_error(400, f"path '{path}' is a directory")
-        headers = {
-            "Content-Disposition": f"inline; filename*=UTF-8''{quote(os.path.basename(path))}",
-            "Cache-Control": "no-store",
-            "Accept-Ranges": "bytes",
-            "Last-Modified": formatdate(st.st_mtime, usegmt=True),
-        }
+        headers = download_headers(path, st)
         size = st.st_size
         rng = request.headers.get("range")
         if rng and stat_mod.S_ISREG(st.st_mode) and size \
@@ -194,7 +189,7 @@ class FilesHandler:
                 headers["Content-Range"] = f"bytes {start}-{end}/{size}"
                 return StreamingResponse(read_file(path, False, start, end - start + 1), status_code=206,
                                          headers=headers, media_type="application/octet-stream")
-        encoding = _encoding(request.headers.get("accept-encoding"))
+        encoding = accepted_encoding(request.headers.get("accept-encoding"))
         if encoding is None:
             return json_error(406, "unsupported Accept-Encoding; supported: gzip, identity")
         compress = encoding == "gzip"
@@ -214,7 +209,7 @@ class FilesHandler:
         return StreamingResponse(read_file(path, compress), headers=headers, media_type="application/octet-stream")
 
     async def upload(self, request: Request) -> Response:
-        got = self._authorize(request, "write")
+        got = self.authorize(request, "write")
         if isinstance(got, Response):
             return got
         user, raw_path = got
@@ -231,13 +226,13 @@ class FilesHandler:
                 gz = (request.headers.get("content-encoding") or "").lower() == "gzip"
                 await self._write_stream(dest, user, request.stream(), gz)
                 written = [dest]
-            return JSONResponse([_written_entry(p, metadata) for p in written])
+            return JSONResponse([written_entry(p, metadata) for p in written])
         except UploadError as e:
             return json_error(e.code, str(e))
 
     async def _write_stream(self, dest: str, user: users.User, chunks: AsyncIterator[bytes], gz: bool) -> None:
         dec = zlib.decompressobj(31) if gz else None
-        f = _open_dest(dest, user)
+        f = open_dest(dest, user)
         try:
             async for chunk in chunks:
                 if dec is not None:
@@ -253,78 +248,102 @@ class FilesHandler:
 
     async def _multipart(self, request: Request, boundary: bytes, raw_path: str, user: users.User, default_dir: str) -> list[str]:
         """Stream each ``file`` part straight into its destination (never held in memory)."""
-        if not boundary:
-            raise UploadError(400, "missing multipart boundary")
-        written: list[str] = []
-        st: dict[str, Any] = {"headers": {}, "field": b"", "value": b"", "file": None, "error": None}
-
-        def on_part_begin() -> None:
-            st["headers"] = {}
-
-        def on_header_field(data: bytes, start: int, end: int) -> None:
-            st["field"] += data[start:end]
-
-        def on_header_value(data: bytes, start: int, end: int) -> None:
-            st["value"] += data[start:end]
-
-        def on_header_end() -> None:
-            st["headers"][st["field"].decode("latin-1").lower()] = st["value"]
-            st["field"], st["value"] = b"", b""
-
-        def on_headers_finished() -> None:
-            _, disp = parse_options_header(st["headers"].get("content-disposition", b""))
-            if disp.get(b"name", b"") != b"file":
-                st["file"] = None
-                return
-            filename = disp.get(b"filename", b"").decode("utf-8", "replace")
-            target = raw_path if raw_path else filename
-            if not target:
-                st["error"] = UploadError(400, "missing file path")
-                return
-            dest = resolve_path(target, user, default_dir)
-            if dest in written:
-                st["error"] = UploadError(400, f"cannot upload multiple files to the same path '{dest}'")
-                return
-            try:
-                st["file"] = _open_dest(dest, user)
-            except UploadError as e:
-                st["error"] = e
-                return
-            written.append(dest)
-
-        def on_part_data(data: bytes, start: int, end: int) -> None:
-            if st["file"] is not None and st["error"] is None:
-                try:
-                    _write(st["file"], data[start:end])
-                except UploadError as e:
-                    st["error"] = e
-
-        def on_part_end() -> None:
-            if st["file"] is not None:
-                st["file"].close()
-                st["file"] = None
-
-        parser = MultipartParser(boundary, {
-            "on_part_begin": on_part_begin, "on_header_field": on_header_field,
-            "on_header_value": on_header_value, "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        })
+        sink = MultipartSink(boundary, raw_path, user, default_dir)
         try:
             async for chunk in request.stream():
-                parser.write(chunk)
-                if st["error"] is not None:
-                    raise st["error"]
-            parser.finalize()
+                sink.feed(chunk)
+            return sink.finish()
         finally:
-            if st["file"] is not None:
-                st["file"].close()
-        if not written:
+            sink.close()
+
+
+class MultipartSink:
+    """A ``multipart/form-data`` body fed in pieces: each ``file`` part is written to its
+    destination as it arrives. ``feed`` raises the first :class:`UploadError`; the body's
+    own path (``files_fast``) and the ASGI one share it."""
+
+    def __init__(self, boundary: bytes, raw_path: str, user: users.User, default_dir: str) -> None:
+        if not boundary:
+            raise UploadError(400, "missing multipart boundary")
+        self.written: list[str] = []
+        self.raw_path, self.user, self.default_dir = raw_path, user, default_dir
+        self.headers: dict[str, bytes] = {}
+        self.field = self.value = b""
+        self.file: BufferedWriter | None = None
+        self.error: UploadError | None = None
+        self.parser = MultipartParser(boundary, {
+            "on_part_begin": self._part_begin, "on_header_field": self._header_field,
+            "on_header_value": self._header_value, "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        })
+
+    def feed(self, chunk: bytes) -> None:
+        self.parser.write(chunk)
+        if self.error is not None:
+            raise self.error
+
+    def finish(self) -> list[str]:
+        """End of the body: the paths written (raises if it held no file part)."""
+        self.parser.finalize()
+        self.close()
+        if self.error is not None:
+            raise self.error
+        if not self.written:
             raise UploadError(400, "no file part in multipart body")
-        return written
+        return self.written
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def _part_begin(self) -> None:
+        self.headers = {}
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self.field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self.value += data[start:end]
+
+    def _header_end(self) -> None:
+        self.headers[self.field.decode("latin-1").lower()] = self.value
+        self.field = self.value = b""
+
+    def _headers_finished(self) -> None:
+        _, disp = parse_options_header(self.headers.get("content-disposition", b""))
+        if disp.get(b"name", b"") != b"file":
+            self.file = None
+            return
+        filename = disp.get(b"filename", b"").decode("utf-8", "replace")
+        target = self.raw_path if self.raw_path else filename
+        if not target:
+            self.error = UploadError(400, "missing file path")
+            return
+        dest = resolve_path(target, self.user, self.default_dir)
+        if dest in self.written:
+            self.error = UploadError(400, f"cannot upload multiple files to the same path '{dest}'")
+            return
+        try:
+            self.file = open_dest(dest, self.user)
+        except UploadError as e:
+            self.error = e
+            return
+        self.written.append(dest)
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.file is not None and self.error is None:
+            try:
+                _write(self.file, data[start:end])
+            except UploadError as e:
+                self.error = e
+
+    def _part_end(self) -> None:
+        self.close()
 
 
-def _written_entry(path: str, metadata: dict[str, str] | None) -> dict[str, Any]:
+def written_entry(path: str, metadata: dict[str, str] | None) -> dict[str, Any]:
     """Upload response item. A write makes the request's ``X-Metadata-*`` headers the file's
     whole ``user.e2b.*`` set, so a write without them clears what an earlier write attached
     (envd: "replacing previous metadata"); the file is truncated in place, so without this
@@ -344,6 +363,16 @@ def _written_entry(path: str, metadata: dict[str, str] | None) -> dict[str, Any]
     return entry
 
 
+def download_headers(path: str, st: os.stat_result) -> dict[str, str]:
+    """The headers of every download of ``path`` (before its length, range or encoding)."""
+    return {
+        "Content-Disposition": f"inline; filename*=UTF-8''{quote(os.path.basename(path))}",
+        "Cache-Control": "no-store",
+        "Accept-Ranges": "bytes",
+        "Last-Modified": formatdate(st.st_mtime, usegmt=True),
+    }
+
+
 def _if_range_ok(if_range: str | None, last_modified: str) -> bool:
     """If-Range with a date must match exactly; ETags are never issued, so they never match."""
     return if_range is None or if_range.strip() == last_modified
@@ -355,7 +384,7 @@ class UploadError(Exception):
         self.code = code
 
 
-def _open_dest(dest: str, user: users.User) -> BufferedWriter:
+def open_dest(dest: str, user: users.User) -> BufferedWriter:
     try:
         make_dirs_owned(os.path.dirname(dest), user)
         if os.path.isdir(dest):
@@ -368,17 +397,17 @@ def _open_dest(dest: str, user: users.User) -> BufferedWriter:
     except NotADirectoryError as e:
         raise UploadError(400, f"invalid path '{dest}'") from e
     except OSError as e:
-        _raise_os(e, dest)
+        raise_os(e, dest)
 
 
 def _write(f: BufferedWriter, data: bytes) -> None:
     try:
         f.write(data)
     except OSError as e:
-        _raise_os(e, f.name)
+        raise_os(e, f.name)
 
 
-def _raise_os(e: OSError, path: str) -> NoReturn:
+def raise_os(e: OSError, path: str) -> NoReturn:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         raise UploadError(507, "not enough disk space available") from e
     raise UploadError(500, f"error writing '{path}': {e.strerror}") from e

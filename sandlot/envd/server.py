@@ -32,7 +32,7 @@ class EnvdApp:
         # the SDK disables compression both ways
         self.process_app = ProcessASGIApplication(ProcessService(state, self.registry), compressions=())
         self.fs_app = FilesystemASGIApplication(FilesystemService(state), compressions=())
-        files = FilesHandler(state)
+        self.files = files = FilesHandler(state)
         self._metrics = Metrics()
         # path -> method -> handler; a GET route answers HEAD too (the server drops the body)
         self.routes: dict[str, dict[str, Handler]] = {
