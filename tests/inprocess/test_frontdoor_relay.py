@@ -229,10 +229,15 @@ async def test_api_requests_and_refusals_go_to_the_asgi_front_door(door: Door) -
     writer.write(b"GET /sandboxes HTTP/1.1\r\nHost: x\r\n\r\n")
     head, body = await _response(reader)
     assert json.loads(body) == {"api": "/sandboxes"}
-    # the connection now belongs to h11 + ASGI: sandbox requests on it still work
+    # h11 + ASGI answered it; the connection's next request is the relay's again
+    relayed = door.relay.stats.relayed
     writer.write(b"GET /after HTTP/1.1\r\nHost: x\r\n" + _to(door.upstream.port) + b"\r\n")
     head, body = await _response(reader)
     assert head.startswith(b"HTTP/1.1 200") and b"GET /after " in door.upstream.received[-1]
+    assert door.relay.stats.relayed == relayed + 1
+    writer.write(b"GET /sandboxes HTTP/1.1\r\nHost: x\r\n\r\n")   # and back to h11 again
+    head, body = await _response(reader)
+    assert json.loads(body) == {"api": "/sandboxes"}
     writer.close()
     # an unknown sandbox and a closed port: the ASGI front door's 502 shapes
     closed = socket.socket()
