@@ -161,6 +161,65 @@ class Chunked:
         return spans, pos
 
 
+class ChunkedPassthrough(Chunked):
+    """A chunked body re-framed chunk for chunk: each chunk keeps its size (so a sandbox's
+    1 MiB chunks reach the client as 1 MiB chunks, which its HTTP parser reads fastest) while
+    every size line, CRLF and the end are our own canonical bytes; extensions and trailers are
+    dropped. A chunk's header goes out as soon as its size line is read, its data as it
+    arrives: a body cut short leaves a chunk short, which the caller must turn into a broken
+    connection (never a complete-looking response)."""
+
+    def relay(self, buffer: bytes) -> tuple[list[bytes | memoryview], int, int]:
+        """Output pieces for ``buffer``, the input bytes consumed and the data bytes among them."""
+        out: list[bytes | memoryview] = []
+        data = 0
+        pos = 0
+        n = len(buffer)
+        view = memoryview(buffer)
+        while pos < n and not self.done:
+            if self.state == "data":
+                take = min(self.remaining, n - pos)
+                out.append(view[pos:pos + take])
+                data += take
+                pos += take
+                self.remaining -= take
+                if self.remaining == 0:
+                    self.state = "data-crlf"
+            elif self.state == "data-crlf":
+                if n - pos < 2:
+                    break
+                if buffer[pos:pos + 2] != b"\r\n":
+                    raise Unparsable("chunk not followed by CRLF")
+                pos += 2
+                out.append(b"\r\n")
+                self.state = "size"
+            else:
+                end = buffer.find(b"\r\n", pos, pos + 4096)
+                if end < 0:
+                    if n - pos > 4096:
+                        raise Unparsable("chunk line too long")
+                    break
+                line = buffer[pos:end]
+                pos = end + 2
+                if self.state == "trailers":
+                    if line == b"":
+                        self.done = True
+                        out.append(b"0\r\n\r\n")
+                    elif _HEADER.fullmatch(line) is None:
+                        raise Unparsable("bad trailer")
+                    continue
+                match = _CHUNK_SIZE.fullmatch(line)
+                if match is None:
+                    raise Unparsable("bad chunk size")
+                self.remaining = int(match.group(1), 16)
+                if self.remaining:
+                    self.state = "data"
+                    out.append(b"%x\r\n" % self.remaining)
+                else:
+                    self.state = "trailers"
+        return out, pos, data
+
+
 def rechunk(buffer: bytes | bytearray, spans: list[tuple[int, int]], out: bytearray) -> None:
     """Append the ``spans`` of ``buffer`` to ``out`` as chunks of our own framing."""
     with memoryview(buffer) as view:

@@ -40,7 +40,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from sandlot.proxy import headers as hdrs
 from sandlot.proxy.guards import CODE_INTERPRETER_PORT, ci_refusal, token_refusal
-from sandlot.proxy.http1 import Chunked, Head, Unparsable, head_end, parse_request, parse_response, rechunk
+from sandlot.proxy.http1 import Chunked, ChunkedPassthrough, Head, Unparsable, head_end, parse_request, parse_response, rechunk
 from sandlot.proxy.routes import Route
 from sandlot.proxy.routing import BadTarget, target_of
 from sandlot.proxy.traffic import masked_host
@@ -174,13 +174,14 @@ class Pipe:
     """One body forwarded from ``src``'s ``data_received`` straight to ``dst``'s transport:
     no buffer in between and no coroutine woken per read (issue 14: the coroutine pump cost
     ≈ 1.7 ms of the server's CPU per MiB). ``length`` bytes, or with ``length=None`` a chunked
-    body, parsed by :class:`~sandlot.proxy.http1.Chunked` and re-framed as it passes (never
-    forwarded verbatim). Backpressure: ``src`` stops reading while ``dst``'s writes back up."""
+    body, parsed by :class:`~sandlot.proxy.http1.ChunkedPassthrough` and re-framed chunk for
+    chunk as it passes (never forwarded verbatim; a body cut short mid-chunk ends in a broken
+    connection, as any short body does). Backpressure: ``src`` stops reading while ``dst``'s writes back up."""
 
     def __init__(self, src: Side, dst: Side, length: int | None, count: Callable[[int], None]) -> None:
         self.src, self.dst = src, dst
         self.left = length or 0
-        self.chunked = Chunked() if length is None else None
+        self.chunked = ChunkedPassthrough() if length is None else None
         self.count = count
         self.partial = b""
         self.paused = False
@@ -232,19 +233,10 @@ class Pipe:
         if self.partial:
             data, self.partial = self.partial + data, b""
         try:
-            spans, used = self.chunked.feed(data)
+            out, used, total = self.chunked.relay(data)
         except Unparsable:
             self.finish(False)
             return b""
-        out: list[bytes | memoryview] = []
-        total = 0
-        with memoryview(data) as view:
-            for start, end in spans:
-                if end > start:
-                    out += (b"%x\r\n" % (end - start), view[start:end], b"\r\n")
-                    total += end - start
-        if self.chunked.done:
-            out.append(b"0\r\n\r\n")
         if out:
             self._write(out, total)
         if self.chunked.done:
