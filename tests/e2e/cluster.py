@@ -53,7 +53,9 @@ class LocalCluster:
 
     def up(self, nodes: int) -> None:
         last = self._run("up", str(nodes)).strip().splitlines()[-1]
-        self.env_line = dict(item.split("=", 1) for item in last.split())
+        self.env_line = dict(item.split("=", 1) for item in last.split(" "))
+        # issue 17: the last line is exactly these four, in this order
+        assert list(self.env_line) == ["E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY", "SANDLOT_ADMIN_TOKEN"], last
 
     def down(self) -> None:
         if (self.root / "state.json").exists():
