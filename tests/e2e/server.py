@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import json
 import os
 import re
 import shutil
@@ -71,6 +72,9 @@ def data_dir() -> Path:
 
 STARTED: list["Server"] = []
 """Every server a test started, for the session's final clean-up (``conftest.py``)."""
+_UNRESET: dict[str, "Server"] = {}
+"""Instance -> the last server of it started since that instance's last reset: what the
+session's final clean-up must still reset (a server a test already reset left nothing)."""
 
 
 @dataclass
@@ -114,6 +118,7 @@ class Server:
 
     def start(self, timeout_s: float = 300) -> None:
         STARTED.append(self)
+        _UNRESET[self.instance] = self
         log = open(self.workdir / "server.log", "ab")
         self.process = subprocess.Popen(
             [str(SANDLOT), "serve", "--log-level", "info"],
@@ -155,12 +160,41 @@ class Server:
                               timeout=300, cwd=REPO)
         if done.returncode != 0:
             raise RuntimeError(f"sandlot reset failed for {self.instance}: {done.stderr[-2000:]}")
+        self._after_reset()
+
+    def _after_reset(self) -> None:
         # volumes outlive sandboxes (reset unmounts them, keeps their data): a test instance's are debris
         shutil.rmtree(data_dir() / "volumes" / self.instance, ignore_errors=True)
+        if _UNRESET.get(self.instance) is self:
+            del _UNRESET[self.instance]
 
     def log_tail(self, lines: int = 60) -> str:
         path = self.workdir / "server.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def reset_all() -> None:
+    """Reset every instance a test started and nobody reset since (the session's final clean-up):
+    what ``Server.reset`` does, for all of them in one process (``reset_instances.py``), since
+    each ``sandlot reset`` process spends seconds importing the server. Any instance that
+    fails there is reset again on its own, with ``sandlot reset``'s own error if it fails too."""
+    for srv in STARTED:
+        srv.stop()
+    servers = [srv for srv in _UNRESET.values() if any(srv is started for started in STARTED)]
+    if not servers:
+        return
+    reset: set[str] = set()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        done = subprocess.run([sys.executable, "-m", "tests.e2e.reset_instances"], cwd=REPO, capture_output=True,
+                              text=True, timeout=300 + 60 * len(servers),
+                              input=json.dumps([srv.env() for srv in servers]))
+        reset = {json.loads(line)["instance"] for line in done.stdout.splitlines()
+                 if line.startswith("{") and "killed" in json.loads(line)}
+    for srv in servers:
+        if srv.instance in reset:
+            srv._after_reset()
+        else:
+            srv.reset()
 
 
 @contextlib.contextmanager
