@@ -272,7 +272,10 @@ async def _reset(services: Services) -> int:
         await runtime.close()
     services.db.migrate()
     with services.db.session() as session, session.begin():
-        session.execute(delete(Sandbox))
+        gone = delete(Sandbox)
+        if services.settings.role == "node" or services.settings.node_token:   # one store, many nodes
+            gone = gone.where(Sandbox.node_id == services.sandboxes.nodes.node_id)
+        session.execute(gone)
     return len(found | ids)
 
 

@@ -135,3 +135,33 @@ async def test_a_node_acts_only_on_what_it_holds(tmp_path: Path, store_template:
         assert not await stack.runtime.is_alive(mine)
     finally:
         await stop_stack(stack)
+
+
+async def test_reset_of_a_node_forgets_only_its_own_rows(tmp_path: Path, store_template: StoreTemplate) -> None:
+    """``sandlot reset`` on one host of a cluster must not wipe the other nodes' sandboxes from the
+    shared store."""
+    import types
+
+    from sandlot.cli import _reset
+    from sandlot.store.database import Database
+    from tests.inprocess.conftest import EnvdFakeRuntime, FakeEnvd
+
+    stack = await start_stack(tmp_path, store_template, role="node", node_id="node-a")
+    try:
+        mine = (await stack.create())["sandboxID"]
+        theirs = (await stack.create())["sandboxID"]
+        stack.update(theirs, node_id="node-b")
+        settings = stack.settings
+    finally:
+        await stop_stack(stack)
+    db = Database(settings.effective_database_url)
+    try:
+        await _reset(types.SimpleNamespace(runtime=EnvdFakeRuntime(FakeEnvd()), db=db, settings=settings,
+                                           sandboxes=types.SimpleNamespace(nodes=types.SimpleNamespace(node_id="node-a"))))
+        from sandlot.store.models import Sandbox
+
+        with db.session() as session:
+            assert session.get(Sandbox, mine) is None
+            assert session.get(Sandbox, theirs) is not None
+    finally:
+        db.dispose()

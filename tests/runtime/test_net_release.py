@@ -96,7 +96,8 @@ async def test_reset_removes_every_link_of_the_instance(base_rootfs, tmp_path):
     try:
         killed = await _reset(types.SimpleNamespace(runtime=runtime(), db=db,
                                                     settings=types.SimpleNamespace(runtime_dir=TEST_DATA / "rt-reset",
-                                                                                   volumes_dir=tmp_path / "volumes")))
+                                                                                   volumes_dir=tmp_path / "volumes",
+                                                                                   role="serve", node_token=None)))
     finally:
         db.dispose()
     assert killed == 2
