@@ -120,11 +120,13 @@ class Router:
             await self._health(send)
             return
         body: bytes | None = None
+        held: str | None = None   # the sandbox whose holder was looked up (forgotten if unreachable)
         if target is not None:
+            held = target.sandbox_id
             node = await self._holder(target.sandbox_id)
         elif path == "/files" and b"signature=" in scope.get("query_string", b""):
-            signer = await self.directory.signer(method, scope.get("query_string", b""))
-            node = await self._holder(signer) if signer else await self._any()
+            held = await self.directory.signer(method, scope.get("query_string", b""))
+            node = await self._holder(held) if held else await self._any()
         elif any(pattern.match(path) for pattern in _UNSUPPORTED):
             await _answer(scope, send, 501, {"code": 501, "message": "Volumes are not available when Sandlot runs "
                                              "as a cluster yet (docs/scale-out.md): use a single-box server"})
@@ -141,6 +143,7 @@ class Router:
             await self._bulk_delete(scope, send, body or b"")
             return
         elif (sandbox_id := sandbox_of_path(path)) is not None:
+            held = sandbox_id
             node = await self._holder(sandbox_id)
             if method != "GET" and (method == "DELETE" or path.endswith(_MOVES)):
                 self.directory.forget(sandbox_id)
@@ -156,8 +159,8 @@ class Router:
             return
         if scope["type"] == "websocket":
             await self._websocket(scope, receive, send, node)
-        else:
-            await self._forward(scope, receive, send, node, body)
+        elif not await self._forward(scope, receive, send, node, body) and held is not None:
+            self.directory.forget(held)   # its node is unreachable: look it up afresh next time
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -331,7 +334,8 @@ class Router:
         return await self.client.send(request, stream=True)
 
     async def _forward(self, scope: dict[str, Any], receive: Any, send: Any, node: NodeView,
-                       body: bytes | None) -> None:
+                       body: bytes | None) -> bool:
+        """Relay one request to ``node``; ``False`` when the node could not be reached."""
         has_body = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
         done = asyncio.Event()
 
@@ -357,7 +361,7 @@ class Router:
         except httpx.TransportError as exc:
             log.warning("node unreachable", node=node.id, error=repr(exc))
             await _answer(scope, send, 502, {"code": 502, "message": f"Node {node.id} could not be reached"})
-            return
+            return False
 
         async def watch_disconnect() -> None:
             await done.wait()
@@ -376,6 +380,7 @@ class Router:
                 except (asyncio.CancelledError, Exception):
                     pass
             await response.aclose()
+        return True
 
     @staticmethod
     async def _respond(response: httpx.Response, send: Any) -> None:
