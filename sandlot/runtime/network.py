@@ -151,13 +151,12 @@ class Network:
         """Host-side veths; they can outlive a deleted netns for a moment (the kernel
         tears namespaces down asynchronously), so their slots are not reused yet."""
         out = set()
-        try:
-            for name in os.listdir("/sys/class/net"):
-                m = re.fullmatch(rf"{re.escape(self.veth_prefix)}(\d+)", name)
-                if m:
-                    out.add(int(m.group(1)))
-        except FileNotFoundError:
-            pass
+        # the links of this process's network namespace (``/sys/class/net`` shows the namespace
+        # sysfs was mounted in: the host's, for a node agent started with ``nsenter --net``)
+        for _index, name in socket.if_nameindex():
+            m = re.fullmatch(rf"{re.escape(self.veth_prefix)}(\d+)", name)
+            if m:
+                out.add(int(m.group(1)))
         return out
 
     def _free_index(self) -> int:
