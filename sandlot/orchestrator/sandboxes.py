@@ -25,6 +25,7 @@ import structlog
 
 from sandlot import ids
 from sandlot.orchestrator.adoption import Adoption
+from sandlot.orchestrator.snapshot_images import SnapshotImages
 from sandlot.orchestrator.boot import Boot, envd_init
 from sandlot.orchestrator.envd_client import EnvdAgent
 from sandlot.orchestrator.errors import Conflict, InvalidRequest, OperationFailed, SandboxNotFound
@@ -101,6 +102,7 @@ class SandboxManager:
             self.pool.ensure_layers = self.boot.ensure_layers
             adoption = Adoption(settings, db, runtime, self.boot, self.network, self.nodes.node_id)
             self.pausing.published, self.pausing.adopt = adoption.publish, adoption.adopt
+            self.snapshots.images = SnapshotImages(settings, db, self.boot, self.nodes.node_id)
         self._reaper: asyncio.Task[None] | None = None
         self._teardowns: set[asyncio.Task[None]] = set()
         """Kills answered before their teardown finished (``destroy(background=True)``)."""

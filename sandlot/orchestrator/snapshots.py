@@ -26,6 +26,7 @@ import structlog
 from sandlot import ids
 from sandlot.orchestrator.envd_client import EnvdAgent
 from sandlot.orchestrator.errors import Conflict, InsufficientStorage, OperationFailed
+from sandlot.orchestrator.snapshot_images import SnapshotImages
 from sandlot.orchestrator.lifecycle import RUNNING, Lifecycle
 from sandlot.orchestrator.network import NetworkPolicies
 from sandlot.orchestrator.pausing import Pauser
@@ -75,6 +76,8 @@ class Snapshots:
         self.pauser = pauser
         self.mount_volumes: MountVolumes | None = None
         """Set by the manager: a clone binds its source's volumes (shared, as E2B mounts them)."""
+        self.images: SnapshotImages | None = None
+        """Set by the manager under ``sandlot node``: snapshots published, other nodes' fetched."""
 
     async def _dump(self, sandbox_id: str, dest: Path, memory: bool) -> Sandbox:
         """Snapshot a running sandbox into ``dest`` under its lock; returns its row."""
@@ -115,7 +118,9 @@ class Snapshots:
             with self.db.session() as session:
                 fresh = session.get(Snapshot, existing.id)
                 assert fresh is not None
-                return fresh
+            if self.images is not None:
+                await self.images.publish(fresh)
+            return fresh
         snapshot_id = dest.name
         snap = Snapshot(
             id=snapshot_id, team_id=team_id, name=name or None, source_sandbox_id=sandbox_id,
@@ -133,6 +138,8 @@ class Snapshots:
             shutil.rmtree(dest, ignore_errors=True)
             raise
         log.info("snapshot created", snapshot_id=snapshot_id, sandbox_id=sandbox_id, memory=memory)
+        if self.images is not None:
+            await self.images.publish(snap)
         return snap
 
     async def delete(self, team_id: str, ref: str) -> bool:
@@ -148,7 +155,8 @@ class Snapshots:
 
     async def start_from(self, snap: Snapshot, request: CloneRequest) -> Sandbox:
         """A new sandbox restored from a snapshot (memory, disk); its own id, IP and token."""
-        return await self._clone(Path(snap.path), snap, request)
+        path = await self.images.local_path(snap) if self.images is not None else Path(snap.path)
+        return await self._clone(path, snap, request)
 
     async def _clone(self, path: Path, source: Snapshot | Sandbox, request: CloneRequest) -> Sandbox:
         allow_internet_access, network = clone_policy(source, request)

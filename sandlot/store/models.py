@@ -238,6 +238,8 @@ class Snapshot(Base):
     # --- scale-out (migration 0021) ---
     node_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     """The node whose disk holds the snapshot; creates from it are placed there."""
+    image: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """``{"digest", "node"}`` of the snapshot's tree in the blob store (``sandlot node``, migration 0024)."""
 
 
 # --- Prime Intellect façade (migration 0005) -------------------------------------------------

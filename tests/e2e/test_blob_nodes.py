@@ -7,7 +7,8 @@ pointed at one node or the other:
 - a sandbox paused on node A is resumed through node B (``connect``): its files and processes
   (a memory resume) come along, and the row says node B holds it;
 - a template built on node A starts on node B, whose layers came from the blob store; a template
-  node B builds from it starts on node A.
+  node B builds from it starts on node A;
+- a snapshot taken on node A starts on node B (files and processes), fetched from the blob store.
 
 The full cluster (router, placement, netns per node) is tests/e2e/test_cluster.py.
 """
@@ -85,6 +86,31 @@ def test_paused_on_one_node_resumes_on_the_other(nodes: tuple[Server, Server, st
         finally:
             resumed.kill()
     assert "adopted a paused sandbox from another node" in b.log_tail(400)
+
+
+def test_snapshot_taken_on_one_node_starts_on_the_other(nodes: tuple[Server, Server, str]) -> None:
+    """E2B starts a snapshot anywhere: taken through A, started through B from the blob store,
+    with its files and its processes (a memory snapshot), on B's own address."""
+    a, b, _url = nodes
+    with sdk_pointed_at(a):
+        src = Sandbox.create(timeout=300)
+        try:
+            src.files.write("/home/user/snap.txt", "snapshot across nodes")
+            src.commands.run("sleep 3600", background=True)
+            info = src.create_snapshot()
+        finally:
+            src.kill()
+    with sdk_pointed_at(b):
+        clone = Sandbox.create(info.snapshot_id, timeout=120)
+        try:
+            assert clone.files.read("/home/user/snap.txt") == "snapshot across nodes"
+            assert "sleep 3600" in clone.commands.run("ps -eo args").stdout   # memory came along
+            assert clone.commands.run("echo here").stdout.strip() == "here"
+        finally:
+            clone.kill()
+        assert Sandbox.delete_snapshot(info.snapshot_id) is True
+    assert "snapshot published" in a.log_tail(400)
+    assert "snapshot fetched from the blob store" in b.log_tail(400)
 
 
 def test_template_built_on_one_node_starts_on_the_other(nodes: tuple[Server, Server, str]) -> None:
