@@ -7,7 +7,7 @@ VENV := .venv
 DEB_PACKAGES := runc mmdebstrap nftables python3-nftables iproute2 iptables python3-venv python3-dev \
                 uidmap curl zstd ca-certificates busybox-static e2fsprogs mount lxcfs gcc libc6-dev \
                 skopeo umoci docker-registry golang-github-containers-common \
-                chromium postgresql-15
+                chromium postgresql-15 ccache
 SANDLOT := $(VENV)/bin/sandlot
 PYTEST_ARGS ?=
 
