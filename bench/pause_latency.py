@@ -3,8 +3,11 @@
 Usage (as root, after `make setup`):
     .venv/bin/python bench/pause_latency.py [--runs 10] [--big-runs 5] [--big-mb 200] [--idle-only]
 
-Starts its own `sandlot serve` on loopback, then prints p50/p95 in milliseconds for an
-idle sandbox and one whose Python process holds --big-mb of (random) memory. The floor,
+Starts its own `sandlot serve` on loopback twice: first with hot pauses (``SANDLOT_HOT_PAUSE_S``
+600: pause = freeze, resume = thaw), then with CRIU pauses (``SANDLOT_HOT_PAUSE_S=0``), and prints
+p50/p95 in milliseconds for an idle sandbox and one whose Python process holds --big-mb of
+(random) memory; snapshots and forks are measured in the CRIU run only. ``--mode hot|cold``
+runs one of the two. The floor,
 ``criu dump`` / ``criu restore`` of a trivial process with its images on the data dir's file
 system, is measured first in the same run (``bench/floors.py``). ``--idle-only``: pause and
 resume of the idle sandbox only (no snapshots, forks or big sandbox).
@@ -92,6 +95,7 @@ def main() -> None:
     parser.add_argument("--big-mb", type=int, default=200)
     parser.add_argument("--idle-only", action="store_true")
     parser.add_argument("--floor-runs", type=int, default=10)
+    parser.add_argument("--mode", choices=("both", "hot", "cold"), default="both")
     args = parser.parse_args()
     import os
 
@@ -102,19 +106,25 @@ def main() -> None:
     from sandlot import ids
     from tests.e2e.server import Server, sdk_pointed_at, unique_instance, unique_subnet
 
-    server = Server(workdir=Path(tempfile.mkdtemp(prefix="sandlot-bench-")), api_key=ids.new_api_key(),
-                    instance=unique_instance("b"), subnet=unique_subnet(9))
-    server.start()
-    try:
-        with sdk_pointed_at(server):
-            pause_resume("idle", args.runs, 0, args.idle_only)
-            if not args.idle_only:
-                pause_resume(f"holding {args.big_mb} MB", args.big_runs, args.big_mb)
-            print(f"load average after: {os.getloadavg()[0]:.1f}")
-    finally:
-        for item in httpx.get(f"{server.url}/v2/sandboxes", headers={"X-API-Key": server.api_key}).json():
-            httpx.delete(f"{server.url}/sandboxes/{item['sandboxID']}", headers={"X-API-Key": server.api_key}, timeout=60)
-        server.stop()
+    modes = ("hot", "cold") if args.mode == "both" else (args.mode,)
+    for mode in modes:
+        server = Server(workdir=Path(tempfile.mkdtemp(prefix="sandlot-bench-")), api_key=ids.new_api_key(),
+                        instance=unique_instance("b"), subnet=unique_subnet(9),
+                        extra_env={"SANDLOT_HOT_PAUSE_S": "600" if mode == "hot" else "0"})
+        server.start()
+        try:
+            with sdk_pointed_at(server):
+                # hot: pause/resume only (snapshots and forks don't depend on the pause mode)
+                only_pause = args.idle_only or mode == "hot"
+                pause_resume(f"idle, {mode}", args.runs, 0, only_pause)
+                if not args.idle_only:
+                    pause_resume(f"{args.big_mb} MB, {mode}", args.big_runs, args.big_mb, only_pause)
+                print(f"load average after the {mode} run: {os.getloadavg()[0]:.1f}")
+        finally:
+            for item in httpx.get(f"{server.url}/v2/sandboxes", headers={"X-API-Key": server.api_key}).json():
+                httpx.delete(f"{server.url}/sandboxes/{item['sandboxID']}", headers={"X-API-Key": server.api_key},
+                             timeout=60)
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -89,6 +89,15 @@ class Settings(BaseSettings):
 
     paused_ttl_s: int = 0
     """Paused sandboxes older than this are deleted with their checkpoint (0 = kept until killed)."""
+    hot_pause_s: int = 0
+    """A memory pause first only freezes the sandbox (a "hot" pause: milliseconds both ways, its
+    memory stays in RAM); after this many seconds paused it is checkpointed with CRIU as before
+    ("cold"). 0 = every pause is a CRIU checkpoint at once. Always cold under ``sandlot node``
+    (another node must be able to resume it). A host crash or reboot loses hot-paused sandboxes
+    (a server restart does not): ``orchestrator/cooling.py``."""
+    hot_pause_min_available_mb: int = 2048
+    """While the host's ``MemAvailable`` (``/proc/meminfo``) is below this, hot pauses are cooled
+    into CRIU checkpoints early, oldest first, to give their memory back."""
 
     network_pool_size: int = 4
     warm_pool_size: int = 2

@@ -223,6 +223,7 @@ class Lifecycle:
                 raise Conflict(f"Sandbox \"{sandbox_id}\" is {row.state}")
             self._move(row, PAUSING)
             row.envd_unresponsive_at_pause = envd_unresponsive
+            row.pause_hot = False
         self._tell(row, RUNNING, PAUSING)
         return self._routes.pop(sandbox_id, None)
 
@@ -241,20 +242,36 @@ class Lifecycle:
         if row is not None:
             self._tell(row, PAUSING, RUNNING)
 
-    async def paused(self, sandbox_id: str, route: Route | None) -> None:
-        """pausing → paused; peers of its old address forget their connections."""
+    async def paused(self, sandbox_id: str, route: Route | None, *, hot: bool = False) -> None:
+        """pausing → paused; peers of its old address forget their connections. ``hot``: its
+        memory is still live in a frozen container (``pause_hot``), whose sockets are intact:
+        peers keep their connections until it is cooled (:meth:`cooled`)."""
         now = datetime.now(timezone.utc)
         with self.db.session() as session, session.begin():
             row = self._row(session, sandbox_id)
             self._move(row, PAUSED)
             row.paused_at = now
             row.end_at = now
+            row.pause_hot = hot
         self._tell(row, PAUSING, PAUSED)
         self.metrics.forget(sandbox_id)
-        if route is not None:
-            # CRIU's network lock swallowed the FINs of envd's sockets: peers must forget them
-            for hook in self._pause_hooks:
-                await hook(route.ip)
+        if route is not None and not hot:
+            await self._forget_connections(route.ip)
+
+    async def cooled(self, sandbox_id: str) -> Sandbox:
+        """A hot pause became a CRIU checkpoint: still ``paused`` (no transition, no event), no
+        longer hot; peers of its address forget their connections, as after any checkpoint."""
+        with self.db.session() as session, session.begin():
+            row = self._row(session, sandbox_id)
+            row.pause_hot = False
+        if row.ip:
+            await self._forget_connections(row.ip)
+        return row
+
+    async def _forget_connections(self, ip: str) -> None:
+        # CRIU's network lock swallowed the FINs of envd's sockets: peers must forget them
+        for hook in self._pause_hooks:
+            await hook(ip)
 
     # --- resuming -------------------------------------------------------------------------
 
@@ -295,6 +312,7 @@ class Lifecycle:
             row.ip = ip
             row.paused_at = None
             row.envd_unresponsive_at_pause = False
+            row.pause_hot = False
             row.end_at = min(now + timedelta(seconds=timeout_s),
                              row.started_at + timedelta(seconds=self.settings.max_lifetime_s))
         self._route(row, ip)
@@ -344,16 +362,18 @@ class Lifecycle:
         row.ip = ip
         row.paused_at = None
         row.envd_unresponsive_at_pause = False
+        row.pause_hot = False
         now = datetime.now(timezone.utc)
         if row.end_at <= now:
             row.end_at = now + timedelta(seconds=self.settings.default_timeout_s)
         self._route(row, ip)
 
     def settle_paused(self, row: Sandbox) -> None:
-        """An interrupted pause or resume whose image is complete: → paused."""
+        """An interrupted pause, resume or cool-down whose image is complete: → paused (cold)."""
         if row.state != PAUSED:
             self._move(row, PAUSED)
             row.paused_at = row.paused_at or datetime.now(timezone.utc)
+        row.pause_hot = False
 
     def lost(self, session: Session, row: Sandbox) -> None:
         """A sandbox whose container did not survive the restart: → gone."""
@@ -361,6 +381,17 @@ class Lifecycle:
         self._move(row, GONE)
         session.delete(row)
         self._tell(row, old, GONE)
+
+    def vanished(self, sandbox_id: str) -> None:
+        """A hot-paused sandbox whose frozen container died while the server ran: → gone, reported
+        as a pause lost across a restart is (:meth:`lost`)."""
+        with self.db.session() as session, session.begin():
+            row = session.get(Sandbox, sandbox_id)
+            if row is None:
+                return
+            self.lost(session, row)
+        self.metrics.forget(sandbox_id)
+        self.events.drop(sandbox_id)
 
     # --- timed operations (no state of their own) -----------------------------------------
 

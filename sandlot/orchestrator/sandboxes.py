@@ -27,6 +27,7 @@ from sandlot import ids
 from sandlot.orchestrator.adoption import Adoption
 from sandlot.orchestrator.snapshot_images import SnapshotImages
 from sandlot.orchestrator.boot import Boot, envd_init
+from sandlot.orchestrator.cooling import Cooler
 from sandlot.orchestrator.envd_client import EnvdAgent
 from sandlot.orchestrator.errors import Conflict, InvalidRequest, OperationFailed, SandboxNotFound
 from sandlot.orchestrator.events import EventLog
@@ -98,6 +99,8 @@ class SandboxManager:
         self.lifecycle.node_id = self.nodes.node_id
         self.scope = self.nodes.node_id if settings.role == "node" else None
         """Rows this server recovers and reaps: its own under ``sandlot node``, all of them on a single box."""
+        self.cooler = Cooler(settings, db, runtime, self.lifecycle, self.pausing, self.scope)   # hot pauses → CRIU
+        self.pausing.cooled_hooks.append(self.volumes.released_by)
         if settings.role == "node":   # layers and pause images of other nodes, through the blob store
             self.pool.ensure_layers = self.boot.ensure_layers
             adoption = Adoption(settings, db, runtime, self.boot, self.network, self.nodes.node_id)
@@ -615,6 +618,7 @@ class SandboxManager:
         await self.volumes.recover()   # after the sandboxes: unmount what no survivor uses
         await self.nodes.start_registered()
         self._reaper = asyncio.create_task(self._reap_forever())
+        self.cooler.start()
         self.metrics.start()
         with self.db.session() as session:  # keep the default template warm from the first request
             base = template_store.resolve(session, "", "base")
@@ -624,6 +628,7 @@ class SandboxManager:
 
     async def close(self) -> None:
         """Stop background work; sandboxes keep running for the next server start."""
+        await self.cooler.close()
         await self.lifecycle_events.close()
         await self.nodes.close()
         await self.volumes.close()

@@ -288,6 +288,11 @@ class Volumes:
         if row.volume_mounts and new not in MOUNTED_STATES:
             self.release_soon(volume_store.mounted_ids(row.volume_mounts), delay=0.0)
 
+    def released_by(self, row: Sandbox) -> None:
+        """A hot pause cooled into a checkpoint: its container (and binds) went without a state change."""
+        if row.volume_mounts:
+            self.release_soon(volume_store.mounted_ids(row.volume_mounts), delay=0.0)
+
     def release_soon(self, volume_ids: Iterable[str], delay: float) -> None:
         try:
             loop = asyncio.get_running_loop()
@@ -312,7 +317,9 @@ class Volumes:
         if self._in_flight.get(volume_id):
             return True
         with self.db.session() as session:
-            return any(s.state in MOUNTED_STATES for s in volume_store.sandboxes_using(session, volume_id))
+            # a hot-paused sandbox's frozen container still holds its binds (``pausing.py``)
+            return any(s.state in MOUNTED_STATES or (s.state == "paused" and s.pause_hot)
+                       for s in volume_store.sandboxes_using(session, volume_id))
 
     async def release_if_unused(self, volume_id: str) -> bool:
         """Unmount the volume (and free its loop device) when nothing uses it; whether it is unmounted."""

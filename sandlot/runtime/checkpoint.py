@@ -237,6 +237,7 @@ class Checkpointing(ContainerHost):
         if state is not None or self._state_file(sid).parent.exists():
             if await self.is_alive(sid):   # (after a pause's dump its processes are gone already)
                 await self._runc("kill", sid, "KILL", check=False)
+                self._thaw_killed(sid)   # a hot-paused one's filesystem-only pause
                 if state and state.get("init_process_pid"):
                     await self._wait_exit(int(state["init_process_pid"]), state.get("init_process_start"))
             await self._runc("delete", "-f", sid, check=False)
@@ -290,12 +291,14 @@ class Checkpointing(ContainerHost):
         return timings
 
     async def _dump_for_pause(self, sandbox_id: str, timings: dict[str, float], t0: float) -> None:
-        """Freeze and dump into ``checkpoint/``; on failure thaw the sandbox and raise."""
+        """Freeze and dump into ``checkpoint/``; on failure thaw the sandbox (or, when it was
+        frozen already — a hot pause cooling down — leave it frozen) and raise."""
         sdir = self.sandbox_dir(sandbox_id)
         partial, final = sdir / "checkpoint.partial", sdir / "checkpoint"
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)
         partial.mkdir()
+        hot = self._frozen(sandbox_id)
         self._refuse_stopped_tasks(sandbox_id)
         await self._freeze(sandbox_id)
         timings["freeze"] = (time.perf_counter() - t0) * 1000
@@ -305,7 +308,10 @@ class Checkpointing(ContainerHost):
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             if await self.is_alive(sandbox_id):
-                await self._runc("resume", sandbox_id, check=False)
+                if hot:   # stays hot-paused (frozen again if CRIU's attach watch thawed it)
+                    await asyncio.shield(self._freeze(sandbox_id))
+                else:
+                    await self._runc("resume", sandbox_id, check=False)
             raise
         timings["dump"] = (time.perf_counter() - t0) * 1000
         os.replace(partial, final)
@@ -323,6 +329,21 @@ class Checkpointing(ContainerHost):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.02)
         await self._runc("pause", sid)
+
+    def _frozen(self, sid: str) -> bool:
+        return cgroups.read("freezer", sid, "freezer.state", parent=self.cgroup_parent) == "FROZEN"
+
+    async def hot_pause(self, sandbox_id: str) -> dict[str, float]:
+        """Freeze every process of the sandbox, keeping the container (``Runtime.hot_pause``)."""
+        validate_sandbox_id(sandbox_id)
+        t0 = time.perf_counter()
+        self._require_criu(sandbox_id)   # it must be able to cool down into a checkpoint
+        if not await self.is_alive(sandbox_id):
+            raise SandboxRuntimeError(f"container {sandbox_id} is not running")
+        # a stopped task would hang the cool-down's CRIU attach: refused now, as a pause refuses it
+        self._refuse_stopped_tasks(sandbox_id)
+        await self._freeze(sandbox_id)
+        return {"freeze": (time.perf_counter() - t0) * 1000, "total": (time.perf_counter() - t0) * 1000}
 
     def _refuse_stopped_tasks(self, sid: str) -> None:
         """Before freezing: a stopped task would hang CRIU's attach (``stopped_tasks``)."""

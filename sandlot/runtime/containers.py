@@ -127,6 +127,13 @@ class ContainerHost:
             pass
         finally:
             os.close(fd)
+        self._thaw_killed(sandbox_id)
+
+    def _thaw_killed(self, sid: str) -> None:
+        """A frozen container's tasks (a hot pause) take a SIGKILL only once thawed (the v1
+        freezer holds them in the kernel until then): thawed *after* the signal, they die before
+        running another instruction of their own. A no-op for a container that is not frozen."""
+        cgroups.write("freezer", sid, "freezer.state", "THAWED", parent=self.cgroup_parent)
 
     async def _teardown(self, sid: str, slot: NetSlot | None) -> None:
         errors: list[str] = []
@@ -135,6 +142,7 @@ class ContainerHost:
             pid = (state or {}).get("init_process_pid")
             start = (state or {}).get("init_process_start")
             await self._runc("kill", sid, "KILL", check=False)
+            self._thaw_killed(sid)
             if pid:
                 await self._wait_exit(int(pid), start)
             rc, err = await self._runc("delete", sid, check=False)

@@ -1,7 +1,7 @@
 """An in-memory :class:`~sandlot.runtime.base.Runtime` for in-process tests: instant, no root.
 
 What it models — the bookkeeping the orchestrator relies on, with runc's rules:
-- sandboxes in states ``running``, ``frozen`` (a snapshot's ``runc pause`` a crash left),
+- sandboxes in states ``running``, ``frozen`` (a hot pause, or a snapshot's ``runc pause`` a crash left),
   ``paused`` (container released, address kept) and ``dead`` (the init exited; the
   container is still listed until killed, as runc's is);
 - addresses on loopback, ``127.0.<octet>.N`` (default octet 77), so a test can bind a fake
@@ -216,15 +216,26 @@ class FakeRuntime:
         return self.free_disk
 
     async def pause(self, sandbox_id: str, *, memory: bool = True) -> dict[str, float]:
+        """A frozen sandbox (hot-paused) is dumped as runc's is: the freeze is already done."""
         validate_sandbox_id(sandbox_id)
         sb = self._get(sandbox_id)
         if memory:
             self._require_criu()
         self._call("pause", sandbox_id)
-        if sb.state != "running":
+        if sb.state not in ("running", "frozen"):
             raise SandboxRuntimeError(f"runc pause failed: container {sandbox_id} is {sb.state}, not running")
         sb.state, sb.paused_memory = "paused", memory
         return {"freeze": 0.0, "dump": 0.0, "total": 0.0} if memory else {"total": 0.0}
+
+    async def hot_pause(self, sandbox_id: str) -> dict[str, float]:
+        validate_sandbox_id(sandbox_id)
+        sb = self._get(sandbox_id)
+        self._require_criu()
+        self._call("hot_pause", sandbox_id)
+        if sb.state not in ("running", "frozen"):
+            raise SandboxRuntimeError(f"container {sandbox_id} is {sb.state}, not running")
+        sb.state = "frozen"
+        return {"freeze": 0.0, "total": 0.0}
 
     async def resume(self, sandbox_id: str, *, memory: bool = True) -> SandboxHandle:
         validate_sandbox_id(sandbox_id)

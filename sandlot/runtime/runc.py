@@ -313,13 +313,16 @@ class RuncRuntime(Checkpointing):
         return out
 
     async def thaw_if_frozen(self, sandbox_id: str) -> bool:
-        """Thaw a container left frozen by a server killed between a snapshot's or fork's
-        ``runc pause`` and its ``runc resume`` (bench/soak.py's ``kill -9``): it would never
-        answer again, and every later snapshot would fail with "container not running"."""
+        """Thaw a frozen container: a hot pause's resume, or one left frozen by a server killed
+        between a snapshot's or fork's ``runc pause`` and its ``runc resume`` (bench/soak.py's
+        ``kill -9``: it would never answer again, and every later snapshot would fail with
+        "container not running"). What ``runc resume`` does (runc reads the paused state from
+        the freezer), without a runc process; ``runc resume`` if the freezer can't be written."""
         state = cgroups.read("freezer", sandbox_id, "freezer.state", parent=self.cgroup_parent)
         if (state or "").strip() not in ("FROZEN", "FREEZING"):
             return False
-        await self._runc("resume", sandbox_id, check=False)
+        if not cgroups.write("freezer", sandbox_id, "freezer.state", "THAWED", parent=self.cgroup_parent):
+            await self._runc("resume", sandbox_id, check=False)
         return True
 
     def oom_killed(self, sandbox_id: str) -> bool:

@@ -201,6 +201,10 @@ class Sandbox(Base):
     pause_image: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     """``{"digest", "node", "memory"}``: the last pause's image in the blob store, which another
     node fetches to resume the sandbox there (``orchestrator/adoption.py``); ``None`` otherwise."""
+    # --- hot pause (migration 0023) ---
+    pause_hot: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Paused with its memory still live: the container is frozen, not yet dumped by CRIU
+    (``orchestrator/cooling.py`` turns it into a checkpoint later). Only meaningful while ``paused``."""
     # --- scale-out (migration 0021) ---
     node_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     """The node that holds the sandbox (its container, or its pause image); ``None`` for rows from before 0021."""

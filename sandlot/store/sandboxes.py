@@ -118,3 +118,9 @@ def page(
         last = result[limit - 1]
         return result[:limit], PageCursor(last.started_at, last.id)
     return result, None
+
+
+def hot_paused(session: Session, node_id: str | None = None) -> list[Sandbox]:
+    """Paused sandboxes whose memory is still live (``pause_hot``), oldest pause first."""
+    return list(session.scalars(select(Sandbox).where(Sandbox.state == "paused", Sandbox.pause_hot.is_(True),
+                                                      *_on(node_id)).order_by(Sandbox.paused_at)))
