@@ -1,7 +1,11 @@
 """Fixtures for runtime tests: real containers, so root is required.
 
-Built artifacts (base rootfs ~35 s, envd runtime ~15 s, busybox rootfs) are cached
-under ``$SANDLOT_TEST_DATA`` (default ``<repo>/.data/test``) and reused across runs.
+Built artifacts (base rootfs ~70 s: mmdebstrap and Node; envd runtime ~15 s; busybox rootfs)
+are cached under ``$SANDLOT_TEST_DATA`` when it is set, else in the data dir's ``test-cache``
+(``SANDLOT_DATA_DIR`` or the settings' default), so that a clean clone (CI's) reuses them instead
+of building them again; the base's dir is named by its recipe id, so a changed recipe builds anew
+(the envd runtime refreshes its app copy and deps itself). Runtime state stays under
+``$SANDLOT_TEST_DATA`` (default ``<repo>/.data/test``).
 """
 from __future__ import annotations
 
@@ -15,9 +19,11 @@ import pytest
 
 from sandlot.runtime.base import set_child_subreaper
 from sandlot.runtime.runc import RuncRuntime
+from tests.e2e.server import data_dir
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_DATA = Path(os.environ.get("SANDLOT_TEST_DATA", REPO / ".data" / "test"))
+BUILT = TEST_DATA if "SANDLOT_TEST_DATA" in os.environ else data_dir() / "test-cache"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runtime tests need root")
 
@@ -37,20 +43,20 @@ def _subreaper():
 
 @pytest.fixture(scope="session")
 def base_rootfs() -> Path:
-    from sandlot.templates.base import build_base_rootfs
-    return build_base_rootfs(TEST_DATA / "templates" / "base" / "rootfs", progress=print)
+    from sandlot.templates.base import build_base_rootfs, recipe_id
+    return build_base_rootfs(BUILT / "templates" / "base" / recipe_id() / "rootfs", progress=print)
 
 
 @pytest.fixture(scope="session")
 def envd_runtime() -> Path:
     from sandlot.runtime.envd_bundle import build_envd_runtime
-    return build_envd_runtime(TEST_DATA / "envd" / "runtime", progress=print)
+    return build_envd_runtime(BUILT / "envd" / "runtime", progress=print)
 
 
 @pytest.fixture(scope="session")
 def busybox_rootfs() -> Path:
     """A rootfs with nothing but a static busybox (no libc, no python)."""
-    dest = TEST_DATA / "templates" / "busybox" / "rootfs"
+    dest = BUILT / "templates" / "busybox" / "rootfs"
     if (dest / ".ok").exists():
         return dest
     if not Path("/bin/busybox").exists() or not _is_static("/bin/busybox"):
