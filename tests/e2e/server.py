@@ -116,9 +116,14 @@ class Server:
         env.update(self.extra_env)
         return env
 
-    def start(self, timeout_s: float = 300) -> None:
+    def track(self) -> None:
+        """Registers this server for the session's final clean-up (``start`` does; a subclass
+        with its own ``start`` calls it)."""
         STARTED.append(self)
         _UNRESET[self.instance] = self
+
+    def start(self, timeout_s: float = 300) -> None:
+        self.track()
         log = open(self.workdir / "server.log", "ab")
         self.process = subprocess.Popen(
             [str(SANDLOT), "serve", "--log-level", "info"],

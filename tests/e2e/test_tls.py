@@ -75,6 +75,7 @@ class TlsServer(Server):
         return f"https://{self.ip}:{self.port}"
 
     def start(self, timeout_s: float = 300) -> None:
+        self.track()   # its sandboxes (warm pool) go with the session's final clean-up
         log = open(self.workdir / "server.log", "ab")
         self.process = subprocess.Popen([str(SANDLOT), "serve", "--log-level", "info"], env=self.env(),
                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO)
