@@ -38,6 +38,14 @@ def e2b_ids() -> set[str]:
     return {s.sandbox_id for s in Sandbox.list().next_items()}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def short_lived(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A sandbox with ``timeout_minutes=1``, made as the module starts: its minute runs out while
+    the other tests run, and ``test_timeout_minutes_ends_in_timeout`` checks how it ended."""
+    return call(server, tmp_path_factory.mktemp("prime-short"), "create_and_wait",
+                {"name": "short", "docker_image": "base", "timeout_minutes": 1})
+
+
 def test_sdk_lifecycle_and_e2b_view(server: Server, home: Path) -> None:
     tag = uuid.uuid4().hex[:8]
     out = driver(server, home, "sdk_lifecycle", tag)
@@ -179,8 +187,8 @@ def test_unknown_registry_image_fails_with_image_pull_failed(server: Server) -> 
 
 
 @pytest.mark.slow
-def test_timeout_minutes_ends_in_timeout(server: Server, home: Path) -> None:
-    sandbox = call(server, home, "create_and_wait", {"name": "short", "docker_image": "base", "timeout_minutes": 1})
+def test_timeout_minutes_ends_in_timeout(server: Server, home: Path, short_lived: dict[str, Any]) -> None:
+    sandbox = short_lived
     assert sandbox["status"] == "RUNNING" and sandbox["timeout_minutes"] == 1
     final = wait_status(server, sandbox["id"], {"TIMEOUT", "TERMINATED"}, 90)
     assert final["status"] == "TIMEOUT" and final["errorType"] == "TIMEOUT"
