@@ -10,15 +10,12 @@ from sandlot import ids
 from tests.e2e.server import Server, reset_all, sdk_pointed_at
 
 
-BUILT_AT_START = ("tests/e2e/test_code_interpreter.py", "tests/e2e/test_code_interpreter_languages.py",
-                  "tests/e2e/test_mcp_gateway.py")
-"""Modules that wait for a template the session server builds in the background from its start
-(code-interpreter-v1: ~8 min of apt, pip and Deno on a fresh machine; mcp-gateway): run last,
-so that the build overlaps the rest of the session instead of being waited for near its start."""
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.nodeid.startswith(BUILT_AT_START))   # stable: the rest keep their order
+    """Tests that wait for a template the session server builds in the background from its start
+    (``template_ready``: code-interpreter-v1, ~8 min of apt, pip and Deno on a fresh machine;
+    mcp-gateway) run last, so that the build overlaps the rest of the session instead of being
+    waited for near its start. A stable sort: everything else keeps its order."""
+    items.sort(key=lambda item: "template_ready" in getattr(item, "fixturenames", ()))
 
 
 @pytest.fixture(scope="session", autouse=True)
