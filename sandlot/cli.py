@@ -28,6 +28,15 @@ keys_app.command("quota")(quota_command)  # per-team quotas (sandlot/quotas_cli.
 console = Console(stderr=True)
 
 
+Domain = Annotated[Optional[str], typer.Option(help="Sandbox domain ({port}-{id}.{domain})")]
+TlsFlag = Annotated[Optional[bool], typer.Option("--tls/--no-tls", help="Serve HTTPS (default: on with --domain)")]
+TlsCert = Annotated[Optional[Path], typer.Option(help="Certificate for DOMAIN and *.DOMAIN (PEM)")]
+TlsKey = Annotated[Optional[Path], typer.Option(help="Private key of --tls-cert (PEM)")]
+LogLevel = Annotated[str, typer.Option(help="debug, info, warning")]
+LogFormat = Annotated[Optional[str], typer.Option(
+    help="json, console or auto (JSON unless stderr is a terminal); default SANDLOT_LOG_FORMAT")]
+
+
 def _settings(**overrides: object) -> Settings:
     settings = Settings()
     values = {k: v for k, v in overrides.items() if v is not None}
@@ -69,13 +78,12 @@ def setup() -> None:
 def serve(
     host: Annotated[Optional[str], typer.Option(help="Address to listen on")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port for the API and the sandbox front door")] = None,
-    domain: Annotated[Optional[str], typer.Option(help="Sandbox domain ({port}-{id}.{domain})")] = None,
-    tls: Annotated[Optional[bool], typer.Option("--tls/--no-tls", help="Serve HTTPS (default: on with --domain)")] = None,
-    tls_cert: Annotated[Optional[Path], typer.Option(help="Certificate for DOMAIN and *.DOMAIN (PEM)")] = None,
-    tls_key: Annotated[Optional[Path], typer.Option(help="Private key of --tls-cert (PEM)")] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
-    log_format: Annotated[Optional[str], typer.Option(
-        help="json, console or auto (JSON unless stderr is a terminal); default SANDLOT_LOG_FORMAT")] = None,
+    domain: Domain = None,
+    tls: TlsFlag = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    log_level: LogLevel = "info",
+    log_format: LogFormat = None,
 ) -> None:
     """Run the API and the sandbox front door on one port."""
     import uvicorn
@@ -152,8 +160,8 @@ def _cluster_settings(role: str, host: str | None, port: int | None, log_level: 
 def node(
     host: Annotated[Optional[str], typer.Option(help="Address to listen on (reachable by the API instances)")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port for the API instances")] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
-    log_format: Annotated[Optional[str], typer.Option(help="json, console or auto")] = None,
+    log_level: LogLevel = "info",
+    log_format: LogFormat = None,
 ) -> None:
     """Run this host's node agent: its sandboxes, runtime, warm pool and builds (docs/scale-out.md)."""
     import uvicorn
@@ -176,12 +184,12 @@ def node(
 def api_instance(
     host: Annotated[Optional[str], typer.Option(help="Address to listen on")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port for the API and the sandbox front door")] = None,
-    domain: Annotated[Optional[str], typer.Option(help="Sandbox domain ({port}-{id}.{domain})")] = None,
-    tls: Annotated[Optional[bool], typer.Option("--tls/--no-tls", help="Serve HTTPS (default: on with --domain)")] = None,
-    tls_cert: Annotated[Optional[Path], typer.Option(help="Certificate for DOMAIN and *.DOMAIN (PEM)")] = None,
-    tls_key: Annotated[Optional[Path], typer.Option(help="Private key of --tls-cert (PEM)")] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
-    log_format: Annotated[Optional[str], typer.Option(help="json, console or auto")] = None,
+    domain: Domain = None,
+    tls: TlsFlag = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    log_level: LogLevel = "info",
+    log_format: LogFormat = None,
 ) -> None:
     """Run a stateless API instance that routes to the node agents (docs/scale-out.md)."""
     import uvicorn
