@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     hot_pause_s: int = 0
     """A memory pause first only freezes the sandbox (a "hot" pause: milliseconds both ways, its
     memory stays in RAM); after this many seconds paused it is checkpointed with CRIU as before
-    ("cold"). 0 = every pause is a CRIU checkpoint at once. Always cold under ``sandlot node``
+    ("cold"). 0 (the default for now) = every pause is a CRIU checkpoint at once. Always cold under ``sandlot node``
     (another node must be able to resume it). A host crash or reboot loses hot-paused sandboxes
     (a server restart does not): ``orchestrator/cooling.py``."""
     hot_pause_min_available_mb: int = 2048

@@ -96,7 +96,8 @@ def test_failed_checkpoint_and_full_disk_keep_sandbox_running(tmp_path: Path) ->
     # the sandboxes' disks (and their checkpoints) live on a small tmpfs this test owns
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(rundir)], check=True)
     srv = Server(workdir=tmp_path, api_key=ids.new_api_key(), instance=instance, subnet=unique_subnet(3),
-                 extra_env={"SANDLOT_CHECKPOINT_MIN_FREE_MB": "-100000"})
+                 extra_env={"SANDLOT_CHECKPOINT_MIN_FREE_MB": "-100000",
+                            "SANDLOT_HOT_PAUSE_S": "0"})   # the CRIU dump is what meets the full disk
     try:
         srv.start()
         headers = {"X-API-Key": srv.api_key}
@@ -147,7 +148,7 @@ def test_injected_checkpoint_failure_keeps_sandbox(tmp_path: Path) -> None:
 def test_paused_ttl_deletes_old_paused_sandboxes(tmp_path: Path) -> None:
     """SANDLOT_PAUSED_TTL_S: an operator's retention for paused sandboxes (default: forever)."""
     srv = Server(workdir=tmp_path, api_key=ids.new_api_key(), instance=unique_instance("p"), subnet=unique_subnet(11),
-                 extra_env={"SANDLOT_PAUSED_TTL_S": "3"})
+                 extra_env={"SANDLOT_PAUSED_TTL_S": "3", "SANDLOT_HOT_PAUSE_S": "0"})   # a CRIU pause
     srv.start()
     opts = {"api_key": srv.api_key, "api_url": srv.url, "sandbox_url": srv.url}
     try:

@@ -146,7 +146,9 @@ def test_reset_removes_a_dead_servers_sandboxes(tmp_path: Path) -> None:
 def test_paused_sandbox_survives_a_host_reboot(tmp_path: Path) -> None:
     """A reboot empties /run (network namespaces, runc state) and unmounts the disk images;
     a paused sandbox still resumes, at its own IP, with its memory and files."""
-    server = Server(workdir=tmp_path, api_key=ids.new_api_key(), instance=unique_instance("h"), subnet=unique_subnet(12))
+    # a CRIU pause: a host reboot loses hot-paused sandboxes (their memory was never written)
+    server = Server(workdir=tmp_path, api_key=ids.new_api_key(), instance=unique_instance("h"), subnet=unique_subnet(12),
+                    extra_env={"SANDLOT_HOT_PAUSE_S": "0"})
     server.start()
     opts = {"api_key": server.api_key, "api_url": server.url, "sandbox_url": server.url}
     try:

@@ -30,7 +30,9 @@ JS_DIR = Path(__file__).resolve().parents[1] / "js"
 def vserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = Server(workdir=tmp_path_factory.mktemp("volumes"), api_key=ids.new_api_key(),
                  extra_env={"SANDLOT_VOLUME_SIZE_MB": str(VOLUME_MB), "SANDLOT_VOLUME_IDLE_UNMOUNT_S": "1",
-                            "SANDLOT_WARM_POOL_SIZE": "0"})
+                            "SANDLOT_WARM_POOL_SIZE": "0",
+                            # CRIU pauses: a hot pause's frozen container keeps holding its volumes' mounts
+                            "SANDLOT_HOT_PAUSE_S": "0"})
     srv.start()
     saved = os.environ.get("E2B_VOLUME_API_URL")
     os.environ["E2B_VOLUME_API_URL"] = srv.url   # the SDK's content API base (else https://api.<domain>)

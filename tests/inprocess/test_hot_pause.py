@@ -12,7 +12,7 @@ from tests.inprocess.test_recovery import restarted
 
 
 def _hot(stack: Stack) -> None:
-    stack.settings.hot_pause_s = 600
+    stack.settings.hot_pause_s = 600   # (off by default)
 
 
 async def _paused_hot(stack: Stack, body: dict[str, object] | None = None) -> str:

@@ -53,6 +53,7 @@ async def test_a_filesystem_pause_always_needs_an_answering_guest(stack: Stack) 
 
 
 async def test_a_memory_pause_of_a_hung_guest_is_marked_and_resumes_only_by_reboot(stack: Stack) -> None:
+    stack.settings.hot_pause_s = 0   # a CRIU pause (hot pauses: test_hot_pause.py)
     sid = (await stack.create({"envVars": {"A": "1"}}))["sandboxID"]
     row = stack.row(sid)
     assert row is not None and row.ip is not None
@@ -105,6 +106,7 @@ async def test_reboot_resume_of_a_healthy_memory_pause_cold_boots(stack: Stack) 
 
 
 async def test_a_reboot_resume_that_fails_leaves_the_memory_image(stack: Stack) -> None:
+    stack.settings.hot_pause_s = 0   # a CRIU pause (hot pauses: test_hot_pause.py)
     sid = (await stack.create())["sandboxID"]
     ip = stack.row(sid).ip  # type: ignore[union-attr]
     stack.envd.unhealthy.add(ip)

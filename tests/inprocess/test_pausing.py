@@ -15,6 +15,7 @@ PAST = timedelta(seconds=5)
 
 
 async def test_pause_then_resume(stack: Stack) -> None:
+    stack.settings.hot_pause_s = 0   # a CRIU pause (hot pauses: test_hot_pause.py)
     paused_ips: list[str] = []
 
     async def hook(ip: str) -> None:
@@ -66,6 +67,7 @@ async def test_connect_is_200_on_a_running_sandbox_and_201_on_a_paused_one(stack
 
 
 async def test_a_resume_whose_envd_never_comes_up_stays_paused(stack: Stack) -> None:
+    stack.settings.hot_pause_s = 0   # a CRIU pause (hot pauses: test_hot_pause.py)
     sid = (await stack.create())["sandboxID"]
     ip = stack.row(sid).ip  # type: ignore[union-attr]
     await stack.client.post(f"/sandboxes/{sid}/pause", headers=stack.headers())
@@ -97,6 +99,7 @@ async def test_a_filesystem_only_resume_gives_envd_its_identity_again(stack: Sta
 
 
 async def test_expiry_pauses_an_auto_pause_sandbox_and_kills_the_others(stack: Stack) -> None:
+    stack.settings.hot_pause_s = 0   # a CRIU pause (hot pauses: test_hot_pause.py)
     auto = (await stack.create({"autoPause": True}))["sandboxID"]
     plain = (await stack.create())["sandboxID"]
     live = (await stack.create())["sandboxID"]
@@ -122,6 +125,7 @@ async def test_an_auto_pause_that_fails_at_timeout_kills_the_sandbox(stack: Stac
 
 
 async def test_paused_sandboxes_past_the_retention_are_deleted(stack: Stack) -> None:
+    stack.settings.hot_pause_s = 0   # a CRIU pause (hot pauses: test_hot_pause.py)
     stack.settings.paused_ttl_s = 3600
     old = (await stack.create())["sandboxID"]
     recent = (await stack.create())["sandboxID"]
@@ -193,6 +197,7 @@ async def test_a_network_update_replaces_egress_and_keeps_ingress(stack: Stack) 
 
 @pytest.mark.parametrize("case", ["kill", "auto-pause", "paused-ttl"])
 async def test_a_sandbox_extended_while_the_reaper_works_is_left_alone(stack: Stack, case: str) -> None:
+    stack.settings.hot_pause_s = 0   # a CRIU pause (hot pauses: test_hot_pause.py)
     first = (await stack.create({"autoPause": case == "auto-pause"}))["sandboxID"]
     second = (await stack.create({"autoPause": case == "auto-pause"}))["sandboxID"]
     for sid in (first, second):

@@ -71,6 +71,7 @@ async def test_a_frozen_container_is_thawed(stack: Stack) -> None:
 
 
 async def test_interrupted_pauses_and_resumes_are_settled_from_what_the_runtime_has(stack: Stack) -> None:
+    stack.settings.hot_pause_s = 0   # a CRIU pause (hot pauses: test_hot_pause.py)
     still_running = (await stack.create())["sandboxID"]
     image_complete = (await stack.create())["sandboxID"]
     resuming_paused = (await stack.create())["sandboxID"]
