@@ -74,6 +74,15 @@ def _copy_hashing(src: Any, dest: Path) -> str:
     return h.hexdigest()
 
 
+def _copy_verified(src: Any, dest: Path, digest: str, url: str) -> None:
+    """Copy an object's stream to ``dest``; :class:`BlobCorrupt` (``dest`` removed) unless its
+    bytes hash to ``digest``: whichever backend it came from, nothing unverified is used."""
+    got = _copy_hashing(src, dest)
+    if got != digest:
+        dest.unlink(missing_ok=True)
+        raise BlobCorrupt(f"blob sha256:{digest} in {url} is corrupt (its bytes hash to {got}); not used")
+
+
 class BlobStore(Protocol):
     url: str
 
@@ -126,10 +135,7 @@ class FileBlobStore:
         except FileNotFoundError:
             raise BlobMissing(f"blob sha256:{digest} is not in {self.url}") from None
         with src:
-            got = _copy_hashing(src, dest)
-        if got != digest:
-            dest.unlink(missing_ok=True)
-            raise BlobCorrupt(f"blob sha256:{digest} in {self.url} is corrupt (its bytes hash to {got}); not used")
+            _copy_verified(src, dest, digest, self.url)
 
     def put_ref(self, name: str, digest: str) -> None:
         final = self.root / "refs" / check_ref(name)
@@ -198,10 +204,7 @@ class S3BlobStore:
                 raise BlobMissing(f"blob sha256:{digest} is not in {self.url}") from None
             raise BlobError(f"blob store {self.url}: {exc}") from exc
         with body:
-            got = _copy_hashing(body, dest)
-        if got != digest:
-            dest.unlink(missing_ok=True)
-            raise BlobCorrupt(f"blob sha256:{digest} in {self.url} is corrupt (its bytes hash to {got}); not used")
+            _copy_verified(body, dest, digest, self.url)
 
     def put_ref(self, name: str, digest: str) -> None:
         self._s3.put_object(Bucket=self.bucket, Key=self._key("refs", check_ref(name)),

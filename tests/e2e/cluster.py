@@ -18,10 +18,9 @@ from typing import Any
 import httpx
 
 from tests import postgres
-from tests.e2e.server import REPO, SANDLOT
+from tests.e2e.server import REPO, SANDLOT, SDK_VARS, sdk_environment
 
 SCRIPT = REPO / "scripts" / "local-cluster.sh"
-SDK_VARS = ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY", "E2B_DOMAIN")
 
 
 def unavailable() -> str | None:
@@ -157,18 +156,11 @@ def running_cluster(nodes: int = 3, extra_env: dict[str, str] | None = None) -> 
     top = Path(tempfile.mkdtemp(prefix="sandlot-cluster-"))
     top.chmod(0o711)
     cluster = LocalCluster(root=top / "c", extra_env=extra_env or {})
-    saved = {name: os.environ.get(name) for name in SDK_VARS}
     try:
         cluster.up(nodes)
-        os.environ.update({k: v for k, v in cluster.env_line.items() if k.startswith("E2B_")})
-        os.environ.pop("E2B_DOMAIN", None)
-        yield cluster
+        with sdk_environment({k: v for k, v in cluster.env_line.items() if k.startswith("E2B_")}):
+            yield cluster
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         try:
             cluster.down()
         finally:

@@ -202,18 +202,30 @@ def reset_all() -> None:
             srv.reset()
 
 
+SDK_VARS = ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY", "E2B_DOMAIN")
+"""The E2B SDK's environment variables the tests set."""
+
+
 @contextlib.contextmanager
-def sdk_pointed_at(server: Server) -> Iterator[Server]:
-    """The E2B SDK environment (``E2B_API_URL`` etc.) aimed at ``server`` meanwhile."""
-    names = ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY", "E2B_DOMAIN")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update({"E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.url, "E2B_API_KEY": server.api_key})
-    os.environ.pop("E2B_DOMAIN", None)
+def sdk_environment(values: dict[str, str]) -> Iterator[None]:
+    """The SDK's variables set to ``values`` (the others of :data:`SDK_VARS` unset) meanwhile,
+    restored afterwards."""
+    saved = {name: os.environ.get(name) for name in SDK_VARS}
+    for name in SDK_VARS:
+        os.environ.pop(name, None)
+    os.environ.update(values)
     try:
-        yield server
+        yield
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextlib.contextmanager
+def sdk_pointed_at(server: Server) -> Iterator[Server]:
+    """The E2B SDK environment (``E2B_API_URL`` etc.) aimed at ``server`` meanwhile."""
+    with sdk_environment({"E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.url, "E2B_API_KEY": server.api_key}):
+        yield server
