@@ -36,7 +36,7 @@ def _state(tmp_path: Path) -> dict[str, Any]:
         "data_dir": str(tmp_path / f"n{i}" / "data"), "run_dir": str(tmp_path / f"n{i}" / "run"), "pid": None,
     } for i in (1, 2)]
     return {
-        "root": str(tmp_path), "cluster_id": "abc", "images_dir": "/var/lib/sandlot", "nft_table": "sandlot_lc_abc",
+        "root": str(tmp_path), "cluster_id": "abc", "images_dir": str(tmp_path / "images"), "nft_table": "sandlot_lc_abc",
         "node_command": "node", "api_command": "api", "api_key": "e2b_" + "0" * 40, "admin_token": "adm",
         "node_token": "tok", "nodes": nodes, "postgres": {"port": 5999, "password": "pw", "root": "/x"},
         "apis": [{"port": 4001, "data_dir": str(tmp_path / "a1"), "instance": "kabca1"}],
@@ -62,7 +62,7 @@ def test_node_environment_is_the_nodes_own(lc: ModuleType, tmp_path: Path, monke
     assert env["SANDLOT_DATA_DIR"] == str(tmp_path / "n2" / "data")
     assert env["SANDLOT_RUNTIME_STATE_DIR"] == str(tmp_path / "n2" / "run")
     assert env["SANDLOT_NODE_ADDRESS"] == "10.250.2.2:3000" and env["SANDLOT_NODE_HEARTBEAT_S"] == "2"
-    assert env["SANDLOT_BLOB_URL"] == f"file://{tmp_path}/blobs" and env["SANDLOT_IMAGES_DIR"] == "/var/lib/sandlot"
+    assert env["SANDLOT_BLOB_URL"] == f"file://{tmp_path}/blobs" and env["SANDLOT_IMAGES_DIR"] == str(tmp_path / "images")
     assert env["SANDLOT_WARM_POOL_SIZE"] == "0"   # other settings pass through
     api = lc.api_env(state, state["apis"][0])
     assert api["SANDLOT_DATABASE_URL"] == "postgresql+psycopg://sandlot:pw@127.0.0.1:5999/sandlot"
